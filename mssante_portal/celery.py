@@ -1,0 +1,36 @@
+"""The Celery app and its periodic schedule (ARCHITECTURE.md: worker and beat processes).
+
+Tasks are thin (ids in, one service call, safe to run twice); no eager mode, in tests either.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mssante_portal.settings")
+
+app = Celery("mssante_portal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+    task_ignore_result=True,
+    task_acks_late=True,  # a task lost with its worker is redelivered
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_default_queue="default",
+    broker_connection_retry_on_startup=True,
+    timezone="Europe/Paris",
+)
+app.autodiscover_tasks()
+
+# The periodic schedule lives here, in code. Later capabilities add their sweeps and syncs.
+app.conf.beat_schedule = {
+    "accounts-purge-expired-sessions": {
+        "task": "accounts.tasks.purge_expired_sessions",
+        "schedule": 3600.0,
+    },
+}

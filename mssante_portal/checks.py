@@ -1,0 +1,51 @@
+"""System checks with stable ids: misconfiguration is caught at start, not at the first user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register()
+def psc_configuration(app_configs: Any, **kwargs: Any) -> list[Error | Warning]:
+    problems: list[Error | Warning] = []
+    if settings.PSC_MOCK_ENABLED and not settings.DEBUG and not settings.PORTAL_DEMO:
+        problems.append(
+            Error(
+                "The Pro Santé Connect mock is enabled while DEBUG is off.",
+                hint="Set PSC_MOCK_ENABLED=false in production, or PORTAL_DEMO=true for a public demo.",
+                id="mssante.E001",
+            )
+        )
+    if not settings.PSC_DISCOVERY_URL:
+        problems.append(
+            Error(
+                "PSC_DISCOVERY_URL is empty: nobody can sign in.",
+                hint="Set it to the issuer's .well-known/wallet-openid-configuration URL (.env.example).",
+                id="mssante.E002",
+            )
+        )
+    if not settings.PSC_CLIENT_ID or not settings.PSC_CLIENT_SECRET:
+        problems.append(
+            Error(
+                "PSC_CLIENT_ID and PSC_CLIENT_SECRET are required.",
+                hint="They are issued by ANS when the portal is registered with Pro Santé Connect.",
+                id="mssante.E003",
+            )
+        )
+    if (
+        settings.PORTAL_ENV == "production"
+        and settings.PSC_DISCOVERY_URL
+        and not settings.PSC_DISCOVERY_URL.startswith("https://")
+    ):
+        problems.append(
+            Error(
+                "PSC_DISCOVERY_URL must use https in production.",
+                id="mssante.E004",
+            )
+        )
+    if settings.PORTAL_ENV == "production" and not settings.ALLOWED_HOSTS:
+        problems.append(Error("DJANGO_ALLOWED_HOSTS is empty.", id="mssante.E005"))
+    return problems

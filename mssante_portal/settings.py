@@ -1,0 +1,309 @@
+"""Settings of the MSSanté portal, fed only by environment variables (see .env.example).
+
+Three run modes (PORTAL_ENV):
+- ``production`` (default): nothing is assumed; secrets and database must be given.
+- ``embedded``: ``make run`` on one machine: SQLite and a filesystem Celery transport under
+  ``var/``, the PSC mock on, a generated secret key kept under ``var/``.
+- ``test``: ``make test``: PostgreSQL and Redis from DATABASE_URL / REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+
+from mssante_portal.env import EnvError, env_bool, env_choice, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+PORTAL_ENV = env_choice("PORTAL_ENV", "production", ("production", "embedded", "test"))
+EMBEDDED = PORTAL_ENV == "embedded"
+TESTING = PORTAL_ENV == "test"
+
+VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env_bool("DJANGO_DEBUG", EMBEDDED)
+
+
+def _secret_key() -> str:
+    key = env_str("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    if PORTAL_ENV == "production":
+        raise EnvError("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required in production")
+    # Embedded and test modes: a random key kept under var/, never in the repository.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+SECRET_KEY = _secret_key()
+
+# Public base URL of the portal (used to build the PSC redirect and logout URLs in the mock).
+SITE_URL = env_str("PORTAL_SITE_URL", "http://127.0.0.1:8000" if not PORTAL_ENV == "production" else "")
+SITE_URL = SITE_URL.rstrip("/")
+
+ALLOWED_HOSTS = env_list(
+    "DJANGO_ALLOWED_HOSTS",
+    ["127.0.0.1", "localhost"] if PORTAL_ENV != "production" else [],
+)
+if SITE_URL and urlsplit(SITE_URL).hostname and urlsplit(SITE_URL).hostname not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(urlsplit(SITE_URL).hostname or "")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [SITE_URL] if SITE_URL else [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "csp",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "mssante_portal",
+    "accounts",
+    "accounts.psc",
+]
+
+PSC_MOCK_ENABLED = env_bool("PSC_MOCK_ENABLED", EMBEDDED)
+# A public demonstration may run the mock with DEBUG off, but only when said explicitly.
+PORTAL_DEMO = env_bool("PORTAL_DEMO", False)
+if PSC_MOCK_ENABLED:
+    INSTALLED_APPS.append("devtools.psc_mock")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "mssante_portal.errors.PortalErrorMiddleware",
+]
+
+ROOT_URLCONF = "mssante_portal.urls"
+WSGI_APPLICATION = "mssante_portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "mssante_portal.context.portal",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+if EMBEDDED:
+    _default_db = f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"
+elif TESTING:
+    _default_db = "postgres://postgres@127.0.0.1:5432/mssante"
+else:
+    _default_db = ""
+DATABASE_URL = env_str("DATABASE_URL", _default_db)
+if not DATABASE_URL:
+    raise EnvError("DATABASE_URL is required in production")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite serves several processes (web, worker, beat) in the embedded mode: wait for locks
+    # and use WAL so that readers do not block the writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+# --- Cache (allauth keeps the id_token replay list here) -----------------------------------
+REDIS_URL = env_str(
+    "REDIS_URL", "redis://127.0.0.1:6379/0" if PORTAL_ENV != "embedded" else ""
+)
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+        if EMBEDDED
+        else {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env_str("CACHE_URL", REDIS_URL.rsplit("/", 1)[0] + "/1" if REDIS_URL else ""),
+        }
+    )
+}
+
+# --- Celery ---------------------------------------------------------------------------------
+if EMBEDDED:
+    _celery_dir = VAR_DIR / "celery"
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(_celery_dir / "queue"),
+        "data_folder_out": str(_celery_dir / "queue"),
+        "processed_folder": str(_celery_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Auth: Pro Santé Connect through django-allauth -------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",  # the break-glass operator account (admin only)
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "accounts:home"
+
+ACCOUNT_ADAPTER = "accounts.psc.adapter.PortalAccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.psc.adapter.PscSocialAccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_SIGNUP_FIELDS = ["username*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_USER_MODEL_USERNAME_FIELD = "username"
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_QUERY_EMAIL = False
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_LOGIN_ON_GET = False  # the button posts a form (CSRF), as allauth recommends
+
+# PSC facts: ../shared/reference/annuaire-psc-ins.md §B. The discovery document lives at the
+# non-standard `.well-known/wallet-openid-configuration` path (§B1).
+_mock_discovery = f"{SITE_URL}/_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration"
+PSC_DISCOVERY_URL = env_str("PSC_DISCOVERY_URL", _mock_discovery if PSC_MOCK_ENABLED else "")
+PSC_CLIENT_ID = env_str("PSC_CLIENT_ID", "mssante-portal-dev" if PSC_MOCK_ENABLED else "")
+PSC_CLIENT_SECRET = env_str(
+    "PSC_CLIENT_SECRET", "mock-secret-not-for-production" if PSC_MOCK_ENABLED else ""
+)
+PSC_SCOPE = env_list("PSC_SCOPE", ["openid", "scope_all"])  # §B2: scope_all returns SubjectRefPro
+PSC_ACR_VALUES = env_str("PSC_ACR_VALUES", "eidas1")  # §B2: the only level PSC supports now
+PSC_TOKEN_AUTH_METHOD = env_choice(
+    "PSC_TOKEN_AUTH_METHOD", "client_secret_basic", ("client_secret_basic", "client_secret_post")
+)
+PSC_HTTP_TIMEOUT = env_int("PSC_HTTP_TIMEOUT", 10, minimum=1)
+# Origins the browser is sent to during sign-in and logout (CSP form-action). By default the
+# discovery host and its `wallet.` twin, where PSC serves the authorize page (§B1).
+_psc_origins: list[str] = []
+if PSC_DISCOVERY_URL:
+    _u = urlsplit(PSC_DISCOVERY_URL)
+    _psc_origins.append(f"{_u.scheme}://{_u.netloc}")
+    if _u.hostname and _u.hostname.startswith("auth."):
+        _psc_origins.append(f"{_u.scheme}://wallet.{_u.netloc[len('auth.'):]}")
+PSC_BROWSER_ORIGINS = env_list("PSC_BROWSER_ORIGINS", _psc_origins)
+
+SOCIALACCOUNT_PROVIDERS = {
+    "prosanteconnect": {
+        "APPS": [
+            {
+                "provider_id": "psc",
+                "name": "Pro Santé Connect",
+                "client_id": PSC_CLIENT_ID,
+                "secret": PSC_CLIENT_SECRET,
+                "settings": {
+                    "server_url": PSC_DISCOVERY_URL,
+                    "token_auth_method": PSC_TOKEN_AUTH_METHOD,
+                    "oauth_pkce_enabled": True,
+                    "scope": PSC_SCOPE,
+                    "auth_params": {"acr_values": PSC_ACR_VALUES},
+                },
+            }
+        ],
+    }
+}
+
+# Mock behaviour (dev/demo only).
+PSC_MOCK_USERINFO_FORMAT = env_choice("PSC_MOCK_USERINFO_FORMAT", "json", ("json", "jwt"))
+# Deliberate misbehaviour of the mock, to show and test each sign-in failure page.
+PSC_MOCK_FAULT = env_choice(
+    "PSC_MOCK_FAULT",
+    "",
+    ("", "wrong_nonce", "tampered_id_token", "expired_id_token", "unknown_kid", "no_subject_name_id", "wrong_acr"),
+)
+
+# --- Sessions, cookies, security --------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"  # the PSC redirect back is a top-level GET navigation
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600, minimum=300)
+SECURE = PORTAL_ENV == "production"
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SECURE)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", SECURE)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if SECURE else 0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+X_FRAME_OPTIONS = "DENY"
+
+# Strict Content-Security-Policy (django-csp 4): no inline script or style anywhere.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "frame-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'", *PSC_BROWSER_ORIGINS],
+    }
+}
+
+# --- I18n: the UI speaks French -----------------------------------------------------------------
+LANGUAGE_CODE = "fr"
+LANGUAGES = [("fr", "Français")]
+TIME_ZONE = "Europe/Paris"
+USE_I18N = True
+USE_TZ = True
+LOCALE_PATHS = [BASE_DIR / "locale"]
+
+# --- Static files -----------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PORTAL_ENV == "production"
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# --- Logging ------------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+}

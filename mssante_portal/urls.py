@@ -1,0 +1,14 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+    path("comptes/", include("accounts.psc.urls")),
+    path("operateur/admin/", admin.site.urls),
+]
+
+if settings.PSC_MOCK_ENABLED:
+    urlpatterns.append(path("_dev/psc/", include("devtools.psc_mock.urls")))
+
+handler404 = "accounts.views.not_found"
