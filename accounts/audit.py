@@ -24,6 +24,7 @@ class Action(StrEnum):
     LOGIN = "auth.login"
     LOGIN_FAILED = "auth.login_failed"
     LOGOUT = "auth.logout"
+    STRUCTURE_CREATED = "structure.created"
     MEMBERSHIP_ADDED = "membership.added"
     MEMBERSHIP_ROLE_CHANGED = "membership.role_changed"
     MEMBERSHIP_REMOVED = "membership.removed"

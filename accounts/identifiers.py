@@ -1,4 +1,7 @@
-"""National identifiers: FINESS, SIRET, idNat_PS (../shared/reference/annuaire-psc-ins.md §B4, §D)."""
+"""National identifiers: FINESS, SIRET, idNat_PS.
+
+Source: ../shared/reference/annuaire-psc-ins.md §B4 and §D.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ def validate_finess(value: str) -> str:
     finess = normalize_identifier(value)
     if not FINESS_RE.match(finess):
         raise ValidationError(
-            _("Un numéro FINESS compte 9 caractères : 2 pour le département (ou 2A/2B) puis 7 chiffres."),
+            _("Un numéro FINESS compte 9 caractères : département (ou 2A/2B) puis 7 chiffres."),
             code="finess_format",
         )
     if finess.isdigit() and not luhn_ok(finess):

@@ -30,7 +30,9 @@ class User(AbstractUser):
     # Every exercice of the last userinfo, as received (no content, identity data only).
     professions = models.JSONField(_("exercices"), default=list, blank=True)
     last_auth_mode = models.CharField(_("moyen d'authentification"), max_length=16, blank=True)
-    psc_refreshed_at = models.DateTimeField(_("dernière synchronisation PSC"), null=True, blank=True)
+    psc_refreshed_at = models.DateTimeField(
+        _("dernière synchronisation PSC"), null=True, blank=True
+    )
 
     class Meta:
         verbose_name = _("utilisateur")
@@ -49,7 +51,9 @@ class Structure(models.Model):
         SIRET = "siret", _("SIRET")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    identifier_kind = models.CharField(_("type d'identifiant"), max_length=16, choices=IdentifierKind)
+    identifier_kind = models.CharField(
+        _("type d'identifiant"), max_length=16, choices=IdentifierKind
+    )
     identifier = models.CharField(_("identifiant"), max_length=14)
     name = models.CharField(_("raison sociale"), max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -79,7 +83,9 @@ class StructureDomain(models.Model):
         verbose_name_plural = _("domaines")
         ordering = ["domain"]
         constraints = [
-            models.CheckConstraint(condition=Q(domain=models.functions.Lower("domain")), name="domain_lowercase"),
+            models.CheckConstraint(
+                condition=Q(domain=models.functions.Lower("domain")), name="domain_lowercase"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -97,7 +103,9 @@ class Membership(models.Model):
         OPERATOR = "operator", _("Opérateur")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
     structure = models.ForeignKey(Structure, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(_("rôle"), max_length=16, choices=Role, default=Role.MEMBER)
     source = models.CharField(_("origine"), max_length=16, choices=Source)
@@ -118,7 +126,9 @@ class Activity(models.Model):
     """A situation d'exercice from PSC (`SubjectRefPro.exercices[].activities[]`), refreshed at
     each sign-in. It may or may not match a structure hosted by this portal."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="activities")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="activities"
+    )
     position = models.PositiveSmallIntegerField()
     profession_code = models.CharField(max_length=8, blank=True)
     mode = models.CharField(_("mode d'exercice"), max_length=4, blank=True)
@@ -136,10 +146,15 @@ class Activity(models.Model):
     )
 
     class Meta:
+        verbose_name = _("situation d'exercice")
+        verbose_name_plural = _("situations d'exercice")
         ordering = ["position"]
         constraints = [
             models.UniqueConstraint(fields=["user", "position"], name="activity_position_unique"),
         ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class AuditEvent(models.Model):

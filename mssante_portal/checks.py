@@ -15,7 +15,7 @@ def psc_configuration(app_configs: Any, **kwargs: Any) -> list[Error | Warning]:
         problems.append(
             Error(
                 "The Pro Santé Connect mock is enabled while DEBUG is off.",
-                hint="Set PSC_MOCK_ENABLED=false in production, or PORTAL_DEMO=true for a public demo.",
+                hint="Set PSC_MOCK_ENABLED=false in production, or PORTAL_DEMO=true for a demo.",
                 id="mssante.E001",
             )
         )
@@ -23,7 +23,7 @@ def psc_configuration(app_configs: Any, **kwargs: Any) -> list[Error | Warning]:
         problems.append(
             Error(
                 "PSC_DISCOVERY_URL is empty: nobody can sign in.",
-                hint="Set it to the issuer's .well-known/wallet-openid-configuration URL (.env.example).",
+                hint="Set it to the issuer's wallet-openid-configuration URL (.env.example).",
                 id="mssante.E002",
             )
         )

@@ -48,5 +48,14 @@ class PortalErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, PortalError):
             return None
-        template = "errors/toast.html" if getattr(request, "htmx", False) else "errors/portal_error.html"
-        return render(request, template, {"error": exception}, status=exception.http_status)
+        if getattr(request, "htmx", False):
+            # htmx: the message goes to the toast area, whatever the request targeted.
+            response = render(
+                request, "errors/toast.html", {"error": exception}, status=exception.http_status
+            )
+            response["HX-Retarget"] = "#toasts"
+            response["HX-Reswap"] = "innerHTML"
+            return response
+        return render(
+            request, "errors/portal_error.html", {"error": exception}, status=exception.http_status
+        )

@@ -46,7 +46,7 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 
 # Public base URL of the portal (used to build the PSC redirect and logout URLs in the mock).
-SITE_URL = env_str("PORTAL_SITE_URL", "http://127.0.0.1:8000" if not PORTAL_ENV == "production" else "")
+SITE_URL = env_str("PORTAL_SITE_URL", "http://127.0.0.1:8000" if PORTAL_ENV != "production" else "")
 SITE_URL = SITE_URL.rstrip("/")
 
 ALLOWED_HOSTS = env_list(
@@ -79,7 +79,7 @@ PSC_MOCK_ENABLED = env_bool("PSC_MOCK_ENABLED", EMBEDDED)
 # A public demonstration may run the mock with DEBUG off, but only when said explicitly.
 PORTAL_DEMO = env_bool("PORTAL_DEMO", False)
 if PSC_MOCK_ENABLED:
-    INSTALLED_APPS.append("devtools.psc_mock")
+    INSTALLED_APPS += ["devtools.psc_mock", "devtools.demo"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -126,7 +126,9 @@ else:
 DATABASE_URL = env_str("DATABASE_URL", _default_db)
 if not DATABASE_URL:
     raise EnvError("DATABASE_URL is required in production")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serves several processes (web, worker, beat) in the embedded mode: wait for locks
     # and use WAL so that readers do not block the writer.
@@ -140,9 +142,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 # --- Cache (allauth keeps the id_token replay list here) -----------------------------------
-REDIS_URL = env_str(
-    "REDIS_URL", "redis://127.0.0.1:6379/0" if PORTAL_ENV != "embedded" else ""
-)
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if PORTAL_ENV != "embedded" else "")
 CACHES = {
     "default": (
         {
@@ -152,7 +152,9 @@ CACHES = {
         if EMBEDDED
         else {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": env_str("CACHE_URL", REDIS_URL.rsplit("/", 1)[0] + "/1" if REDIS_URL else ""),
+            "LOCATION": env_str(
+                "CACHE_URL", REDIS_URL.rsplit("/", 1)[0] + "/1" if REDIS_URL else ""
+            ),
         }
     )
 }
@@ -194,7 +196,9 @@ SOCIALACCOUNT_LOGIN_ON_GET = False  # the button posts a form (CSRF), as allauth
 
 # PSC facts: ../shared/reference/annuaire-psc-ins.md §B. The discovery document lives at the
 # non-standard `.well-known/wallet-openid-configuration` path (§B1).
-_mock_discovery = f"{SITE_URL}/_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration"
+_mock_discovery = (
+    f"{SITE_URL}/_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration"
+)
 PSC_DISCOVERY_URL = env_str("PSC_DISCOVERY_URL", _mock_discovery if PSC_MOCK_ENABLED else "")
 PSC_CLIENT_ID = env_str("PSC_CLIENT_ID", "mssante-portal-dev" if PSC_MOCK_ENABLED else "")
 PSC_CLIENT_SECRET = env_str(
@@ -213,14 +217,13 @@ if PSC_DISCOVERY_URL:
     _u = urlsplit(PSC_DISCOVERY_URL)
     _psc_origins.append(f"{_u.scheme}://{_u.netloc}")
     if _u.hostname and _u.hostname.startswith("auth."):
-        _psc_origins.append(f"{_u.scheme}://wallet.{_u.netloc[len('auth.'):]}")
+        _psc_origins.append(f"{_u.scheme}://wallet.{_u.netloc[len('auth.') :]}")
 PSC_BROWSER_ORIGINS = env_list("PSC_BROWSER_ORIGINS", _psc_origins)
 
 SOCIALACCOUNT_PROVIDERS = {
     "prosanteconnect": {
         "APPS": [
             {
-                "provider_id": "psc",
                 "name": "Pro Santé Connect",
                 "client_id": PSC_CLIENT_ID,
                 "secret": PSC_CLIENT_SECRET,
@@ -242,7 +245,15 @@ PSC_MOCK_USERINFO_FORMAT = env_choice("PSC_MOCK_USERINFO_FORMAT", "json", ("json
 PSC_MOCK_FAULT = env_choice(
     "PSC_MOCK_FAULT",
     "",
-    ("", "wrong_nonce", "tampered_id_token", "expired_id_token", "unknown_kid", "no_subject_name_id", "wrong_acr"),
+    (
+        "",
+        "wrong_nonce",
+        "tampered_id_token",
+        "expired_id_token",
+        "unknown_kid",
+        "no_subject_name_id",
+        "wrong_acr",
+    ),
 )
 
 # --- Sessions, cookies, security --------------------------------------------------------------
@@ -256,7 +267,9 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if SECURE else 0)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+)
 X_FRAME_OPTIONS = "DENY"
 
 # Strict Content-Security-Policy (django-csp 4): no inline script or style anywhere.

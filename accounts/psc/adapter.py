@@ -1,0 +1,124 @@
+"""allauth adapters: professionals sign in only through Pro Santé Connect.
+
+Local sign-up and password sign-in are closed; the break-glass operator account signs in to
+the Django admin with its own form. Every outcome of a PSC sign-in is traced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from allauth.socialaccount.models import SocialLogin
+from allauth.socialaccount.providers.base.constants import AuthError
+from allauth.socialaccount.providers.oauth2.client import OAuth2Error
+from django.db import transaction
+from django.http import HttpRequest
+from django.shortcuts import render
+
+from accounts.audit import Action, audit_record
+from accounts.models import User
+from accounts.psc import errors
+from accounts.psc.claims import parse_userinfo
+from accounts.psc.provider import ID_TOKEN_SESSION_KEY, NONCE_SESSION_PREFIX, PscSession
+from accounts.services import user_sync_from_psc
+
+
+class PortalAccountAdapter(DefaultAccountAdapter):
+    def is_open_for_signup(self, request: HttpRequest) -> bool:
+        return False  # no local accounts; PSC sign-ups go through the social adapter
+
+    def login(self, request: HttpRequest, user: Any) -> None:
+        super().login(request, user)
+        audit_record(
+            action=Action.LOGIN,
+            actor=user,
+            target=user,
+            request=request,
+            details={"auth_mode": user.last_auth_mode},
+        )
+
+
+def _classify(error: Any, exception: Any, extra_context: dict[str, Any]) -> errors.PscError:
+    if error == AuthError.CANCELLED:
+        return errors.PscCancelled()
+    if isinstance(exception, errors.PscError):
+        return exception
+    if isinstance(exception, requests.RequestException):
+        return errors.PscUnreachable(str(exception))
+    if exception is None and "state_id" in extra_context:
+        # allauth found no pending state for this callback (CSRF on the redirect, replay).
+        return errors.PscStateMismatch()
+    if exception is None:
+        return errors.PscIdpError()
+    if isinstance(exception, OAuth2Error):
+        return errors.PscProtocolError(str(exception))
+    return errors.PscError(str(exception))
+
+
+class PscSocialAccountAdapter(DefaultSocialAccountAdapter):
+    def get_requests_session(self) -> requests.Session:
+        return PscSession()
+
+    def is_open_for_signup(self, request: HttpRequest, sociallogin: SocialLogin) -> bool:
+        return True
+
+    def on_authentication_error(
+        self,
+        request: HttpRequest,
+        provider: Any,
+        error: Any = None,
+        exception: Any = None,
+        extra_context: Any = None,
+    ) -> None:
+        failure = _classify(error, exception, extra_context or {})
+        for key in [k for k in request.session if k.startswith(NONCE_SESSION_PREFIX)]:
+            del request.session[key]
+        request.session.pop(ID_TOKEN_SESSION_KEY, None)
+        audit_record(
+            action=Action.LOGIN_FAILED,
+            success=False,
+            error_code=failure.code,
+            request=request,
+        )
+        status = (
+            200
+            if isinstance(failure, errors.PscCancelled)
+            else 502
+            if isinstance(failure, errors.PscUnreachable)
+            else 400
+        )
+        raise ImmediateHttpResponse(
+            render(request, "accounts/login_error.html", {"failure": failure}, status=status)
+        )
+
+    def populate_user(
+        self, request: HttpRequest, sociallogin: SocialLogin, data: dict[str, Any]
+    ) -> Any:
+        user = super().populate_user(request, sociallogin, data)
+        user.national_id = data["username"]
+        return user
+
+    def pre_social_login(self, request: HttpRequest, sociallogin: SocialLogin) -> None:
+        identity = parse_userinfo(sociallogin.account.extra_data["userinfo"])
+        if not sociallogin.is_existing:
+            # A person invited by a director (or loaded as demo data) already has an account
+            # keyed by their national id: attach this PSC identity to it. The id comes from
+            # verified claims (§B4), so this cannot attach a stranger.
+            known = User.objects.filter(national_id=identity.national_id).first()
+            if known is None:
+                return  # a new account: save_user() creates and fills it
+            with transaction.atomic():
+                sociallogin.connect(request, known)
+        user_sync_from_psc(user=sociallogin.user, identity=identity)
+
+    def save_user(self, request: HttpRequest, sociallogin: SocialLogin, form: Any = None) -> Any:
+        # The new account, its identity and memberships are written together or not at all.
+        with transaction.atomic():
+            user = super().save_user(request, sociallogin, form)
+            identity = parse_userinfo(sociallogin.account.extra_data["userinfo"])
+            user_sync_from_psc(user=user, identity=identity)
+        return user

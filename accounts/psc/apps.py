@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class PscConfig(AppConfig):
+    name = "accounts.psc"
+    label = "psc"
+    verbose_name = "Pro Santé Connect"

@@ -1,0 +1,60 @@
+"""Plain factory functions and the named personas reused by every test (STYLE.md)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from accounts.models import Membership, Structure, StructureDomain, User
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PSC_SAMPLES = SHARED / "samples" / "psc"
+_seq = itertools.count(1)
+
+
+def psc_sample(name: str) -> dict[str, Any]:
+    return json.loads((PSC_SAMPLES / name).read_text(encoding="utf-8"))
+
+
+def make_structure(
+    *,
+    name: str = "EHPAD Les Tilleuls",
+    finess: str = "690001235",
+    domain: str | None = "ehpad-les-tilleuls.mssante.fr",
+) -> Structure:
+    structure = Structure.objects.create(
+        identifier_kind=Structure.IdentifierKind.FINESS_EG, identifier=finess, name=name
+    )
+    if domain:
+        StructureDomain.objects.create(structure=structure, domain=domain)
+    return structure
+
+
+def make_professional(
+    *,
+    national_id: str | None = None,
+    first_name: str = "Claire",
+    last_name: str = "Martin",
+    profession: str = "10",
+) -> User:
+    national_id = national_id or f"8997009{next(_seq):05d}"
+    user = User.objects.create(
+        username=national_id,
+        national_id=national_id,
+        first_name=first_name,
+        last_name=last_name,
+        profession_code=profession,
+    )
+    user.set_unusable_password()
+    user.save()
+    return user
+
+
+def make_membership(
+    user: User, structure: Structure, role: str = Membership.Role.MEMBER
+) -> Membership:
+    return Membership.objects.create(
+        user=user, structure=structure, role=role, source=Membership.Source.INVITATION
+    )
