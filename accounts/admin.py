@@ -100,9 +100,9 @@ class MembershipAdmin(admin.ModelAdmin):
             structure=obj.structure,
             user=obj.user,
             role=obj.role,
-            actor=request.user,
+            actor=request.user if isinstance(request.user, User) else None,
             request=request,
-        )  # type: ignore[arg-type]
+        )
         obj.pk = saved.pk
 
 

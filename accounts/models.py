@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
 
@@ -83,9 +84,7 @@ class StructureDomain(models.Model):
         verbose_name_plural = _("domaines")
         ordering = ["domain"]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(domain=models.functions.Lower("domain")), name="domain_lowercase"
-            ),
+            models.CheckConstraint(condition=Q(domain=Lower("domain")), name="domain_lowercase"),
         ]
 
     def __str__(self) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import requests
-from allauth.socialaccount.adapter import get_adapter as get_social_adapter
 from django.conf import settings
 from django.contrib.auth import logout as django_logout
 from django.contrib.auth.decorators import login_required
@@ -13,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.audit import Action, audit_record
+from accounts.models import User
 from accounts.psc.provider import ID_TOKEN_SESSION_KEY, ProSanteConnectAdapter
 from accounts.selectors import home_profile
 
@@ -25,29 +25,29 @@ def login_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/home.html", {"profile": home_profile(request.user)})  # type: ignore[arg-type]
+    assert isinstance(request.user, User)  # login_required
+    return render(request, "accounts/home.html", {"profile": home_profile(request.user)})
 
 
 @require_POST
 def logout(request: HttpRequest) -> HttpResponse:
-    """End the portal session, then the PSC session (RP-initiated logout, §B4 of the PSC brief).
+    """End the portal session, then the PSC session (RP-initiated logout, PSC brief §B4).
 
     The portal session ends first: if PSC cannot be reached, the person is still signed out
     here and is told so.
     """
     id_token = request.session.get(ID_TOKEN_SESSION_KEY)
-    if request.user.is_authenticated:
-        audit_record(action=Action.LOGOUT, actor=request.user, target=request.user, request=request)  # type: ignore[arg-type]
+    if isinstance(request.user, User):
+        audit_record(action=Action.LOGOUT, actor=request.user, target=request.user, request=request)
     django_logout(request)
     back = request.build_absolute_uri(reverse("accounts:logged_out"))
     if not id_token:
         return HttpResponseRedirect(back)
     try:
-        provider = get_social_adapter().get_provider(request, "prosanteconnect")
         end_session = ProSanteConnectAdapter(request).openid_config.get("end_session_endpoint")
-    except (requests.RequestException, ValueError, KeyError):
+    except (requests.RequestException, ValueError):
         end_session = None
-    if not end_session or not provider:
+    if not end_session:
         return HttpResponseRedirect(f"{back}?psc=injoignable")
     query = urlencode(
         {

@@ -131,7 +131,12 @@ def parse_userinfo(claims: dict[str, Any]) -> PscIdentity:
     # État-civil names first; the exercice names are the fallback (§B4).
     first_name = _s(claims.get("given_name"), 150) or (main.first_name if main else "")
     last_name = _s(claims.get("family_name"), 150) or (main.last_name if main else "")
-    civility = (main.civility if main else "") or _s(ref_pro.get("codeCivilite"), 8)
+    # Civility of exercice first, then état-civil, which some documents carry at top level.
+    civility = (
+        (main.civility if main else "")
+        or _s(ref_pro.get("codeCivilite"), 8)
+        or _s(claims.get("codeCivilite"), 8)
+    )
     return PscIdentity(
         national_id=national_id,
         first_name=first_name,

@@ -55,7 +55,7 @@ SIGNING_ALGORITHMS = [
 class PscSession(requests.Session):
     """HTTP session for calls to PSC: bounded timeouts, so a dead IdP is a clear error page."""
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", settings.PSC_HTTP_TIMEOUT)
         return super().request(*args, **kwargs)
 

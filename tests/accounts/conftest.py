@@ -17,7 +17,7 @@ def _point_psc_at(settings: pytest.FixtureRequest, discovery_url: str) -> None:
 
 
 @pytest.fixture
-def psc_live(live_server, settings) -> str:  # type: ignore[no-untyped-def]
+def psc_live(live_server, settings) -> str:
     """The portal and its PSC mock served over real HTTP; the OIDC client points at the mock.
 
     Returns the base URL."""
@@ -28,7 +28,7 @@ def psc_live(live_server, settings) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def psc_unreachable(settings) -> Callable[[], None]:  # type: ignore[no-untyped-def]
+def psc_unreachable(settings) -> Callable[[], None]:
     """Point the OIDC client at a local port where nothing listens."""
 
     def apply() -> None:

@@ -48,7 +48,7 @@ def test_htmx_requests_carry_the_csrf_token(client: Client) -> None:
     assert 'hx-headers=\'{"X-CSRFToken": "' in html
 
 
-def test_unknown_page_is_a_french_404(client: Client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_page_is_a_french_404(client: Client, settings) -> None:
     settings.DEBUG = False
     r = client.get("/nulle-part/")
     assert r.status_code == 404
@@ -117,7 +117,7 @@ def test_admin_refuses_a_structure_with_a_bad_finess(client: Client) -> None:
     assert not Structure.objects.exists()
 
 
-def test_psc_mock_is_refused_in_production_without_demo_flag(settings) -> None:  # type: ignore[no-untyped-def]
+def test_psc_mock_is_refused_in_production_without_demo_flag(settings) -> None:
     settings.PSC_MOCK_ENABLED = True
     settings.DEBUG = False
     settings.PORTAL_DEMO = False

@@ -61,7 +61,7 @@ def test_sign_in_refreshes_a_known_professional_and_reports_e_cps(psc_live: str)
     assert User.objects.filter(national_id=NURSE).count() == 1
 
 
-def test_userinfo_as_signed_jwt_is_accepted(psc_live: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_userinfo_as_signed_jwt_is_accepted(psc_live: str, settings) -> None:
     settings.PSC_MOCK_USERINFO_FORMAT = "jwt"
 
     step = psc_flow.sign_in(psc_live, DOCTOR)
@@ -122,7 +122,7 @@ def test_wrong_state_is_refused(psc_live: str) -> None:
 )
 def test_untrustworthy_answers_are_refused(
     psc_live: str, settings, fault: str, title: str, code: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings.PSC_MOCK_FAULT = fault
 
     step = psc_flow.sign_in(psc_live, DOCTOR)
@@ -131,7 +131,7 @@ def test_untrustworthy_answers_are_refused(
     _assert_refused(step, psc_live, title, code)
 
 
-def test_userinfo_jwt_without_subject_name_id_is_refused(psc_live: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_userinfo_jwt_without_subject_name_id_is_refused(psc_live: str, settings) -> None:
     settings.PSC_MOCK_USERINFO_FORMAT = "jwt"
     settings.PSC_MOCK_FAULT = "no_subject_name_id"
 
@@ -140,7 +140,7 @@ def test_userinfo_jwt_without_subject_name_id_is_refused(psc_live: str, settings
     _assert_refused(step, psc_live, "Identité professionnelle incomplète", "userinfo_invalid")
 
 
-def test_idp_unreachable(psc_live: str, psc_unreachable) -> None:  # type: ignore[no-untyped-def]
+def test_idp_unreachable(psc_live: str, psc_unreachable) -> None:
     psc_unreachable()
 
     step = psc_flow.start(psc_live)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from devtools.psc_mock.identities import load_identities
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -12,6 +11,7 @@ from accounts.models import Membership, Structure, User
 from accounts.psc.claims import parse_userinfo
 from accounts.services import membership_set_role, structure_create, user_sync_from_psc
 from devtools.demo.data import DIRECTORS, STRUCTURES
+from devtools.psc_mock.identities import load_identities
 
 
 class Command(BaseCommand):
