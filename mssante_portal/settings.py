@@ -9,6 +9,7 @@ Three run modes (PORTAL_ENV):
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,22 +29,26 @@ VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 DEBUG = env_bool("DJANGO_DEBUG", EMBEDDED)
 
 
-def _secret_key() -> str:
-    key = env_str("DJANGO_SECRET_KEY")
-    if key:
-        return key
+def _secret(name: str) -> str:
+    """A secret from the environment (or ``<name>_FILE``). Outside production, a random value
+    is generated once and kept under var/ (never in the repository)."""
+    value = env_str(name)
+    if value:
+        return value
     if PORTAL_ENV == "production":
-        raise EnvError("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required in production")
-    # Embedded and test modes: a random key kept under var/, never in the repository.
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50), encoding="utf-8")
-        path.chmod(0o600)
+        raise EnvError(f"{name} (or {name}_FILE) is required in production")
+    path = VAR_DIR / "secrets" / name.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: processes starting together agree on one value
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_urlsafe(50))
     return path.read_text(encoding="utf-8").strip()
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY = _secret("DJANGO_SECRET_KEY")
 
 # Public base URL of the portal (used to build the PSC redirect and logout URLs in the mock).
 SITE_URL = env_str("PORTAL_SITE_URL", "http://127.0.0.1:8000" if PORTAL_ENV != "production" else "")
@@ -73,6 +78,7 @@ INSTALLED_APPS = [
     "mssante_portal",
     "accounts",
     "accounts.psc",
+    "mailboxes",
 ]
 
 PSC_MOCK_ENABLED = env_bool("PSC_MOCK_ENABLED", EMBEDDED)
@@ -255,6 +261,21 @@ PSC_MOCK_FAULT = env_choice(
         "wrong_acr",
     ),
 )
+
+# --- Dovecot, the message store (ARCHITECTURE.md) ---------------------------------------------
+DOVECOT_DIR = Path(env_str("DOVECOT_DIR", str(VAR_DIR / "dovecot")))
+DOVECOT_MAIL_ROOT = Path(env_str("DOVECOT_MAIL_ROOT", str(VAR_DIR / "mail")))
+DOVECOT_IMAP_HOST = env_str("DOVECOT_IMAP_HOST", "127.0.0.1")
+DOVECOT_IMAP_PORT = env_int("DOVECOT_IMAP_PORT", 10143, minimum=1)
+DOVECOT_LMTP_PORT = env_int("DOVECOT_LMTP_PORT", 10024, minimum=1)
+DOVECOT_MASTER_USER = env_str("DOVECOT_MASTER_USER", "portal")
+# Unprivileged system user that owns the Maildirs when Dovecot is started as root.
+DOVECOT_MAIL_USER = env_str("DOVECOT_MAIL_USER", "mssante")
+DOVECOT_POSTMASTER_DOMAIN = env_str("DOVECOT_POSTMASTER_DOMAIN", "localhost")
+DOVECOT_TIMEOUT = env_int("DOVECOT_TIMEOUT", 10, minimum=1)
+
+
+DOVECOT_MASTER_PASSWORD = _secret("DOVECOT_MASTER_PASSWORD")
 
 # --- Sessions, cookies, security --------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -5,6 +5,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("accounts.urls")),
     path("comptes/", include("accounts.psc.urls")),
+    path("bal/", include("mailboxes.urls")),
     path("operateur/admin/", admin.site.urls),
 ]
 

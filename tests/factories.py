@@ -7,7 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.test import TestCase
+
 from accounts.models import Membership, Structure, StructureDomain, User
+from mailboxes.models import Mailbox
+from mailboxes.services.lifecycle import mailbox_create
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PSC_SAMPLES = SHARED / "samples" / "psc"
@@ -58,3 +62,41 @@ def make_membership(
     return Membership.objects.create(
         user=user, structure=structure, role=role, source=Membership.Source.INVITATION
     )
+
+
+def make_mailbox(
+    *,
+    structure: Structure,
+    kind: str = "PER",
+    local_part: str = "claire.martin",
+    owner: User | None = None,
+    responsible: User | None = None,
+    display_name: str = "",
+) -> Mailbox:
+    """A BAL created through the service, with Dovecot provisioned (on-commit callbacks run)."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return mailbox_create(
+            structure=structure,
+            kind=kind,
+            local_part=local_part,
+            display_name=display_name or local_part,
+            owner=owner,
+            responsible=responsible,
+            actor=None,
+        )
+
+
+def make_message(
+    *,
+    subject: str = "Compte rendu de consultation",
+    sender: str = "Dr Paul Durand <paul.durand@chu-exemple.mssante.fr>",
+    to: str = "claire.martin@ehpad-les-tilleuls.mssante.fr",
+    body: str = "Bonjour,\nveuillez trouver le compte rendu.\nCordialement",
+    date: str = "Mon, 16 Nov 2026 09:30:00 +0100",
+    extra_headers: str = "",
+) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\n"
+        f"Message-ID: <{next(_seq)}.test@chu-exemple.mssante.fr>\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n{extra_headers}\r\n{body}\r\n"
+    ).encode()

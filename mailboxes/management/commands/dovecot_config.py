@@ -1,0 +1,27 @@
+"""Write the private Dovecot instance's configuration and BAL list (run before Dovecot starts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from mailboxes.services.lifecycle import dovecot_users_sync
+from mailboxes.store import dovecot
+
+
+class Command(BaseCommand):
+    help = "Génère la configuration de l'instance Dovecot privée et la liste des BAL servies."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        instance = dovecot.instance_from_settings()
+        dovecot.write_instance(
+            instance,
+            master_user=settings.DOVECOT_MASTER_USER,
+            master_password=settings.DOVECOT_MASTER_PASSWORD,
+        )
+        count = dovecot_users_sync()
+        self.stdout.write(
+            f"Dovecot : {instance.config_path} ({count} BAL, IMAP {instance.imap_port}, LMTP {instance.lmtp_port})"
+        )

@@ -1,0 +1,111 @@
+"""MSSanté mailboxes (BAL) and who may use them.
+
+Types from TRE_R257-TypeBAL (../shared/reference/mssante-spec.md §2.3); the directory fields
+each type carries (§5.1): description and service for ORG/APP, a responsible professional for
+ORG/APP, the national id of the holder for PER, liste rouge for all.
+Message content never lives here: it is in Dovecot.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Structure, StructureDomain
+
+
+class Mailbox(models.Model):
+    class Kind(models.TextChoices):
+        PER = "PER", _("Personnelle")
+        ORG = "ORG", _("Organisationnelle")
+        APP = "APP", _("Applicative")
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        SUSPENDED = "suspended", _("Suspendue")
+        CLOSED = "closed", _("Fermée")
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    structure = models.ForeignKey(Structure, on_delete=models.PROTECT, related_name="mailboxes")
+    domain = models.ForeignKey(StructureDomain, on_delete=models.PROTECT, related_name="mailboxes")
+    local_part = models.CharField(_("partie locale"), max_length=64)
+    address = models.CharField(_("adresse"), max_length=320, unique=True)
+    kind = models.CharField(_("type de BAL"), max_length=3, choices=Kind)
+    status = models.CharField(_("état"), max_length=10, choices=Status, default=Status.ACTIVE)
+    display_name = models.CharField(_("nom affiché"), max_length=200)
+    # PER: the professional who holds the BAL (tied to their national id).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="owned_mailboxes",
+    )
+    # ORG/APP: the habilitated professional who answers for the BAL.
+    responsible = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="responsible_mailboxes",
+    )
+    service = models.CharField(_("service de rattachement"), max_length=200, blank=True)
+    description = models.CharField(_("description"), max_length=500, blank=True)
+    liste_rouge = models.BooleanField(_("liste rouge"), default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("BAL")
+        verbose_name_plural = _("BAL")
+        ordering = ["address"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(kind="PER", owner__isnull=False) | ~Q(kind="PER")),
+                name="mailbox_per_has_owner",
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="PER") | Q(responsible__isnull=False)),
+                name="mailbox_org_app_has_responsible",
+            ),
+            models.CheckConstraint(
+                condition=Q(address__contains="@"), name="mailbox_address_has_at"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class MailboxAccess(models.Model):
+    """A person's right on a BAL that is not theirs: member of an ORG BAL, or delegate of a
+    PER BAL (the console issue manages delegations; the model is here from the start)."""
+
+    class Kind(models.TextChoices):
+        MEMBER = "member", _("Membre")
+        DELEGATE = "delegate", _("Délégué·e")
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="accesses")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mailbox_accesses"
+    )
+    kind = models.CharField(max_length=10, choices=Kind)
+    can_read = models.BooleanField(_("lire"), default=True)
+    can_send = models.BooleanField(_("envoyer"), default=False)
+    can_manage = models.BooleanField(_("gérer"), default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("droit sur une BAL")
+        verbose_name_plural = _("droits sur les BAL")
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "user"], name="mailbox_access_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} -> {self.mailbox} ({self.kind})"

@@ -1,0 +1,104 @@
+"""Reads and access checks of the mailboxes app.
+
+Rule (ARCHITECTURE.md): a BAL a person may not use answers 404 exactly like one that does not
+exist; ``PermissionDenied`` only when they may see it but not do this.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from accounts.models import User
+from mailboxes.errors import StoreUnavailable
+from mailboxes.models import Mailbox, MailboxAccess
+from mailboxes.store.imap import MailStore
+from mailboxes.store.mime import parse_message
+
+
+class Access(StrEnum):
+    READ = "read"
+    SEND = "send"
+    MANAGE = "manage"
+
+
+@dataclass(frozen=True)
+class Grant:
+    mailbox: Mailbox
+    read: bool
+    send: bool
+    manage: bool
+    relation: str  # "owner", "member", "delegate"
+
+    def allows(self, need: Access) -> bool:
+        return {"read": self.read, "send": self.send, "manage": self.manage}[need]
+
+
+USABLE = [Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED]
+
+
+def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
+    if not user.is_authenticated:
+        return []
+    owned = Mailbox.objects.filter(status__in=USABLE, kind=Mailbox.Kind.PER, owner=user)
+    accesses = MailboxAccess.objects.filter(user=user, can_read=True, mailbox__status__in=USABLE)
+    if public_id is not None:
+        owned = owned.filter(public_id=public_id)
+        accesses = accesses.filter(mailbox__public_id=public_id)
+    grants = [Grant(m, True, True, True, "owner") for m in owned.select_related("structure")]
+    seen = {g.mailbox.pk for g in grants}
+    for access in accesses.select_related("mailbox", "mailbox__structure"):
+        if access.mailbox_id not in seen:
+            grants.append(
+                Grant(
+                    access.mailbox, access.can_read, access.can_send, access.can_manage, access.kind
+                )
+            )
+    return sorted(grants, key=lambda g: (g.mailbox.kind != Mailbox.Kind.PER, g.mailbox.address))
+
+
+def usable_mailboxes(user: User) -> list[Grant]:
+    """Every BAL the person may read: their PER BAL, ORG BALs they belong to, delegations."""
+    return _grants(user)
+
+
+def access_mailbox(user: User, public_id: uuid.UUID | str, need: Access = Access.READ) -> Grant:
+    """The person's grant on one BAL. Raises Http404 when missing or not theirs,
+    PermissionDenied when they may read it but not ``need``."""
+    try:
+        key = uuid.UUID(str(public_id))
+    except ValueError:
+        raise Http404 from None
+    grants = _grants(user, key)
+    if not grants:
+        raise Http404
+    grant = grants[0]
+    if not grant.allows(need):
+        raise PermissionDenied
+    return grant
+
+
+def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
+    """Unread messages in the INBOX of each BAL (None when the store does not answer)."""
+    rows: list[tuple[Grant, int | None]] = []
+    for grant in grants:
+        try:
+            with MailStore(grant.mailbox.address) as store:
+                rows.append((grant, store.unread()))
+        except StoreUnavailable:
+            rows.append((grant, None))
+    return rows
+
+
+def message_html(grant: Grant, folder: str, uid: int) -> str | None:
+    """The HTML body of a message, unsanitised (the caller sanitises), or None if missing.
+    The read itself was traced when the message page was opened."""
+    with MailStore(grant.mailbox.address) as store:
+        if not store.folder_exists(folder):
+            return None
+        found = store.fetch(folder, uid, mark_seen=False)
+    return parse_message(found[0]).html if found else None

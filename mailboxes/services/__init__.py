@@ -1,0 +1,1 @@
+"""Writes of the mailboxes app (split by subdomain, STYLE.md)."""

@@ -1,0 +1,175 @@
+"""The private Dovecot instance: configuration, master user, and the list of BALs it serves.
+
+Dovecot never reads our tables. Its interface is two files the portal writes under
+``DOVECOT_DIR``: ``users`` (every active or suspended BAL, with a password that can never
+match) and ``master-users`` (the portal's master user). The portal logs in as
+``<bal address>*<master user>`` after its own access check (ARCHITECTURE.md, data flow 3).
+Pitfalls of a rootless instance: ../shared/reference/platform-notes.md §2.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import grp
+import hashlib
+import os
+import pwd
+import secrets
+import string
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+TEMPLATE = Path(settings.BASE_DIR) / "deploy" / "dovecot" / "dovecot.conf.tmpl"
+
+
+def ssha512(secret: bytes) -> str:
+    """Dovecot's {SSHA512} scheme: base64(sha512(secret + salt) + salt)."""
+    salt = secrets.token_bytes(16)
+    return "{SSHA512}" + base64.b64encode(hashlib.sha512(secret + salt).digest() + salt).decode()
+
+
+@dataclass(frozen=True)
+class Instance:
+    base_dir: Path
+    mail_root: Path
+    imap_port: int
+    lmtp_port: int
+    listen: str = "127.0.0.1"
+
+    @property
+    def config_path(self) -> Path:
+        return self.base_dir / "dovecot.conf"
+
+    @property
+    def users_path(self) -> Path:
+        return self.base_dir / "users"
+
+
+@dataclass(frozen=True)
+class _Identity:
+    mail_uid: int
+    mail_gid: int
+    internal_user: str
+    internal_group: str
+    login_user: str
+
+
+def _identity() -> _Identity:
+    """Who the mail processes run as. Dovecot refuses uid 0 for mail (platform-notes §2):
+    as root we use a dedicated system user and Dovecot's packaged service users."""
+    if os.geteuid() == 0:
+        mail = pwd.getpwnam(settings.DOVECOT_MAIL_USER)
+        return _Identity(mail.pw_uid, mail.pw_gid, "dovecot", "dovecot", "dovenull")
+    me = pwd.getpwuid(os.geteuid())
+    group = grp.getgrgid(os.getegid()).gr_name
+    return _Identity(me.pw_uid, os.getegid(), me.pw_name, group, me.pw_name)
+
+
+def ensure_mail_user() -> None:
+    """Create the unprivileged mail user when running as root and it is missing (embedded
+    mode and tests; production images create it at build time)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam(settings.DOVECOT_MAIL_USER)
+    except KeyError:
+        subprocess.run(  # noqa: S603 (fixed arguments)
+            [
+                "/usr/sbin/useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                settings.DOVECOT_MAIL_USER,
+            ],
+            check=True,
+        )
+
+
+def instance_from_settings() -> Instance:
+    return Instance(
+        base_dir=Path(settings.DOVECOT_DIR),
+        mail_root=Path(settings.DOVECOT_MAIL_ROOT),
+        imap_port=settings.DOVECOT_IMAP_PORT,
+        lmtp_port=settings.DOVECOT_LMTP_PORT,
+        listen=settings.DOVECOT_IMAP_HOST,
+    )
+
+
+def _atomic_write(path: Path, content: str, mode: int, group: int | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_text(content, encoding="utf-8")
+    tmp.chmod(mode)
+    if group is not None and os.geteuid() == 0:
+        os.chown(tmp, 0, group)
+    os.replace(tmp, path)
+
+
+def write_instance(instance: Instance, *, master_user: str, master_password: str) -> None:
+    """Write the configuration, the master user and the mail root of a Dovecot instance."""
+    ensure_mail_user()
+    ident = _identity()
+    instance.base_dir.mkdir(parents=True, exist_ok=True)
+    instance.base_dir.chmod(0o755)  # Dovecot's unprivileged services traverse it
+    instance.mail_root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(instance.mail_root, ident.mail_uid, ident.mail_gid)
+    # A stale penalty socket from a killed run stalls every auth for 5 s (platform-notes §2).
+    with contextlib.suppress(FileNotFoundError):
+        (instance.base_dir / "run" / "anvil-auth-penalty").unlink()
+    config = string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+        base_dir=instance.base_dir,
+        instance=hashlib.sha256(str(instance.base_dir).encode()).hexdigest()[:8],
+        listen=instance.listen,
+        mail_uid=ident.mail_uid,
+        mail_gid=ident.mail_gid,
+        internal_user=ident.internal_user,
+        internal_group=ident.internal_group,
+        login_user=ident.login_user,
+        postmaster_domain=settings.DOVECOT_POSTMASTER_DOMAIN,
+        imap_port=instance.imap_port,
+        lmtp_port=instance.lmtp_port,
+        mail_root=instance.mail_root,
+    )
+    _atomic_write(instance.config_path, config, 0o644)
+    internal_gid = grp.getgrnam(ident.internal_group).gr_gid
+    _atomic_write(
+        instance.base_dir / "master-users",
+        f"{master_user}:{ssha512(master_password.encode())}\n",
+        0o640,
+        group=internal_gid,
+    )
+    if not instance.users_path.exists():
+        write_users(instance, [])
+
+
+@contextlib.contextmanager
+def _lock(instance: Instance) -> Iterator[None]:
+    instance.base_dir.mkdir(parents=True, exist_ok=True)
+    with open(instance.base_dir / ".users.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_users(instance: Instance, addresses: Iterable[str]) -> None:
+    """Replace the list of BALs Dovecot serves (atomic; Dovecot re-reads it on change).
+
+    The password field is the hash of a random secret nobody keeps: a BAL cannot be opened
+    with a credential of its own, only through the master user.
+    """
+    lines = []
+    for address in sorted({a.lower() for a in addresses}):
+        if ":" in address or "\n" in address:
+            raise ValueError(f"refusing an address that would corrupt the users file: {address!r}")
+        lines.append(f"{address}:{ssha512(secrets.token_bytes(32))}::::::\n")
+    with _lock(instance):
+        _atomic_write(instance.users_path, "".join(lines), 0o644)

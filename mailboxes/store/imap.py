@@ -1,0 +1,323 @@
+"""IMAP client of the portal: one BAL, opened as ``<address>*<master user>``.
+
+Callers must have checked access themselves (mailboxes.selectors.access_mailbox): Dovecot only
+knows that the portal is allowed to open every BAL.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from mailboxes.errors import StoreUnavailable
+from mailboxes.store.headers import Address, decode_text
+
+SPECIAL_FOLDERS = {
+    "INBOX": _("Boîte de réception"),
+    "Sent": _("Envoyés"),
+    "Drafts": _("Brouillons"),
+    "Trash": _("Corbeille"),
+}
+FOLDER_ORDER = ["INBOX", "Drafts", "Sent", "Trash"]
+SORT_ORDERS = {
+    "date": ["REVERSE", "DATE"],
+    "date-asc": ["DATE"],
+    "sender": ["FROM"],
+    "subject": ["SUBJECT"],
+    "size": ["REVERSE", "SIZE"],
+}
+TRASH = "Trash"
+
+
+@dataclass(frozen=True)
+class Folder:
+    name: str
+    label: str
+    total: int
+    unread: int
+    special: bool
+
+
+@dataclass(frozen=True)
+class Summary:
+    uid: int
+    subject: str
+    sender: Address | None
+    recipients: list[Address]
+    date: datetime | None
+    size: int
+    seen: bool
+    flagged: bool
+    answered: bool
+    has_attachments: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    folder: str
+    messages: list[Summary]
+    total: int
+    number: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+
+@dataclass(frozen=True)
+class Criteria:
+    sender: str = ""
+    subject: str = ""
+    body: str = ""
+    since: date | None = None
+    before: date | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.sender or self.subject or self.body or self.since or self.before)
+
+    def imap(self) -> list[Any]:
+        """IMAP SEARCH keys (RFC 3501 §6.4.4); BEFORE is exclusive, so the day after is used."""
+        keys: list[Any] = []
+        if self.sender:
+            keys += ["FROM", self.sender]
+        if self.subject:
+            keys += ["SUBJECT", self.subject]
+        if self.body:
+            keys += ["BODY", self.body]
+        if self.since:
+            keys += ["SINCE", self.since]
+        if self.before:
+            keys += ["BEFORE", date.fromordinal(self.before.toordinal() + 1)]
+        return keys or ["ALL"]
+
+
+def _addresses(items: Sequence[Any] | None) -> list[Address]:
+    result = []
+    for item in items or ():
+        mailbox = decode_text(item.mailbox)
+        host = decode_text(item.host)
+        if not mailbox and not host:
+            continue  # group syntax markers (RFC 3501 §7.4.2)
+        result.append(
+            Address(name=decode_text(item.name), email=f"{mailbox}@{host}" if host else mailbox)
+        )
+    return result
+
+
+def _has_attachments(structure: Any) -> bool:
+    """Whether a BODYSTRUCTURE holds a part with a disposition of attachment or a filename."""
+    try:
+        if structure.is_multipart:
+            parts = structure[0] if isinstance(structure[0], list) else []
+            return any(_has_attachments(part) for part in parts)
+        disposition = structure[8] if len(structure) > 8 else None
+        if disposition and isinstance(disposition, tuple) and disposition[0]:
+            return disposition[0].lower() == b"attachment"
+        return False
+    except (IndexError, TypeError, AttributeError):
+        return False
+
+
+def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
+    envelope = data.get(b"ENVELOPE")
+    flags = set(data.get(b"FLAGS", ()))
+    senders = _addresses(envelope.from_ if envelope else None)
+    when = envelope.date if envelope else None
+    return Summary(
+        uid=uid,
+        subject=decode_text(envelope.subject if envelope else None),
+        sender=senders[0] if senders else None,
+        recipients=_addresses(envelope.to if envelope else None),
+        date=when if isinstance(when, datetime) else None,
+        size=int(data.get(b"RFC822.SIZE", 0)),
+        seen=b"\\Seen" in flags,
+        flagged=b"\\Flagged" in flags,
+        answered=b"\\Answered" in flags,
+        has_attachments=_has_attachments(data.get(b"BODYSTRUCTURE")),
+    )
+
+
+class MailStore:
+    """One IMAP session on one BAL. Use as a context manager."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._client: IMAPClient | None = None
+
+    def __enter__(self) -> MailStore:
+        try:
+            client = IMAPClient(
+                settings.DOVECOT_IMAP_HOST,
+                port=settings.DOVECOT_IMAP_PORT,
+                ssl=False,
+                timeout=settings.DOVECOT_TIMEOUT,
+            )
+            client.login(
+                f"{self.address}{'*'}{settings.DOVECOT_MASTER_USER}",
+                settings.DOVECOT_MASTER_PASSWORD,
+            )
+        except (TimeoutError, OSError, ssl.SSLError, IMAPClientError) as exc:
+            raise StoreUnavailable() from exc
+        self._client = client
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if self._client is not None:
+            try:
+                self._client.logout()
+            except (OSError, IMAPClientError):
+                pass
+            self._client = None
+        if isinstance(exc, IMAPClientError | OSError):
+            # A protocol or network failure mid-session: the person gets a clear, retryable error.
+            raise StoreUnavailable() from exc
+
+    @property
+    def client(self) -> IMAPClient:
+        assert self._client is not None, "use MailStore as a context manager"
+        return self._client
+
+    # -- folders ---------------------------------------------------------------------------
+
+    def folders(self) -> list[Folder]:
+        names = [
+            name for flags, _delim, name in self.client.list_folders() if b"\\Noselect" not in flags
+        ]
+        result = []
+        for name in names:
+            status = self.client.folder_status(name, [b"MESSAGES", b"UNSEEN"])
+            result.append(
+                Folder(
+                    name=name,
+                    label=str(SPECIAL_FOLDERS.get(name, name)),
+                    total=int(status[b"MESSAGES"]),
+                    unread=int(status[b"UNSEEN"]),
+                    special=name in SPECIAL_FOLDERS,
+                )
+            )
+        rank = {name: i for i, name in enumerate(FOLDER_ORDER)}
+        return sorted(result, key=lambda f: (rank.get(f.name, len(rank)), f.name.lower()))
+
+    def unread(self, folder: str = "INBOX") -> int:
+        return int(self.client.folder_status(folder, [b"UNSEEN"])[b"UNSEEN"])
+
+    def folder_exists(self, folder: str) -> bool:
+        return bool(self.client.folder_exists(folder))
+
+    # -- listing ---------------------------------------------------------------------------
+
+    def page(
+        self,
+        folder: str,
+        *,
+        number: int = 1,
+        per_page: int = 50,
+        criteria: Criteria | None = None,
+        order: str = "arrival",
+    ) -> Page:
+        """One page of ``folder``. Default order: last arrived first (UIDs grow with arrival,
+        RFC 3501 §2.3.1.1); other orders use server-side SORT (RFC 5256)."""
+        self.client.select_folder(folder, readonly=True)
+        keys = criteria.imap() if criteria else ["ALL"]
+        if order == "arrival":
+            uids = sorted(
+                self.client.search(keys, charset="UTF-8" if criteria else None), reverse=True
+            )
+        else:
+            uids = self.client.sort(SORT_ORDERS[order], keys, charset="UTF-8")
+        total = len(uids)
+        number = max(1, min(number, max(1, -(-total // per_page))))
+        chunk = uids[(number - 1) * per_page : number * per_page]
+        fetched = (
+            self.client.fetch(chunk, ["ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"])
+            if chunk
+            else {}
+        )
+        messages = [_summary(uid, fetched[uid]) for uid in chunk if uid in fetched]
+        return Page(folder=folder, messages=messages, total=total, number=number, per_page=per_page)
+
+    # -- one message -----------------------------------------------------------------------
+
+    def fetch(
+        self, folder: str, uid: int, *, mark_seen: bool = True
+    ) -> tuple[bytes, Summary] | None:
+        """The raw message and its summary, or None when the UID does not exist."""
+        if not 0 < uid < 2**32:  # RFC 3501 §2.3.1.1: nz-number, 32 bits
+            return None
+        self.client.select_folder(folder, readonly=not mark_seen)
+        data = self.client.fetch(
+            [uid], ["BODY.PEEK[]", "ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"]
+        )
+        if uid not in data:
+            return None
+        if mark_seen:
+            self.client.add_flags([uid], [b"\\Seen"], silent=True)
+        return data[uid][b"BODY[]"], _summary(uid, data[uid])
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _existing(self, folder: str, uids: Sequence[int]) -> list[int]:
+        uids = [u for u in uids if 0 < u < 2**32]
+        self.client.select_folder(folder)
+        if not uids:
+            return []
+        return [int(u) for u in self.client.search(["UID", ",".join(map(str, uids))])]
+
+    def set_flag(self, folder: str, uids: Sequence[int], flag: bytes, on: bool) -> list[int]:
+        found = self._existing(folder, uids)
+        if found:
+            if on:
+                self.client.add_flags(found, [flag], silent=True)
+            else:
+                self.client.remove_flags(found, [flag], silent=True)
+        return found
+
+    def move(self, folder: str, uids: Sequence[int], target: str) -> list[int]:
+        found = self._existing(folder, uids)
+        if found:
+            self.client.move(found, target)  # RFC 6851
+        return found
+
+    def delete(self, folder: str, uids: Sequence[int]) -> list[int]:
+        """To Trash; from Trash, for good."""
+        if folder != TRASH:
+            return self.move(folder, uids, TRASH)
+        found = self._existing(folder, uids)
+        if found:
+            self.client.add_flags(found, [b"\\Deleted"], silent=True)
+            self.client.uid_expunge(found)  # RFC 4315: only these messages
+        return found
+
+    def empty_trash(self) -> int:
+        self.client.select_folder(TRASH)
+        uids = self.client.search(["ALL"])
+        if uids:
+            self.client.add_flags(uids, [b"\\Deleted"], silent=True)
+            self.client.uid_expunge(uids)
+        return len(uids)
+
+
+@contextmanager
+def open_store(address: str) -> Iterator[MailStore]:
+    with MailStore(address) as store:
+        yield store

@@ -1,0 +1,183 @@
+"""Reading a raw message for display: headers, text, HTML and attachments.
+
+Mail from outside is untrusted and often broken (bad MIME, unknown charsets, missing or huge
+headers, nested message/rfc822, 8-bit garbage). Everything here degrades to "shown as well as
+it can be" and never raises on content.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+from mailboxes.store.headers import Address, decode_text
+
+MAX_HEADER_CHARS = 2000  # a subject or address list longer than this is cut for display
+MAX_BODY_CHARS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Attachment:
+    index: int  # position among the walked parts, stable for one message
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass
+class Parsed:
+    subject: str
+    sender: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    date: datetime | None
+    message_id: str
+    text: str = ""
+    html: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def _parse(raw: bytes) -> Message:
+    # compat32 never raises on malformed headers; we decode values ourselves.
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
+def _header(msg: Message, name: str) -> str:
+    values = msg.get_all(name) or []
+    value = decode_text(values[0]) if values else ""
+    return value[:MAX_HEADER_CHARS]
+
+
+def _addresses(msg: Message, name: str) -> list[Address]:
+    raw = [decode_text(v) for v in (msg.get_all(name) or [])]
+    result = []
+    for display, addr in getaddresses(raw)[:200]:
+        if addr or display:
+            result.append(Address(name=display[:200], email=addr[:320]))
+    return result
+
+
+def _date(msg: Message) -> datetime | None:
+    value = msg.get("Date")
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _decode(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        text = payload.decode(charset, "replace")
+    except LookupError:  # unknown charset name: try the usual suspects
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = payload.decode("cp1252", "replace")
+    return text[:MAX_BODY_CHARS]
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename()
+    except (TypeError, ValueError, LookupError):
+        name = None
+    return decode_text(name)[:255] if name else ""
+
+
+def iter_parts(msg: Message) -> list[Message]:
+    """Every leaf part, in order; a nested message/rfc822 counts as one part (an attachment)."""
+    leaves: list[Message] = []
+
+    def walk(part: Message, depth: int) -> None:
+        if depth > 30:  # a pathological nesting is cut rather than followed
+            return
+        if part.get_content_maintype() == "multipart" and part.is_multipart():
+            for sub in part.get_payload() or []:
+                if isinstance(sub, Message):
+                    walk(sub, depth + 1)
+            return
+        leaves.append(part)
+
+    walk(msg, 0)
+    return leaves
+
+
+def _size(part: Message) -> int:
+    if part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            return len(inner[0].as_bytes())
+        return len(str(inner))
+    payload = part.get_payload(decode=True)
+    return len(payload) if isinstance(payload, bytes) else 0
+
+
+def parse_message(raw: bytes) -> Parsed:
+    msg = _parse(raw)
+    parsed = Parsed(
+        subject=_header(msg, "Subject"),
+        sender=_addresses(msg, "From"),
+        to=_addresses(msg, "To"),
+        cc=_addresses(msg, "Cc"),
+        date=_date(msg),
+        message_id=_header(msg, "Message-ID")[:500],
+    )
+    for index, part in enumerate(iter_parts(msg)):
+        ctype = part.get_content_type()
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = _filename(part)
+        is_body = (
+            disposition != "attachment" and not filename and ctype in ("text/plain", "text/html")
+        )
+        if is_body and ctype == "text/plain" and not parsed.text:
+            parsed.text = _decode(part)
+        elif is_body and ctype == "text/html" and not parsed.html:
+            parsed.html = _decode(part)
+        elif ctype.startswith("multipart/"):
+            continue  # an empty or broken multipart: nothing to show
+        else:
+            if ctype == "message/rfc822" and not filename:
+                inner = part.get_payload()
+                subject = ""
+                if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                    subject = _header(inner[0], "Subject")
+                filename = f"{subject or 'message'}.eml"
+            parsed.attachments.append(
+                Attachment(
+                    index=index,
+                    filename=filename or f"piece-jointe-{index}",
+                    content_type=ctype,
+                    size=_size(part),
+                )
+            )
+    return parsed
+
+
+def attachment_bytes(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:
+    """The decoded content of the attachment at ``index`` (as listed by parse_message)."""
+    parsed = parse_message(raw)
+    wanted = next((a for a in parsed.attachments if a.index == index), None)
+    if wanted is None:
+        return None
+    part = iter_parts(_parse(raw))[index]
+    if part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()
+        data = (
+            inner[0].as_bytes()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message)
+            else b""
+        )
+    else:
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+    return wanted, data

@@ -1,0 +1,20 @@
+from django.urls import path
+
+from mailboxes.views import webmail
+
+app_name = "mailboxes"
+
+urlpatterns = [
+    path("", webmail.index, name="index"),
+    path("selecteur/", webmail.switcher, name="switcher"),
+    path("<uuid:public_id>/", webmail.folder, name="folder"),
+    path("<uuid:public_id>/actions/", webmail.act, name="act"),
+    path("<uuid:public_id>/corbeille/vider/", webmail.empty_trash, name="empty_trash"),
+    path("<uuid:public_id>/messages/<int:uid>/", webmail.message, name="message"),
+    path("<uuid:public_id>/messages/<int:uid>/contenu/", webmail.message_body, name="message_body"),
+    path(
+        "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/",
+        webmail.attachment,
+        name="attachment",
+    ),
+]

@@ -1,0 +1,90 @@
+"""A private Dovecot for the whole test session (real IMAP, real LMTP)."""
+
+from __future__ import annotations
+
+import shutil
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from mailboxes.store import dovecot as store
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_banner(port: int, deadline: float) -> None:
+    """Wait for the IMAP greeting: an open port is not enough (platform-notes §2)."""
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if b"ready" in sock.recv(200):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("Dovecot did not greet in time")
+
+
+@pytest.fixture(scope="session")
+def dovecot_instance() -> Iterator[store.Instance]:
+    if shutil.which("dovecot") is None:
+        pytest.fail("dovecot is not installed (make test installs dovecot-imapd and dovecot-lmtpd)")
+    base = Path(tempfile.mkdtemp(prefix="mssante-dovecot-"))
+    saved = {
+        k: getattr(settings, k)
+        for k in ("DOVECOT_DIR", "DOVECOT_MAIL_ROOT", "DOVECOT_IMAP_PORT", "DOVECOT_LMTP_PORT")
+    }
+    settings.DOVECOT_DIR = base
+    settings.DOVECOT_MAIL_ROOT = base / "mail"
+    settings.DOVECOT_IMAP_PORT = _free_port()
+    settings.DOVECOT_LMTP_PORT = _free_port()
+    instance = store.instance_from_settings()
+    store.write_instance(
+        instance,
+        master_user=settings.DOVECOT_MASTER_USER,
+        master_password=settings.DOVECOT_MASTER_PASSWORD,
+    )
+    log = open(base / "foreground.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        ["dovecot", "-F", "-c", str(instance.config_path)], stdout=log, stderr=log
+    )
+    try:
+        _wait_banner(instance.imap_port, time.monotonic() + 15)
+        yield instance
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        for key, value in saved.items():
+            setattr(settings, key, value)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot(dovecot_instance: store.Instance) -> store.Instance:
+    """The session's Dovecot, with no BAL and no mail at the start of each test."""
+    store.write_users(dovecot_instance, [])
+    for child in dovecot_instance.mail_root.iterdir():
+        shutil.rmtree(child, ignore_errors=True)
+    return dovecot_instance
+
+
+def deliver(
+    address: str, raw: bytes, *, sender: str = "expediteur@autre-operateur.mssante.fr"
+) -> None:
+    """Deliver a message over LMTP, as the gateway will."""
+    with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
+        lmtp.sendmail(sender, [address], raw)
