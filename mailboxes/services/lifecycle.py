@@ -76,7 +76,8 @@ def mailbox_create(
         raise ValidationError("Ce domaine n'appartient pas à la structure.", code="domain")
     if kind == Mailbox.Kind.PER and (owner is None or not owner.national_id):
         raise ValidationError(
-            "Une BAL personnelle est rattachée à un professionnel identifié (RPPS, ADELI ou RPPS+).",
+            "Une BAL personnelle est rattachée à un professionnel identifié "
+            "(RPPS, ADELI ou RPPS+).",
             code="owner",
         )
     if kind in (Mailbox.Kind.ORG, Mailbox.Kind.APP) and responsible is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -183,10 +183,8 @@ class MailStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         if self._client is not None:
-            try:
+            with suppress(OSError, IMAPClientError):
                 self._client.logout()
-            except (OSError, IMAPClientError):
-                pass
             self._client = None
         if isinstance(exc, IMAPClientError | OSError):
             # A protocol or network failure mid-session: the person gets a clear, retryable error.

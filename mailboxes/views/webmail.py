@@ -198,7 +198,7 @@ def act(request: HttpRequest, public_id: str) -> HttpResponse:
     back_folder = request.POST.get("dossier", "INBOX")[:200] or "INBOX"
     if not form.is_valid():
         for error in form.errors.values():
-            messages.error(request, " ".join(error))
+            messages.error(request, " ".join(str(e) for e in error))
         return redirect(_folder_url(grant.mailbox.public_id, back_folder))
     d = form.cleaned_data
     user = _user(request)

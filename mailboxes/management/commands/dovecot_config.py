@@ -23,5 +23,6 @@ class Command(BaseCommand):
         )
         count = dovecot_users_sync()
         self.stdout.write(
-            f"Dovecot : {instance.config_path} ({count} BAL, IMAP {instance.imap_port}, LMTP {instance.lmtp_port})"
+            f"Dovecot : {instance.config_path} ({count} BAL, "
+            f"IMAP {instance.imap_port}, LMTP {instance.lmtp_port})"
         )
