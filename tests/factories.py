@@ -98,5 +98,6 @@ def make_message(
     return (
         f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\n"
         f"Message-ID: <{next(_seq)}.test@chu-exemple.mssante.fr>\r\nMIME-Version: 1.0\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n{extra_headers}\r\n{body}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+        f"{extra_headers}\r\n{body}\r\n"
     ).encode()
