@@ -36,6 +36,7 @@ SORT_ORDERS = {
     "size": ["REVERSE", "SIZE"],
 }
 TRASH = "Trash"
+MAX_SUBJECT = 500  # characters shown in a list row
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
     when = envelope.date if envelope else None
     return Summary(
         uid=uid,
-        subject=decode_text(envelope.subject if envelope else None),
+        subject=decode_text(envelope.subject if envelope else None)[:MAX_SUBJECT],
         sender=senders[0] if senders else None,
         recipients=_addresses(envelope.to if envelope else None),
         date=when if isinstance(when, datetime) else None,

@@ -75,14 +75,16 @@ def _decode(part: Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        text = payload.decode(charset, "replace")
-    except LookupError:  # unknown charset name: try the usual suspects
+    charset = part.get_content_charset()
+    if charset:
         try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            text = payload.decode("cp1252", "replace")
+            return payload.decode(charset, "replace")[:MAX_BODY_CHARS]
+        except LookupError:
+            pass  # unknown charset name: guess as for an undeclared one
+    try:  # undeclared (RFC 2045 says US-ASCII; real senders mean UTF-8 or Windows-1252)
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = payload.decode("cp1252", "replace")
     return text[:MAX_BODY_CHARS]
 
 

@@ -85,6 +85,36 @@ def dovecot(dovecot_instance: store.Instance) -> store.Instance:
 def deliver(
     address: str, raw: bytes, *, sender: str = "expediteur@autre-operateur.mssante.fr"
 ) -> None:
-    """Deliver a message over LMTP, as the gateway will."""
-    with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
-        lmtp.sendmail(sender, [address], raw)
+    """Deliver a message over LMTP, as the gateway will.
+
+    Dovecot stats its passwd-file at most once per second, so a BAL provisioned less than a
+    second ago may still be unknown: retry "user doesn't exist" for up to 2 s.
+    """
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
+                lmtp.sendmail(sender, [address], raw)
+            return
+        except smtplib.SMTPRecipientsRefused:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def wait_provisioned(*addresses: str) -> None:
+    """Wait until Dovecot knows these BALs (it re-reads its users file at most once a second)."""
+    deadline = time.monotonic() + 3
+    pending = set(addresses)
+    while pending:
+        with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
+            for address in list(pending):
+                lmtp.mail("sonde@localhost")
+                code, _ = lmtp.rcpt(address)
+                lmtp.rset()
+                if code == 250:
+                    pending.discard(address)
+        if pending:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Dovecot does not know {pending}")
+            time.sleep(0.2)

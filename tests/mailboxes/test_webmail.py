@@ -18,7 +18,7 @@ from tests.factories import (
     make_professional,
     make_structure,
 )
-from tests.mailboxes.conftest import deliver
+from tests.mailboxes.conftest import deliver, wait_provisioned
 
 pytestmark = pytest.mark.django_db
 
@@ -61,6 +61,7 @@ def world(dovecot) -> World:
         mailbox=org, user=doctor, kind="member", can_send=True, can_manage=True, actor=None
     )
     mailbox_access_grant(mailbox=per, user=secretary, kind="delegate", can_send=True, actor=None)
+    wait_provisioned(per.address, org.address)
     return World(doctor, nurse, secretary, outsider, other_director, per, org)
 
 
