@@ -50,7 +50,7 @@ def test_broken_mime_shows_the_readable_part_and_lists_the_attachment(doctor_box
 
 
 def test_unknown_charset_falls_back_to_a_readable_guess(doctor_box) -> None:
-    _, listing, page = _open(doctor_box, (FIXTURES / "unknown_charset.eml").read_bytes())
+    _, _listing, page = _open(doctor_box, (FIXTURES / "unknown_charset.eml").read_bytes())
 
     assert "Résultats normaux, hémoglobine 13 g/dL." in page
 
@@ -64,7 +64,7 @@ def test_message_without_any_header(doctor_box) -> None:
 
 
 def test_eight_bit_garbage_in_headers_and_body(doctor_box) -> None:
-    _, listing, page = _open(doctor_box, (FIXTURES / "eightbit_garbage.eml").read_bytes())
+    _, _listing, page = _open(doctor_box, (FIXTURES / "eightbit_garbage.eml").read_bytes())
 
     assert "Compte rendu é" in page
     assert "Corps en 8 bits éàç sans jeu de caractères déclaré" in page
@@ -77,7 +77,8 @@ def test_huge_headers_are_cut_for_display(doctor_box) -> None:
         f"Received: from relais{i}.exemple by relais{i + 1}.exemple\r\n" for i in range(2000)
     )
     raw = (
-        f"{received}From: relais@exemple.mssante.fr\r\nTo: x@exemple.mssante.fr\r\nSubject: {subject}\r\n\r\nCorps court\r\n"
+        f"{received}From: relais@exemple.mssante.fr\r\nTo: x@exemple.mssante.fr\r\n"
+        f"Subject: {subject}\r\n\r\nCorps court\r\n"
     ).encode()
 
     _, listing, page = _open(doctor_box, raw)
@@ -144,8 +145,10 @@ def test_show_images_allows_https_images_only_on_request(doctor_box) -> None:
 def test_attachment_download_is_forced_and_not_sniffable(doctor_box) -> None:
     raw = (
         b"From: a@b.mssante.fr\r\nTo: c@d.mssante.fr\r\nSubject: piece\r\nMIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nvoir PJ\r\n'
-        b'--b\r\nContent-Type: text/html\r\nContent-Disposition: attachment; filename="page.html"\r\n\r\n'
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nvoir PJ\r\n"
+        b"--b\r\nContent-Type: text/html\r\n"
+        b'Content-Disposition: attachment; filename="page.html"\r\n\r\n'
         b"<script>alert(1)</script>\r\n--b--\r\n"
     )
     client, _, _ = _open(doctor_box, raw)
