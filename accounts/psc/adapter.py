@@ -23,7 +23,7 @@ from accounts.audit import Action, audit_record
 from accounts.models import User
 from accounts.psc import errors
 from accounts.psc.claims import parse_userinfo
-from accounts.psc.provider import ID_TOKEN_SESSION_KEY, NONCE_SESSION_PREFIX, PscSession
+from accounts.psc.provider import ID_TOKEN_SESSION_KEY, NONCES_SESSION_KEY, PscSession
 from accounts.services import user_sync_from_psc
 
 
@@ -75,8 +75,7 @@ class PscSocialAccountAdapter(DefaultSocialAccountAdapter):
         extra_context: Any = None,
     ) -> None:
         failure = _classify(error, exception, extra_context or {})
-        for key in [k for k in request.session if k.startswith(NONCE_SESSION_PREFIX)]:
-            del request.session[key]
+        request.session.pop(NONCES_SESSION_KEY, None)
         request.session.pop(ID_TOKEN_SESSION_KEY, None)
         audit_record(
             action=Action.LOGIN_FAILED,

@@ -34,7 +34,7 @@ from django.urls import reverse
 from accounts.psc import errors
 from accounts.psc.claims import ClaimsError, parse_userinfo
 
-NONCE_SESSION_PREFIX = "psc_nonce:"
+NONCES_SESSION_KEY = "psc_nonces"  # {state id: nonce} of sign-ins in progress
 ID_TOKEN_SESSION_KEY = "psc_id_token"  # noqa: S105 (a session key name, not a secret)
 # Levels of assurance we accept when eidas1 is requested (§B2: the id_token acr must be >= the
 # requested level; eidas2/eidas3 appear in older PSC documents).
@@ -111,7 +111,9 @@ class ProSanteConnectAdapter(OpenIDConnectOAuth2Adapter):
 
     def _expected_nonce(self, request: HttpRequest) -> str:
         state_id = request.GET.get("state", "")
-        nonce = request.session.pop(f"{NONCE_SESSION_PREFIX}{state_id}", None)
+        pending = request.session.get(NONCES_SESSION_KEY, {})
+        nonce = pending.pop(state_id, None)
+        request.session[NONCES_SESSION_KEY] = pending
         if not nonce:
             raise errors.PscNonceMismatch("no nonce stored for this state")
         return str(nonce)
@@ -218,18 +220,24 @@ class ProSanteConnectProvider(OpenIDConnectProvider):
         state_id = secrets.token_urlsafe(16)
         kwargs.setdefault("auth_params", self.get_auth_params())
         kwargs["auth_params"]["nonce"] = nonce
-        request.session[f"{NONCE_SESSION_PREFIX}{state_id}"] = nonce
+        pending = request.session.get(NONCES_SESSION_KEY, {})
+        # Keep a few concurrent sign-ins (several tabs), not an unbounded list.
+        pending = dict(list(pending.items())[-4:])
+        pending[state_id] = nonce
+        request.session[NONCES_SESSION_KEY] = pending
         try:
             return super().redirect(
                 request, process, next_url=next_url, data=data, state_id=state_id, **kwargs
             )
         except requests.RequestException as exc:
-            request.session.pop(f"{NONCE_SESSION_PREFIX}{state_id}", None)
+            request.session.get(NONCES_SESSION_KEY, {}).pop(state_id, None)
+            request.session.modified = True
             return render_authentication_error(
                 request, self, exception=errors.PscUnreachable(str(exc))
             )
         except (KeyError, ValueError, OAuth2Error) as exc:
-            request.session.pop(f"{NONCE_SESSION_PREFIX}{state_id}", None)
+            request.session.get(NONCES_SESSION_KEY, {}).pop(state_id, None)
+            request.session.modified = True
             return render_authentication_error(
                 request, self, exception=errors.PscProtocolError(str(exc))
             )

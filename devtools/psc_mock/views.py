@@ -1,0 +1,289 @@
+"""A Pro Santé Connect look-alike (dev and demo only): discovery, authorize, token, userinfo,
+JWKS, end_session, with PSC's path shapes (../shared/reference/annuaire-psc-ins.md §B).
+
+Codes and access tokens are signed, self-contained values (django.core.signing), so any web
+process can serve any step; a code is single-use through the cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jwt
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+
+from devtools.psc_mock.identities import get_identity, picker_rows
+from devtools.psc_mock.keys import public_jwk, rogue_key, signing_key
+
+CODE_SALT = "psc_mock.code"
+TOKEN_SALT = "psc_mock.access"  # noqa: S105 (a signing salt, not a secret)
+CODE_TTL = 60
+TOKEN_TTL = 120
+AUTH_MODES = {"card": "CARD", "ecps": "MOBILE"}  # e-CPS value unconfirmed in the reference [?]
+PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "acr_values",
+          "code_challenge", "code_challenge_method")  # fmt: skip
+
+
+def _origin(request: HttpRequest) -> str:
+    return f"{request.scheme}://{request.get_host()}"
+
+
+def _issuer(request: HttpRequest) -> str:
+    return _origin(request) + reverse("psc_mock:issuer")
+
+
+def _fault() -> str:
+    return str(getattr(settings, "PSC_MOCK_FAULT", "") or "")
+
+
+def discovery(request: HttpRequest) -> JsonResponse:
+    issuer = _issuer(request)
+    return JsonResponse(
+        {
+            "issuer": issuer,
+            "authorization_endpoint": _origin(request) + reverse("psc_mock:authorize"),
+            "token_endpoint": f"{issuer}/protocol/openid-connect/token",
+            "userinfo_endpoint": f"{issuer}/protocol/openid-connect/userinfo",
+            "jwks_uri": f"{issuer}/protocol/openid-connect/certs",
+            "end_session_endpoint": f"{issuer}/protocol/openid-connect/logout",
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code"],
+            "subject_types_supported": ["public"],
+            "scopes_supported": ["openid", "scope_all", "eidas1", "profile", "email"],
+            "acr_values_supported": ["eidas1"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "userinfo_signing_alg_values_supported": ["RS256", "none"],
+            "claims_supported": [
+                "sub",
+                "iss",
+                "aud",
+                "acr",
+                "nonce",
+                "SubjectNameID",
+                "SubjectRefPro",
+            ],
+        }
+    )
+
+
+def _authorize_error(request: HttpRequest, message: str) -> HttpResponse:
+    return render(request, "psc_mock/error.html", {"message": message}, status=400)
+
+
+def _validated(request: HttpRequest, data: Any) -> tuple[dict[str, str], str | None]:
+    params = {name: str(data.get(name, ""))[:2000] for name in PARAMS}
+    if params["client_id"] != settings.PSC_CLIENT_ID:
+        return params, "Application cliente inconnue."
+    redirect = urlsplit(params["redirect_uri"])
+    if f"{redirect.scheme}://{redirect.netloc}" != _origin(request):
+        return params, "Adresse de retour non enregistrée pour cette application."
+    if params["response_type"] != "code" or "openid" not in params["scope"].split():
+        return (
+            params,
+            "Demande d'autorisation invalide (response_type=code et scope openid attendus).",
+        )
+    if params["code_challenge"] and params["code_challenge_method"] != "S256":
+        return params, "Méthode PKCE non prise en charge (S256 attendue)."
+    return params, None
+
+
+def _back(params: dict[str, str], **values: str) -> HttpResponseRedirect:
+    query = urlencode({**values, "state": params["state"]})
+    sep = "&" if "?" in params["redirect_uri"] else "?"
+    return HttpResponseRedirect(f"{params['redirect_uri']}{sep}{query}")
+
+
+@require_http_methods(["GET", "POST"])
+def authorize(request: HttpRequest) -> HttpResponse:
+    params, error = _validated(request, request.GET if request.method == "GET" else request.POST)
+    if error:
+        return _authorize_error(request, error)
+    if request.method == "GET":
+        return render(
+            request, "psc_mock/authorize.html", {"params": params, "identities": picker_rows()}
+        )
+    if request.POST.get("action") == "cancel":
+        return _back(params, error="access_denied", error_description="L'utilisateur a annulé")
+    identity = get_identity(request.POST.get("identity", ""))
+    mode = AUTH_MODES.get(request.POST.get("auth_mode", ""))
+    if identity is None or mode is None:
+        return render(
+            request,
+            "psc_mock/authorize.html",
+            {
+                "params": params,
+                "identities": picker_rows(),
+                "error": "Choisissez une identité et un moyen.",
+            },
+            status=400,
+        )
+    code = signing.dumps(
+        {
+            "sub": identity["SubjectNameID"],
+            "mode": mode,
+            "client_id": params["client_id"],
+            "redirect_uri": params["redirect_uri"],
+            "nonce": params["nonce"],
+            "challenge": params["code_challenge"],
+            "auth_time": int(time.time()),
+            "jti": secrets.token_hex(8),
+        },
+        salt=CODE_SALT,
+    )
+    return _back(params, code=code)
+
+
+def _client_ok(request: HttpRequest) -> bool:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Basic "):
+        try:
+            client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+    else:
+        client_id, secret = request.POST.get("client_id", ""), request.POST.get("client_secret", "")
+    return secrets.compare_digest(client_id, settings.PSC_CLIENT_ID) and secrets.compare_digest(
+        secret, settings.PSC_CLIENT_SECRET
+    )
+
+
+def _grant_error(error: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": error}, status=status)
+
+
+def _sign(claims: dict[str, Any]) -> str:
+    fault = _fault()
+    key = rogue_key() if fault == "unknown_kid" else signing_key()
+    kid = public_jwk(key)["kid"]
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+    if fault == "tampered_id_token":
+        header, payload, signature = token.split(".")
+        forged = jwt.utils.base64url_decode(payload).replace(b'"acr"', b'"acR"')
+        token = ".".join([header, jwt.utils.base64url_encode(forged).decode(), signature])
+    return token
+
+
+@csrf_exempt
+@require_POST
+def token(request: HttpRequest) -> JsonResponse:
+    if not _client_ok(request):
+        return _grant_error("invalid_client", 401)
+    if request.POST.get("grant_type") != "authorization_code":
+        return _grant_error("unsupported_grant_type")
+    raw = request.POST.get("code", "")
+    try:
+        code = signing.loads(raw, salt=CODE_SALT, max_age=CODE_TTL)
+    except signing.BadSignature:
+        return _grant_error("invalid_grant")
+    if not cache.add(f"psc_mock:code:{code['jti']}", True, CODE_TTL * 2):
+        return _grant_error("invalid_grant")  # a code is used once (RFC 6749 §4.1.2)
+    if (
+        code["redirect_uri"] != request.POST.get("redirect_uri")
+        or code["client_id"] != settings.PSC_CLIENT_ID
+    ):
+        return _grant_error("invalid_grant")
+    if code["challenge"]:
+        verifier = request.POST.get("code_verifier", "")
+        digest = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
+        if not secrets.compare_digest(digest, code["challenge"]):
+            return _grant_error("invalid_grant")  # RFC 7636 §4.6
+    now = int(time.time())
+    fault = _fault()
+    issued = now - 3600 if fault == "expired_id_token" else now
+    id_token = _sign(
+        {
+            "iss": _issuer(request),
+            "sub": f"f:550dc1c8-d97b-4b1e-ac8c-8eb4471cf9dd:{code['sub']}",
+            "aud": settings.PSC_CLIENT_ID,
+            "azp": settings.PSC_CLIENT_ID,
+            "iat": issued,
+            "exp": issued + 300,
+            "auth_time": code["auth_time"],
+            "nonce": "nonce-falsifie" if fault == "wrong_nonce" else code["nonce"],
+            "acr": "eidas0" if fault == "wrong_acr" else "eidas1",
+            "preferred_username": code["sub"],
+            "sid": secrets.token_hex(8),
+            "jti": secrets.token_hex(8),
+        }
+    )
+    access = signing.dumps({"sub": code["sub"], "mode": code["mode"]}, salt=TOKEN_SALT)
+    return JsonResponse(
+        {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": TOKEN_TTL,
+            "id_token": id_token,
+            "scope": "openid scope_all",
+        }
+    )
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def userinfo(request: HttpRequest) -> HttpResponse:
+    header = request.headers.get("Authorization", "")
+    try:
+        grant = signing.loads(header.removeprefix("Bearer "), salt=TOKEN_SALT, max_age=TOKEN_TTL)
+    except signing.BadSignature:
+        response = JsonResponse({"error": "invalid_token"}, status=401)
+        response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return response
+    identity = get_identity(grant["sub"])
+    if identity is None:
+        return JsonResponse({"error": "invalid_token"}, status=401)
+    claims = {**identity, "authMode": grant["mode"]}
+    if _fault() == "no_subject_name_id":
+        claims.pop("SubjectNameID")
+    if settings.PSC_MOCK_USERINFO_FORMAT == "jwt":
+        signed = jwt.encode(
+            {
+                **claims,
+                "iss": _issuer(request),
+                "aud": settings.PSC_CLIENT_ID,
+                "iat": int(time.time()),
+            },
+            signing_key(),
+            algorithm="RS256",
+            headers={"kid": public_jwk(signing_key())["kid"]},
+        )
+        return HttpResponse(signed, content_type="application/jwt")
+    return JsonResponse(claims, json_dumps_params={"ensure_ascii": False})
+
+
+def jwks(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"keys": [public_jwk(signing_key())]})
+
+
+def logout(request: HttpRequest) -> HttpResponse:
+    target = request.GET.get("post_logout_redirect_uri", "")
+    parts = urlsplit(target)
+    if target and f"{parts.scheme}://{parts.netloc}" == _origin(request):
+        state = request.GET.get("state")
+        return HttpResponseRedirect(
+            f"{target}{'&' if '?' in target else '?'}{urlencode({'state': state})}"
+            if state
+            else target
+        )
+    return render(request, "psc_mock/logged_out.html")
+
+
+def issuer(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"realm": "esante-wallet", "public_key": None})
