@@ -33,6 +33,11 @@ class HomeProfile:
 AUTH_MODES = {"CARD": "Carte CPS", "MOBILE": "e-CPS"}
 
 
+def user_display(user: User) -> str:
+    """How allauth names a person in its messages (« Connexion avec … réussie »)."""
+    return user.display_name
+
+
 def home_profile(user: User) -> HomeProfile:
     """What the home page shows of a signed-in professional: identity and where they work."""
     memberships = list(
