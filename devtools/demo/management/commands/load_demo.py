@@ -1,25 +1,65 @@
-"""Load the demo structures and professionals (idempotent; run by `make run`)."""
+"""Load the demo structures, professionals and mailboxes (idempotent; run by `make run`).
+
+With ``--mail``, also deliver a few demo messages over LMTP to BALs whose inbox is empty
+(Dovecot must be running).
+"""
 
 from __future__ import annotations
 
+import smtplib
+import unicodedata
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from accounts.models import Membership, Structure, User
 from accounts.psc.claims import parse_userinfo
 from accounts.services import membership_set_role, structure_create, user_sync_from_psc
-from devtools.demo.data import DIRECTORS, STRUCTURES
+from devtools.demo.data import (
+    APP_BAL,
+    DELEGATIONS,
+    DIRECTORS,
+    MESSAGES,
+    STRUCTURES,
+    TEAM_BALS,
+    TEAM_MEMBERS,
+)
 from devtools.psc_mock.identities import load_identities
+from mailboxes.models import Mailbox, MailboxAccess
+from mailboxes.services.lifecycle import mailbox_access_grant, mailbox_create
+from mailboxes.store.imap import MailStore
+
+
+def local_part(user: User) -> str:
+    raw = f"{user.first_name}.{user.last_name}".lower().replace(" ", "-")
+    return unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode()
 
 
 class Command(BaseCommand):
-    help = "Charge les structures et professionnels de démonstration (idempotent)."
+    help = "Charge les structures, professionnels et BAL de démonstration (idempotent)."
 
-    @transaction.atomic
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--mail", action="store_true", help="Dépose aussi quelques messages.")
+
     def handle(self, *args: Any, **options: Any) -> None:
-        created = 0
+        if options["mail"]:
+            self.deliver_messages()
+            return
+        with transaction.atomic():
+            self.load()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Démonstration prête : {Structure.objects.count()} structures, "
+                f"{User.objects.exclude(national_id=None).count()} professionnels, "
+                f"{Mailbox.objects.count()} BAL."
+            )
+        )
+
+    def load(self) -> None:
         for demo in STRUCTURES:
             if not Structure.objects.filter(
                 identifier_kind=demo.kind, identifier=demo.identifier
@@ -30,7 +70,6 @@ class Command(BaseCommand):
                     name=demo.name,
                     domains=[demo.domain],
                 )
-                created += 1
         for document in load_identities():
             identity = parse_userinfo(document)
             user, new = User.objects.get_or_create(
@@ -46,9 +85,93 @@ class Command(BaseCommand):
                 membership_set_role(
                     structure=structure, user=director, role=Membership.Role.DIRECTOR, actor=None
                 )
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Démonstration prête : {Structure.objects.count()} structures ({created} créées), "
-                f"{User.objects.exclude(national_id=None).count()} professionnels."
-            )
+        for structure in Structure.objects.all():
+            self.load_mailboxes(structure)
+        for owner_id, delegate_id in DELEGATIONS:
+            box = Mailbox.objects.filter(owner__national_id=owner_id).first()
+            delegate = User.objects.get(national_id=delegate_id)
+            if box and not MailboxAccess.objects.filter(mailbox=box, user=delegate).exists():
+                mailbox_access_grant(
+                    mailbox=box, user=delegate, kind="delegate", can_send=True, actor=None
+                )
+
+    def load_mailboxes(self, structure: Structure) -> None:
+        members = list(
+            Membership.objects.filter(structure=structure)
+            .select_related("user")
+            .order_by("user__last_name")
         )
+        directors = [m.user for m in members if m.role == Membership.Role.DIRECTOR]
+        people = [m.user for m in members]
+        if not people:
+            return
+        responsible = directors[0] if directors else people[0]
+        for user in people:
+            if (
+                user in directors
+                or Mailbox.objects.filter(owner=user, structure=structure).exists()
+            ):
+                continue
+            mailbox_create(
+                structure=structure,
+                kind=Mailbox.Kind.PER,
+                local_part=local_part(user),
+                display_name=user.display_name,
+                owner=user,
+                actor=None,
+            )
+        for local, name, service in TEAM_BALS:
+            box = Mailbox.objects.filter(
+                structure=structure, local_part=local
+            ).first() or mailbox_create(
+                structure=structure,
+                kind=Mailbox.Kind.ORG,
+                local_part=local,
+                display_name=f"{name} — {structure.name}",
+                responsible=responsible,
+                service=service,
+                actor=None,
+            )
+            wanted = [
+                u for u in people if u.national_id in TEAM_MEMBERS.get(local, []) or u in directors
+            ]
+            for user in wanted:
+                if not MailboxAccess.objects.filter(mailbox=box, user=user).exists():
+                    mailbox_access_grant(
+                        mailbox=box, user=user, kind="member", can_send=True,
+                        can_manage=user in directors, actor=None,
+                    )  # fmt: skip
+        local, name, description = APP_BAL
+        if not Mailbox.objects.filter(structure=structure, local_part=local).exists():
+            mailbox_create(
+                structure=structure,
+                kind=Mailbox.Kind.APP,
+                local_part=local,
+                display_name=f"{name} — {structure.name}",
+                responsible=responsible,
+                description=description,
+                actor=None,
+            )
+
+    def deliver_messages(self) -> None:
+        empty = set()
+        for address in {m[0] for m in MESSAGES}:
+            if Mailbox.objects.filter(address=address).exists():
+                with MailStore(address) as store:
+                    if not store.client.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"]:
+                        empty.add(address)
+        delivered = 0
+        for address, sender, subject, body in MESSAGES:
+            if address not in empty:
+                continue
+            message = EmailMessage()
+            message["From"] = sender
+            message["To"] = address
+            message["Subject"] = subject
+            message["Date"] = formatdate(localtime=True)
+            message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1].rstrip(">"))
+            message.set_content(body)
+            with smtplib.LMTP(settings.DOVECOT_IMAP_HOST, settings.DOVECOT_LMTP_PORT) as lmtp:
+                lmtp.send_message(message)
+            delivered += 1
+        self.stdout.write(f"Messages de démonstration déposés : {delivered}")

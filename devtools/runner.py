@@ -1,0 +1,198 @@
+"""`make run`: the whole product on one machine, every process for real.
+
+Prepares the embedded default (SQLite and a filesystem Celery transport under var/, the PSC
+mock, demo data, a private Dovecot) and supervises the processes. Adding a process is one
+line in ``processes()``. Ctrl-C (or SIGTERM) stops everything; if one process dies, the others
+are stopped and the runner exits non-zero.
+
+    python -m devtools.runner [--port 8000] [--var-dir var]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+STOP_GRACE = 10.0
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    ready: Callable[[], bool] | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (local URL)
+                return bool(response.status < 500)
+        except OSError:
+            return False
+
+    return check
+
+
+def banner(port: int, word: bytes) -> Callable[[], bool]:
+    """An open port is not enough for Dovecot: wait for its greeting (platform-notes §2)."""
+
+    def check() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                return word in sock.recv(256)
+        except OSError:
+            return False
+
+    return check
+
+
+def processes(port: int, var: Path, imap_port: int) -> list[Process]:
+    manage = [PY, str(ROOT / "manage.py")]
+    celery = [PY, "-m", "celery", "-A", "mssante_portal"]
+    dovecot_conf = str(var / "dovecot" / "dovecot.conf")
+    site = f"http://127.0.0.1:{port}"
+    return [
+        Process("dovecot", ["dovecot", "-F", "-c", dovecot_conf], banner(imap_port, b"ready")),
+        Process("web", [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"],
+                http_ok(f"{site}/connexion/")),
+        Process("worker", [*celery, "worker", "-Q", "relay,default", "--pool=solo", "-l", "INFO",
+                           "--without-gossip", "--without-mingle", "--without-heartbeat"]),
+        Process("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")]),
+    ]  # fmt: skip
+
+
+class Runner:
+    def __init__(self, procs: list[Process], env: dict[str, str]) -> None:
+        self.procs = procs
+        self.env = env
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+
+    def say(self, name: str, line: str) -> None:
+        with self.lock:
+            sys.stdout.write(f"{name:>8} | {line}\n")
+            sys.stdout.flush()
+
+    def _pump(self, proc: Process) -> None:
+        assert proc.popen is not None and proc.popen.stdout is not None
+        for raw in iter(proc.popen.stdout.readline, b""):
+            self.say(proc.name, raw.decode("utf-8", "replace").rstrip())
+
+    def start(self, proc: Process) -> None:
+        proc.popen = subprocess.Popen(
+            proc.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: Ctrl-C reaches the runner only
+        )
+        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+        if proc.ready is not None:
+            deadline = time.monotonic() + 60
+            while not proc.ready():
+                if proc.popen.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{proc.name} n'a pas démarré")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for proc in reversed(self.procs):
+            if proc.popen and proc.popen.poll() is None:
+                os.killpg(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in self.procs:
+            if proc.popen is None:
+                continue
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait()
+
+    def watch(self) -> str | None:
+        """Block until a stop is requested (None) or a process dies (its name)."""
+        while not self.stopping.wait(0.5):
+            for proc in self.procs:
+                if proc.popen is not None and proc.popen.poll() is not None:
+                    return proc.name
+        return None
+
+
+def prepare(env: dict[str, str]) -> None:
+    """Database, demo data, Dovecot configuration: each step idempotent."""
+    manage = [PY, str(ROOT / "manage.py")]
+    for step in (["migrate", "--noinput"], ["load_demo"], ["dovecot_config"]):
+        subprocess.run([*manage, *step], cwd=ROOT, env=env, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Démarre le portail MSSanté (mode embarqué).")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORTAL_PORT", "8000")))
+    parser.add_argument("--var-dir", default=os.environ.get("PORTAL_VAR_DIR", str(ROOT / "var")))
+    args = parser.parse_args(argv)
+    var = Path(args.var_dir).resolve()
+    for folder in (var / "celery" / "queue", var / "celery" / "processed"):
+        folder.mkdir(parents=True, exist_ok=True)
+    imap_port, lmtp_port = free_port(), free_port()
+    site = f"http://127.0.0.1:{args.port}"
+    env = {
+        **os.environ,
+        "PORTAL_ENV": "embedded",
+        "PORTAL_VAR_DIR": str(var),
+        "PORTAL_SITE_URL": site,
+        "DOVECOT_IMAP_PORT": str(imap_port),
+        "DOVECOT_LMTP_PORT": str(lmtp_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    prepare(env)
+    runner = Runner(processes(args.port, var, imap_port), env)
+    signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
+    try:
+        for proc in runner.procs:
+            runner.start(proc)
+        subprocess.run(
+            [PY, str(ROOT / "manage.py"), "load_demo", "--mail"], cwd=ROOT, env=env, check=True
+        )
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        runner.say("runner", f"Échec du démarrage : {exc}")
+        runner.stop()
+        return 1
+    runner.say("runner", f"Portail prêt : {site}/")
+    runner.say(
+        "runner",
+        "Cliquez sur « Se connecter avec Pro Santé Connect » puis choisissez une identité de test.",
+    )
+    runner.say("runner", "Ctrl-C pour tout arrêter.")
+    died = runner.watch()
+    runner.stop()
+    if died:
+        runner.say("runner", f"Le processus « {died} » s'est arrêté : tout a été arrêté.")
+        return 1
+    runner.say("runner", "Arrêté proprement.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
