@@ -111,13 +111,35 @@ def _atomic_write(path: Path, content: str, mode: int, group: int | None = None)
     os.replace(tmp, path)
 
 
+class InstanceError(RuntimeError):
+    pass
+
+
+def _check_traversable(path: Path) -> None:
+    """As root, Dovecot's services run as unprivileged users: every parent folder of the
+    instance must let them through (a 0700 home or pytest tmp dir does not)."""
+    if os.geteuid() != 0:
+        return
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            raise InstanceError(
+                f"Dovecot ne pourra pas lire {path} : le dossier {parent} n'est pas traversable "
+                f"par les autres utilisateurs (chmod o+x {parent}, ou choisissez un autre "
+                f"PORTAL_VAR_DIR)."
+            )
+
+
 def write_instance(instance: Instance, *, master_user: str, master_password: str) -> None:
-    """Write the configuration, the master user and the mail root of a Dovecot instance."""
+    """Write the configuration, the master user and the mail root of a Dovecot instance.
+
+    Raises InstanceError when Dovecot's unprivileged services could not reach the files."""
     ensure_mail_user()
     ident = _identity()
     instance.base_dir.mkdir(parents=True, exist_ok=True)
     instance.base_dir.chmod(0o755)  # Dovecot's unprivileged services traverse it
     instance.mail_root.mkdir(parents=True, exist_ok=True)
+    _check_traversable(instance.base_dir)
+    _check_traversable(instance.mail_root)
     if os.geteuid() == 0:
         os.chown(instance.mail_root, ident.mail_uid, ident.mail_gid)
     # A stale penalty socket from a killed run stalls every auth for 5 s (platform-notes §2).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from mailboxes.services.lifecycle import dovecot_users_sync
 from mailboxes.store import dovecot
@@ -16,11 +16,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         instance = dovecot.instance_from_settings()
-        dovecot.write_instance(
-            instance,
-            master_user=settings.DOVECOT_MASTER_USER,
-            master_password=settings.DOVECOT_MASTER_PASSWORD,
-        )
+        try:
+            dovecot.write_instance(
+                instance,
+                master_user=settings.DOVECOT_MASTER_USER,
+                master_password=settings.DOVECOT_MASTER_PASSWORD,
+            )
+        except dovecot.InstanceError as exc:
+            raise CommandError(str(exc)) from exc
         count = dovecot_users_sync()
         self.stdout.write(
             f"Dovecot : {instance.config_path} ({count} BAL, "

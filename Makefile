@@ -1,0 +1,38 @@
+# The README's two promises: `make run` and `make test`, on a fresh Debian machine too.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PORT ?= 8000
+
+.PHONY: run test venv lint clean-var
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
+	@$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import django, allauth, celery, imapclient, playwright" 
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+run:
+	@PYTHON=$(PYTHON) scripts/system-deps.sh run
+	@$(MAKE) --no-print-directory venv
+	@$(PY) -m devtools.runner --port $(PORT)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	PORTAL_ENV=test $(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
+
+test:
+	@PYTHON=$(PYTHON) scripts/system-deps.sh test
+	@$(MAKE) --no-print-directory lint
+	@eval "$$(scripts/ensure-services.sh)" && \
+	  PORTAL_ENV=test PSC_MOCK_ENABLED=true PORTAL_DEMO=true DJANGO_ALLOW_ASYNC_UNSAFE=true \
+	  $(PY) -m pytest $(PYTEST_ARGS)
+
+clean-var:
+	rm -rf var
