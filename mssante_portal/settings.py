@@ -266,7 +266,8 @@ PSC_MOCK_FAULT = env_choice(
 # --- Dovecot, the message store (ARCHITECTURE.md) ---------------------------------------------
 DOVECOT_DIR = Path(env_str("DOVECOT_DIR", str(VAR_DIR / "dovecot")))
 DOVECOT_MAIL_ROOT = Path(env_str("DOVECOT_MAIL_ROOT", str(VAR_DIR / "mail")))
-DOVECOT_IMAP_HOST = env_str("DOVECOT_IMAP_HOST", "127.0.0.1")
+DOVECOT_IMAP_HOST = env_str("DOVECOT_IMAP_HOST", "127.0.0.1")  # where the portal connects
+DOVECOT_LISTEN = env_str("DOVECOT_LISTEN", "127.0.0.1")  # where the generated Dovecot listens
 DOVECOT_IMAP_PORT = env_int("DOVECOT_IMAP_PORT", 10143, minimum=1)
 DOVECOT_LMTP_PORT = env_int("DOVECOT_LMTP_PORT", 10024, minimum=1)
 DOVECOT_MASTER_USER = env_str("DOVECOT_MASTER_USER", "portal")

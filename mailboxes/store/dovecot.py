@@ -98,7 +98,7 @@ def instance_from_settings() -> Instance:
         mail_root=Path(settings.DOVECOT_MAIL_ROOT),
         imap_port=settings.DOVECOT_IMAP_PORT,
         lmtp_port=settings.DOVECOT_LMTP_PORT,
-        listen=settings.DOVECOT_IMAP_HOST,
+        listen=settings.DOVECOT_LISTEN,
     )
 
 
