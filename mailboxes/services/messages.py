@@ -85,6 +85,32 @@ def _check_folder(store: MailStore, folder: str) -> None:
         raise FolderInvalid()
 
 
+@contextmanager
+def _session(
+    *,
+    grant: Grant,
+    actor: User,
+    action: MessageAction,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+    folders: Sequence[str] = (),
+    write: bool = False,
+) -> Iterator[tuple[MailStore, dict[str, Any]]]:
+    """A traced IMAP session on the BAL: refuses changes to a suspended BAL and unknown
+    folders before the body runs."""
+    with (
+        _traced(
+            grant=grant, actor=actor, action=action, request=request, details=details
+        ) as traced,
+        MailStore(grant.mailbox.address) as store,
+    ):
+        if write:
+            _writable(grant)
+        for folder in folders:
+            _check_folder(store, folder)
+        yield store, traced
+
+
 def folder_open(
     *,
     grant: Grant,
@@ -99,17 +125,15 @@ def folder_open(
     """The folders of the BAL with their counts, and one page of ``folder`` (optionally a
     search). Raises FolderInvalid, StoreUnavailable."""
     searching = criteria is not None and not criteria.is_empty()
-    with (
-        _traced(
-            grant=grant,
-            actor=actor,
-            action=MessageAction.LIST,
-            request=request,
-            details={"folder": folder, "page": page, "search": searching},
-        ),
-        MailStore(grant.mailbox.address) as store,
-    ):
-        _check_folder(store, folder)
+    details = {"folder": folder, "page": page, "search": searching}
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.LIST,
+        request=request,
+        details=details,
+        folders=[folder],
+    ) as (store, _):
         folders = store.folders()
         listing = store.page(
             folder,
@@ -125,23 +149,21 @@ def message_open(
     *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
 ) -> tuple[Parsed, Summary]:
     """Read one message (marks it read, except on a suspended BAL). Raises Http404."""
-    with (
-        _traced(
-            grant=grant,
-            actor=actor,
-            action=MessageAction.READ,
-            request=request,
-            details={"folder": folder, "uid": uid},
-        ) as details,
-        MailStore(grant.mailbox.address) as store,
-    ):
-        _check_folder(store, folder)
+    details = {"folder": folder, "uid": uid}
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.READ,
+        request=request,
+        details=details,
+        folders=[folder],
+    ) as (store, traced):
         found = store.fetch(folder, uid, mark_seen=grant.mailbox.status == Mailbox.Status.ACTIVE)
         if found is None:
             raise Http404
         raw, summary = found
         parsed = parse_message(raw)
-        details["message_id"] = parsed.message_id
+        traced["message_id"] = parsed.message_id
     return parsed, summary
 
 
@@ -154,21 +176,17 @@ def attachment_open(
     index: int,
     request: HttpRequest | None = None,
 ) -> tuple[Attachment, bytes]:
-    with (
-        _traced(
-            grant=grant,
-            actor=actor,
-            action=MessageAction.DOWNLOAD,
-            request=request,
-            details={"folder": folder, "uid": uid, "part": index},
-        ),
-        MailStore(grant.mailbox.address) as store,
-    ):
-        _check_folder(store, folder)
+    details = {"folder": folder, "uid": uid, "part": index}
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.DOWNLOAD,
+        request=request,
+        details=details,
+        folders=[folder],
+    ) as (store, _):
         found = store.fetch(folder, uid, mark_seen=False)
-        if found is None:
-            raise Http404
-        result = attachment_bytes(found[0], index)
+        result = attachment_bytes(found[0], index) if found else None
         if result is None:
             raise Http404
     return result
@@ -185,18 +203,11 @@ def messages_flag(
     request: HttpRequest | None = None,
 ) -> list[int]:
     """Set or clear \\Seen or \\Flagged. Returns the UIDs that existed."""
-    with (
-        _traced(
-            grant=grant,
-            actor=actor,
-            action=MessageAction.FLAG,
-            request=request,
-            details={"folder": folder, "uids": list(uids), "flag": flag, "on": on},
-        ),
-        MailStore(grant.mailbox.address) as store,
-    ):
-        _writable(grant)
-        _check_folder(store, folder)
+    details = {"folder": folder, "uids": list(uids), "flag": flag, "on": on}
+    with _session(
+        grant=grant, actor=actor, action=MessageAction.FLAG, request=request, details=details,
+        folders=[folder], write=True,
+    ) as (store, _):  # fmt: skip
         return store.set_flag(folder, uids, FLAGS[flag], on)
 
 
@@ -209,19 +220,11 @@ def messages_move(
     target: str,
     request: HttpRequest | None = None,
 ) -> list[int]:
-    with (
-        _traced(
-            grant=grant,
-            actor=actor,
-            action=MessageAction.MOVE,
-            request=request,
-            details={"folder": folder, "uids": list(uids), "target": target},
-        ),
-        MailStore(grant.mailbox.address) as store,
-    ):
-        _writable(grant)
-        _check_folder(store, folder)
-        _check_folder(store, target)
+    details = {"folder": folder, "uids": list(uids), "target": target}
+    with _session(
+        grant=grant, actor=actor, action=MessageAction.MOVE, request=request, details=details,
+        folders=[folder, target], write=True,
+    ) as (store, _):  # fmt: skip
         return store.move(folder, uids, target) if target != folder else []
 
 
@@ -234,28 +237,22 @@ def messages_delete(
     request: HttpRequest | None = None,
 ) -> list[int]:
     """Move to Trash; in Trash, delete for good."""
-    with (
-        _traced(
-            grant=grant,
-            actor=actor,
-            action=MessageAction.DELETE,
-            request=request,
-            details={"folder": folder, "uids": list(uids), "permanent": folder == TRASH},
-        ),
-        MailStore(grant.mailbox.address) as store,
-    ):
-        _writable(grant)
-        _check_folder(store, folder)
+    details = {"folder": folder, "uids": list(uids), "permanent": folder == TRASH}
+    with _session(
+        grant=grant, actor=actor, action=MessageAction.DELETE, request=request, details=details,
+        folders=[folder], write=True,
+    ) as (store, _):  # fmt: skip
         return store.delete(folder, uids)
 
 
 def trash_empty(*, grant: Grant, actor: User, request: HttpRequest | None = None) -> int:
-    with (
-        _traced(
-            grant=grant, actor=actor, action=MessageAction.EMPTY_TRASH, request=request, details={}
-        ) as details,
-        MailStore(grant.mailbox.address) as store,
-    ):
-        _writable(grant)
-        details["count"] = count = store.empty_trash()
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.EMPTY_TRASH,
+        request=request,
+        details={},
+        write=True,
+    ) as (store, traced):
+        traced["count"] = count = store.empty_trash()
     return count

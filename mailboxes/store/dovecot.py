@@ -17,8 +17,10 @@ import hashlib
 import os
 import pwd
 import secrets
+import socket
 import string
 import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +197,41 @@ def write_users(instance: Instance, addresses: Iterable[str]) -> None:
         lines.append(f"{address}:{ssha512(secrets.token_bytes(32))}::::::\n")
     with _lock(instance):
         _atomic_write(instance.users_path, "".join(lines), 0o644)
+
+
+def wait_ready(instance: Instance, timeout: float = 15) -> None:
+    """Wait for the IMAP greeting: an open port is not enough (platform-notes §2)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((instance.listen, instance.imap_port), timeout=1) as sock:
+                if b"ready" in sock.recv(256):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise InstanceError("Dovecot n'a pas répondu à temps.")
+
+
+def start(instance: Instance, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start Dovecot in the foreground of a child process (tests and benchmarks)."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603
+            ["dovecot", "-F", "-c", str(instance.config_path)],  # noqa: S607
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(instance)
+    except InstanceError:
+        proc.kill()
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

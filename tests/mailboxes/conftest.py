@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import smtplib
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,18 +20,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait_banner(port: int, deadline: float) -> None:
-    """Wait for the IMAP greeting: an open port is not enough (platform-notes §2)."""
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                if b"ready" in sock.recv(200):
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("Dovecot did not greet in time")
 
 
 @pytest.fixture(scope="session")
@@ -54,20 +41,11 @@ def dovecot_instance() -> Iterator[store.Instance]:
         master_user=settings.DOVECOT_MASTER_USER,
         master_password=settings.DOVECOT_MASTER_PASSWORD,
     )
-    log = open(base / "foreground.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        ["dovecot", "-F", "-c", str(instance.config_path)], stdout=log, stderr=log
-    )
+    proc = store.start(instance, base / "foreground.log")
     try:
-        _wait_banner(instance.imap_port, time.monotonic() + 15)
         yield instance
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        store.stop(proc)
         for key, value in saved.items():
             setattr(settings, key, value)
         shutil.rmtree(base, ignore_errors=True)
