@@ -66,14 +66,24 @@ def usable_mailboxes(user: User) -> list[Grant]:
     return _grants(user)
 
 
-def access_mailbox(user: User, public_id: uuid.UUID | str, need: Access = Access.READ) -> Grant:
+def access_mailbox(
+    user: User,
+    public_id: uuid.UUID | str,
+    need: Access = Access.READ,
+    *,
+    among: list[Grant] | None = None,
+) -> Grant:
     """The person's grant on one BAL. Raises Http404 when missing or not theirs,
-    PermissionDenied when they may read it but not ``need``."""
+    PermissionDenied when they may read it but not ``need``. ``among``: the person's grants
+    already read by the caller (``usable_mailboxes``), to spare a query."""
     try:
         key = uuid.UUID(str(public_id))
     except ValueError:
         raise Http404 from None
-    grants = _grants(user, key)
+    if among is not None:
+        grants = [g for g in among if g.mailbox.public_id == key]
+    else:
+        grants = _grants(user, key)
     if not grants:
         raise Http404
     grant = grants[0]

@@ -133,7 +133,10 @@ DATABASE_URL = env_str("DATABASE_URL", _default_db)
 if not DATABASE_URL:
     raise EnvError("DATABASE_URL is required in production")
 DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))
+    # Persistent connections: opening one per request costs more than a page's queries.
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
+    )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serves several processes (web, worker, beat) in the embedded mode: wait for locks

@@ -171,6 +171,7 @@ class MailStore:
                 ssl=False,
                 timeout=settings.DOVECOT_TIMEOUT,
             )
+            client.normalise_times = False  # keep the sender's offset; we convert for display
             client.login(
                 f"{self.address}{'*'}{settings.DOVECOT_MASTER_USER}",
                 settings.DOVECOT_MASTER_PASSWORD,

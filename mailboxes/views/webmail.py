@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
 from mailboxes.forms import FolderQuery, MessageQuery, MessagesAction
+from mailboxes.presenters import rows
 from mailboxes.sanitize import sanitize
 from mailboxes.selectors import access_mailbox, message_html, unread_counts, usable_mailboxes
 from mailboxes.services import messages as svc
@@ -58,7 +59,8 @@ def switcher(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def folder(request: HttpRequest, public_id: str) -> HttpResponse:
-    grant = access_mailbox(_user(request), public_id)
+    grants = usable_mailboxes(_user(request))
+    grant = access_mailbox(_user(request), public_id, among=grants)
     query = FolderQuery(request.GET)
     if not query.is_valid() and not query.errors.keys() <= {"du", "au", "page", "tri"}:
         return HttpResponseBadRequest("Paramètres de recherche invalides.")
@@ -76,8 +78,9 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         "mailbox": grant.mailbox,
         "folders": folders,
         "page": page,
+        "rows": rows(page, grant.mailbox.public_id),
         "query": query,
-        "grants": usable_mailboxes(_user(request)),
+        "grants": grants,
         "search_qs": urlencode(
             {
                 k: v

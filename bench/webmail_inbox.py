@@ -1,0 +1,243 @@
+"""Webmail reading speed on a real-size folder: the portal against raw imapclient.
+
+Fills one INBOX with realistic messages over LMTP (20,000 by default) on a private Dovecot,
+then measures, interleaved round by round, the server time of
+- the inbox page (50 rows, through Django's full stack: session, access check, trace, template)
+  versus imapclient doing the same IMAP work (login, LIST + STATUS of each folder, SELECT,
+  SEARCH, FETCH of 50 envelopes);
+- opening a message (page with parsing and rendering) versus imapclient fetching it and
+  setting \\Seen.
+Prints p50/p95 and the p95 ratio. Goal (issue 3): p95 ratio <= 1.5.
+
+    PORTAL_ENV=test .venv/bin/python bench/webmail_inbox.py [--messages 20000] [--rounds 150]
+
+Uses PostgreSQL from DATABASE_URL (database `mssante_bench`, created if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import smtplib
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+SENDERS = [
+    ("Laboratoire Bio Lyon", "resultats@labo-biolyon.mssante.fr"),
+    ("Dr Paul Durand", "paul.durand@chu-lyon.mssante.fr"),
+    ("Service de cardiologie", "cardio@chu-lyon.mssante.fr"),
+    ("Centre d'imagerie du Rhône", "imagerie@cir.mssante.fr"),
+    ("SSIAD du Val de Saône", "soins@ssiad-val-de-saone.mssante.fr"),
+    ("Pharmacie du Parc", "pharmacie.parc@pharmacien.mssante.fr"),
+]
+SUBJECTS = [
+    "Résultats de biologie",
+    "Compte rendu de consultation",
+    "Courrier de sortie d'hospitalisation",
+    "Compte rendu d'imagerie",
+    "Transmission infirmière",
+    "Renouvellement d'ordonnance",
+]
+WORDS = ["patient", "résident", "traitement", "posologie", "bilan", "contrôle", "suivi", "tension", "glycémie", "pansement", "kinésithérapie", "rendez-vous", "consultation", "hospitalisation", "sortie", "examen"]  # fmt: skip
+
+
+def realistic_message(i: int, to: str, rng: random.Random) -> EmailMessage:
+    name, address = rng.choice(SENDERS)
+    message = EmailMessage()
+    message["From"] = f"{name} <{address}>"
+    message["To"] = to
+    message["Subject"] = f"{rng.choice(SUBJECTS)} — dossier {i:05d}"
+    when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=25 * i)
+    message["Date"] = format_datetime(when)
+    message["Message-ID"] = f"<bench-{i}@{address.split('@')[1]}>"
+    body = "\n".join(" ".join(rng.choices(WORDS, k=12)) for _ in range(rng.randint(5, 60)))
+    message.set_content(f"Bonjour,\n\n{body}\n\nCordialement,\n{name}")
+    if rng.random() < 0.15:
+        message.add_attachment(
+            rng.randbytes(rng.randint(20_000, 200_000)),
+            maintype="application",
+            subtype="pdf",
+            filename=f"compte-rendu-{i}.pdf",
+        )
+    return message
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=150)
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="mssante-bench-"))
+    base.chmod(0o755)
+    os.environ.update(
+        {
+            "PORTAL_ENV": "test",
+            "DJANGO_SETTINGS_MODULE": "mssante_portal.settings",
+            "PSC_MOCK_ENABLED": "true",
+            "PORTAL_DEMO": "true",
+            "DOVECOT_DIR": str(base / "dovecot"),
+            "DOVECOT_MAIL_ROOT": str(base / "mail"),
+            "DOVECOT_IMAP_PORT": str(free_port()),
+            "DOVECOT_LMTP_PORT": str(free_port()),
+        }
+    )
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mssante")
+    os.environ["DATABASE_URL"] = url.rsplit("/", 1)[0] + "/mssante_bench"
+
+    import psycopg
+
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'mssante_bench'").fetchone():
+            conn.execute("CREATE DATABASE mssante_bench")
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test import Client
+    from imapclient import IMAPClient
+
+    from accounts.models import Structure, StructureDomain, User
+    from mailboxes.models import Mailbox
+    from mailboxes.services.lifecycle import dovecot_users_sync, mailbox_create
+    from mailboxes.store import dovecot
+
+    call_command("migrate", verbosity=0)
+    structure, _ = Structure.objects.get_or_create(
+        identifier_kind="finess_eg", identifier="690001235", defaults={"name": "EHPAD Les Tilleuls"}
+    )
+    StructureDomain.objects.get_or_create(
+        structure=structure, domain="ehpad-les-tilleuls.mssante.fr"
+    )
+    user, _ = User.objects.get_or_create(
+        username="899700120019", defaults={"national_id": "899700120019", "first_name": "Claire"}
+    )
+    address = "claire.martin@ehpad-les-tilleuls.mssante.fr"
+    box = Mailbox.objects.filter(address=address).first() or mailbox_create(
+        structure=structure,
+        kind="PER",
+        local_part="claire.martin",
+        display_name="Claire Martin",
+        owner=user,
+        actor=None,
+    )
+    instance = dovecot.instance_from_settings()
+    dovecot.write_instance(
+        instance,
+        master_user=settings.DOVECOT_MASTER_USER,
+        master_password=settings.DOVECOT_MASTER_PASSWORD,
+    )
+    dovecot_users_sync()
+    proc = dovecot.start(instance, base / "dovecot.log")
+    try:
+        rng = random.Random(42)
+        started = time.perf_counter()
+        with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
+            for i in range(args.messages):
+                lmtp.send_message(realistic_message(i, box.address, rng))
+        fill = time.perf_counter() - started
+        print(
+            f"Rempli : {args.messages} messages en {fill:.1f} s ({args.messages / fill:.0f} msg/s)"
+        )
+
+        client = Client(HTTP_HOST="127.0.0.1")
+        client.force_login(user)
+        inbox_url = f"/bal/{box.public_id}/?dossier=INBOX"
+        login = f"{box.address}*{settings.DOVECOT_MASTER_USER}"
+
+        def raw_inbox() -> None:
+            with IMAPClient("127.0.0.1", port=settings.DOVECOT_IMAP_PORT, ssl=False) as imap:
+                imap.login(login, settings.DOVECOT_MASTER_PASSWORD)
+                for _flags, _delim, name in imap.list_folders():
+                    imap.folder_status(name, [b"MESSAGES", b"UNSEEN"])
+                imap.select_folder("INBOX", readonly=True)
+                uids = sorted(imap.search(["ALL"]), reverse=True)[:50]
+                imap.fetch(uids, ["ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"])
+
+        def raw_message(uid: int) -> None:
+            with IMAPClient("127.0.0.1", port=settings.DOVECOT_IMAP_PORT, ssl=False) as imap:
+                imap.login(login, settings.DOVECOT_MASTER_PASSWORD)
+                imap.folder_exists("INBOX")
+                imap.select_folder("INBOX")
+                imap.fetch(
+                    [uid], ["BODY.PEEK[]", "ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"]
+                )
+                imap.add_flags([uid], [b"\\Seen"], silent=True)
+
+        def timed(fn: object, *a: object) -> float:
+            t = time.perf_counter()
+            fn(*a)  # type: ignore[operator]
+            return (time.perf_counter() - t) * 1000
+
+        def portal_inbox() -> None:
+            assert client.get(inbox_url).status_code == 200
+
+        def portal_message(uid: int) -> None:
+            assert (
+                client.get(f"/bal/{box.public_id}/messages/{uid}/?dossier=INBOX").status_code == 200
+            )
+
+        for _ in range(5):  # warm caches on both sides
+            portal_inbox()
+            raw_inbox()
+        results: dict[str, list[float]] = {
+            k: [] for k in ("portal_inbox", "raw_inbox", "portal_msg", "raw_msg")
+        }
+        for r in range(args.rounds):
+            uid = rng.randint(1, args.messages)
+            pairs = [("portal_inbox", portal_inbox, ()), ("raw_inbox", raw_inbox, ()),
+                     ("portal_msg", portal_message, (uid,)), ("raw_msg", raw_message, (uid,))]  # fmt: skip
+            if r % 2:
+                pairs = [pairs[1], pairs[0], pairs[3], pairs[2]]
+            for key, fn, fargs in pairs:
+                results[key].append(timed(fn, *fargs))
+
+        print(f"\n{'mesure (ms)':<28}{'p50':>8}{'p95':>8}")
+        labels = [
+            ("portal_inbox", "portail : boîte (50 lignes)"),
+            ("raw_inbox", "imapclient : même travail"),
+            ("portal_msg", "portail : ouvrir un message"),
+            ("raw_msg", "imapclient : même travail"),
+        ]
+        for key, label in labels:
+            values = results[key]
+            print(f"{label:<28}{statistics.median(values):8.1f}{pct(values, 95):8.1f}")
+        inbox_ratio = pct(results["portal_inbox"], 95) / pct(results["raw_inbox"], 95)
+        msg_ratio = pct(results["portal_msg"], 95) / pct(results["raw_msg"], 95)
+        print(
+            f"\nratio p95 boîte : {inbox_ratio:.2f}   ratio p95 message : {msg_ratio:.2f}   (objectif <= 1.5)"
+        )
+        return 0
+    finally:
+        dovecot.stop(proc)
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Plain values for the message list template: a 50-row page renders in a few milliseconds
+when dates, sizes and URLs are prepared once here rather than by template filters per cell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+from urllib.parse import quote
+
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
+from django.utils import timezone
+
+from mailboxes.store.imap import Page, Summary
+
+OUTGOING = {"Sent", "Drafts"}
+
+
+@dataclass(frozen=True)
+class Row:
+    uid: int
+    url: str
+    who: str
+    subject: str
+    date_iso: str
+    date_text: str
+    size_text: str
+    seen: bool
+    flagged: bool
+    has_attachments: bool
+
+
+def _who(summary: Summary, outgoing: bool) -> str:
+    if outgoing:
+        return ", ".join(r.name or r.email for r in summary.recipients[:2])
+    if summary.sender is None:
+        return ""
+    return summary.sender.name or summary.sender.email
+
+
+def rows(page: Page, mailbox_public_id: object) -> list[Row]:
+    base = reverse("mailboxes:message", args=[mailbox_public_id, 0]).removesuffix("0/")
+    suffix = f"/?dossier={quote(page.folder, safe='')}"
+    outgoing = page.folder in OUTGOING
+    result = []
+    for m in page.messages:
+        when = m.date
+        if when is not None and timezone.is_naive(when):
+            when = timezone.make_aware(when, UTC)
+        local = timezone.localtime(when) if when else None
+        result.append(
+            Row(
+                uid=m.uid,
+                url=f"{base}{m.uid}{suffix}",
+                who=_who(m, outgoing),
+                subject=m.subject,
+                date_iso=local.isoformat() if local else "",
+                date_text=local.strftime("%d/%m/%Y %H:%M") if local else "",
+                size_text=str(filesizeformat(m.size)),
+                seen=m.seen,
+                flagged=m.flagged,
+                has_attachments=m.has_attachments,
+            )
+        )
+    return result
