@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import F, FilteredRelation, Q
 from django.http import Http404
 
 from accounts.models import User
 from mailboxes.errors import StoreUnavailable
-from mailboxes.models import Mailbox, MailboxAccess
+from mailboxes.models import Mailbox
 from mailboxes.store.imap import MailStore
 from mailboxes.store.mime import parse_message
 
@@ -42,21 +43,32 @@ USABLE = [Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED]
 
 
 def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
+    """The person's grants, in one query: PER BALs they hold, and BALs where they have a
+    right (member, delegate) that includes reading."""
     if not user.is_authenticated:
         return []
-    owned = Mailbox.objects.filter(status__in=USABLE, kind=Mailbox.Kind.PER, owner=user)
-    accesses = MailboxAccess.objects.filter(user=user, can_read=True, mailbox__status__in=USABLE)
+    boxes = (
+        Mailbox.objects.annotate(
+            mine=FilteredRelation("accesses", condition=Q(accesses__user=user))
+        )
+        .filter(status__in=USABLE)
+        .filter(Q(kind=Mailbox.Kind.PER, owner=user) | Q(mine__can_read=True))
+        .annotate(
+            access_kind=F("mine__kind"),
+            access_send=F("mine__can_send"),
+            access_manage=F("mine__can_manage"),
+        )
+        .select_related("structure")
+    )
     if public_id is not None:
-        owned = owned.filter(public_id=public_id)
-        accesses = accesses.filter(mailbox__public_id=public_id)
-    grants = [Grant(m, True, True, True, "owner") for m in owned.select_related("structure")]
-    seen = {g.mailbox.pk for g in grants}
-    for access in accesses.select_related("mailbox", "mailbox__structure"):
-        if access.mailbox_id not in seen:
+        boxes = boxes.filter(public_id=public_id)
+    grants = []
+    for box in boxes:
+        if box.kind == Mailbox.Kind.PER and box.owner_id == user.pk:
+            grants.append(Grant(box, True, True, True, "owner"))
+        else:
             grants.append(
-                Grant(
-                    access.mailbox, access.can_read, access.can_send, access.can_manage, access.kind
-                )
+                Grant(box, True, bool(box.access_send), bool(box.access_manage), box.access_kind)
             )
     return sorted(grants, key=lambda g: (g.mailbox.kind != Mailbox.Kind.PER, g.mailbox.address))
 
