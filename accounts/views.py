@@ -5,13 +5,13 @@ from urllib.parse import urlencode
 import requests
 from django.conf import settings
 from django.contrib.auth import logout as django_logout
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.audit import Action, audit_record
+from accounts.decorators import professional_required
 from accounts.models import User
 from accounts.psc.provider import ID_TOKEN_SESSION_KEY, ProSanteConnectAdapter
 from accounts.selectors import home_profile
@@ -23,7 +23,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/login.html")
 
 
-@login_required
+@professional_required
 def home(request: HttpRequest) -> HttpResponse:
     assert isinstance(request.user, User)  # login_required
     return render(request, "accounts/home.html", {"profile": home_profile(request.user)})

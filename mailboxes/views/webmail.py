@@ -7,7 +7,6 @@ import re
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -15,6 +14,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.decorators import professional_required
 from accounts.models import User
 from mailboxes.forms import FolderQuery, MessageQuery, MessagesAction
 from mailboxes.presenters import rows
@@ -36,7 +36,7 @@ def _folder_url(public_id: object, folder: str, **extra: object) -> str:
     return f"{reverse('mailboxes:folder', args=[public_id])}?{query}"
 
 
-@login_required
+@professional_required
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
     """Every BAL the person may use, with its unread count."""
@@ -44,7 +44,7 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "mailboxes/index.html", {"rows": rows})
 
 
-@login_required
+@professional_required
 @require_GET
 def switcher(request: HttpRequest) -> HttpResponse:
     """htmx fragment: the BAL switcher with unread counts (loaded after the page)."""
@@ -56,7 +56,7 @@ def switcher(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
+@professional_required
 @require_GET
 def folder(request: HttpRequest, public_id: str) -> HttpResponse:
     grants = usable_mailboxes(_user(request))
@@ -94,7 +94,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
     return render(request, template, context)
 
 
-@login_required
+@professional_required
 @require_GET
 def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
     grant = access_mailbox(_user(request), public_id)
@@ -129,7 +129,7 @@ BODY_CSP = (
 )
 
 
-@login_required
+@professional_required
 @require_GET
 @xframe_options_sameorigin
 def message_body(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
@@ -150,7 +150,7 @@ def message_body(request: HttpRequest, public_id: str, uid: int) -> HttpResponse
     return response
 
 
-@login_required
+@professional_required
 @require_GET
 def attachment(request: HttpRequest, public_id: str, uid: int, index: int) -> HttpResponse:
     grant = access_mailbox(_user(request), public_id)
@@ -193,7 +193,7 @@ DONE = {
 }
 
 
-@login_required
+@professional_required
 @require_POST
 def act(request: HttpRequest, public_id: str) -> HttpResponse:
     grant = access_mailbox(_user(request), public_id)
@@ -236,7 +236,7 @@ def act(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect(_folder_url(grant.mailbox.public_id, d["dossier"]))
 
 
-@login_required
+@professional_required
 @require_POST
 def empty_trash(request: HttpRequest, public_id: str) -> HttpResponse:
     grant = access_mailbox(_user(request), public_id)

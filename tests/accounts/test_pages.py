@@ -143,3 +143,13 @@ def test_load_demo_is_idempotent() -> None:
     nurse = User.objects.get(national_id="899700120027")
     assert Membership.objects.filter(user=nurse).count() == 2
     assert not nurse.has_usable_password()
+
+
+def test_break_glass_operator_reaches_the_admin_only(client: Client) -> None:
+    client.force_login(User.objects.create_superuser("operateur", password="x-Long-Passw0rd!"))
+
+    for url in ("/", "/bal/"):
+        r = client.get(url)
+        assert r.status_code == 403
+        assert "Compte opérateur" in r.content.decode()
+    assert client.get("/operateur/admin/").status_code == 200
