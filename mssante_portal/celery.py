@@ -29,6 +29,11 @@ app.autodiscover_tasks()
 
 # The periodic schedule lives here, in code. Later capabilities add their sweeps and syncs.
 app.conf.beat_schedule = {
+    "annuaire-sync-whitelist": {"task": "annuaire.tasks.sync_whitelist", "schedule": 6 * 3600.0},
+    "annuaire-check-whitelist-age": {
+        "task": "annuaire.tasks.check_whitelist_age",
+        "schedule": 3600.0,
+    },
     "accounts-purge-expired-sessions": {
         "task": "accounts.tasks.purge_expired_sessions",
         "schedule": 3600.0,

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "mssante_portal",
     "accounts",
     "accounts.psc",
+    "annuaire",
     "mailboxes",
 ]
 
@@ -265,6 +266,28 @@ PSC_MOCK_FAULT = env_choice(
         "wrong_acr",
     ),
 )
+
+# --- Operator whitelist (../shared/reference/mssante-spec.md §1.2) ------------------------------
+WHITELIST_URL = env_str(
+    "WHITELIST_URL",
+    "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml"
+    if PORTAL_ENV == "production"
+    else "",
+)
+# The pinned signer of the list (subject and issuer DNs, compared RDN by RDN).
+WHITELIST_SIGNER_SUBJECT = env_str(
+    "WHITELIST_SIGNER_SUBJECT",
+    "CN=alb.mssante.fr,OU=347976684200724,O=CAPGEMINI TECHNOLOGY SERVICES,"
+    "ST=Hauts-de-Seine (92),C=FR",
+)
+WHITELIST_SIGNER_ISSUER = env_str(
+    "WHITELIST_SIGNER_ISSUER",
+    "CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS,OU=IGC-SANTE,OU=0002 187512751,O=ASIP-SANTE,C=FR",
+)
+# PEM bundle of the IGC-Santé chain, to verify the HTTPS download (empty: system CAs).
+WHITELIST_CA_BUNDLE = env_str("WHITELIST_CA_BUNDLE", "")
+# Alert (error log) when the list in force is older than this.
+WHITELIST_MAX_AGE_HOURS = env_int("WHITELIST_MAX_AGE_HOURS", 48, minimum=1)
 
 # --- Dovecot, the message store (ARCHITECTURE.md) ---------------------------------------------
 DOVECOT_DIR = Path(env_str("DOVECOT_DIR", str(VAR_DIR / "dovecot")))

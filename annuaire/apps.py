@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AnnuaireConfig(AppConfig):
+    name = "annuaire"
+    verbose_name = "Annuaire et liste blanche"
