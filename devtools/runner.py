@@ -152,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--var-dir", default=os.environ.get("PORTAL_VAR_DIR", str(ROOT / "var")))
     args = parser.parse_args(argv)
     var = Path(args.var_dir).resolve()
-    for folder in (var / "celery" / "queue", var / "celery" / "processed"):
+    for folder in (
+        var / "celery" / "queue",
+        var / "celery" / "processed",
+        var / "celery" / "control",
+    ):
         folder.mkdir(parents=True, exist_ok=True)
     imap_port, lmtp_port = free_port(), free_port()
     site = f"http://127.0.0.1:{args.port}"
