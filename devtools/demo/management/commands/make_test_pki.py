@@ -1,0 +1,22 @@
+"""Generate the test PKI (dev and tests only) under PORTAL_VAR_DIR/pki or a given folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from devtools.pki import make_test_pki
+
+
+class Command(BaseCommand):
+    help = "Crée une PKI de test (AC, passerelle, opérateur pair, AC étrangère, certificat expiré)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--out", default=str(Path(settings.VAR_DIR) / "pki"))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for role, issued in make_test_pki(Path(options["out"])).items():
+            self.stdout.write(f"{role:<8} {issued.cert}  {issued.subject}")

@@ -1,0 +1,159 @@
+"""A test PKI shaped like IGC-Santé, for dev and tests only (real certificates, fake trust).
+
+Produces, under one folder: a test CA, our gateway's certificate, a peer operator's
+certificate (its subject is what a whitelist entry names), a certificate from another CA, and
+an expired certificate, each with its key, in PEM. MSSanté operator certificates serve both as
+SMTP server and client certificates (../shared/reference/mssante-spec.md §1.3), so leaf
+certificates carry serverAuth and clientAuth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: Path
+    key: Path
+    subject: str  # RFC 4514, as a whitelist entry would name it
+
+
+def _name(cn: str, org: str, ou: str | None = None) -> x509.Name:
+    attrs = [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+    ]
+    if ou:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def _write(folder: Path, stem: str, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> Issued:
+    cert_path, key_path = folder / f"{stem}.crt", folder / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return Issued(cert_path, key_path, cert.subject.rfc4514_string())
+
+
+def _ca(name: x509.Name, now: dt.datetime) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _leaf(
+    name: x509.Name,
+    ca: tuple[x509.Certificate, rsa.RSAPrivateKey],
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    dns: list[str],
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    san: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    san.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca[0].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca[1], hashes.SHA256())
+    )
+    return cert, key
+
+
+def make_test_pki(folder: Path) -> dict[str, Issued]:
+    """Create the test PKI in ``folder`` (created if needed). Returns what was issued by role:
+    ``ca``, ``gateway``, ``peer``, ``foreign`` (signed by another CA), ``expired``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    valid = {"not_before": now - dt.timedelta(days=1), "not_after": now + dt.timedelta(days=825)}
+    ca = _ca(
+        _name(
+            "AC TEST IGC-SANTE ELEMENTAIRE ORGANISATIONS", "PORTAIL MSSANTE TEST", "IGC-SANTE TEST"
+        ),
+        now,
+    )
+    other_ca = _ca(_name("AC INCONNUE", "AUTRE AUTORITE"), now)
+    issued = {"ca": _write(folder, "ca", *ca)}
+    issued["gateway"] = _write(
+        folder,
+        "gateway",
+        *_leaf(
+            _name("localhost", "PORTAIL MSSANTE TEST", "1690001243"), ca, dns=["localhost"], **valid
+        ),
+    )
+    issued["peer"] = _write(
+        folder,
+        "peer",
+        *_leaf(
+            _name("smtp.operateur-test.fr", "OPERATEUR TEST", "1750000000"),
+            ca,
+            dns=["smtp.operateur-test.fr"],
+            **valid,
+        ),
+    )
+    issued["foreign"] = _write(
+        folder,
+        "foreign",
+        *_leaf(
+            _name("smtp.operateur-test.fr", "OPERATEUR TEST", "1750000000"),
+            other_ca,
+            dns=["smtp.operateur-test.fr"],
+            **valid,
+        ),
+    )
+    issued["expired"] = _write(
+        folder,
+        "expired",
+        *_leaf(
+            _name("smtp.operateur-test.fr", "OPERATEUR TEST", "1750000000"),
+            ca,
+            dns=["smtp.operateur-test.fr"],
+            not_before=now - dt.timedelta(days=400),
+            not_after=now - dt.timedelta(days=35),
+        ),
+    )
+    return issued

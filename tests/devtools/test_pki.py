@@ -1,0 +1,74 @@
+"""The test PKI gives real TLS: a server with the gateway certificate accepts the peer's
+client certificate and refuses the foreign and expired ones."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from annuaire.whitelist import dn_key
+from devtools.pki import make_test_pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _handshake(pki: dict, client: str) -> str:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki["ca"].cert))
+    server_ctx.load_cert_chain(str(pki["gateway"].cert), str(pki["gateway"].key))
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    outcome: dict[str, str] = {}
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                outcome["peer"] = dn_key(_subject(tls.getpeercert(binary_form=True)))
+        except (ssl.SSLError, OSError) as exc:
+            outcome["error"] = type(exc).__name__ + str(getattr(exc, "reason", ""))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    client_ctx = ssl.create_default_context(cafile=str(pki["ca"].cert))
+    client_ctx.load_cert_chain(str(pki[client].cert), str(pki[client].key))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            client_ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"x")
+            tls.recv(1)
+    except (ssl.SSLError, OSError):
+        pass
+    thread.join(5)
+    listener.close()
+    return outcome.get("peer") or outcome.get("error", "")
+
+
+def _subject(der: bytes | None) -> x509.Name:
+    assert der is not None
+    return x509.load_der_x509_certificate(der).subject
+
+
+def test_peer_certificate_is_accepted_and_its_dn_matches(pki: dict) -> None:
+    assert _handshake(pki, "peer") == dn_key(pki["peer"].subject)
+
+
+@pytest.mark.parametrize("client", ["foreign", "expired"])
+def test_foreign_and_expired_certificates_are_refused(pki: dict, client: str) -> None:
+    result = _handshake(pki, client)
+    assert result == "SSLCertVerificationErrorCERTIFICATE_VERIFY_FAILED", result
+
+
+def test_keys_are_private(pki: dict) -> None:
+    assert all(oct(Path(i.key).stat().st_mode)[-3:] == "600" for i in pki.values())
