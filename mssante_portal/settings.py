@@ -290,6 +290,18 @@ WHITELIST_CA_BUNDLE = env_str("WHITELIST_CA_BUNDLE", "")
 # Alert (error log) when the list in force is older than this.
 WHITELIST_MAX_AGE_HOURS = env_int("WHITELIST_MAX_AGE_HOURS", 48, minimum=1)
 
+# --- Inbound gateway (MX of the trust space) -----------------------------------------------------
+GATEWAY_HOST = env_str("GATEWAY_HOST", "127.0.0.1")
+GATEWAY_PORT = env_int("GATEWAY_PORT", 10025, minimum=1)
+GATEWAY_HOSTNAME = env_str("GATEWAY_HOSTNAME", "localhost")
+GATEWAY_CERT = env_str("GATEWAY_CERT", str(VAR_DIR / "pki" / "gateway.crt"))
+GATEWAY_KEY = env_str("GATEWAY_KEY", str(VAR_DIR / "pki" / "gateway.key"))
+# CA bundle that client certificates must chain to (IGC-Santé in production).
+GATEWAY_CA_BUNDLE = env_str("GATEWAY_CA_BUNDLE", str(VAR_DIR / "pki" / "ca.crt"))
+GATEWAY_MAX_SIZE = env_int("GATEWAY_MAX_SIZE", 25 * 1024 * 1024, minimum=1024)  # MES: 25 MB (§3.8)
+GATEWAY_MAX_RECIPIENTS = env_int("GATEWAY_MAX_RECIPIENTS", 100, minimum=1)
+GATEWAY_DRAIN_SECONDS = env_int("GATEWAY_DRAIN_SECONDS", 30, minimum=1)
+
 # --- Dovecot, the message store (ARCHITECTURE.md) ---------------------------------------------
 DOVECOT_DIR = Path(env_str("DOVECOT_DIR", str(VAR_DIR / "dovecot")))
 DOVECOT_MAIL_ROOT = Path(env_str("DOVECOT_MAIL_ROOT", str(VAR_DIR / "mail")))

@@ -1,0 +1,87 @@
+"""The aiosmtpd handler of the MX: thin async hooks around mailboxes.gateway.policy.
+
+Database and LMTP work runs in a thread (asyncio.to_thread) so the event loop keeps serving
+other sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailboxes.gateway import policy
+
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*(.+?)\r?$", re.IGNORECASE | re.MULTILINE)
+
+
+def _peer(session: Session) -> policy.Peer:
+    info = session.ssl or {}
+    ssl_object = info.get("ssl_object")
+    if ssl_object is None:
+        return policy.Peer(subject=None, tls_version="", cipher="")
+    cipher = ssl_object.cipher()
+    return policy.peer_from_der(
+        ssl_object.getpeercert(binary_form=True), ssl_object.version(), cipher[0] if cipher else ""
+    )
+
+
+class GatewayHandler:
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        refusal = await asyncio.to_thread(policy.check_sender, _peer(session), address)
+        if refusal:
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= policy.max_recipients():
+            return "452 4.5.3 Too many recipients"
+        refusal = await asyncio.to_thread(policy.check_recipient, address)
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address.strip().lower())
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        peer = _peer(session)
+        content: Any = envelope.original_content or b""
+        raw = (
+            content
+            if isinstance(content, bytes)
+            else str(content).encode("utf-8", "surrogateescape")
+        )
+        client_ip = (session.peer or ("?",))[0]
+        message = policy.received_header(peer, session.host_name or "", str(client_ip)) + raw
+        reply = await asyncio.to_thread(
+            policy.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), message
+        )
+        found = MESSAGE_ID.search(raw[:65536])
+        await asyncio.to_thread(
+            policy.trace,
+            peer=peer,
+            mail_from=envelope.mail_from or "",
+            recipients=list(envelope.rcpt_tos),
+            message_id=found.group(1).decode("utf-8", "replace").strip() if found else "",
+            size=len(raw),
+            reply=reply,
+        )
+        return reply

@@ -1,0 +1,43 @@
+"""Building the MX: TLS context and SMTP protocol factory (used by run_gateway and tests)."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+from django.conf import settings
+
+from mailboxes.gateway.handler import GatewayHandler
+
+
+def tls_context(*, cert: str, key: str, ca_bundle: str) -> ssl.SSLContext:
+    """Server side of mutual TLS: our certificate, client certificates required and verified
+    against the CA bundle (IGC-Santé in production), TLS 1.2 minimum (mssante-spec §1.5)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca_bundle)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # ANSSI profile until ANS publishes the list (§1.5): forward secrecy and AEAD only.
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    return context
+
+
+def smtp_kwargs(context: ssl.SSLContext) -> dict[str, Any]:
+    return {
+        "hostname": settings.GATEWAY_HOSTNAME,
+        "ident": "MSSante gateway",
+        "tls_context": context,
+        "require_starttls": True,  # RFC 3207: 530 5.7.0 before STARTTLS
+        "data_size_limit": settings.GATEWAY_MAX_SIZE,  # RFC 1870 SIZE, 552 beyond
+        "enable_SMTPUTF8": True,
+        "decode_data": False,
+        "command_call_limit": 1000,
+    }
+
+
+def protocol_factory(context: ssl.SSLContext) -> Callable[[], SMTP]:
+    handler = GatewayHandler()
+    kwargs = smtp_kwargs(context)
+    return lambda: SMTP(handler, **kwargs)

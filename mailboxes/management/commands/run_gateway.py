@@ -1,0 +1,51 @@
+"""Run the MX of the trust space (inbound SMTP with mutual TLS). Drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import warnings
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from mailboxes.gateway.server import protocol_factory, tls_context
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Démarre la passerelle SMTP entrante de l'espace de confiance MSSanté."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=settings.GATEWAY_HOST)
+        parser.add_argument("--port", type=int, default=settings.GATEWAY_PORT)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # aiosmtpd warns at every connection that CERT_REQUIRED "might cause problems": it is
+        # what we want (platform-notes §3).
+        warnings.filterwarnings("ignore", message="tls_context.verify_mode not in")
+        context = tls_context(
+            cert=settings.GATEWAY_CERT,
+            key=settings.GATEWAY_KEY,
+            ca_bundle=settings.GATEWAY_CA_BUNDLE,
+        )
+        asyncio.run(self.serve(context, options["host"], options["port"]))
+
+    async def serve(self, context: Any, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(protocol_factory(context), host=host, port=port)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        self.stdout.write(f"Passerelle MSSanté à l'écoute sur {host}:{port}")
+        await stop.wait()
+        # Stop accepting; let open sessions finish (up to the grace period).
+        server.close()
+        try:
+            await asyncio.wait_for(server.wait_closed(), timeout=settings.GATEWAY_DRAIN_SECONDS)
+        except TimeoutError:
+            logger.warning("gateway drain timed out")
+        self.stdout.write("Passerelle arrêtée.")
