@@ -8,13 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from django.db import close_old_connections
 
 from mailboxes.gateway import policy
 
+T = TypeVar("T")
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(.+?)\r?$", re.IGNORECASE | re.MULTILINE)
+
+
+def _sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` in a worker thread with Django's request-like connection hygiene: stale or
+    expired database connections are closed before and after (CONN_MAX_AGE still applies)."""
+    close_old_connections()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        close_old_connections()
+
+
+async def _off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.to_thread(_sync, fn, *args, **kwargs)
 
 
 def _peer(session: Session) -> policy.Peer:
@@ -37,7 +54,7 @@ class GatewayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        refusal = await asyncio.to_thread(policy.check_sender, _peer(session), address)
+        refusal = await _off_loop(policy.check_sender, _peer(session), address)
         if refusal:
             return refusal
         envelope.mail_from = address
@@ -54,7 +71,7 @@ class GatewayHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= policy.max_recipients():
             return "452 4.5.3 Too many recipients"
-        refusal = await asyncio.to_thread(policy.check_recipient, address)
+        refusal = await _off_loop(policy.check_recipient, address)
         if refusal:
             return refusal
         envelope.rcpt_tos.append(address.strip().lower())
@@ -75,7 +92,7 @@ class GatewayHandler:
             policy.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), message
         )
         found = MESSAGE_ID.search(raw[:65536])
-        await asyncio.to_thread(
+        await _off_loop(
             policy.trace,
             peer=peer,
             mail_from=envelope.mail_from or "",

@@ -1,0 +1,195 @@
+"""The MX of the trust space over real TLS with the generated PKI, delivering to a real Dovecot."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.conf import settings
+from imapclient import IMAPClient
+
+from accounts.models import AuditEvent
+from annuaire.models import WhitelistEntry, WhitelistVersion
+from annuaire.whitelist import dn_key
+from devtools.pki import Issued, make_test_pki
+from mailboxes.gateway.server import protocol_factory, smtp_kwargs, tls_context
+from mailboxes.models import Mailbox
+from tests.factories import make_mailbox, make_message, make_professional, make_structure
+from tests.mailboxes.conftest import _free_port, wait_provisioned
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SENDER = "labo@operateur-test.mssante.fr"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def box(dovecot) -> Mailbox:
+    mailbox = make_mailbox(structure=make_structure(), owner=make_professional())
+    wait_provisioned(mailbox.address)
+    return mailbox
+
+
+@pytest.fixture
+def listed(pki: dict[str, Issued]) -> None:
+    version = WhitelistVersion.objects.create(
+        generated_at="2026-11-01T00:00:00Z",
+        source="test",
+        sha256="0" * 64,
+        signer_subject="test",
+        is_current=True,
+    )
+    for domain, issued in (
+        ("operateur-test.mssante.fr", pki["peer"]),
+        ("autre.mssante.fr", pki["gateway"]),
+    ):
+        WhitelistEntry.objects.create(
+            version=version, domain=domain, dn=issued.subject, dn_key=dn_key(issued.subject)
+        )
+
+
+@pytest.fixture
+def gateway(pki: dict[str, Issued], listed: None, settings) -> Iterator[int]:
+    # The gateway's worker threads open their own connections: no persistence in tests, so
+    # that none outlives the test database.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    warnings.filterwarnings("ignore", message="tls_context.verify_mode not in")
+    context = tls_context(
+        cert=str(pki["gateway"].cert), key=str(pki["gateway"].key), ca_bundle=str(pki["ca"].cert)
+    )
+    kwargs = smtp_kwargs(context)
+    announced = kwargs.pop("hostname")
+    port = _free_port()
+    handler = protocol_factory(context)().event_handler
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, server_hostname=announced, **kwargs
+    )
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def _client(port: int, pki: dict[str, Issued], cert: str | None = "peer") -> smtplib.SMTP:
+    smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    smtp.ehlo("smtp.operateur-test.fr")
+    context = ssl.create_default_context(cafile=str(pki["ca"].cert))
+    context.check_hostname = False
+    if cert:
+        context.load_cert_chain(str(pki[cert].cert), str(pki[cert].key))
+    smtp.starttls(context=context)
+    smtp.ehlo("smtp.operateur-test.fr")
+    return smtp
+
+
+def _inbox(address: str) -> list[bytes]:
+    with IMAPClient("127.0.0.1", port=settings.DOVECOT_IMAP_PORT, ssl=False) as imap:
+        imap.login(f"{address}*{settings.DOVECOT_MASTER_USER}", settings.DOVECOT_MASTER_PASSWORD)
+        imap.select_folder("INBOX", readonly=True)
+        uids = imap.search(["ALL"])
+        return [d[b"BODY[]"] for d in imap.fetch(uids, ["BODY.PEEK[]"]).values()] if uids else []
+
+
+def test_a_listed_operator_delivers_over_mutual_tls(gateway: int, pki, box: Mailbox) -> None:
+    raw = make_message(to=box.address, extra_headers="X-MSS-NIL: 1\r\n")
+    with _client(gateway, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], raw) == {}
+
+    [stored] = _inbox(box.address)
+    assert b"X-MSS-NIL: 1" in stored
+    assert b"with ESMTPS (version=TLSv1.3" in stored
+    assert b"peer certificate: CN=smtp.operateur-test.fr" in stored
+    event = AuditEvent.objects.get(action="gateway.received")
+    assert event.result == "success" and event.details["to"] == [box.address]
+    assert event.target_id.endswith("@chu-exemple.mssante.fr>")
+
+
+def test_without_starttls_mail_is_refused(gateway: int, box: Mailbox) -> None:
+    with smtplib.SMTP("127.0.0.1", gateway, timeout=10) as smtp:
+        smtp.ehlo("x")
+        code, message = smtp.mail(SENDER)
+    assert code == 530 and b"STARTTLS" in message
+    assert _inbox(box.address) == []
+
+
+@pytest.mark.parametrize("cert", [None, "foreign", "expired"])
+def test_a_missing_foreign_or_expired_client_certificate_ends_the_session(
+    gateway: int, pki, box: Mailbox, cert
+) -> None:
+    with pytest.raises((smtplib.SMTPServerDisconnected, ssl.SSLError, ConnectionError)):
+        smtp = _client(gateway, pki, cert=cert)
+        smtp.sendmail(SENDER, [box.address], make_message(to=box.address))
+    assert _inbox(box.address) == []
+
+
+def test_a_certificate_not_listed_for_the_sender_domain_is_refused(
+    gateway: int, pki, box: Mailbox
+) -> None:
+    with _client(gateway, pki) as smtp:
+        wrong_domain = smtp.mail("labo@autre.mssante.fr")  # listed, but with another DN
+        smtp.rset()
+        unknown_domain = smtp.mail("labo@inconnu.mssante.fr")
+    assert wrong_domain[0] == 550 and b"5.7.1" in wrong_domain[1]
+    assert unknown_domain[0] == 550 and b"whitelist" in unknown_domain[1]
+
+
+def test_recipients_must_be_bals_we_host(gateway: int, pki, box: Mailbox) -> None:
+    with _client(gateway, pki) as smtp:
+        smtp.mail(SENDER)
+        unknown = smtp.rcpt("personne@ehpad-les-tilleuls.mssante.fr")
+        foreign = smtp.rcpt("quelquun@ailleurs.mssante.fr")
+        ours = smtp.rcpt(box.address)
+    assert unknown[0] == 550 and b"5.1.1" in unknown[1]
+    assert foreign[0] == 550 and b"Relaying denied" in foreign[1]
+    assert ours[0] == 250
+
+
+def test_the_null_sender_is_accepted_from_a_listed_certificate(
+    gateway: int, pki, box: Mailbox
+) -> None:
+    with _client(gateway, pki) as smtp:
+        assert (
+            smtp.sendmail(
+                "", [box.address], make_message(to=box.address, subject="Avis de non-remise")
+            )
+            == {}
+        )
+    assert len(_inbox(box.address)) == 1
+
+
+def test_oversize_is_refused_with_552(gateway: int, pki, box: Mailbox, settings) -> None:
+    with _client(gateway, pki) as smtp:
+        assert int(smtp.esmtp_features["size"]) == settings.GATEWAY_MAX_SIZE
+        with pytest.raises(smtplib.SMTPSenderRefused) as exc:
+            smtp.sendmail(
+                SENDER,
+                [box.address],
+                make_message(to=box.address),
+                mail_options=[f"SIZE={settings.GATEWAY_MAX_SIZE + 1}"],
+            )
+    assert exc.value.smtp_code == 552
+
+
+def test_store_down_answers_451_so_the_sender_keeps_the_message(
+    gateway: int, pki, box: Mailbox, settings
+) -> None:
+    settings.DOVECOT_LMTP_PORT = _free_port()
+
+    with _client(gateway, pki) as smtp, pytest.raises(smtplib.SMTPDataError) as exc:
+        smtp.sendmail(SENDER, [box.address], make_message(to=box.address))
+
+    assert exc.value.smtp_code == 451 and b"4.3.0" in exc.value.smtp_error
+    assert AuditEvent.objects.get(action="gateway.received").error_code == "451"
+
+
+def test_pki_files_exist(pki) -> None:
+    assert all(Path(i.cert).exists() for i in pki.values())
