@@ -66,7 +66,7 @@ def banner(port: int, word: bytes) -> Callable[[], bool]:
     return check
 
 
-def processes(port: int, var: Path, imap_port: int) -> list[Process]:
+def processes(port: int, var: Path, imap_port: int, gateway_port: int) -> list[Process]:
     manage = [PY, str(ROOT / "manage.py")]
     celery = [PY, "-m", "celery", "-A", "mssante_portal"]
     dovecot_conf = str(var / "dovecot" / "dovecot.conf")
@@ -78,6 +78,8 @@ def processes(port: int, var: Path, imap_port: int) -> list[Process]:
         Process("worker", [*celery, "worker", "-Q", "relay,default", "--pool=solo", "-l", "INFO",
                            "--without-gossip", "--without-mingle", "--without-heartbeat"]),
         Process("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")]),
+        Process("gateway", [*manage, "run_gateway", "--port", str(gateway_port)],
+                banner(gateway_port, b"220")),
     ]  # fmt: skip
 
 
@@ -142,7 +144,13 @@ class Runner:
 def prepare(env: dict[str, str]) -> None:
     """Database, demo data, Dovecot configuration: each step idempotent."""
     manage = [PY, str(ROOT / "manage.py")]
-    for step in (["migrate", "--noinput"], ["load_demo"], ["dovecot_config"]):
+    steps = (
+        ["migrate", "--noinput"],
+        ["load_demo"],
+        ["dovecot_config"],
+        ["make_test_pki", "--keep"],
+    )
+    for step in steps:
         subprocess.run([*manage, *step], cwd=ROOT, env=env, check=True)
 
 
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         var / "celery" / "control",
     ):
         folder.mkdir(parents=True, exist_ok=True)
-    imap_port, lmtp_port = free_port(), free_port()
+    imap_port, lmtp_port, gateway_port = free_port(), free_port(), free_port()
     site = f"http://127.0.0.1:{args.port}"
     env = {
         **os.environ,
@@ -167,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         "PORTAL_SITE_URL": site,
         "DOVECOT_IMAP_PORT": str(imap_port),
         "DOVECOT_LMTP_PORT": str(lmtp_port),
+        "GATEWAY_PORT": str(gateway_port),
         "PYTHONUNBUFFERED": "1",
     }
     prepare(env)
-    runner = Runner(processes(args.port, var, imap_port), env)
+    runner = Runner(processes(args.port, var, imap_port, gateway_port), env)
     signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:
@@ -184,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         runner.stop()
         return 1
     runner.say("runner", f"Portail prêt : {site}/")
+    gateway = f"127.0.0.1:{gateway_port}"
     runner.say(
-        "runner",
-        "Cliquez sur « Se connecter avec Pro Santé Connect » puis choisissez une identité de test.",
+        "runner", f"Passerelle MSSanté (STARTTLS + certificat client, PKI de test) : {gateway}"
+    )
+    gateway = f"127.0.0.1:{gateway_port}"
+    runner.say(
+        "runner", f"Passerelle MSSanté (STARTTLS, certificat client de la PKI de test) : {gateway}"
     )
     runner.say("runner", "Ctrl-C pour tout arrêter.")
     died = runner.watch()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -85,6 +88,7 @@ def test_embedded_default_starts_serves_and_stops_cleanly() -> None:
         )
         assert len(_children(proc.pid)) >= 4  # dovecot, web, worker, beat (and their children)
         assert "Messages de démonstration déposés : 3" in (tmp_path / "run.log").read_text()
+        _send_through_gateway(tmp_path / "run.log", tmp_path / "var" / "pki")
     finally:
         children = _children(proc.pid)
         proc.send_signal(signal.SIGINT)
@@ -107,3 +111,21 @@ def _alive(pid: int) -> bool:
     # Reaped later by init: a zombie is not a running process (platform-notes: <defunct>).
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _send_through_gateway(log: Path, pki: Path) -> None:
+    """The demo operator (test PKI) delivers to a demo BAL through the running gateway."""
+    port = int(
+        re.search(r"127\.0\.0\.1:(\d+)\n", log.read_text().split("Passerelle MSSanté")[1]).group(1)
+    )
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.check_hostname = False
+    context.load_cert_chain(str(pki / "peer.crt"), str(pki / "peer.key"))
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.starttls(context=context)
+        refused = smtp.sendmail(
+            "labo@operateur-test.mssante.fr",
+            ["claire.martin@ehpad-les-tilleuls.mssante.fr"],
+            b"From: labo@operateur-test.mssante.fr\r\nSubject: Par la passerelle\r\n\r\nBonjour\r\n",
+        )
+    assert refused == {}

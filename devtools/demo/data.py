@@ -29,6 +29,10 @@ DIRECTORS = {
     "899700120068": ["690001235", "710004565"],  # Marc Lefebvre, directeur de l'EHPAD et du SSIAD
 }
 
+# The demo whitelist: the operator of devtools/pki.py ("peer" certificate) may send to us.
+DEMO_PEER_DOMAIN = "operateur-test.mssante.fr"
+DEMO_PEER_DN = "CN=smtp.operateur-test.fr,OU=1750000000,O=OPERATEUR TEST,C=FR"
+
 # Organisational BALs of every demo structure (local part, display name, service).
 TEAM_BALS = [
     ("soins", "Équipe soignante", "Soins"),

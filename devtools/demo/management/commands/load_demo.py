@@ -15,13 +15,18 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import Membership, Structure, User
 from accounts.psc.claims import parse_userinfo
 from accounts.services import membership_set_role, structure_create, user_sync_from_psc
+from annuaire.models import WhitelistEntry, WhitelistVersion
+from annuaire.whitelist import dn_key
 from devtools.demo.data import (
     APP_BAL,
     DELEGATIONS,
+    DEMO_PEER_DN,
+    DEMO_PEER_DOMAIN,
     DIRECTORS,
     MESSAGES,
     STRUCTURES,
@@ -87,6 +92,7 @@ class Command(BaseCommand):
                 )
         for structure in Structure.objects.all():
             self.load_mailboxes(structure)
+        self.load_whitelist()
         for owner_id, delegate_id in DELEGATIONS:
             box = Mailbox.objects.filter(owner__national_id=owner_id).first()
             delegate = User.objects.get(national_id=delegate_id)
@@ -94,6 +100,29 @@ class Command(BaseCommand):
                 mailbox_access_grant(
                     mailbox=box, user=delegate, kind="delegate", can_send=True, actor=None
                 )
+
+    def load_whitelist(self) -> None:
+        """A demo whitelist naming the test PKI's peer operator, unless a real list is in force
+        (`manage.py sync_whitelist` with the signed national file replaces it)."""
+        if WhitelistVersion.objects.filter(is_current=True).exists():
+            return
+        version = WhitelistVersion.objects.create(
+            generated_at=timezone.now(),
+            source="démonstration (non signée)",
+            sha256="0" * 64,
+            signer_subject="démonstration",
+            entries=1,
+            domains=1,
+            dns=1,
+            is_current=True,
+        )
+        WhitelistEntry.objects.create(
+            version=version,
+            domain=DEMO_PEER_DOMAIN,
+            dn=DEMO_PEER_DN,
+            dn_key=dn_key(DEMO_PEER_DN),
+            description="Opérateur de démonstration (PKI de test)",
+        )
 
     def load_mailboxes(self, structure: Structure) -> None:
         members = list(

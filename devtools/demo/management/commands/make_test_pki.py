@@ -16,7 +16,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--out", default=str(Path(settings.VAR_DIR) / "pki"))
+        parser.add_argument(
+            "--keep", action="store_true", help="Ne rien faire si la PKI existe déjà."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for role, issued in make_test_pki(Path(options["out"])).items():
+        out = Path(options["out"])
+        if options["keep"] and (out / "ca.crt").exists():
+            self.stdout.write(f"PKI de test conservée : {out}")
+            return
+        for role, issued in make_test_pki(out).items():
             self.stdout.write(f"{role:<8} {issued.cert}  {issued.subject}")
