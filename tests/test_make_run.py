@@ -115,17 +115,19 @@ def _alive(pid: int) -> bool:
 
 def _send_through_gateway(log: Path, pki: Path) -> None:
     """The demo operator (test PKI) delivers to a demo BAL through the running gateway."""
-    port = int(
-        re.search(r"127\.0\.0\.1:(\d+)\n", log.read_text().split("Passerelle MSSanté")[1]).group(1)
-    )
+    found = re.search(r"127\.0\.0\.1:(\d+)\n", log.read_text().split("Passerelle MSSanté")[1])
+    assert found, "the runner did not announce the gateway"
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     context.check_hostname = False
     context.load_cert_chain(str(pki / "peer.crt"), str(pki / "peer.key"))
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+    message = (
+        b"From: labo@operateur-test.mssante.fr\r\nSubject: Par la passerelle\r\n\r\nBonjour\r\n"
+    )
+    with smtplib.SMTP("127.0.0.1", int(found.group(1)), timeout=10) as smtp:
         smtp.starttls(context=context)
         refused = smtp.sendmail(
             "labo@operateur-test.mssante.fr",
             ["claire.martin@ehpad-les-tilleuls.mssante.fr"],
-            b"From: labo@operateur-test.mssante.fr\r\nSubject: Par la passerelle\r\n\r\nBonjour\r\n",
+            message,
         )
     assert refused == {}
