@@ -45,7 +45,60 @@ def _peer(session: Session) -> policy.Peer:
     )
 
 
+DSN_MAIL = ("RET", "ENVID")  # RFC 3461 §4.3, §4.4
+DSN_RCPT = ("NOTIFY", "ORCPT")  # RFC 3461 §4.1, §4.2
+
+
+def _split_dsn(arg: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """Remove the DSN parameters from a MAIL/RCPT argument; return the rest and their values."""
+    kept, found = [], {}
+    for token in arg.split(" "):
+        key, sep, value = token.partition("=")
+        if sep and key.upper() in names:
+            found[key.upper()] = value
+        else:
+            kept.append(token)
+    return " ".join(kept), found
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP with the DSN extension (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT
+    on RCPT are accepted and kept with the envelope (``envelope.dsn``) for post-processing."""
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        dsn: dict[str, str] = {}
+        if arg:
+            arg, dsn = _split_dsn(arg, DSN_MAIL)
+        await super().smtp_MAIL(arg)
+        if self.envelope is not None and self.envelope.mail_from is not None:
+            self.envelope.dsn = {"mail": dsn, "rcpt": {}}  # type: ignore[attr-defined]
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        dsn: dict[str, str] = {}
+        if arg:
+            arg, dsn = _split_dsn(arg, DSN_RCPT)
+        before = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
+        await super().smtp_RCPT(arg)
+        envelope = self.envelope
+        if envelope is not None and len(envelope.rcpt_tos) > before and hasattr(envelope, "dsn"):
+            envelope.dsn["rcpt"][envelope.rcpt_tos[-1]] = dsn
+
+
 class GatewayHandler:
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """Advertise what we do (RFC 2920 PIPELINING, RFC 3461 DSN, RFC 2034 ENHANCEDSTATUSCODES);
+        never AUTH: an MX of the trust space authenticates peers by certificate."""
+        session.host_name = hostname
+        lines = [r for r in responses[:-1] if not r.startswith("250-AUTH")]
+        return [*lines, "250-PIPELINING", "250-DSN", "250-ENHANCEDSTATUSCODES", "250 HELP"]
+
     async def handle_MAIL(
         self,
         server: SMTP,
@@ -100,5 +153,6 @@ class GatewayHandler:
             message_id=found.group(1).decode("utf-8", "replace").strip() if found else "",
             size=len(raw),
             reply=reply,
+            dsn=getattr(envelope, "dsn", None),
         )
         return reply

@@ -114,7 +114,14 @@ def deliver(mail_from: str, recipients: list[str], content: bytes) -> str:
 
 
 def trace(
-    *, peer: Peer, mail_from: str, recipients: list[str], message_id: str, size: int, reply: str
+    *,
+    peer: Peer,
+    mail_from: str,
+    recipients: list[str],
+    message_id: str,
+    size: int,
+    reply: str,
+    dsn: dict[str, object] | None = None,
 ) -> None:
     """Per-transaction trace (mssante-spec §5.2): peer DN, TLS, envelope, Message-ID, size,
     reply. Never content."""
@@ -132,5 +139,6 @@ def trace(
             "to": recipients,
             "size": size,
             "reply": reply[:200],
+            "dsn": dsn or {},
         },
     )

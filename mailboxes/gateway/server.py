@@ -6,10 +6,9 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
 from django.conf import settings
 
-from mailboxes.gateway.handler import GatewayHandler
+from mailboxes.gateway.handler import GatewayHandler, GatewaySMTP
 
 
 def tls_context(*, cert: str, key: str, ca_bundle: str) -> ssl.SSLContext:
@@ -37,7 +36,7 @@ def smtp_kwargs(context: ssl.SSLContext) -> dict[str, Any]:
     }
 
 
-def protocol_factory(context: ssl.SSLContext) -> Callable[[], SMTP]:
+def protocol_factory(context: ssl.SSLContext) -> Callable[[], GatewaySMTP]:
     handler = GatewayHandler()
     kwargs = smtp_kwargs(context)
-    return lambda: SMTP(handler, **kwargs)
+    return lambda: GatewaySMTP(handler, **kwargs)

@@ -17,7 +17,8 @@ from accounts.models import AuditEvent
 from annuaire.models import WhitelistEntry, WhitelistVersion
 from annuaire.whitelist import dn_key
 from devtools.pki import Issued, make_test_pki
-from mailboxes.gateway.server import protocol_factory, smtp_kwargs, tls_context
+from mailboxes.gateway.handler import GatewayHandler, GatewaySMTP
+from mailboxes.gateway.server import smtp_kwargs, tls_context
 from mailboxes.models import Mailbox
 from tests.factories import make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import _free_port, wait_provisioned
@@ -56,6 +57,13 @@ def listed(pki: dict[str, Issued]) -> None:
         )
 
 
+class _Controller(Controller):
+    """aiosmtpd's test controller (a server in a thread), serving our SMTP subclass."""
+
+    def factory(self) -> GatewaySMTP:
+        return GatewaySMTP(self.handler, **self.SMTP_kwargs)
+
+
 @pytest.fixture
 def gateway(pki: dict[str, Issued], listed: None, settings) -> Iterator[int]:
     # The gateway's worker threads open their own connections: no persistence in tests, so
@@ -68,8 +76,8 @@ def gateway(pki: dict[str, Issued], listed: None, settings) -> Iterator[int]:
     kwargs = smtp_kwargs(context)
     announced = kwargs.pop("hostname")
     port = _free_port()
-    handler = protocol_factory(context)().event_handler
-    controller = Controller(
+    handler = GatewayHandler()
+    controller = _Controller(
         handler, hostname="127.0.0.1", port=port, server_hostname=announced, **kwargs
     )
     controller.start()
@@ -193,3 +201,26 @@ def test_store_down_answers_451_so_the_sender_keeps_the_message(
 
 def test_pki_files_exist(pki) -> None:
     assert all(Path(i.cert).exists() for i in pki.values())
+
+
+def test_ehlo_advertises_the_extensions_and_no_auth(gateway: int, pki) -> None:
+    with _client(gateway, pki) as smtp:
+        features = smtp.esmtp_features
+    for extension in ("size", "8bitmime", "smtputf8", "pipelining", "dsn", "enhancedstatuscodes"):
+        assert extension in features, extension
+    assert "auth" not in features and "starttls" not in features  # already in TLS
+
+
+def test_dsn_parameters_are_accepted_and_kept(gateway: int, pki, box: Mailbox) -> None:
+    with _client(gateway, pki) as smtp:
+        refused = smtp.sendmail(
+            SENDER,
+            [box.address],
+            make_message(to=box.address),
+            mail_options=["RET=HDRS", "ENVID=QQ314159"],
+            rcpt_options=["NOTIFY=SUCCESS,FAILURE", f"ORCPT=rfc822;{box.address}"],
+        )
+    assert refused == {}
+    dsn = AuditEvent.objects.get(action="gateway.received").details["dsn"]
+    assert dsn["mail"] == {"RET": "HDRS", "ENVID": "QQ314159"}
+    assert dsn["rcpt"][box.address]["NOTIFY"] == "SUCCESS,FAILURE"
