@@ -17,6 +17,7 @@ from django.db import close_old_connections
 from mailboxes.gateway import policy
 
 T = TypeVar("T")
+BARE_LF = re.compile(rb"(?<!\r)\n")
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(.+?)\r?$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -61,9 +62,34 @@ def _split_dsn(arg: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     return " ".join(kept), found
 
 
+class DrainState:
+    """Sessions in progress, and whether the gateway is shutting down."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.active: set[GatewaySMTP] = set()
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd's SMTP with the DSN extension (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT
-    on RCPT are accepted and kept with the envelope (``envelope.dsn``) for post-processing."""
+    on RCPT are accepted and kept with the envelope (``envelope.dsn``) for post-processing.
+    While draining, new connections are told 421 (RFC 5321 §3.8) and open ones finish."""
+
+    state: DrainState | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        if self.state is not None and self.state.draining:
+            transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+            transport.close()
+            return
+        if self.state is not None:
+            self.state.active.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is not None:
+            self.state.active.discard(self)
+        super().connection_lost(exc)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         dsn: dict[str, str] = {}
@@ -139,11 +165,16 @@ class GatewayHandler:
             if isinstance(content, bytes)
             else str(content).encode("utf-8", "surrogateescape")
         )
-        client_ip = (session.peer or ("?",))[0]
-        message = policy.received_header(peer, session.host_name or "", str(client_ip)) + raw
-        reply = await asyncio.to_thread(
-            policy.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), message
-        )
+        if b"\x00" in raw:
+            # RFC 5322 §2.3: NUL is never allowed; permanent, the sender must fix it.
+            reply = "554 5.6.0 Message contains NUL characters"
+        else:
+            raw = BARE_LF.sub(b"\r\n", raw)  # be liberal: bare LF line ends become CRLF
+            client_ip = (session.peer or ("?",))[0]
+            message = policy.received_header(peer, session.host_name or "", str(client_ip)) + raw
+            reply = await asyncio.to_thread(
+                policy.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), message
+            )
         found = MESSAGE_ID.search(raw[:65536])
         await _off_loop(
             policy.trace,

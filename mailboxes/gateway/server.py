@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 
-from mailboxes.gateway.handler import GatewayHandler, GatewaySMTP
+from mailboxes.gateway.handler import DrainState, GatewayHandler, GatewaySMTP
+
+logger = logging.getLogger(__name__)
 
 
 def tls_context(*, cert: str, key: str, ca_bundle: str) -> ssl.SSLContext:
@@ -36,7 +40,33 @@ def smtp_kwargs(context: ssl.SSLContext) -> dict[str, Any]:
     }
 
 
-def protocol_factory(context: ssl.SSLContext) -> Callable[[], GatewaySMTP]:
+def protocol_factory(
+    context: ssl.SSLContext, state: DrainState | None = None
+) -> Callable[[], GatewaySMTP]:
     handler = GatewayHandler()
     kwargs = smtp_kwargs(context)
-    return lambda: GatewaySMTP(handler, **kwargs)
+
+    def build() -> GatewaySMTP:
+        protocol = GatewaySMTP(handler, **kwargs)
+        protocol.state = state
+        return protocol
+
+    return build
+
+
+async def serve_until(stop: asyncio.Event, context: ssl.SSLContext, host: str, port: int) -> None:
+    """Serve until ``stop`` is set, then drain: new connections get 421, open sessions may
+    finish for up to GATEWAY_DRAIN_SECONDS; a message is only ever acknowledged after Dovecot
+    took it, so a session cut at the deadline loses nothing (the sender retries)."""
+    state = DrainState()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(protocol_factory(context, state), host=host, port=port)
+    await stop.wait()
+    state.draining = True
+    deadline = loop.time() + settings.GATEWAY_DRAIN_SECONDS
+    while state.active and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    if state.active:
+        logger.warning("gateway drain timed out with %d open sessions", len(state.active))
+    server.close()
+    await server.wait_closed()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
+import socket
 import ssl
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +22,23 @@ from annuaire.models import WhitelistEntry, WhitelistVersion
 from annuaire.whitelist import dn_key
 from devtools.pki import Issued, make_test_pki
 from mailboxes.gateway.handler import GatewayHandler, GatewaySMTP
-from mailboxes.gateway.server import smtp_kwargs, tls_context
+from mailboxes.gateway.server import serve_until, smtp_kwargs, tls_context
 from mailboxes.models import Mailbox
 from tests.factories import make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import _free_port, wait_provisioned
+
+
+def wait_for_banner(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(100).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("gateway did not start")
+
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SENDER = "labo@operateur-test.mssante.fr"
@@ -224,3 +241,75 @@ def test_dsn_parameters_are_accepted_and_kept(gateway: int, pki, box: Mailbox) -
     dsn = AuditEvent.objects.get(action="gateway.received").details["dsn"]
     assert dsn["mail"] == {"RET": "HDRS", "ENVID": "QQ314159"}
     assert dsn["rcpt"][box.address]["NOTIFY"] == "SUCCESS,FAILURE"
+
+
+def test_sigterm_drains_open_sessions_and_refuses_new_ones_with_421(
+    pki, listed, box: Mailbox, settings
+) -> None:
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    context = tls_context(
+        cert=str(pki["gateway"].cert), key=str(pki["gateway"].key), ca_bundle=str(pki["ca"].cert)
+    )
+    port = _free_port()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(serve_until(stop, context, "127.0.0.1", port),)
+    )
+    thread.start()
+    try:
+        wait_for_banner(port)
+        with _client(port, pki) as smtp:
+            smtp.mail(SENDER)
+            smtp.rcpt(box.address)
+            loop.call_soon_threadsafe(stop.set)
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
+                assert late.recv(200).startswith(b"421 4.3.2")
+            code, _ = smtp.data(make_message(to=box.address, subject="Fini pendant l'arrêt"))
+        assert code == 250
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+    assert len(_inbox(box.address)) == 1
+
+
+def test_a_client_that_disconnects_mid_data_delivers_nothing(
+    gateway: int, pki, box: Mailbox
+) -> None:
+    smtp = _client(gateway, pki)
+    smtp.mail(SENDER)
+    smtp.rcpt(box.address)
+    smtp.putcmd("DATA")
+    assert smtp.getreply()[0] == 354
+    smtp.send(b"From: a@b\r\nSubject: coupe\r\n\r\nDebut du message sans fin")
+    assert smtp.sock is not None
+    smtp.sock.close()
+    time.sleep(0.5)
+    assert _inbox(box.address) == []
+    assert not AuditEvent.objects.filter(action="gateway.received").exists()
+
+
+def test_protocol_abuse_gets_clear_replies(gateway: int, pki, box: Mailbox, settings) -> None:
+    settings.GATEWAY_MAX_RECIPIENTS = 2
+    with _client(gateway, pki) as smtp:
+        assert smtp.docmd("RCPT TO:<" + box.address + ">")[0] == 503  # before MAIL
+        assert smtp.docmd("DATA")[0] == 503
+        assert (
+            smtp.docmd("MAIL FROM:<" + "x" * 600 + "@operateur-test.mssante.fr>")[0] == 500
+        )  # line too long
+        assert smtp.docmd("BONJOUR")[0] == 500
+        smtp.mail(SENDER)
+        assert smtp.rcpt(box.address)[0] == 250
+        assert smtp.rcpt(box.address)[0] == 250
+        assert smtp.rcpt(box.address)[0] == 452  # too many recipients
+        assert smtp.data(b"Subject: NUL \x00\r\n\r\nCorps\r\n")[0] == 554
+        smtp.mail(SENDER)
+        smtp.rcpt(box.address)
+        assert (
+            smtp.data(b"Subject: LF seuls\nFrom: a@operateur-test.mssante.fr\n\nCorps\n")[0] == 250
+        )
+    [stored] = _inbox(box.address)
+    assert b"Subject: LF seuls\r\n" in stored and b"Corps" in stored

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import warnings
 from typing import Any
@@ -11,9 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from mailboxes.gateway.server import protocol_factory, tls_context
-
-logger = logging.getLogger(__name__)
+from mailboxes.gateway.server import serve_until, tls_context
 
 
 class Command(BaseCommand):
@@ -36,16 +33,9 @@ class Command(BaseCommand):
 
     async def serve(self, context: Any, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(protocol_factory(context), host=host, port=port)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         self.stdout.write(f"Passerelle MSSanté à l'écoute sur {host}:{port}")
-        await stop.wait()
-        # Stop accepting; let open sessions finish (up to the grace period).
-        server.close()
-        try:
-            await asyncio.wait_for(server.wait_closed(), timeout=settings.GATEWAY_DRAIN_SECONDS)
-        except TimeoutError:
-            logger.warning("gateway drain timed out")
+        await serve_until(stop, context, host, port)
         self.stdout.write("Passerelle arrêtée.")
