@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -313,3 +316,42 @@ def test_protocol_abuse_gets_clear_replies(gateway: int, pki, box: Mailbox, sett
         )
     [stored] = _inbox(box.address)
     assert b"Subject: LF seuls\r\n" in stored and b"Corps" in stored
+
+
+def test_kill_9_during_data_leaves_nothing_delivered_and_no_250(pki, listed, box: Mailbox) -> None:
+    db = settings.DATABASES["default"]
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PORTAL_ENV": "test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DOVECOT_IMAP_PORT": str(settings.DOVECOT_IMAP_PORT),
+        "DOVECOT_LMTP_PORT": str(settings.DOVECOT_LMTP_PORT),
+        "GATEWAY_CERT": str(pki["gateway"].cert),
+        "GATEWAY_KEY": str(pki["gateway"].key),
+        "GATEWAY_CA_BUNDLE": str(pki["ca"].cert),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "run_gateway", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_banner(port)
+        smtp = _client(port, pki)
+        assert smtp.mail(SENDER)[0] == 250  # the gateway process reads the test database
+        assert smtp.rcpt(box.address)[0] == 250
+        smtp.putcmd("DATA")
+        assert smtp.getreply()[0] == 354
+        smtp.send(make_message(to=box.address)[:200])
+        proc.kill()  # SIGKILL in the middle of DATA
+        proc.wait(10)
+        smtp.send(b"\r\n.\r\n")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtp.getreply()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _inbox(box.address) == []
