@@ -355,3 +355,49 @@ def test_kill_9_during_data_leaves_nothing_delivered_and_no_250(pki, listed, box
         if proc.poll() is None:
             proc.kill()
     assert _inbox(box.address) == []
+
+
+def test_tls_below_1_2_is_refused_and_1_2_accepted(gateway: int, pki, box: Mailbox) -> None:
+    def context(version: ssl.TLSVersion) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(pki["ca"].cert))
+        ctx.check_hostname = False
+        ctx.load_cert_chain(str(pki["peer"].cert), str(pki["peer"].key))
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1 at all
+        ctx.minimum_version = version
+        ctx.maximum_version = version
+        return ctx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = context(ssl.TLSVersion.TLSv1_1)
+    with smtplib.SMTP("127.0.0.1", gateway, timeout=10) as smtp:
+        smtp.ehlo("x")
+        with pytest.raises(ssl.SSLError) as exc:
+            smtp.starttls(context=old)
+    # The client could offer TLS 1.1 (no local "no ciphers/protocols available"): the server cut it.
+    assert "AVAILABLE" not in str(exc.value).upper()
+
+    with smtplib.SMTP("127.0.0.1", gateway, timeout=10) as smtp:
+        smtp.ehlo("x")
+        smtp.starttls(context=context(ssl.TLSVersion.TLSv1_2))
+        smtp.ehlo("x")
+        assert smtp.sendmail(SENDER, [box.address], make_message(to=box.address)) == {}
+    assert b"version=TLSv1.2" in _inbox(box.address)[0]
+
+
+def test_a_client_that_floods_commands_without_reading_is_cut_off_and_the_server_survives(
+    gateway: int, pki
+) -> None:
+    smtp = _client(gateway, pki)
+    assert smtp.sock is not None
+    smtp.sock.sendall(b"NOOP\r\n" * 1200)
+    received = b""
+    smtp.sock.settimeout(10)
+    while b"421" not in received:
+        chunk = smtp.sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    assert b"421 4.7.0 NOOP sent too many times" in received
+    with _client(gateway, pki) as again:
+        assert again.noop()[0] == 250
