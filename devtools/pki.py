@@ -125,35 +125,10 @@ def make_test_pki(folder: Path) -> dict[str, Issued]:
             _name("localhost", "PORTAIL MSSANTE TEST", "1690001243"), ca, dns=["localhost"], **valid
         ),
     )
-    issued["peer"] = _write(
-        folder,
-        "peer",
-        *_leaf(
-            _name("smtp.operateur-test.fr", "OPERATEUR TEST", "1750000000"),
-            ca,
-            dns=["smtp.operateur-test.fr"],
-            **valid,
-        ),
-    )
-    issued["foreign"] = _write(
-        folder,
-        "foreign",
-        *_leaf(
-            _name("smtp.operateur-test.fr", "OPERATEUR TEST", "1750000000"),
-            other_ca,
-            dns=["smtp.operateur-test.fr"],
-            **valid,
-        ),
-    )
-    issued["expired"] = _write(
-        folder,
-        "expired",
-        *_leaf(
-            _name("smtp.operateur-test.fr", "OPERATEUR TEST", "1750000000"),
-            ca,
-            dns=["smtp.operateur-test.fr"],
-            not_before=now - dt.timedelta(days=400),
-            not_after=now - dt.timedelta(days=35),
-        ),
-    )
+    peer = _name("smtp.operateur-test.fr", "OPERATEUR TEST", "1750000000")
+    peer_dns = ["smtp.operateur-test.fr"]
+    expired = {"not_before": now - dt.timedelta(days=400), "not_after": now - dt.timedelta(days=35)}
+    issued["peer"] = _write(folder, "peer", *_leaf(peer, ca, dns=peer_dns, **valid))
+    issued["foreign"] = _write(folder, "foreign", *_leaf(peer, other_ca, dns=peer_dns, **valid))
+    issued["expired"] = _write(folder, "expired", *_leaf(peer, ca, dns=peer_dns, **expired))
     return issued
