@@ -1,0 +1,64 @@
+"""Reading mail in Chromium: the HTML body renders inside the sandboxed iframe, scripts never
+run, remote images are not fetched until asked for."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from playwright.sync_api import Page, expect
+
+from tests.factories import make_mailbox, make_professional, make_structure
+from tests.mailboxes.conftest import deliver, wait_provisioned
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HTML = """From: Centre d'imagerie <imagerie@cir.mssante.fr>\r
+To: claire.martin@ehpad-les-tilleuls.mssante.fr\r
+Subject: Compte rendu IRM\r
+MIME-Version: 1.0\r
+Content-Type: text/html; charset=utf-8\r
+\r
+<h2>Compte rendu d'IRM</h2><p>Examen du <b>20/11/2026</b> : pas d'anomalie.</p>\r
+<img src="https://traceur.exemple/p.gif" alt="pixel"><script>alert("script")</script>\r
+<a href="javascript:alert('lien')">piège</a>\r
+"""
+
+
+def test_html_mail_in_a_real_browser(dovecot, live_server, page: Page) -> None:
+    doctor = make_professional()
+    box = make_mailbox(structure=make_structure(), owner=doctor)
+    wait_provisioned(box.address)
+    deliver(box.address, HTML.encode())
+    client = Client()
+    client.force_login(doctor)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+    )
+    dialogs: list[str] = []
+    remote: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: remote.append(r.url) if "traceur.exemple" in r.url else None)
+
+    page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX")
+    page.get_by_role("link", name=re.compile("Compte rendu IRM")).click()
+
+    body = page.frame_locator("iframe.message-body")
+    expect(body.get_by_role("heading", name="Compte rendu d'IRM")).to_be_visible()
+    expect(body.get_by_text("pas d'anomalie")).to_be_visible()
+    expect(page.get_by_text("1 image distante a été bloquée")).to_be_visible()
+    page.wait_for_timeout(300)
+    assert dialogs == [] and remote == []
+
+    page.get_by_role("link", name="Afficher les images").click()
+    expect(
+        page.frame_locator("iframe.message-body").get_by_role("heading", name="Compte rendu d'IRM")
+    ).to_be_visible()
+    page.wait_for_timeout(300)
+    assert dialogs == []
+    assert any(
+        "traceur.exemple/p.gif" in url for url in remote
+    )  # asked for: now fetched (and fails offline)
