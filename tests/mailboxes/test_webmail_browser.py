@@ -8,7 +8,7 @@ import re
 import pytest
 from django.conf import settings
 from django.test import Client
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, Request, expect
 
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
@@ -40,8 +40,17 @@ def test_html_mail_in_a_real_browser(dovecot, live_server, page: Page) -> None:
     )
     dialogs: list[str] = []
     remote: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.on("request", lambda r: remote.append(r.url) if "traceur.exemple" in r.url else None)
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def on_request(request: Request) -> None:
+        if "traceur.exemple" in request.url:
+            remote.append(request.url)
+
+    page.on("dialog", on_dialog)
+    page.on("request", on_request)
 
     page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX")
     page.get_by_role("link", name=re.compile("Compte rendu IRM")).click()
