@@ -109,3 +109,106 @@ class MailboxAccess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} -> {self.mailbox} ({self.kind})"
+
+
+class OutboundMessage(models.Model):
+    """The outbound spool (ARCHITECTURE.md, data flow 2): a message accepted for delivery and
+    not yet delivered to every recipient. The content is kept here, in the same transaction as
+    its delivery rows, and cleared once every row reached a final state."""
+
+    class Origin(models.TextChoices):
+        WEBMAIL = "webmail", _("Webmail")
+        GATEWAY = "gateway", _("Passerelle (nouvel essai de remise locale)")
+        REPORT = "report", _("Avis de remise (DSN) produit par l'opérateur")
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    origin = models.CharField(max_length=10, choices=Origin)
+    # The sending BAL (webmail); null for what the operator itself emits (reports, retries).
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.PROTECT, related_name="outbound"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    envelope_from = models.CharField(
+        max_length=320, blank=True
+    )  # "" = null sender (RFC 5321 §4.5.5)
+    message_id = models.CharField(max_length=255, blank=True)
+    content = models.BinaryField()
+    size = models.PositiveIntegerField()
+    ret = models.CharField(max_length=4, blank=True)  # RFC 3461 §4.3 FULL | HDRS
+    envid = models.CharField(max_length=100, blank=True)  # RFC 3461 §4.4
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ret__in=["", "FULL", "HDRS"]), name="outbound_ret_valid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id or self.public_id}"
+
+
+class OutboundDelivery(models.Model):
+    """One recipient of an outbound message, and what became of it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("En attente")
+        SENDING = "sending", _("En cours d'envoi")
+        RELAYED = "relayed", _("Transmis à l'opérateur du destinataire")
+        DELIVERED = "delivered", _("Remis")
+        FAILED = "failed", _("Échec")
+
+    FINAL = (Status.RELAYED, Status.DELIVERED, Status.FAILED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    message = models.ForeignKey(
+        OutboundMessage, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    recipient = models.CharField(max_length=320)
+    domain = models.CharField(max_length=255)
+    local = models.BooleanField(default=False)  # hosted by us: LMTP, no SMTP hop
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    notify = models.CharField(max_length=40, blank=True)  # RFC 3461 §4.1 (empty: default)
+    orcpt = models.CharField(max_length=400, blank=True)  # RFC 3461 §4.2
+    last_reply = models.CharField(max_length=500, blank=True)
+    remote_mta = models.CharField(max_length=255, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "recipient"], name="delivery_one_per_recipient"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient} ({self.status})"
+
+
+class DailyIndicator(models.Model):
+    """Counters that feed the operator's indicators (mssante-spec §5.2): messages received
+    and sent per day, per BAL type and per peer domain. Counts only, never content."""
+
+    day = models.DateField()
+    name = models.CharField(max_length=40)  # e.g. "inbound.delivered", "outbound.failed"
+    key = models.CharField(max_length=255, blank=True)  # peer domain or BAL type
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "name", "key"], name="indicator_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.name} {self.key}: {self.count}"

@@ -34,6 +34,11 @@ app.conf.beat_schedule = {
         "task": "annuaire.tasks.check_whitelist_age",
         "schedule": 3600.0,
     },
+    "mailboxes-relay-sweep": {"task": "mailboxes.tasks.relay_sweep", "schedule": 60.0},
+    "mailboxes-compute-indicators": {
+        "task": "mailboxes.tasks.compute_indicators",
+        "schedule": 3600.0,
+    },
     "accounts-purge-expired-sessions": {
         "task": "accounts.tasks.purge_expired_sessions",
         "schedule": 3600.0,

@@ -302,6 +302,23 @@ GATEWAY_MAX_SIZE = env_int("GATEWAY_MAX_SIZE", 25 * 1024 * 1024, minimum=1024)  
 GATEWAY_MAX_RECIPIENTS = env_int("GATEWAY_MAX_RECIPIENTS", 100, minimum=1)
 GATEWAY_DRAIN_SECONDS = env_int("GATEWAY_DRAIN_SECONDS", 30, minimum=1)
 
+GATEWAY_PROCESSES = env_int("GATEWAY_PROCESSES", 1, minimum=1)  # set to the number of cores
+
+# --- Outbound relay (ARCHITECTURE.md, data flow 2) ----------------------------------------------
+# Our certificate, presented as the client certificate to other operators' MX (IGC-Santé).
+RELAY_CERT = env_str("RELAY_CERT", GATEWAY_CERT)
+RELAY_KEY = env_str("RELAY_KEY", GATEWAY_KEY)
+# CA bundle the peers' certificates must chain to (IGC-Santé in production).
+RELAY_CA_BUNDLE = env_str("RELAY_CA_BUNDLE", GATEWAY_CA_BUNDLE)
+RELAY_HOSTNAME = env_str("RELAY_HOSTNAME", GATEWAY_HOSTNAME)
+# Fixed routes instead of DNS MX, "domain=host:port" ("*" for every domain): closed networks, tests.
+RELAY_ROUTES = env_list("RELAY_ROUTES", [])
+RELAY_LIFETIME_HOURS = env_int("RELAY_LIFETIME_HOURS", 5 * 24, minimum=1)  # then bounce
+RELAY_RETRY_BASE_SECONDS = env_int("RELAY_RETRY_BASE_SECONDS", 60, minimum=1)
+RELAY_RETRY_MAX_SECONDS = env_int("RELAY_RETRY_MAX_SECONDS", 3600, minimum=1)
+RELAY_CLAIM_SECONDS = env_int("RELAY_CLAIM_SECONDS", 600, minimum=10)  # then the sweep re-queues
+RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 60, minimum=1)
+
 # --- Dovecot, the message store (ARCHITECTURE.md) ---------------------------------------------
 DOVECOT_DIR = Path(env_str("DOVECOT_DIR", str(VAR_DIR / "dovecot")))
 DOVECOT_MAIL_ROOT = Path(env_str("DOVECOT_MAIL_ROOT", str(VAR_DIR / "mail")))

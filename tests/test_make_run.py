@@ -115,7 +115,7 @@ def _alive(pid: int) -> bool:
 
 def _send_through_gateway(log: Path, pki: Path) -> None:
     """The demo operator (test PKI) delivers to a demo BAL through the running gateway."""
-    found = re.search(r"127\.0\.0\.1:(\d+)\n", log.read_text().split("Passerelle MSSanté")[1])
+    found = re.search(r"127\.0\.0\.1:(\d+)\b", log.read_text().split("Passerelle MSSanté")[1])
     assert found, "the runner did not announce the gateway"
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     context.check_hostname = False

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
 from mailboxes.gateway import policy
 
@@ -21,14 +23,26 @@ BARE_LF = re.compile(rb"(?<!\r)\n")
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(.+?)\r?$", re.IGNORECASE | re.MULTILINE)
 
 
+_hygiene = threading.local()
+
+
 def _sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn`` in a worker thread with Django's request-like connection hygiene: stale or
-    expired database connections are closed before and after (CONN_MAX_AGE still applies)."""
-    close_old_connections()
+    """Run ``fn`` in a worker thread with Django's request-like connection hygiene: stale,
+    broken or expired database connections are closed (CONN_MAX_AGE still applies). Done at
+    most once a second per thread: each check costs a round trip (CONN_HEALTH_CHECKS), and a
+    message takes several hops; a failed query closes its connection at once."""
+    now = time.monotonic()
+    if now - getattr(_hygiene, "checked", 0.0) > 1.0:
+        close_old_connections()
+        _hygiene.checked = now
     try:
         return fn(*args, **kwargs)
+    except DatabaseError:
+        connection.close()
+        raise
     finally:
-        close_old_connections()
+        if not connection.settings_dict.get("CONN_MAX_AGE"):
+            connection.close()  # no persistent connections configured: none left open
 
 
 async def _off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -36,14 +50,21 @@ async def _off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def _peer(session: Session) -> policy.Peer:
+    """The TLS peer of the session, parsed once (the certificate cannot change after
+    STARTTLS: RFC 3207 §4.2 forbids a second one)."""
+    known: policy.Peer | None = getattr(session, "mss_peer", None)
+    if known is not None:
+        return known
     info = session.ssl or {}
     ssl_object = info.get("ssl_object")
     if ssl_object is None:
         return policy.Peer(subject=None, tls_version="", cipher="")
     cipher = ssl_object.cipher()
-    return policy.peer_from_der(
+    peer = policy.peer_from_der(
         ssl_object.getpeercert(binary_form=True), ssl_object.version(), cipher[0] if cipher else ""
     )
+    session.mss_peer = peer  # type: ignore[attr-defined]
+    return peer
 
 
 DSN_MAIL = ("RET", "ENVID")  # RFC 3461 §4.3, §4.4
@@ -133,7 +154,14 @@ class GatewayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        refusal = await _off_loop(policy.check_sender, _peer(session), address)
+        # One whitelist decision per sender domain and session: a peer sends many messages
+        # over one connection, and its certificate is fixed for the session.
+        verdicts: dict[str, str | None] = session.__dict__.setdefault("mss_verdicts", {})
+        key = address.rpartition("@")[2].strip().lower() if address not in ("", "<>") else "<>"
+        if key in verdicts:
+            refusal = verdicts[key]
+        else:
+            refusal = verdicts[key] = await _off_loop(policy.check_sender, _peer(session), address)
         if refusal:
             return refusal
         envelope.mail_from = address
@@ -150,7 +178,9 @@ class GatewayHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= policy.max_recipients():
             return "452 4.5.3 Too many recipients"
-        refusal = await _off_loop(policy.check_recipient, address)
+        found, refusal = policy.known_recipient(address)
+        if not found:
+            refusal = await _off_loop(policy.check_recipient, address)
         if refusal:
             return refusal
         envelope.rcpt_tos.append(address.strip().lower())
@@ -165,25 +195,47 @@ class GatewayHandler:
             if isinstance(content, bytes)
             else str(content).encode("utf-8", "surrogateescape")
         )
-        if b"\x00" in raw:
-            # RFC 5322 §2.3: NUL is never allowed; permanent, the sender must fix it.
-            reply = "554 5.6.0 Message contains NUL characters"
-        else:
+        found = MESSAGE_ID.search(raw[:65536])
+        message_id = found.group(1).decode("utf-8", "replace").strip() if found else ""
+        message = b""
+        if b"\x00" not in raw:
             raw = BARE_LF.sub(b"\r\n", raw)  # be liberal: bare LF line ends become CRLF
             client_ip = (session.peer or ("?",))[0]
             message = policy.received_header(peer, session.host_name or "", str(client_ip)) + raw
-            reply = await asyncio.to_thread(
-                policy.deliver, envelope.mail_from or "", list(envelope.rcpt_tos), message
-            )
-        found = MESSAGE_ID.search(raw[:65536])
-        await _off_loop(
-            policy.trace,
-            peer=peer,
-            mail_from=envelope.mail_from or "",
-            recipients=list(envelope.rcpt_tos),
-            message_id=found.group(1).decode("utf-8", "replace").strip() if found else "",
-            size=len(raw),
-            reply=reply,
-            dsn=getattr(envelope, "dsn", None),
+        return await _off_loop(
+            _deliver_and_trace,
+            peer,
+            envelope.mail_from or "",
+            list(envelope.rcpt_tos),
+            message,
+            getattr(envelope, "dsn", None),
+            message_id,
+            len(raw),
         )
-        return reply
+
+
+def _deliver_and_trace(
+    peer: policy.Peer,
+    mail_from: str,
+    recipients: list[str],
+    message: bytes,
+    dsn: dict[str, Any] | None,
+    message_id: str,
+    size: int,
+) -> str:
+    """One trip to a worker thread per message: deliver, then trace the transaction."""
+    if not message:
+        # RFC 5322 §2.3: NUL is never allowed; permanent, the sender must fix it.
+        reply = "554 5.6.0 Message contains NUL characters"
+    else:
+        reply = policy.deliver(mail_from, recipients, message, dsn, message_id)
+    policy.trace(
+        peer=peer,
+        mail_from=mail_from,
+        recipients=recipients,
+        message_id=message_id,
+        size=size,
+        reply=reply,
+        dsn=dsn,
+    )
+    return reply

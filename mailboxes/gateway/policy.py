@@ -5,19 +5,28 @@ algorithm) and §1.5 (TLS); reply codes RFC 5321 §4.2 with RFC 3463 enhanced co
 
 from __future__ import annotations
 
-import smtplib
+import logging
+import time
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import Any
 
 from cryptography import x509
 from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import StructureDomain
 from annuaire.models import WhitelistEntry
 from annuaire.selectors import whitelist_allows
 from annuaire.whitelist import dn_key
-from mailboxes.models import Mailbox
+from mailboxes.models import Mailbox, OutboundMessage
+from mailboxes.relay import dsn as report_dsn
+from mailboxes.services.relay import Recipient, message_spool
+from mailboxes.store import lmtp
+
+logger = logging.getLogger(__name__)
 
 LOCAL_STATUSES = (Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED)
 
@@ -69,7 +78,29 @@ def check_sender(peer: Peer, address: str) -> str | None:
     return None
 
 
+RECIPIENT_TTL = 5.0  # seconds a recipient decision is reused (Dovecot itself lags ~1 s)
+_recipients: dict[str, tuple[float, str | None]] = {}
+
+
+def known_recipient(address: str) -> tuple[bool, str | None]:
+    """A recent decision for ``address`` (found, refusal), without touching the database: a
+    peer sends many messages to the same BALs, and a BAL closed is refused at most
+    RECIPIENT_TTL seconds later."""
+    hit = _recipients.get(address.strip().lower())
+    if hit is None or time.monotonic() - hit[0] > RECIPIENT_TTL:
+        return False, None
+    return True, hit[1]
+
+
 def check_recipient(address: str) -> str | None:
+    refusal = _check_recipient(address)
+    if len(_recipients) > 50_000:
+        _recipients.clear()
+    _recipients[address.strip().lower()] = (time.monotonic(), refusal)
+    return refusal
+
+
+def _check_recipient(address: str) -> str | None:
     """None for a BAL we host that can receive, else the SMTP reply. A suspended BAL keeps
     receiving: mail is never refused for an administrative state (lifecycle rule, issue 3)."""
     if not address or "@" not in address:
@@ -95,21 +126,96 @@ def received_header(peer: Peer, helo: str, client_ip: str) -> bytes:
     return line.encode("utf-8", "replace")
 
 
-def deliver(mail_from: str, recipients: list[str], content: bytes) -> str:
-    """Hand the message to Dovecot over LMTP. 250 only when every recipient was accepted;
-    any failure is temporary (451) so that the sender keeps the message (ARCHITECTURE.md,
-    data flow 1)."""
+def _dsn_of(dsn: dict[str, Any] | None, rcpt: str) -> tuple[str, str]:
+    params = ((dsn or {}).get("rcpt") or {}).get(rcpt) or {}
+    return str(params.get("NOTIFY", "")).upper(), str(params.get("ORCPT", ""))
+
+
+def _success_report(
+    mail_from: str, delivered: list[str], content: bytes, dsn: dict[str, Any] | None
+) -> bytes | None:
+    """RFC 3464 "delivered" report for the recipients that asked NOTIFY=SUCCESS (RFC 3461
+    §6.2.2: the final MTA reports a successful delivery)."""
+    wanted = [r for r in delivered if "SUCCESS" in _dsn_of(dsn, r)[0].split(",")]
+    if not wanted or not mail_from:
+        return None
+    mail = (dsn or {}).get("mail") or {}
+    return report_dsn.build(
+        report_dsn.Report(
+            to=mail_from,
+            original=content,
+            envid=str(mail.get("ENVID", "")),
+            ret=str(mail.get("RET", "")).upper(),
+            arrival=timezone.now(),
+            recipients=[
+                report_dsn.ReportRecipient(
+                    final_recipient=r,
+                    action="delivered",
+                    status="2.0.0",
+                    original_recipient=_dsn_of(dsn, r)[1],
+                )
+                for r in wanted
+            ],
+        )
+    )
+
+
+def deliver(
+    mail_from: str,
+    recipients: list[str],
+    content: bytes,
+    dsn: dict[str, Any] | None = None,
+    message_id: str = "",
+) -> str:
+    """Hand the message to Dovecot over LMTP and answer for it (ARCHITECTURE.md, data flow 1).
+
+    250 once every recipient has it, or once those Dovecot refused for now are in the durable
+    retry spool (PostgreSQL, same transaction as the success reports). Nothing delivered and
+    a store failure: 451, the sender keeps the message. Every recipient refused for good: 550.
+    """
     try:
-        with smtplib.LMTP(
-            settings.DOVECOT_IMAP_HOST, settings.DOVECOT_LMTP_PORT, timeout=30
-        ) as lmtp:
-            refused = lmtp.sendmail(mail_from or "<>", recipients, content)
-    except smtplib.SMTPRecipientsRefused as exc:
-        refused = exc.recipients
-    except (TimeoutError, smtplib.SMTPException, OSError):
+        outcomes = lmtp.deliver(mail_from, recipients, content)
+    except lmtp.StoreUnreachable:
         return "451 4.3.0 Mail store unavailable, try again later"
-    if refused:
-        return "451 4.3.0 Delivery to the mail store failed for some recipients, try again later"
+    delivered = [r for r in recipients if outcomes[r].delivered]
+    failed = [r for r in recipients if not outcomes[r].delivered]
+    if not delivered:
+        # Every recipient passed check_recipient: a refusal from Dovecot means a BAL it does
+        # not know yet (it re-reads its users at most once a second) or a passing fault.
+        return "451 4.3.0 Mailbox not available yet, try again later"
+    report = _success_report(mail_from, delivered, content, dsn)
+    if not failed and report is None:
+        return "250 2.0.0 Message delivered"
+    mail = (dsn or {}).get("mail") or {}
+    try:
+        with transaction.atomic():
+            if failed:
+                # Some BALs could not take it now: keep it for them, the relay retries over
+                # LMTP and reports per recipient; the others already have it (no duplicate).
+                message_spool(
+                    origin=OutboundMessage.Origin.GATEWAY,
+                    envelope_from=mail_from,
+                    recipients=[Recipient(r, *_dsn_of(dsn, r)) for r in failed],
+                    content=content,
+                    message_id=message_id,
+                    ret=str(mail.get("RET", "")).upper(),
+                    envid=str(mail.get("ENVID", "")),
+                )
+            if report is not None:
+                message_spool(
+                    origin=OutboundMessage.Origin.REPORT,
+                    envelope_from="",
+                    recipients=[Recipient(mail_from)],
+                    content=report,
+                )
+    except DatabaseError:
+        if failed:
+            # Could not make the rest durable: the sender must retry (those delivered may get
+            # a second copy, which is better than a lost one).
+            return "451 4.3.0 Temporary failure, try again later"
+        logger.exception("success DSN could not be spooled")  # the mail itself is delivered
+    if failed:
+        return "250 2.0.0 Message accepted (some recipients queued for a new attempt)"
     return "250 2.0.0 Message delivered"
 
 
@@ -124,7 +230,25 @@ def trace(
     dsn: dict[str, object] | None = None,
 ) -> None:
     """Per-transaction trace (mssante-spec §5.2): peer DN, TLS, envelope, Message-ID, size,
-    reply. Never content."""
+    reply. Never content. Committed without waiting for the WAL flush (PostgreSQL
+    synchronous_commit off for this transaction only): a database crash may lose the last
+    fraction of a second of traces, never a message, and the SMTP reply does not wait."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        _trace(peer, mail_from, recipients, message_id, size, reply, dsn)
+
+
+def _trace(
+    peer: Peer,
+    mail_from: str,
+    recipients: list[str],
+    message_id: str,
+    size: int,
+    reply: str,
+    dsn: dict[str, object] | None,
+) -> None:
     audit_record(
         action="gateway.received",
         actor_label=peer.dn[:150] or "inconnu",

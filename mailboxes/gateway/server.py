@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.conf import settings
 from mailboxes.gateway.handler import DrainState, GatewayHandler, GatewaySMTP
 
 logger = logging.getLogger(__name__)
+GATEWAY_THREADS = 16
 
 
 def tls_context(*, cert: str, key: str, ca_bundle: str) -> ssl.SSLContext:
@@ -54,13 +56,24 @@ def protocol_factory(
     return build
 
 
-async def serve_until(stop: asyncio.Event, context: ssl.SSLContext, host: str, port: int) -> None:
+async def serve_until(
+    stop: asyncio.Event,
+    context: ssl.SSLContext,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+) -> None:
     """Serve until ``stop`` is set, then drain: new connections get 421, open sessions may
     finish for up to GATEWAY_DRAIN_SECONDS; a message is only ever acknowledged after Dovecot
     took it, so a session cut at the deadline loses nothing (the sender retries)."""
     state = DrainState()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(protocol_factory(context, state), host=host, port=port)
+    # Database and LMTP work waits on the network: enough threads for every open session.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=GATEWAY_THREADS))
+    server = await loop.create_server(
+        protocol_factory(context, state), host=host, port=port, reuse_port=reuse_port
+    )
     await stop.wait()
     state.draining = True
     deadline = loop.time() + settings.GATEWAY_DRAIN_SECONDS

@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from imapclient import IMAPClient
 
+from annuaire.models import WhitelistEntry, WhitelistVersion
+from annuaire.whitelist import dn_key
+from devtools.pki import Issued, make_test_pki
+from mailboxes.models import Mailbox
 from mailboxes.store import dovecot as store
+from tests.factories import make_mailbox, make_professional, make_structure
 
 
 def _free_port() -> int:
@@ -96,3 +102,41 @@ def wait_provisioned(*addresses: str) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Dovecot does not know {pending}")
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def box(dovecot) -> Mailbox:
+    mailbox = make_mailbox(structure=make_structure(), owner=make_professional())
+    wait_provisioned(mailbox.address)
+    return mailbox
+
+
+@pytest.fixture
+def listed(pki: dict[str, Issued]) -> None:
+    version = WhitelistVersion.objects.create(
+        generated_at="2026-11-01T00:00:00Z",
+        source="test",
+        sha256="0" * 64,
+        signer_subject="test",
+        is_current=True,
+    )
+    for domain, issued in (
+        ("operateur-test.mssante.fr", pki["peer"]),
+        ("autre.mssante.fr", pki["gateway"]),
+    ):
+        WhitelistEntry.objects.create(
+            version=version, domain=domain, dn=issued.subject, dn_key=dn_key(issued.subject)
+        )
+
+
+def inbox(address: str) -> list[bytes]:
+    with IMAPClient("127.0.0.1", port=settings.DOVECOT_IMAP_PORT, ssl=False) as imap:
+        imap.login(f"{address}*{settings.DOVECOT_MASTER_USER}", settings.DOVECOT_MASTER_PASSWORD)
+        imap.select_folder("INBOX", readonly=True)
+        uids = imap.search(["ALL"])
+        return [d[b"BODY[]"] for d in imap.fetch(uids, ["BODY.PEEK[]"]).values()] if uids else []

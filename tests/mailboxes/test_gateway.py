@@ -18,17 +18,15 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from django.conf import settings
-from imapclient import IMAPClient
 
 from accounts.models import AuditEvent
-from annuaire.models import WhitelistEntry, WhitelistVersion
-from annuaire.whitelist import dn_key
-from devtools.pki import Issued, make_test_pki
+from devtools.pki import Issued
 from mailboxes.gateway.handler import GatewayHandler, GatewaySMTP
 from mailboxes.gateway.server import serve_until, smtp_kwargs, tls_context
 from mailboxes.models import Mailbox
-from tests.factories import make_mailbox, make_message, make_professional, make_structure
-from tests.mailboxes.conftest import _free_port, wait_provisioned
+from tests.factories import make_message
+from tests.mailboxes.conftest import _free_port
+from tests.mailboxes.conftest import inbox as _inbox
 
 
 def wait_for_banner(port: int) -> None:
@@ -45,36 +43,6 @@ def wait_for_banner(port: int) -> None:
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SENDER = "labo@operateur-test.mssante.fr"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def box(dovecot) -> Mailbox:
-    mailbox = make_mailbox(structure=make_structure(), owner=make_professional())
-    wait_provisioned(mailbox.address)
-    return mailbox
-
-
-@pytest.fixture
-def listed(pki: dict[str, Issued]) -> None:
-    version = WhitelistVersion.objects.create(
-        generated_at="2026-11-01T00:00:00Z",
-        source="test",
-        sha256="0" * 64,
-        signer_subject="test",
-        is_current=True,
-    )
-    for domain, issued in (
-        ("operateur-test.mssante.fr", pki["peer"]),
-        ("autre.mssante.fr", pki["gateway"]),
-    ):
-        WhitelistEntry.objects.create(
-            version=version, domain=domain, dn=issued.subject, dn_key=dn_key(issued.subject)
-        )
 
 
 class _Controller(Controller):
@@ -117,14 +85,6 @@ def _client(port: int, pki: dict[str, Issued], cert: str | None = "peer") -> smt
     smtp.starttls(context=context)
     smtp.ehlo("smtp.operateur-test.fr")
     return smtp
-
-
-def _inbox(address: str) -> list[bytes]:
-    with IMAPClient("127.0.0.1", port=settings.DOVECOT_IMAP_PORT, ssl=False) as imap:
-        imap.login(f"{address}*{settings.DOVECOT_MASTER_USER}", settings.DOVECOT_MASTER_PASSWORD)
-        imap.select_folder("INBOX", readonly=True)
-        uids = imap.search(["ALL"])
-        return [d[b"BODY[]"] for d in imap.fetch(uids, ["BODY.PEEK[]"]).values()] if uids else []
 
 
 def test_a_listed_operator_delivers_over_mutual_tls(gateway: int, pki, box: Mailbox) -> None:

@@ -1,14 +1,24 @@
-"""Run the MX of the trust space (inbound SMTP with mutual TLS). Drains on SIGTERM."""
+"""Run the MX of the trust space (inbound SMTP with mutual TLS). Drains on SIGTERM.
+
+With ``--processes N`` (GATEWAY_PROCESSES), N processes share the port (SO_REUSEPORT, the
+kernel spreads connections): the SMTP state machine and TLS are Python and bound to one core
+per process. The parent only supervises: it forwards SIGTERM/SIGINT (every child drains) and
+restarts a child that died.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import time
 import warnings
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
 
 from mailboxes.gateway.server import serve_until, tls_context
 
@@ -19,6 +29,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=settings.GATEWAY_HOST)
         parser.add_argument("--port", type=int, default=settings.GATEWAY_PORT)
+        parser.add_argument("--processes", type=int, default=settings.GATEWAY_PROCESSES)
 
     def handle(self, *args: Any, **options: Any) -> None:
         # aiosmtpd warns at every connection that CERT_REQUIRED "might cause problems": it is
@@ -29,13 +40,62 @@ class Command(BaseCommand):
             key=settings.GATEWAY_KEY,
             ca_bundle=settings.GATEWAY_CA_BUNDLE,
         )
-        asyncio.run(self.serve(context, options["host"], options["port"]))
+        host, port, processes = options["host"], options["port"], max(1, options["processes"])
+        self.stdout.write(
+            f"Passerelle MSSanté à l'écoute sur {host}:{port} ({processes} processus)"
+        )
+        self.stdout.flush()
+        if processes == 1:
+            asyncio.run(self.serve(context, host, port, reuse_port=False))
+        else:
+            self.supervise(context, host, port, processes)
+        self.stdout.write("Passerelle arrêtée.")
 
-    async def serve(self, context: Any, host: str, port: int) -> None:
+    async def serve(self, context: Any, host: str, port: int, *, reuse_port: bool) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        self.stdout.write(f"Passerelle MSSanté à l'écoute sur {host}:{port}")
-        await serve_until(stop, context, host, port)
-        self.stdout.write("Passerelle arrêtée.")
+        await serve_until(stop, context, host, port, reuse_port=reuse_port)
+
+    def _spawn(self, context: Any, host: str, port: int) -> int:
+        connections.close_all()  # never share a database connection across fork
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                asyncio.run(self.serve(context, host, port, reuse_port=True))
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        return pid
+
+    def supervise(self, context: Any, host: str, port: int, processes: int) -> None:
+        stopping = False
+        children: set[int] = set()
+
+        def forward(signum: int, _frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        for _ in range(processes):
+            children.add(self._spawn(context, host, port))
+        while children:
+            try:
+                pid, _status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            children.discard(pid)
+            if not stopping:
+                time.sleep(0.5)  # a child that dies at once must not spin the CPU
+                children.add(self._spawn(context, host, port))

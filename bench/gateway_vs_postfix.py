@@ -1,0 +1,278 @@
+"""Inbound throughput: our gateway against Postfix 3.7, both delivering into the same Dovecot.
+
+Same load for both (a TLS SMTP client presenting a client certificate): 10 concurrent
+sessions, 20 messages of 2 KB per connection. Counts messages actually delivered (files in the
+Maildirs, not 250 replies: Postfix answers 250 once queued) and the p99 time from the end of
+DATA to the 250. Rounds are interleaved and the median of the per-round ratios is printed
+(platform-notes: the machine is shared and noisy). Goal (issue 4): ours >= 1.0x Postfix.
+
+Postfix is a private instance configured here: smtpd with mandatory TLS and required client
+certificates from the same test PKI, virtual domain delivered over LMTP to the same Dovecot.
+It does not check the whitelist (it cannot): it is the lower bound of the work, ours does more.
+
+    apt-get install postfix   # the tools and binaries; the system Postfix is never started
+    PORTAL_ENV=test .venv/bin/python bench/gateway_vs_postfix.py [--messages 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import smtplib
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DOMAIN = "ehpad-les-tilleuls.mssante.fr"
+SENDER = "labo@operateur-test.mssante.fr"
+BOXES = 10
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_banner(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(100).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on {port}")
+
+
+def postfix_start(base: Path, port: int, lmtp_port: int, pki: dict) -> Path:
+    conf = base / "postfix"
+    conf.mkdir()
+    (base / "pf-queue").mkdir()
+    (base / "pf-data").mkdir()
+    shutil.chown(base / "pf-data", "postfix")
+    main = f"""
+compatibility_level = 3.6
+queue_directory = {base}/pf-queue
+data_directory = {base}/pf-data
+mail_owner = postfix
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix-bench.localhost
+mydestination =
+relay_domains =
+mynetworks = 127.0.0.0/8
+virtual_mailbox_domains = {DOMAIN}
+virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
+smtpd_tls_security_level = encrypt
+smtpd_tls_ask_ccert = yes
+smtpd_tls_req_ccert = yes
+smtpd_tls_CAfile = {pki["ca"].cert}
+smtpd_tls_cert_file = {pki["gateway"].cert}
+smtpd_tls_key_file = {pki["gateway"].key}
+smtpd_tls_mandatory_protocols = >=TLSv1.2
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_recipient_restrictions = reject_unauth_destination
+maillog_file = {base}/postfix.log
+maillog_file_prefixes = {base}
+default_process_limit = 100
+lmtp_destination_concurrency_limit = 10
+"""
+    (conf / "main.cf").write_text(main)
+    master = Path("/etc/postfix/master.cf").read_text()
+    master = master.replace("smtp      inet  n       -       y       -       -       smtpd",
+                            f"127.0.0.1:{port} inet n - n - - smtpd")  # fmt: skip
+    master += "\npostlog   unix-dgram n  -       n       -       1       postlogd\n"
+    (conf / "master.cf").write_text(master)
+    subprocess.run(["postfix", "-c", str(conf), "start"], check=True, capture_output=True)
+    wait_banner(port)
+    return conf
+
+
+def send_load(
+    port: int, pki: dict, messages: int, per_connection: int = 20, sessions: int = 10
+) -> list[float]:
+    """Send ``messages`` 2 KB messages; returns the end-of-DATA -> 250 latencies (seconds)."""
+    # 2 KB of text in 76-character lines (RFC 5322 §2.1.1 recommends 78; our gateway refuses
+    # lines over 998 octets, RFC 5321 §4.5.3.1.6, where Postfix would accept them).
+    text = ("Compte rendu. " * 150)[:2000]
+    body = "\r\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = iter(range(messages))
+
+    def worker() -> None:
+        context = ssl.create_default_context(cafile=str(pki["ca"].cert))
+        context.check_hostname = False
+        context.load_cert_chain(str(pki["peer"].cert), str(pki["peer"].key))
+        while True:
+            batch = [n for _, n in zip(range(per_connection), counter, strict=False)]
+            if not batch:
+                return
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+                smtp.ehlo("smtp.operateur-test.fr")
+                smtp.starttls(context=context)
+                smtp.ehlo("smtp.operateur-test.fr")
+                for n in batch:
+                    to = f"bal{n % BOXES}@{DOMAIN}"
+                    raw = f"From: {SENDER}\r\nTo: {to}\r\nSubject: bench {n}\r\nMessage-ID: <{n}@bench>\r\n\r\n{body}\r\n"
+                    for step in (smtp.mail(SENDER), smtp.rcpt(to)):
+                        if step[0] != 250:
+                            raise RuntimeError(f"message {n} refused at envelope: {step}")
+                    started = time.perf_counter()
+                    code, _ = smtp.data(raw.encode())  # end of DATA -> 250 dominates (2 KB)
+                    elapsed = time.perf_counter() - started
+                    if code != 250:
+                        raise RuntimeError(f"message {n} refused: {code}")
+                    with lock:
+                        latencies.append(elapsed)
+
+    threads = [threading.Thread(target=worker) for _ in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies
+
+
+def delivered(mail_root: Path) -> int:
+    return sum(1 for _ in mail_root.glob(f"{DOMAIN}/*/Maildir/new/*"))
+
+
+def run_round(port: int, pki: dict, mail_root: Path, messages: int) -> tuple[float, float]:
+    before = delivered(mail_root)
+    started = time.perf_counter()
+    latencies = send_load(port, pki, messages)
+    while delivered(mail_root) < before + messages:
+        if time.perf_counter() - started > 600:
+            raise RuntimeError("delivery did not complete")
+        time.sleep(0.05)
+    rate = messages / (time.perf_counter() - started)
+    return rate, statistics.quantiles(latencies, n=100)[98]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("postfix") is None:
+        print("Postfix manque : apt-get install -y --no-install-recommends postfix")
+        return 2
+
+    base = Path(tempfile.mkdtemp(prefix="mssante-gwbench-"))
+    base.chmod(0o755)
+    os.environ.update(
+        {
+            "PORTAL_ENV": "test",
+            "DJANGO_SETTINGS_MODULE": "mssante_portal.settings",
+            "PSC_MOCK_ENABLED": "true",
+            "PORTAL_DEMO": "true",
+            "DOVECOT_DIR": str(base / "dovecot"),
+            "DOVECOT_MAIL_ROOT": str(base / "mail"),
+            "DOVECOT_IMAP_PORT": str(free_port()),
+            "DOVECOT_LMTP_PORT": str(free_port()),
+        }
+    )
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mssante")
+    os.environ["DATABASE_URL"] = url.rsplit("/", 1)[0] + "/mssante_gwbench"
+    import psycopg
+
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS mssante_gwbench")
+        conn.execute("CREATE DATABASE mssante_gwbench")
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from accounts.models import Structure, StructureDomain, User
+    from annuaire.models import WhitelistEntry, WhitelistVersion
+    from annuaire.whitelist import dn_key
+    from devtools.pki import make_test_pki
+    from mailboxes.services.lifecycle import dovecot_users_sync, mailbox_create
+    from mailboxes.store import dovecot
+
+    call_command("migrate", verbosity=0)
+    pki = make_test_pki(base / "pki")
+    structure = Structure.objects.create(
+        identifier_kind="finess_eg", identifier="690001235", name="EHPAD"
+    )
+    StructureDomain.objects.create(structure=structure, domain=DOMAIN)
+    owner = User.objects.create(username="899700120019", national_id="899700120019")
+    for i in range(BOXES):
+        mailbox_create(structure=structure, kind="ORG" if i else "PER", local_part=f"bal{i}",
+                       display_name=f"BAL {i}", owner=owner, responsible=owner, actor=None)  # fmt: skip
+    version = WhitelistVersion.objects.create(
+        generated_at="2026-11-01T00:00:00Z",
+        source="bench",
+        sha256="0" * 64,
+        signer_subject="bench",
+        is_current=True,
+    )
+    WhitelistEntry.objects.create(version=version, domain="operateur-test.mssante.fr", dn=pki["peer"].subject,
+                                  dn_key=dn_key(pki["peer"].subject))  # fmt: skip
+    instance = dovecot.instance_from_settings()
+    dovecot.write_instance(
+        instance,
+        master_user=settings.DOVECOT_MASTER_USER,
+        master_password=settings.DOVECOT_MASTER_PASSWORD,
+    )
+    dovecot_users_sync()
+    store = dovecot.start(instance, base / "dovecot.log")
+    ours_port, postfix_port = free_port(), free_port()
+    gateway = subprocess.Popen(
+        [sys.executable, *os.environ.get("GW_PREFIX", "").split(), str(ROOT / "manage.py"), "run_gateway", "--port", str(ours_port), "--processes", os.environ.get("GW_PROCESSES", str(os.cpu_count() or 1))],
+        env={**os.environ, "GATEWAY_CERT": str(pki["gateway"].cert), "GATEWAY_KEY": str(pki["gateway"].key),
+             "GATEWAY_CA_BUNDLE": str(pki["ca"].cert), "LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    conf = None
+    try:
+        wait_banner(ours_port)
+        conf = postfix_start(base, postfix_port, settings.DOVECOT_LMTP_PORT, pki)
+        time.sleep(3)  # let Dovecot settle (users file)
+        for port in (ours_port, postfix_port):  # warm-up, not counted: processes, caches
+            run_round(port, pki, instance.mail_root, 200)
+        rows = []
+        for r in range(args.rounds):
+            order = [("ours", ours_port), ("postfix", postfix_port)]
+            if r % 2:
+                order.reverse()
+            result = {
+                name: run_round(port, pki, instance.mail_root, args.messages)
+                for name, port in order
+            }
+            rows.append(result)
+            print(
+                f"tour {r + 1} : passerelle {result['ours'][0]:6.0f} msg/s (p99 {result['ours'][1] * 1000:5.1f} ms)"
+                f"   postfix {result['postfix'][0]:6.0f} msg/s (p99 {result['postfix'][1] * 1000:5.1f} ms)"
+            )
+        ratio = statistics.median(r["ours"][0] / r["postfix"][0] for r in rows)
+        print(
+            f"\nmédiane des ratios (messages livrés/s) passerelle/postfix : {ratio:.2f}   (objectif >= 1.0)"
+        )
+        return 0
+    finally:
+        gateway.terminate()
+        if conf is not None:
+            subprocess.run(["postfix", "-c", str(conf), "stop"], capture_output=True, check=False)
+        dovecot.stop(store)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

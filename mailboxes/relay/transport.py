@@ -1,0 +1,223 @@
+"""One SMTP transaction towards another operator of the trust space (mssante-spec §1.4,
+recommended outbound algorithm): find the peer, require STARTTLS with TLS >= 1.2, present our
+certificate, check the peer certificate's DN against the whitelist entry of the recipient's
+domain, keep the DSN parameters (RFC 3461), and report each recipient's outcome.
+
+No fallback to the public internet: a domain outside the whitelist is a permanent failure.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from functools import cache
+
+import dns.exception
+import dns.resolver
+from cryptography import x509
+from django.conf import settings
+
+from annuaire.selectors import whitelist_allows, whitelist_knows_domain
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome for one recipient. ``kind``: relayed | temporary | permanent."""
+
+    kind: str
+    status: str  # RFC 3463 enhanced code
+    reply: str  # what the peer said (or why we did not try), for the DSN and the webmail
+    remote_mta: str = ""
+
+
+@dataclass(frozen=True)
+class Rcpt:
+    address: str
+    notify: str = ""
+    orcpt: str = ""
+
+
+class RouteError(Exception):
+    def __init__(self, permanent: bool, status: str, reply: str) -> None:
+        super().__init__(reply)
+        self.permanent = permanent
+        self.status = status
+        self.reply = reply
+
+
+def _enhanced(code: int, text: str, default_class: str) -> str:
+    first = text.split(" ", 1)[0]
+    parts = first.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
+        return first
+    return default_class if code else "4.4.1"
+
+
+def _static_route(domain: str) -> list[tuple[str, int]] | None:
+    table: dict[str, tuple[str, int]] = {}
+    for item in settings.RELAY_ROUTES:
+        name, _, target = item.partition("=")
+        host, _, port = target.rpartition(":")
+        if name and host and port.isdigit():
+            table[name.strip().lower()] = (host.strip("[]"), int(port))
+    route = table.get(domain) or table.get("*")
+    return [route] if route else None
+
+
+def routes(domain: str) -> list[tuple[str, int]]:
+    """The peers to try, best first: the route table, else DNS MX (RFC 5321 §5.1, with the
+    implicit MX when a domain has none)."""
+    static = _static_route(domain)
+    if static is not None:
+        return static
+    try:
+        answer = dns.resolver.resolve(domain, "MX", lifetime=10)
+    except dns.resolver.NXDOMAIN as exc:
+        raise RouteError(True, "5.1.2", f"Domain {domain} does not exist") from exc
+    except dns.resolver.NoAnswer:
+        return [(domain, 25)]
+    except dns.exception.DNSException as exc:
+        raise RouteError(False, "4.4.3", f"DNS lookup for {domain} failed: {exc}") from exc
+    records = sorted(answer, key=lambda r: r.preference)
+    hosts = [str(r.exchange).rstrip(".") for r in records]
+    if hosts == [""]:  # RFC 7505 null MX: the domain accepts no mail
+        raise RouteError(True, "5.1.10", f"Domain {domain} accepts no mail (null MX)")
+    return [(h, 25) for h in hosts]
+
+
+@cache
+def _client_context(cert: str, key: str, ca_bundle: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_bundle)
+    # The peer is authenticated by its chain (IGC-Santé) and by its DN being listed for the
+    # recipient's domain in the whitelist, not by the MX host name (§1.4 step 3).
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # §1.5
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def client_context() -> ssl.SSLContext:
+    return _client_context(settings.RELAY_CERT, settings.RELAY_KEY, settings.RELAY_CA_BUNDLE)
+
+
+def _all(rcpts: list[Rcpt], result: Result) -> dict[str, Result]:
+    return {r.address: result for r in rcpts}
+
+
+def send(
+    domain: str, *, mail_from: str, rcpts: list[Rcpt], content: bytes, ret: str, envid: str
+) -> dict[str, Result]:
+    """Deliver ``content`` to ``rcpts`` (all in ``domain``); one outcome per address."""
+    if not whitelist_knows_domain(domain):
+        return _all(
+            rcpts,
+            Result(
+                "permanent",
+                "5.7.1",
+                f"{domain} is not in the MSSante trust space (hors espace de confiance MSSanté)",
+            ),
+        )
+    try:
+        peers = routes(domain)
+    except RouteError as exc:
+        return _all(
+            rcpts, Result("permanent" if exc.permanent else "temporary", exc.status, exc.reply)
+        )
+    last = Result("temporary", "4.4.1", f"No answer from any mail server of {domain}")
+    for host, port in peers:
+        try:
+            return _session(host, port, domain, mail_from, rcpts, content, ret, envid)
+        except (OSError, smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
+            # Includes TLS failures (ssl.SSLError is an OSError): try the next MX, then defer.
+            last = Result("temporary", "4.4.1", f"{host}: {exc}"[:400], host)
+    return _all(rcpts, last)
+
+
+def _session(
+    host: str,
+    port: int,
+    domain: str,
+    mail_from: str,
+    rcpts: list[Rcpt],
+    content: bytes,
+    ret: str,
+    envid: str,
+) -> dict[str, Result]:
+    with smtplib.SMTP(
+        host, port, local_hostname=settings.RELAY_HOSTNAME, timeout=settings.RELAY_TIMEOUT_SECONDS
+    ) as smtp:
+        smtp.ehlo()
+        if not smtp.has_extn("starttls"):  # RFC 3207; TLS is mandatory in the trust space
+            return _all(
+                rcpts, Result("temporary", "4.7.10", f"{host} does not offer STARTTLS", host)
+            )
+        smtp.starttls(context=client_context())
+        tls = smtp.sock
+        peer_der = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLSocket) else None
+        subject = x509.load_der_x509_certificate(peer_der).subject if peer_der else None
+        if subject is None or not whitelist_allows(domain, subject):
+            smtp.quit()
+            dn = subject.rfc4514_string() if subject is not None else "none"
+            return _all(
+                rcpts,
+                Result(
+                    "temporary",
+                    "4.7.5",
+                    f"{host} presented a certificate not listed for {domain} ({dn})"[:400],
+                    host,
+                ),
+            )
+        smtp.ehlo()
+        dsn = smtp.has_extn("dsn")
+        options = [f"SIZE={len(content)}"] if smtp.has_extn("size") else []
+        if dsn and ret:
+            options.append(f"RET={ret}")
+        if dsn and envid:
+            options.append(f"ENVID={envid}")
+        if (
+            smtp.has_extn("smtputf8")
+            and not (mail_from + "".join(r.address for r in rcpts)).isascii()
+        ):
+            options.append("SMTPUTF8")
+        code, text = smtp.mail(mail_from or "<>", options)
+        if code != 250:
+            reply = f"{code} {text.decode('utf-8', 'replace')}"
+            return _all(rcpts, _result(code, reply, host))
+        outcomes: dict[str, Result] = {}
+        accepted: list[Rcpt] = []
+        for rcpt in rcpts:
+            rcpt_options = []
+            if dsn and rcpt.notify:
+                rcpt_options.append(f"NOTIFY={rcpt.notify}")
+            if dsn and rcpt.orcpt:
+                rcpt_options.append(f"ORCPT={rcpt.orcpt}")
+            code, text = smtp.rcpt(rcpt.address, rcpt_options)
+            if code in (250, 251):
+                accepted.append(rcpt)
+            else:
+                outcomes[rcpt.address] = _result(
+                    code, f"{code} {text.decode('utf-8', 'replace')}", host
+                )
+        if not accepted:
+            smtp.rset()
+            return outcomes
+        try:
+            code, text = smtp.data(content)
+        except smtplib.SMTPDataError as exc:
+            error = exc.smtp_error
+            code, text = exc.smtp_code, error if isinstance(error, bytes) else error.encode()
+        result = _result(code, f"{code} {text.decode('utf-8', 'replace')}", host)
+        for rcpt in accepted:
+            outcomes[rcpt.address] = result
+        return outcomes
+
+
+def _result(code: int, reply: str, host: str) -> Result:
+    text = reply.split(" ", 1)[1] if " " in reply else ""
+    if 200 <= code < 300:
+        return Result("relayed", _enhanced(code, text, "2.0.0"), reply, host)
+    if 400 <= code < 500:
+        return Result("temporary", _enhanced(code, text, "4.0.0"), reply, host)
+    return Result("permanent", _enhanced(code, text, "5.0.0"), reply, host)

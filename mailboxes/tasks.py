@@ -1,0 +1,21 @@
+"""Celery tasks of the mailboxes app: thin, ids in, one service call, safe to run twice."""
+
+from celery import shared_task
+
+from mailboxes.services.indicators import indicators_compute
+from mailboxes.services.relay import message_relay, relay_sweep
+
+
+@shared_task(name="mailboxes.tasks.relay_message")
+def relay_message(public_id: str) -> int:
+    return message_relay(public_id=public_id)
+
+
+@shared_task(name="mailboxes.tasks.relay_sweep")
+def sweep_relay() -> int:
+    return relay_sweep()
+
+
+@shared_task(name="mailboxes.tasks.compute_indicators")
+def compute_indicators() -> int:
+    return indicators_compute()

@@ -1,0 +1,411 @@
+"""The outbound relay against local TLS SMTP servers standing for other operators (accepting,
+4xx, 5xx, TLS failing, wrong DN), with the DSN each outcome produces, and the local retry
+spool of the gateway. Real TLS (generated PKI), real Dovecot, real PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+import smtplib
+import ssl
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope, Session
+from django.utils import timezone
+
+from accounts.models import AuditEvent
+from devtools.pki import Issued
+from mailboxes.gateway.handler import GatewayHandler
+from mailboxes.gateway.server import smtp_kwargs, tls_context
+from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
+from mailboxes.services.lifecycle import dovecot_users_sync
+from mailboxes.services.relay import Recipient, message_relay, message_spool, relay_sweep
+from tests.factories import make_professional
+from tests.mailboxes.conftest import _free_port, inbox, wait_provisioned
+from tests.mailboxes.test_gateway import _Controller, wait_for_banner
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Status = OutboundDelivery.Status
+REMOTE = "dr.durand@operateur-test.mssante.fr"
+RAW = (
+    b"From: Claire Martin <claire.martin@ehpad-les-tilleuls.mssante.fr>\r\n"
+    b"To: <dr.durand@operateur-test.mssante.fr>\r\n"
+    b"Subject: Compte rendu de sortie\r\n"
+    b"Message-ID: <relay-1@ehpad-les-tilleuls.mssante.fr>\r\n"
+    b"X-MSS-NIL: 12345\r\n\r\nBonjour,\r\n.ligne qui commence par un point\r\n"
+)
+
+
+@dataclass
+class Peer:
+    """What the other operator's MX says and what it received."""
+
+    rcpt_reply: dict[str, str] = field(default_factory=dict)
+    data_reply: str = "250 2.0.0 Ok: queued"
+    received: list[Envelope] = field(default_factory=list)
+    dsn: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [*responses[:-1], "250-DSN", "250 HELP"]
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        envelope.mail_from = address
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        reply = self.rcpt_reply.get(address, "250 2.1.5 OK")
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server, session: Session, envelope: Envelope):
+        if self.data_reply.startswith("250"):
+            self.received.append(envelope)
+            self.dsn.append(getattr(envelope, "dsn", {}))
+        return self.data_reply
+
+
+def _start_peer(pki: dict[str, Issued], cert: str, handler: Any) -> tuple[Controller, int]:
+    warnings.filterwarnings("ignore", message="tls_context.verify_mode not in")
+    context = tls_context(
+        cert=str(pki[cert].cert), key=str(pki[cert].key), ca_bundle=str(pki["ca"].cert)
+    )
+    kwargs = smtp_kwargs(context)
+    kwargs.pop("hostname")
+    port = _free_port()
+    controller = _Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    wait_for_banner(port)
+    return controller, port
+
+
+@pytest.fixture
+def relay_settings(pki: dict[str, Issued], settings) -> Any:
+    settings.RELAY_CERT = str(pki["gateway"].cert)
+    settings.RELAY_KEY = str(pki["gateway"].key)
+    settings.RELAY_CA_BUNDLE = str(pki["ca"].cert)
+    settings.RELAY_HOSTNAME = "mx.ehpad-les-tilleuls.mssante.fr"
+    settings.RELAY_TIMEOUT_SECONDS = 10
+    return settings
+
+
+def _peer_fixture(pki, relay_settings, cert: str) -> Iterator[Peer]:
+    handler = Peer()
+    controller, port = _start_peer(pki, cert, handler)
+    relay_settings.RELAY_ROUTES = [f"operateur-test.mssante.fr=127.0.0.1:{port}"]
+    try:
+        yield handler
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def peer(pki, relay_settings, listed) -> Iterator[Peer]:
+    """A listed operator whose certificate matches the whitelist entry of its domain."""
+    yield from _peer_fixture(pki, relay_settings, "peer")
+
+
+def _send(box: Mailbox, to: list[Recipient], content: bytes = RAW, **kw: Any) -> OutboundMessage:
+    return message_spool(
+        origin=OutboundMessage.Origin.WEBMAIL,
+        envelope_from=box.address,
+        recipients=to,
+        content=content,
+        message_id="<relay-1@ehpad-les-tilleuls.mssante.fr>",
+        mailbox=box,
+        **kw,
+    )
+
+
+def _reports_for(address: str) -> list[OutboundMessage]:
+    return list(
+        OutboundMessage.objects.filter(
+            origin=OutboundMessage.Origin.REPORT, deliveries__recipient=address
+        )
+    )
+
+
+def _relay_reports(address: str) -> list[email.message.Message]:
+    """Deliver the reports spooled for ``address`` (a BAL we host) and read them back."""
+    for report in _reports_for(address):
+        message_relay(public_id=str(report.public_id))
+    return [email.message_from_bytes(raw) for raw in inbox(address)]
+
+
+def _status_fields(report: email.message.Message) -> dict[str, str]:
+    part = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+    fields: dict[str, str] = {}
+    for block in part.get_payload():
+        assert isinstance(block, email.message.Message)
+        fields.update({k: str(v) for k, v in block.items()})
+    return fields
+
+
+def test_accepted_by_the_peer_is_relayed_with_its_dsn_parameters(peer: Peer, box: Mailbox) -> None:
+    message = _send(
+        box,
+        [Recipient(REMOTE, notify="SUCCESS,FAILURE", orcpt=f"rfc822;{REMOTE}")],
+        ret="HDRS",
+        envid="ENV-42",
+    )
+    assert message_relay(public_id=str(message.public_id)) == 1
+
+    row = OutboundDelivery.objects.get(message=message)
+    assert row.status == Status.RELAYED and row.delivered_at is not None
+    assert row.last_reply.startswith("250")
+    [envelope] = peer.received
+    assert envelope.mail_from == box.address and envelope.rcpt_tos == [REMOTE]
+    content = envelope.original_content or b""
+    assert content.startswith(RAW.split(b"\r\n")[0])
+    assert b"\r\n.ligne qui commence" in content  # dot-stuffing undone by the peer
+    assert peer.dsn[0]["mail"] == {"RET": "HDRS", "ENVID": "ENV-42"}
+    assert peer.dsn[0]["rcpt"][REMOTE] == {"NOTIFY": "SUCCESS,FAILURE", "ORCPT": f"rfc822;{REMOTE}"}
+    message.refresh_from_db()
+    assert bytes(message.content) == b""  # final everywhere: the spool copy is gone
+    assert AuditEvent.objects.filter(action="relay.relayed", target_id=message.message_id).exists()
+    assert not _reports_for(box.address)  # relayed: the next operator reports delivery
+
+
+def test_a_permanent_refusal_bounces_into_the_sender_inbox_in_french_and_english(
+    peer: Peer, box: Mailbox
+) -> None:
+    peer.rcpt_reply[REMOTE] = "550 5.1.1 <dr.durand@operateur-test.mssante.fr>: unknown user"
+    message = _send(box, [Recipient(REMOTE)])
+    message_relay(public_id=str(message.public_id))
+
+    row = OutboundDelivery.objects.get(message=message)
+    assert row.status == Status.FAILED and "unknown user" in row.last_reply
+    [report] = _relay_reports(box.address)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    assert str(report["Subject"]) == "Non remis : Compte rendu de sortie"
+    human = next(p for p in report.walk() if p.get_content_type() == "text/plain")
+    payload = human.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    text = payload.decode()
+    assert "n'a pas pu être remis" in text and "could not be delivered" in text
+    fields = _status_fields(report)
+    assert fields["Action"] == "failed" and fields["Status"] == "5.1.1"
+    assert fields["Final-Recipient"] == f"rfc822; {REMOTE}"
+    assert "unknown user" in fields["Diagnostic-Code"]
+    assert not peer.received
+
+
+def test_a_temporary_refusal_is_retried_later_then_bounces_when_the_lifetime_is_over(
+    peer: Peer, box: Mailbox
+) -> None:
+    peer.data_reply = "451 4.3.0 Try again later"
+    message = _send(box, [Recipient(REMOTE)])
+    message_relay(public_id=str(message.public_id))
+
+    row = OutboundDelivery.objects.get(message=message)
+    assert row.status == Status.QUEUED and row.attempts == 1
+    assert timedelta(seconds=50) < row.next_attempt_at - timezone.now() <= timedelta(seconds=60)
+    assert not _reports_for(box.address)
+    assert message_relay(public_id=str(message.public_id)) == 0  # not due yet: nothing sent
+
+    OutboundDelivery.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
+    OutboundMessage.objects.filter(pk=message.pk).update(expires_at=timezone.now())
+    message_relay(public_id=str(message.public_id))
+    row.refresh_from_db()
+    assert row.status == Status.FAILED and row.attempts == 2
+    [report] = _relay_reports(box.address)
+    assert _status_fields(report)["Status"] == "4.4.7"
+
+
+def test_a_peer_whose_certificate_does_not_chain_to_the_trusted_ca_is_not_given_the_mail(
+    pki, relay_settings, listed, box: Mailbox
+) -> None:
+    for handler in _peer_fixture(pki, relay_settings, "foreign"):
+        message = _send(box, [Recipient(REMOTE)])
+        message_relay(public_id=str(message.public_id))
+        row = OutboundDelivery.objects.get(message=message)
+        assert row.status == Status.QUEUED
+        assert "CERTIFICATE_VERIFY_FAILED" in row.last_reply or "certificate" in row.last_reply
+        assert not handler.received
+
+
+def test_a_peer_with_a_certificate_listed_for_another_domain_is_not_given_the_mail(
+    pki, relay_settings, listed, box: Mailbox
+) -> None:
+    # Our own gateway certificate chains to the CA but is listed for autre.mssante.fr only.
+    for handler in _peer_fixture(pki, relay_settings, "gateway"):
+        message = _send(box, [Recipient(REMOTE)])
+        message_relay(public_id=str(message.public_id))
+        row = OutboundDelivery.objects.get(message=message)
+        assert row.status == Status.QUEUED
+        assert "not listed for operateur-test.mssante.fr" in row.last_reply
+        assert not handler.received
+
+
+def test_a_domain_outside_the_trust_space_fails_at_once(peer: Peer, box: Mailbox) -> None:
+    message = _send(box, [Recipient("jean.dupont@gmail.com")])
+    message_relay(public_id=str(message.public_id))
+    row = OutboundDelivery.objects.get(message=message)
+    assert row.status == Status.FAILED and "hors espace de confiance" in row.last_reply
+    [report] = _relay_reports(box.address)
+    assert _status_fields(report)["Status"] == "5.7.1"
+
+
+def test_a_bal_we_host_is_delivered_over_lmtp_and_reported_when_asked(
+    peer: Peer, box: Mailbox
+) -> None:
+    sender = Mailbox.objects.create(
+        structure=box.structure,
+        domain=box.domain,
+        local_part="secretariat",
+        address="secretariat@" + box.domain.domain,
+        kind="ORG",
+        display_name="Secrétariat",
+        responsible=make_professional(),
+    )
+    dovecot_users_sync()
+    wait_provisioned(sender.address)
+    message = _send(sender, [Recipient(box.address, notify="SUCCESS")])
+    message_relay(public_id=str(message.public_id))
+
+    row = OutboundDelivery.objects.get(message=message)
+    assert row.local and row.status == Status.DELIVERED
+    [copy] = inbox(box.address)
+    assert b"Subject: Compte rendu de sortie" in copy
+    [report] = _relay_reports(sender.address)
+    assert str(report["Subject"]).startswith("Remis")
+    assert _status_fields(report)["Action"] == "delivered"
+    assert not peer.received
+
+
+def test_a_report_that_fails_is_never_answered_with_another_report(
+    peer: Peer, box: Mailbox
+) -> None:
+    peer.rcpt_reply[REMOTE] = "550 5.1.1 unknown user"
+    report = message_spool(
+        origin=OutboundMessage.Origin.REPORT,
+        envelope_from="",
+        recipients=[Recipient(REMOTE)],
+        content=RAW,
+    )
+    message_relay(public_id=str(report.public_id))
+    assert OutboundDelivery.objects.get(message=report).status == Status.FAILED
+    assert OutboundMessage.objects.count() == 1  # RFC 5321 §4.5.5: no bounce to <>
+
+
+def test_the_sweep_requeues_what_a_dead_worker_had_claimed(peer: Peer, box: Mailbox) -> None:
+    message = _send(box, [Recipient(REMOTE)])
+    OutboundDelivery.objects.filter(message=message).update(
+        status=Status.SENDING,
+        claim_token="00000000-0000-0000-0000-000000000001",
+        claimed_until=timezone.now() - timedelta(seconds=1),
+    )
+    assert message_relay(public_id=str(message.public_id)) == 0  # claimed: not sent twice
+    assert relay_sweep() == 1
+    assert OutboundDelivery.objects.get(message=message).status == Status.QUEUED
+    message_relay(public_id=str(message.public_id))
+    assert OutboundDelivery.objects.get(message=message).status == Status.RELAYED
+    assert len(peer.received) == 1
+
+
+# --- The gateway's side: success reports and recipients Dovecot does not know yet ---------------
+
+
+@pytest.fixture
+def gateway_port(pki, listed, settings) -> Iterator[int]:
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    warnings.filterwarnings("ignore", message="tls_context.verify_mode not in")
+    context = tls_context(
+        cert=str(pki["gateway"].cert), key=str(pki["gateway"].key), ca_bundle=str(pki["ca"].cert)
+    )
+    kwargs = smtp_kwargs(context)
+    kwargs.pop("hostname")
+    port = _free_port()
+    controller = _Controller(GatewayHandler(), hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def _peer_client(port: int, pki: dict[str, Issued]) -> smtplib.SMTP:
+    smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    context = ssl.create_default_context(cafile=str(pki["ca"].cert))
+    context.check_hostname = False
+    context.load_cert_chain(str(pki["peer"].cert), str(pki["peer"].key))
+    smtp.ehlo("smtp.operateur-test.fr")
+    smtp.starttls(context=context)
+    smtp.ehlo("smtp.operateur-test.fr")
+    return smtp
+
+
+def test_notify_success_on_inbound_mail_spools_a_delivered_report_to_the_sender(
+    gateway_port: int, pki, box: Mailbox
+) -> None:
+    sender = "labo@operateur-test.mssante.fr"
+    with _peer_client(gateway_port, pki) as smtp:
+        smtp.mail(sender, ["ENVID=LAB-7", "RET=HDRS"])
+        smtp.rcpt(box.address, ["NOTIFY=SUCCESS", f"ORCPT=rfc822;{box.address}"])
+        code, reply = smtp.data(RAW)
+    assert code == 250, reply
+    [report] = _reports_for(sender)
+    parsed = email.message_from_bytes(bytes(report.content))
+    fields = _status_fields(parsed)
+    assert fields["Action"] == "delivered" and fields["Original-Envelope-Id"] == "LAB-7"
+    assert fields["Final-Recipient"] == f"rfc822; {box.address}"
+    returned = [p.get_content_type() for p in parsed.walk()]
+    assert "text/rfc822-headers" in returned and "message/rfc822" not in returned
+    assert report.envelope_from == ""
+
+
+def test_a_bal_dovecot_does_not_know_yet_gets_the_mail_on_the_next_attempt_without_duplicates(
+    gateway_port: int, pki, box: Mailbox, settings
+) -> None:
+    late = Mailbox.objects.create(  # in the database, not yet in Dovecot's users file
+        structure=box.structure,
+        domain=box.domain,
+        local_part="accueil",
+        address="accueil@" + box.domain.domain,
+        kind="ORG",
+        display_name="Accueil",
+        responsible=make_professional(),
+    )
+    with _peer_client(gateway_port, pki) as smtp:
+        smtp.mail("labo@operateur-test.mssante.fr")
+        smtp.rcpt(box.address)
+        smtp.rcpt(late.address)
+        code, reply = smtp.data(RAW)
+    assert code == 250 and b"queued" in reply
+    assert len(inbox(box.address)) == 1
+    [row] = OutboundDelivery.objects.filter(recipient=late.address)
+    assert row.local and row.status == Status.QUEUED
+
+    dovecot_users_sync()
+    wait_provisioned(late.address)
+    message_relay(public_id=str(row.message.public_id))
+    row.refresh_from_db()
+    assert row.status == Status.DELIVERED
+    assert len(inbox(late.address)) == 1 and len(inbox(box.address)) == 1
+
+
+def test_nothing_delivered_answers_451_so_the_peer_keeps_the_message(
+    gateway_port: int, pki, box: Mailbox
+) -> None:
+    late = Mailbox.objects.create(
+        structure=box.structure,
+        domain=box.domain,
+        local_part="standard",
+        address="standard@" + box.domain.domain,
+        kind="ORG",
+        display_name="Standard",
+        responsible=make_professional(),
+    )
+    with _peer_client(gateway_port, pki) as smtp:
+        smtp.mail("labo@operateur-test.mssante.fr")
+        smtp.rcpt(late.address)
+        code, _ = smtp.data(RAW)
+    assert code == 451
+    assert not OutboundMessage.objects.exists()
