@@ -10,8 +10,13 @@ Postfix is a private instance configured here: smtpd with mandatory TLS and requ
 certificates from the same test PKI, virtual domain delivered over LMTP to the same Dovecot.
 It does not check the whitelist (it cannot): it is the lower bound of the work, ours does more.
 
+Our gateway runs with one process per core (GW_PROCESSES overrides), as in production
+(GATEWAY_PROCESSES); Postfix with its defaults (up to 100 smtpd processes). One warm-up round
+of 200 messages each is not counted.
+
     apt-get install postfix   # the tools and binaries; the system Postfix is never started
     PORTAL_ENV=test .venv/bin/python bench/gateway_vs_postfix.py [--messages 2000] [--rounds 3]
+    GW_PREFIX="-m cProfile -o /tmp/gw.prof" ...   # profile the gateway process
 """
 
 from __future__ import annotations

@@ -83,6 +83,13 @@ def _split_dsn(arg: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     return " ".join(kept), found
 
 
+ENHANCED = {
+    "500 Line too long": "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6: 998 characters at most)",
+    "500 Command line too long": "500 5.5.2 Command line too long",
+    "552 Error: Too much mail data": "552 5.3.4 Message too big for this system",
+}
+
+
 class DrainState:
     """Sessions in progress, and whether the gateway is shutting down."""
 
@@ -111,6 +118,14 @@ class GatewaySMTP(SMTP):
         if self.state is not None:
             self.state.active.discard(self)
         super().connection_lost(exc)
+
+    async def push(self, status: str) -> None:
+        """aiosmtpd's own refusals, with RFC 3463 enhanced codes like ours."""
+        for prefix, better in ENHANCED.items():
+            if status.startswith(prefix):
+                status = better
+                break
+        await super().push(status)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         dsn: dict[str, str] = {}

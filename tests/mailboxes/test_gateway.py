@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import smtplib
 import socket
 import ssl
@@ -278,10 +279,9 @@ def test_protocol_abuse_gets_clear_replies(gateway: int, pki, box: Mailbox, sett
     assert b"Subject: LF seuls\r\n" in stored and b"Corps" in stored
 
 
-def test_kill_9_during_data_leaves_nothing_delivered_and_no_250(pki, listed, box: Mailbox) -> None:
+def _gateway_env(pki: dict[str, Issued]) -> dict[str, str]:
     db = settings.DATABASES["default"]
-    port = _free_port()
-    env = {
+    return {
         **os.environ,
         "PORTAL_ENV": "test",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
@@ -291,10 +291,14 @@ def test_kill_9_during_data_leaves_nothing_delivered_and_no_250(pki, listed, box
         "GATEWAY_KEY": str(pki["gateway"].key),
         "GATEWAY_CA_BUNDLE": str(pki["ca"].cert),
     }
+
+
+def test_kill_9_during_data_leaves_nothing_delivered_and_no_250(pki, listed, box: Mailbox) -> None:
+    port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "run_gateway", "--port", str(port)],
         cwd=Path(__file__).resolve().parents[2],
-        env=env,
+        env=_gateway_env(pki),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -361,3 +365,62 @@ def test_a_client_that_floods_commands_without_reading_is_cut_off_and_the_server
     assert b"421 4.7.0 NOOP sent too many times" in received
     with _client(gateway, pki) as again:
         assert again.noop()[0] == 250
+
+
+def test_an_overlong_line_is_refused_and_the_session_goes_on(
+    gateway: int, pki, box: Mailbox
+) -> None:
+    with _client(gateway, pki) as smtp:
+        smtp.mail(SENDER)
+        smtp.rcpt(box.address)
+        code, reply = smtp.data(make_message(body="x" * 2000))
+        assert (code, reply[:9]) == (500, b"5.5.2 Lin")
+        assert _inbox(box.address) == []
+        smtp.mail(SENDER)  # the session is still usable
+        smtp.rcpt(box.address)
+        assert smtp.data(make_message(subject="Bien formé"))[0] == 250
+    assert len(_inbox(box.address)) == 1
+
+
+def test_a_long_header_folded_over_many_lines_is_delivered_intact(
+    gateway: int, pki, box: Mailbox
+) -> None:
+    references = "\r\n ".join(f"<ref-{n}@operateur-test.mssante.fr>" for n in range(300))
+    raw = make_message(subject="Fil de discussion").replace(
+        b"\r\n\r\n", f"\r\nReferences: {references}\r\n\r\n".encode(), 1
+    )
+    assert len(references) > 10_000
+    with _client(gateway, pki) as smtp:
+        smtp.sendmail(SENDER, [box.address], raw)
+    [delivered] = _inbox(box.address)
+    assert references.encode() in delivered
+
+
+def test_several_processes_share_the_port_and_all_stop_on_sigterm(
+    pki, listed, box: Mailbox
+) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "run_gateway", "--port", str(port), "--processes", "2"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=_gateway_env(pki),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_banner(port)
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(children) == 2
+        for n in range(6):  # new connections, spread by the kernel over both processes
+            with _client(port, pki) as smtp:
+                smtp.sendmail(SENDER, [box.address], make_message(subject=f"Message {n}"))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Passerelle arrêtée." in out.decode()
+    assert len(_inbox(box.address)) == 6
+    assert all(not Path(f"/proc/{pid}").exists() for pid in children)
