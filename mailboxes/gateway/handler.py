@@ -11,7 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, AnyStr, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.db import DatabaseError, close_old_connections, connection
@@ -119,12 +119,13 @@ class GatewaySMTP(SMTP):
             self.state.active.discard(self)
         super().connection_lost(exc)
 
-    async def push(self, status: str) -> None:
+    async def push(self, status: AnyStr) -> None:
         """aiosmtpd's own refusals, with RFC 3463 enhanced codes like ours."""
-        for prefix, better in ENHANCED.items():
-            if status.startswith(prefix):
-                status = better
-                break
+        if isinstance(status, str):
+            for prefix, better in ENHANCED.items():
+                if status.startswith(prefix):
+                    await super().push(better)
+                    return
         await super().push(status)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
