@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from email.utils import getaddresses
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 
+from annuaire.ins import InvalidINS, parse_ins
 from mailboxes.store.imap import Criteria
 
 DATE_FORMATS = ["%Y-%m-%d", "%d/%m/%Y"]
@@ -115,3 +120,121 @@ class MessagesAction(forms.Form):
             self.add_error("cible", "Choisissez le dossier de destination.")
         data["uids"] = uids
         return data
+
+
+# --- Compose ------------------------------------------------------------------------------------
+
+MSG_ID = re.compile(r"<[^<>\s]{1,250}>")
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files in one input (Django documentation, "Uploading multiple files")."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[UploadedFile]:
+        single = super().clean
+        if isinstance(data, list | tuple):
+            return [single(item, initial) for item in data]
+        return [single(data, initial)] if data else []
+
+
+def split_addresses(value: str) -> list[str]:
+    """« a@x.fr; Dr B <b@y.fr>, c@z.fr » -> the addresses (display names dropped)."""
+    found = getaddresses([value.replace(";", ",").replace("\n", ",")])
+    return [address.strip() or name.strip() for name, address in found if address or name]
+
+
+class ComposeForm(forms.Form):
+    de = forms.ChoiceField(label="De")
+    a = forms.CharField(label="À", required=False, max_length=20_000)
+    cc = forms.CharField(label="Cc", required=False, max_length=20_000)
+    ins = forms.CharField(
+        label="INS du patient",
+        required=False,
+        max_length=40,
+        help_text=(
+            "15 caractères : l'adresse <INS>@patient.mssante.fr est ajoutée aux destinataires."
+        ),
+    )
+    objet = forms.CharField(label="Objet", required=False, max_length=250)
+    corps = forms.CharField(
+        label="Message", required=False, max_length=1_000_000, widget=forms.Textarea
+    )
+    pieces = MultipleFileField(label="Pièces jointes", required=False)
+    accuse_remise = forms.BooleanField(label="Demander un accusé de réception", required=False)
+    accuse_lecture = forms.BooleanField(label="Demander un accusé de lecture", required=False)
+    bloquer_reponse = forms.BooleanField(
+        label="Bloquer la réponse du patient (X-MSS-MES : FIN)", required=False
+    )
+    confirmation_patient = forms.BooleanField(required=False)
+    en_reponse_a = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput)
+    references = forms.CharField(required=False, max_length=8000, widget=forms.HiddenInput)
+    transfert = forms.CharField(required=False, max_length=250, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, senders: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["de"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = senders
+
+    def clean_objet(self) -> str:
+        subject = str(self.cleaned_data.get("objet") or "")
+        if "\r" in subject or "\n" in subject:  # header injection (RFC 5322 §2.2)
+            raise forms.ValidationError("L'objet ne peut pas contenir de saut de ligne.")
+        return subject.strip()
+
+    def clean_a(self) -> list[str]:
+        return split_addresses(str(self.cleaned_data.get("a") or ""))
+
+    def clean_cc(self) -> list[str]:
+        return split_addresses(str(self.cleaned_data.get("cc") or ""))
+
+    def clean_ins(self) -> str:
+        value = str(self.cleaned_data.get("ins") or "").strip()
+        if not value:
+            return ""
+        try:
+            return parse_ins(value).address
+        except InvalidINS as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_en_reponse_a(self) -> str:
+        found = MSG_ID.search(str(self.cleaned_data.get("en_reponse_a") or ""))
+        return found.group(0) if found else ""
+
+    def clean_references(self) -> str:
+        return " ".join(MSG_ID.findall(str(self.cleaned_data.get("references") or ""))[-30:])
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        to = list(data.get("a") or [])
+        if data.get("ins"):
+            to.append(data["ins"])
+        data["a"] = to
+        everyone = {a.lower() for a in [*to, *(data.get("cc") or [])]}
+        if not everyone and "a" not in self.errors:
+            self.add_error("a", "Indiquez au moins un destinataire.")
+        if len(everyone) > settings.COMPOSE_MAX_RECIPIENTS:
+            self.add_error(
+                "a",
+                f"{len(everyone)} destinataires : {settings.COMPOSE_MAX_RECIPIENTS} au plus par "
+                "message. Les listes de diffusion ne sont pas permises dans MSSanté.",
+            )
+        total = sum(f.size or 0 for f in data.get("pieces") or [])
+        if total > settings.COMPOSE_MAX_ATTACHMENT_BYTES:
+            self.add_error("pieces", attachments_too_large(total))
+        return data
+
+
+def attachments_too_large(total: int) -> str:
+    return (
+        f"Pièces jointes : {total / 1048576:.1f} Mo au total, "
+        f"{settings.COMPOSE_MAX_ATTACHMENT_BYTES // 1048576} Mo au plus."
+    )

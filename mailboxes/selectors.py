@@ -16,7 +16,7 @@ from django.http import Http404
 
 from accounts.models import User
 from mailboxes.errors import StoreUnavailable
-from mailboxes.models import Mailbox
+from mailboxes.models import Mailbox, OutboundDelivery
 from mailboxes.store.imap import MailStore
 from mailboxes.store.mime import parse_message
 
@@ -124,3 +124,14 @@ def message_html(grant: Grant, folder: str, uid: int) -> str | None:
             return None
         found = store.fetch(folder, uid, mark_seen=False)
     return parse_message(found[0]).html if found else None
+
+
+def delivery_statuses(mailbox: Mailbox, message_id: str) -> list[OutboundDelivery]:
+    """What became of each recipient of a message this BAL sent (shown on the Sent copy)."""
+    if not message_id:
+        return []
+    return list(
+        OutboundDelivery.objects.filter(
+            message__mailbox=mailbox, message__message_id=message_id
+        ).order_by("recipient")
+    )

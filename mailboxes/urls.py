@@ -1,13 +1,15 @@
 from django.urls import path
 
-from mailboxes.views import webmail
+from mailboxes.views import compose, webmail
 
 app_name = "mailboxes"
 
 urlpatterns = [
     path("", webmail.index, name="index"),
     path("selecteur/", webmail.switcher, name="switcher"),
+    path("destinataires/verifier/", compose.recipients_check, name="recipients_check"),
     path("<uuid:public_id>/", webmail.folder, name="folder"),
+    path("<uuid:public_id>/ecrire/", compose.compose, name="compose"),
     path("<uuid:public_id>/actions/", webmail.act, name="act"),
     path("<uuid:public_id>/corbeille/vider/", webmail.empty_trash, name="empty_trash"),
     path("<uuid:public_id>/messages/<int:uid>/", webmail.message, name="message"),

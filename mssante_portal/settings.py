@@ -319,6 +319,22 @@ RELAY_RETRY_MAX_SECONDS = env_int("RELAY_RETRY_MAX_SECONDS", 3600, minimum=1)
 RELAY_CLAIM_SECONDS = env_int("RELAY_CLAIM_SECONDS", 600, minimum=10)  # then the sweep re-queues
 RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 60, minimum=1)
 
+# --- Writing (webmail compose) -----------------------------------------------------------------
+# X-MSS-NIL: the product reference assigned when the software was declared on Convergence
+# (Référentiel #2 ECO.2.4.3). Set it to yours in production.
+MSS_NIL = env_str("MSS_NIL", "0000000000")
+COMPOSE_MAX_ATTACHMENT_BYTES = env_int(
+    "COMPOSE_MAX_ATTACHMENT_BYTES", 18 * 1024 * 1024, minimum=1024
+)
+# The whole message once encoded (base64 adds a third).
+COMPOSE_MAX_MESSAGE_BYTES = env_int("COMPOSE_MAX_MESSAGE_BYTES", 25 * 1024 * 1024, minimum=1024)
+COMPOSE_MAX_RECIPIENTS = env_int("COMPOSE_MAX_RECIPIENTS", 100, minimum=1)
+# Attachments stay in memory (never in an unmanaged temporary directory, mssante-spec §3.4);
+# the compose view refuses a body larger than the limit before reading it.
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = COMPOSE_MAX_ATTACHMENT_BYTES + 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = 50
+
 # --- Dovecot, the message store (ARCHITECTURE.md) ---------------------------------------------
 DOVECOT_DIR = Path(env_str("DOVECOT_DIR", str(VAR_DIR / "dovecot")))
 DOVECOT_MAIL_ROOT = Path(env_str("DOVECOT_MAIL_ROOT", str(VAR_DIR / "mail")))

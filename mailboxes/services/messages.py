@@ -167,6 +167,27 @@ def message_open(
     return parsed, summary
 
 
+def message_raw(
+    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
+) -> bytes:
+    """The message as stored, to forward it whole. Raises Http404; traced as a read."""
+    details: dict[str, Any] = {"folder": folder, "uid": uid, "purpose": "forward"}
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.READ,
+        request=request,
+        details=details,
+        folders=[folder],
+    ) as (store, traced):
+        found = store.fetch(folder, uid, mark_seen=False)
+        if found is None:
+            raise Http404
+        raw = found[0]
+        traced["message_id"] = parse_message(raw).message_id
+    return raw
+
+
 def attachment_open(
     *,
     grant: Grant,

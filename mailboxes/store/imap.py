@@ -36,6 +36,8 @@ SORT_ORDERS = {
     "size": ["REVERSE", "SIZE"],
 }
 TRASH = "Trash"
+SENT = "Sent"
+DRAFTS = "Drafts"
 MAX_SUBJECT = 500  # characters shown in a list row
 
 
@@ -223,6 +225,10 @@ class MailStore:
 
     def folder_exists(self, folder: str) -> bool:
         return bool(self.client.folder_exists(folder))
+
+    def append(self, folder: str, raw: bytes, flags: Sequence[bytes] = (b"\\Seen",)) -> None:
+        """Store a message we wrote (the Sent copy, a draft) in ``folder`` (RFC 3501 §6.3.11)."""
+        self.client.append(folder, raw, flags=list(flags))
 
     # -- listing ---------------------------------------------------------------------------
 

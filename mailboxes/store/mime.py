@@ -39,6 +39,10 @@ class Parsed:
     text: str = ""
     html: str = ""
     attachments: list[Attachment] = field(default_factory=list)
+    reply_to: list[Address] = field(default_factory=list)
+    references: str = ""
+    patient_closed: bool = False  # X-MSS-MES: FIN (Référentiel #2 ECO.2.2.8)
+    wants_mdn: str = ""  # Disposition-Notification-To (RFC 8098)
 
 
 def _parse(raw: bytes) -> Message:
@@ -133,6 +137,10 @@ def parse_message(raw: bytes) -> Parsed:
         cc=_addresses(msg, "Cc"),
         date=_date(msg),
         message_id=_header(msg, "Message-ID")[:500],
+        reply_to=_addresses(msg, "Reply-To"),
+        references=" ".join(_header(msg, "References").split())[:4000],
+        patient_closed=_header(msg, "X-MSS-MES").strip().upper() == "FIN",
+        wants_mdn=_header(msg, "Disposition-Notification-To")[:320],
     )
     for index, part in enumerate(iter_parts(msg)):
         ctype = part.get_content_type()

@@ -19,9 +19,15 @@ from accounts.models import User
 from mailboxes.forms import FolderQuery, MessageQuery, MessagesAction
 from mailboxes.presenters import rows
 from mailboxes.sanitize import sanitize
-from mailboxes.selectors import access_mailbox, message_html, unread_counts, usable_mailboxes
+from mailboxes.selectors import (
+    access_mailbox,
+    delivery_statuses,
+    message_html,
+    unread_counts,
+    usable_mailboxes,
+)
 from mailboxes.services import messages as svc
-from mailboxes.store.imap import TRASH
+from mailboxes.store.imap import SENT, TRASH
 
 SAFE_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
 
@@ -119,6 +125,9 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             "images": query.cleaned_data["images"],
             "blocked": blocked,
             "back": _folder_url(grant.mailbox.public_id, folder_name),
+            "deliveries": delivery_statuses(grant.mailbox, parsed.message_id)
+            if folder_name == SENT
+            else [],
         },
     )
 

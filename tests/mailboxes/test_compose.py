@@ -1,0 +1,243 @@
+"""Writing from the webmail: recipients checked per address, patients by INS, the message as
+Référentiel #2 wants it, the spool, the Sent copy, the trace; bad input refused cleanly."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from typing import TYPE_CHECKING
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse
+from django.test import Client
+
+from accounts.models import AuditEvent, User
+from annuaire.ins import InvalidINS, parse_ins
+from annuaire.models import WhitelistEntry, WhitelistVersion
+from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
+from mailboxes.services.lifecycle import mailbox_access_grant
+from mailboxes.services.relay import message_relay
+from mailboxes.store.imap import MailStore
+from tests.factories import make_mailbox, make_message, make_professional, make_structure
+from tests.mailboxes.conftest import deliver, wait_provisioned
+
+pytestmark = pytest.mark.django_db(transaction=True)
+REMOTE = "dr.durand@operateur-test.mssante.fr"
+PATIENT_INS = "279035121518989"  # valid key (annuaire-psc-ins.md §C)
+
+
+# --- INS -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "summary"),
+    [
+        ("279035121518989", "Une femme, née en mars 1979, née dans le département 51"),
+        ("146026322000196", "Un homme, né en février 1946, né dans le département 63"),
+        ("253072B07300470", "Une femme, née en juillet 1953, née dans le département 2B"),
+        ("2 53 07 2A 073 004 43", "Une femme, née en juillet 1953, née dans le département 2A"),
+        ("295109912611193", "Une femme, née en octobre 1995, née à l'étranger (pays 126)"),
+    ],
+)
+def test_valid_ins_and_the_summary_the_sender_confirms(value: str, summary: str) -> None:
+    assert parse_ins(value).summary() == summary
+
+
+@pytest.mark.parametrize(
+    "value", ["288091234567823", "279035121518988", "253072B07300443", "27903512151898", "abc"]
+)
+def test_an_ins_with_a_wrong_key_or_length_is_refused(value: str) -> None:
+    with pytest.raises(InvalidINS):
+        parse_ins(value)
+
+
+# --- The webmail ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def doctor(dovecot, listed) -> tuple[User, Mailbox]:
+    version = WhitelistVersion.objects.get(is_current=True)
+    WhitelistEntry.objects.create(
+        version=version, domain="patient.mssante.fr", dn="CN=smtps1.ens", dn_key="cn=smtps1.ens"
+    )
+    user = make_professional(first_name="Claire", last_name="Martin")
+    user.civility = "DR"
+    user.save()
+    box = make_mailbox(structure=make_structure(), owner=user, local_part="claire.martin")
+    wait_provisioned(box.address)
+    return user, box
+
+
+def _client(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _post(user: User, box: Mailbox, **data: object) -> _MonkeyPatchedWSGIResponse:
+    payload: dict[str, object] = {
+        "de": str(box.public_id),
+        "objet": "Compte rendu",
+        "corps": "Bonjour",
+    }
+    payload.update(data)
+    return _client(user).post(f"/bal/{box.public_id}/ecrire/", payload)
+
+
+def _sent(box: Mailbox) -> list[EmailMessage]:
+    with MailStore(box.address) as store:
+        store.client.select_folder("Sent", readonly=True)
+        uids = store.client.search(["ALL"])
+        fetched = store.client.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
+    parsed = [
+        email.message_from_bytes(d[b"BODY[]"], policy=email.policy.default)
+        for d in fetched.values()
+    ]
+    return [m for m in parsed if isinstance(m, EmailMessage)]
+
+
+def test_a_doctor_sends_to_a_listed_operator(doctor) -> None:
+    user, box = doctor
+    response = _post(user, box, a=f"Dr Durand <{REMOTE}>", accuse_remise="on", accuse_lecture="on")
+    assert response.status_code == 302 and "dossier=Sent" in response["Location"]
+
+    spooled = OutboundMessage.objects.get(mailbox=box)
+    assert spooled.author == user and spooled.envelope_from == box.address
+    [row] = OutboundDelivery.objects.filter(message=spooled)
+    assert (row.recipient, row.notify, row.local) == (REMOTE, "SUCCESS,FAILURE", False)
+    [copy] = _sent(box)
+    [sender] = copy["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == (
+        f"Dr_Claire_MARTIN_{box.structure.name}",
+        box.address,
+    )
+    assert copy["X-MSS-NIL"] and copy["Disposition-Notification-To"] == box.address
+    assert copy["Message-ID"].strip() == spooled.message_id and "Sender" not in copy
+    assert copy.get_content_type() == "text/plain" and copy.get_content_charset() == "utf-8"
+    trace = AuditEvent.objects.get(action="message.sent")
+    assert trace.actor == user and trace.details["recipients"] == 1
+    assert "Compte rendu" not in str(trace.details)  # never content
+
+
+def test_each_refused_address_says_why_and_nothing_is_sent(doctor) -> None:
+    user, box = doctor
+    response = _post(user, box, a=f"{REMOTE}, jean.dupont@gmail.com; pas-une-adresse")
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "gmail.com est hors espace de confiance MSSanté" in page
+    assert "pas-une-adresse</strong> : Adresse mal formée." in page
+    assert not OutboundMessage.objects.exists() and _sent(box) == []
+
+
+def test_a_patient_is_written_to_only_after_the_sender_confirms_who_it_is(doctor) -> None:
+    user, box = doctor
+    first = _post(user, box, ins=PATIENT_INS, bloquer_reponse="on")
+    assert first.status_code == 400
+    assert "Une femme, née en mars 1979, née dans le département 51" in first.content.decode()
+    assert not OutboundMessage.objects.exists()
+
+    second = _post(user, box, ins=PATIENT_INS, bloquer_reponse="on", confirmation_patient="on")
+    assert second.status_code == 302
+    [row] = OutboundDelivery.objects.all()
+    assert row.recipient == f"{PATIENT_INS}@patient.mssante.fr"
+    [copy] = _sent(box)
+    assert copy["X-MSS-MES"] == "FIN"
+
+
+def test_block_reply_is_ignored_without_a_patient(doctor) -> None:
+    user, box = doctor
+    assert _post(user, box, a=REMOTE, bloquer_reponse="on").status_code == 302
+    assert "X-MSS-MES" not in _sent(box)[0]
+
+
+def test_header_injection_and_mass_mailing_are_refused(doctor) -> None:
+    user, box = doctor
+    injected = _post(user, box, a=REMOTE, objet="Bonjour\r\nBcc: espion@gmail.com")
+    assert injected.status_code == 400 and "saut de ligne" in injected.content.decode()
+    many = ", ".join(f"p{n}@operateur-test.mssante.fr" for n in range(500))
+    response = _post(user, box, a=many)
+    assert response.status_code == 400
+    assert "500 destinataires : 100 au plus" in response.content.decode()
+    assert not OutboundMessage.objects.exists()
+
+
+def test_hostile_attachment_names_are_sanitised_and_empty_files_refused(doctor) -> None:
+    user, box = doctor
+    empty = _post(user, box, a=REMOTE, pieces=SimpleUploadedFile("vide.pdf", b""))
+    assert empty.status_code == 400 and "vide" in empty.content.decode()
+    hostile = SimpleUploadedFile("../../etc/pass\x01wd<script>.pdf", b"%PDF-1.4 test")
+    assert _post(user, box, a=REMOTE, pieces=hostile).status_code == 302
+    [copy] = _sent(box)
+    [part] = list(copy.iter_attachments())
+    assert part.get_filename() == "passwd_script_.pdf"  # no path, no markup, no control
+    assert part.get_content_type() == "application/pdf"
+
+
+def test_a_reply_quotes_the_original_and_threads_with_it(doctor) -> None:
+    user, box = doctor
+    deliver(
+        box.address,
+        make_message(to=box.address, subject="Demande d'avis", sender=f"Dr Durand <{REMOTE}>"),
+    )
+    page = _client(user).get(f"/bal/{box.public_id}/ecrire/?mode=repondre&uid=1&dossier=INBOX")
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert 'value="RE : Demande d&#x27;avis"' in text and f'value="{REMOTE}"' in text
+    assert 'name="en_reponse_a" value="&lt;' in text
+
+
+def test_a_bal_local_to_us_is_delivered_and_its_status_shown_on_the_sent_copy(doctor) -> None:
+    user, box = doctor
+    colleague = make_mailbox(
+        structure=box.structure, owner=make_professional(), local_part="paul.roux"
+    )
+    wait_provisioned(colleague.address)
+    assert _post(user, box, a=colleague.address).status_code == 302
+    message_relay(public_id=str(OutboundMessage.objects.get().public_id))
+    assert OutboundDelivery.objects.get().status == OutboundDelivery.Status.DELIVERED
+    page = _client(user).get(f"/bal/{box.public_id}/messages/1/?dossier=Sent").content.decode()
+    assert "Suivi des destinataires" in page and colleague.address in page and "Remis" in page
+
+
+def test_no_send_right_is_403_and_someone_elses_bal_is_404(doctor) -> None:
+    user, box = doctor
+    org = make_mailbox(structure=box.structure, kind="ORG", local_part="accueil", responsible=user)
+    reader = make_professional(first_name="Julien", last_name="Bernard")
+    mailbox_access_grant(mailbox=org, user=reader, kind="member", can_send=False, actor=None)
+    assert _client(reader).get(f"/bal/{org.public_id}/ecrire/").status_code == 403
+    outsider = make_professional(first_name="Inconnu", last_name="Dehors")
+    assert _client(outsider).get(f"/bal/{box.public_id}/ecrire/").status_code == 404
+    assert _client(outsider).post(f"/bal/{box.public_id}/ecrire/", {"a": REMOTE}).status_code == 404
+
+
+def test_a_member_sending_from_an_org_bal_is_named_in_sender(doctor) -> None:
+    user, box = doctor
+    org = make_mailbox(
+        structure=box.structure,
+        kind="ORG",
+        local_part="soins",
+        responsible=user,
+        display_name="Équipe soins",
+    )
+    mailbox_access_grant(mailbox=org, user=user, kind="member", can_send=True, actor=None)
+    wait_provisioned(org.address)
+    assert _post(user, org, a=REMOTE).status_code == 302
+    [copy] = _sent(org)
+    assert str(copy["From"]) == f"Équipe soins <{org.address}>"
+    assert str(copy["Sender"]) == f"Claire MARTIN <{box.address}>"
+
+
+def test_the_recipient_check_fragment_shows_verdicts_and_the_patient_summary(doctor) -> None:
+    user, _box = doctor
+    response = _client(user).get(
+        "/bal/destinataires/verifier/",
+        {"a": "x@gmail.com", "ins": PATIENT_INS},
+        HTTP_HX_REQUEST="true",
+    )
+    page = response.content.decode()
+    assert "hors espace de confiance" in page
+    assert "Une femme, née en mars 1979" in page and 'name="confirmation_patient"' in page
