@@ -316,7 +316,12 @@ def relay_sweep(*, now: datetime | None = None, grace_seconds: int = 120) -> int
     now = now or timezone.now()
     stale = OutboundDelivery.objects.filter(status=Status.SENDING, claimed_until__lt=now)
     ids = set(stale.values_list("message_id", flat=True))
-    stale.update(status=Status.QUEUED, claim_token=None, claimed_until=None, next_attempt_at=now)
+    stale.update(
+        status=Status.QUEUED,
+        claim_token=None,
+        claimed_until=None,
+        next_attempt_at=min(now, timezone.now()),
+    )
     ids.update(
         OutboundDelivery.objects.filter(
             status=Status.QUEUED, next_attempt_at__lte=now - timedelta(seconds=grace_seconds)

@@ -4,18 +4,25 @@ spool of the gateway. Real TLS (generated PKI), real Dovecot, real PostgreSQL.""
 
 from __future__ import annotations
 
+import asyncio
 import email
+import os
 import smtplib
 import ssl
+import subprocess
+import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
+from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import AuditEvent
@@ -409,3 +416,66 @@ def test_nothing_delivered_answers_451_so_the_peer_keeps_the_message(
         code, _ = smtp.data(RAW)
     assert code == 451
     assert not OutboundMessage.objects.exists()
+
+
+# --- A real Celery worker, killed in the middle of a delivery ------------------------------------
+
+
+class SlowPeer(Peer):
+    """Holds the RCPT reply until released: the worker is inside the SMTP session."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_session = threading.Event()
+        self.hold = True
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        self.in_session.set()
+        while self.hold:
+            await asyncio.sleep(0.05)
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+
+def test_a_worker_killed_mid_delivery_loses_nothing_and_sends_once(
+    pki, relay_settings, listed, box: Mailbox
+) -> None:
+    handler = SlowPeer()
+    controller, port = _start_peer(pki, "peer", handler)
+    relay_settings.RELAY_ROUTES = [f"operateur-test.mssante.fr=127.0.0.1:{port}"]
+    db = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "PORTAL_ENV": "test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "RELAY_ROUTES": relay_settings.RELAY_ROUTES[0],
+        "RELAY_CERT": relay_settings.RELAY_CERT,
+        "RELAY_KEY": relay_settings.RELAY_KEY,
+        "RELAY_CA_BUNDLE": relay_settings.RELAY_CA_BUNDLE,
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "mssante_portal", "worker", "-Q", "relay",
+         "--pool=solo", "--without-gossip", "--without-mingle", "-l", "WARNING"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        message = _send(box, [Recipient(REMOTE)])  # enqueued after commit, to Redis
+        assert handler.in_session.wait(60), "the worker never connected"
+        worker.kill()  # SIGKILL while the peer has not accepted anything
+        worker.wait(10)
+        row = OutboundDelivery.objects.get(message=message)
+        assert row.status == Status.SENDING  # claimed by the dead worker
+        handler.hold = False
+
+        assert relay_sweep(now=row.claimed_until + timedelta(seconds=1)) == 1
+        assert OutboundDelivery.objects.get(message=message).status == Status.QUEUED
+        message_relay(public_id=str(message.public_id))  # what the re-queued task does
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        controller.stop()
+    final = OutboundDelivery.objects.get(message=message)
+    assert final.status == Status.RELAYED, final.last_reply
+    assert len(handler.received) == 1
