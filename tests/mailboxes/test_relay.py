@@ -467,6 +467,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing_and_sends_once(
         worker.wait(10)
         row = OutboundDelivery.objects.get(message=message)
         assert row.status == Status.SENDING  # claimed by the dead worker
+        assert row.claimed_until is not None
         handler.hold = False
 
         assert relay_sweep(now=row.claimed_until + timedelta(seconds=1)) == 1
