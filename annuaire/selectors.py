@@ -36,6 +36,9 @@ def whitelist_allows(domain: str, peer: str | x509.Name) -> bool:
     ).exists()
 
 
+MALFORMED = "Adresse mal formée."
+
+
 @dataclass(frozen=True)
 class RecipientVerdict:
     """What the sender sees next to an address before sending (issue 5: per address, why)."""
@@ -54,7 +57,7 @@ def recipient_check(address: str) -> RecipientVerdict:
     try:
         validate_email(address)
     except ValidationError:
-        return RecipientVerdict(address, False, "Adresse mal formée.")
+        return RecipientVerdict(address, False, MALFORMED)
     address = address.lower()
     try:
         patient = patient_address(address)

@@ -29,7 +29,7 @@ from django.db import transaction
 from accounts.audit import audit_record
 from accounts.models import StructureDomain, User
 from annuaire.ins import INS
-from annuaire.selectors import RecipientVerdict, recipient_check
+from annuaire.selectors import MALFORMED, RecipientVerdict, recipient_check
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.selectors import Access, Grant
@@ -124,7 +124,7 @@ def recipients_review(addresses: list[str]) -> list[RecipientVerdict]:
         if verdict.address in open_boxes:
             # Our own domains are trusted by definition, listed or not (yet) in the whitelist.
             result.append(RecipientVerdict(verdict.address, True))
-        elif verdict.address in local and "mal formée" not in verdict.reason:
+        elif verdict.address in local and verdict.reason != MALFORMED:
             result.append(
                 RecipientVerdict(verdict.address, False, "Aucune BAL de ce nom chez nous.")
             )

@@ -368,18 +368,23 @@ def test_notify_success_on_inbound_mail_spools_a_delivered_report_to_the_sender(
     assert report.envelope_from == ""
 
 
+def _not_in_dovecot_yet(box: Mailbox, local_part: str) -> Mailbox:
+    """An ORG BAL in the database whose users-file entry Dovecot has not got yet."""
+    return Mailbox.objects.create(
+        structure=box.structure,
+        domain=box.domain,
+        local_part=local_part,
+        address=f"{local_part}@{box.domain.domain}",
+        kind="ORG",
+        display_name=local_part.title(),
+        responsible=make_professional(),
+    )
+
+
 def test_a_bal_dovecot_does_not_know_yet_gets_the_mail_on_the_next_attempt_without_duplicates(
     gateway_port: int, pki, box: Mailbox, settings
 ) -> None:
-    late = Mailbox.objects.create(  # in the database, not yet in Dovecot's users file
-        structure=box.structure,
-        domain=box.domain,
-        local_part="accueil",
-        address="accueil@" + box.domain.domain,
-        kind="ORG",
-        display_name="Accueil",
-        responsible=make_professional(),
-    )
+    late = _not_in_dovecot_yet(box, "accueil")
     with _peer_client(gateway_port, pki) as smtp:
         smtp.mail("labo@operateur-test.mssante.fr")
         smtp.rcpt(box.address)
@@ -401,15 +406,7 @@ def test_a_bal_dovecot_does_not_know_yet_gets_the_mail_on_the_next_attempt_witho
 def test_nothing_delivered_answers_451_so_the_peer_keeps_the_message(
     gateway_port: int, pki, box: Mailbox
 ) -> None:
-    late = Mailbox.objects.create(
-        structure=box.structure,
-        domain=box.domain,
-        local_part="standard",
-        address="standard@" + box.domain.domain,
-        kind="ORG",
-        display_name="Standard",
-        responsible=make_professional(),
-    )
+    late = _not_in_dovecot_yet(box, "standard")
     with _peer_client(gateway_port, pki) as smtp:
         smtp.mail("labo@operateur-test.mssante.fr")
         smtp.rcpt(late.address)
