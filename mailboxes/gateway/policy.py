@@ -24,6 +24,7 @@ from annuaire.whitelist import dn_key
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.relay import dsn as report_dsn
 from mailboxes.services.relay import Recipient, message_spool
+from mailboxes.services.reports import is_report, report_apply
 from mailboxes.store import lmtp
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,12 @@ def deliver(
         # Every recipient passed check_recipient: a refusal from Dovecot means a BAL it does
         # not know yet (it re-reads its users at most once a second) or a passing fault.
         return "451 4.3.0 Mailbox not available yet, try again later"
+    if is_report(content):
+        # A DSN or MDN about something we sent: update the sender's view (« remis », « lu »).
+        try:
+            report_apply(content)
+        except (DatabaseError, ValueError, LookupError):
+            logger.exception("delivery report could not be applied")  # it is delivered anyway
     report = _success_report(mail_from, delivered, content, dsn)
     if not failed and report is None:
         return "250 2.0.0 Message delivered"

@@ -477,3 +477,37 @@ def test_a_worker_killed_mid_delivery_loses_nothing_and_sends_once(
     final = OutboundDelivery.objects.get(message=message)
     assert final.status == Status.RELAYED, final.last_reply
     assert len(handler.received) == 1
+
+
+def test_reports_from_the_recipient_operator_mark_delivered_then_read(
+    gateway_port: int, pki, box: Mailbox
+) -> None:
+    message = _send(box, [Recipient(REMOTE, notify="SUCCESS,FAILURE")], envid="ENV-REPORT-1")
+    OutboundDelivery.objects.filter(message=message).update(status=Status.RELAYED)
+    dsn = (
+        f"From: MAILER-DAEMON@operateur-test.mssante.fr\r\nTo: {box.address}\r\n"
+        "Subject: Remis\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nRemis.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Original-Envelope-Id: ENV-REPORT-1\r\n"
+        "Reporting-MTA: dns; mx.operateur-test.mssante.fr\r\n\r\n"
+        f"Original-Recipient: rfc822;{REMOTE}\r\nFinal-Recipient: rfc822; {REMOTE}\r\n"
+        "Action: delivered\r\nStatus: 2.0.0\r\n\r\n--b--\r\n"
+    )
+    mdn = (
+        f"From: {REMOTE}\r\nTo: {box.address}\r\nSubject: Lu\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="m"\r\n\r\n'
+        "--m\r\nContent-Type: text/plain\r\n\r\nLu.\r\n"
+        "--m\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        f"Final-Recipient: rfc822; {REMOTE}\r\nOriginal-Message-ID: {message.message_id}\r\n"
+        "Disposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--m--\r\n"
+    )
+    with _peer_client(gateway_port, pki) as smtp:
+        smtp.sendmail("", [box.address], dsn.encode())
+        row = OutboundDelivery.objects.get(message=message)
+        assert row.status == Status.DELIVERED and row.read_at is None
+        smtp.sendmail(REMOTE, [box.address], mdn.encode())
+    row.refresh_from_db()
+    assert row.read_at is not None
+    assert len(inbox(box.address)) == 2  # the reports themselves reach the BAL too
