@@ -145,25 +145,47 @@ def folder_open(
     return folders, listing
 
 
-def message_open(
-    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
-) -> tuple[Parsed, Summary]:
-    """Read one message (marks it read, except on a suspended BAL). Raises Http404."""
-    details = {"folder": folder, "uid": uid}
+def _read(
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    uid: int,
+    request: HttpRequest | None,
+    mark_seen: bool,
+    details: dict[str, Any],
+) -> tuple[bytes, Summary, Parsed]:
+    """Fetch one message inside a traced session (the trace carries its Message-ID)."""
     with _session(
         grant=grant,
         actor=actor,
         action=MessageAction.READ,
         request=request,
-        details=details,
+        details={"folder": folder, "uid": uid, **details},
         folders=[folder],
     ) as (store, traced):
-        found = store.fetch(folder, uid, mark_seen=grant.mailbox.status == Mailbox.Status.ACTIVE)
+        found = store.fetch(folder, uid, mark_seen=mark_seen)
         if found is None:
             raise Http404
         raw, summary = found
         parsed = parse_message(raw)
         traced["message_id"] = parsed.message_id
+    return raw, summary, parsed
+
+
+def message_open(
+    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
+) -> tuple[Parsed, Summary]:
+    """Read one message (marks it read, except on a suspended BAL). Raises Http404."""
+    _raw, summary, parsed = _read(
+        grant=grant,
+        actor=actor,
+        folder=folder,
+        uid=uid,
+        request=request,
+        mark_seen=grant.mailbox.status == Mailbox.Status.ACTIVE,
+        details={},
+    )
     return parsed, summary
 
 
@@ -171,20 +193,15 @@ def message_raw(
     *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
 ) -> bytes:
     """The message as stored, to forward it whole. Raises Http404; traced as a read."""
-    details: dict[str, Any] = {"folder": folder, "uid": uid, "purpose": "forward"}
-    with _session(
+    raw, _summary, _parsed = _read(
         grant=grant,
         actor=actor,
-        action=MessageAction.READ,
+        folder=folder,
+        uid=uid,
         request=request,
-        details=details,
-        folders=[folder],
-    ) as (store, traced):
-        found = store.fetch(folder, uid, mark_seen=False)
-        if found is None:
-            raise Http404
-        raw = found[0]
-        traced["message_id"] = parse_message(raw).message_id
+        mark_seen=False,
+        details={"purpose": "forward"},
+    )
     return raw
 
 
