@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mssante_portal.settings")
 
@@ -33,6 +34,10 @@ app.conf.beat_schedule = {
     "annuaire-check-whitelist-age": {
         "task": "annuaire.tasks.check_whitelist_age",
         "schedule": 3600.0,
+    },
+    "annuaire-import-directory": {
+        "task": "annuaire.tasks.import_directory",
+        "schedule": crontab(hour=5, minute=17),  # the file is published ~02-03 h UTC
     },
     "mailboxes-relay-sweep": {"task": "mailboxes.tasks.relay_sweep", "schedule": 60.0},
     "mailboxes-compute-indicators": {

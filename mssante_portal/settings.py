@@ -290,6 +290,23 @@ WHITELIST_CA_BUNDLE = env_str("WHITELIST_CA_BUNDLE", "")
 # Alert (error log) when the list in force is older than this.
 WHITELIST_MAX_AGE_HOURS = env_int("WHITELIST_MAX_AGE_HOURS", 48, minimum=1)
 
+# --- Annuaire Santé: the national MSSanté extraction (../shared/reference §A1) ------------------
+# Daily download (beat); empty: no automatic import (load a file with `manage.py import_annuaire`).
+ANNUAIRE_EXTRACTION_URL = env_str(
+    "ANNUAIRE_EXTRACTION_URL",
+    "https://service.annuaire.sante.fr/annuaire-sante-webservices/V300/services/extraction/"
+    "Extraction_Correspondance_MSSante"
+    if PORTAL_ENV == "production"
+    else "",
+)
+# PEM bundle of the IGC-Santé chain that signs service.annuaire.sante.fr (empty: system CAs).
+ANNUAIRE_CA_BUNDLE = env_str("ANNUAIRE_CA_BUNDLE", "")
+# A file keeping fewer BAL than this share of the directory in force is refused (truncated).
+ANNUAIRE_MIN_KEEP_PERCENT = env_int("ANNUAIRE_MIN_KEEP_PERCENT", 50, minimum=0)
+# Publication of our BALs to the national directory (FHIR PATCH, mssante-spec §4): off if empty.
+ANNUAIRE_PUBLICATION_URL = env_str("ANNUAIRE_PUBLICATION_URL", "")
+ANNUAIRE_PUBLICATION_API_KEY = env_str("ANNUAIRE_PUBLICATION_API_KEY", "")
+
 # --- Inbound gateway (MX of the trust space) -----------------------------------------------------
 GATEWAY_HOST = env_str("GATEWAY_HOST", "127.0.0.1")
 GATEWAY_PORT = env_int("GATEWAY_PORT", 10025, minimum=1)

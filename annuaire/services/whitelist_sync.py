@@ -1,4 +1,4 @@
-"""Writes of the annuaire app: the whitelist sync."""
+"""The whitelist sync (liste blanche of the trust space)."""
 
 from __future__ import annotations
 
