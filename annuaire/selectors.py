@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from cryptography import x509
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from annuaire.directory import (
+    DirectoryQuery,
+    Suggestion,
+    directory_choices,
+    directory_entry,
+    directory_search,
+    directory_suggest,
+)
 from annuaire.ins import INS, InvalidINS, patient_address
-from annuaire.models import WhitelistEntry, WhitelistVersion
+from annuaire.models import DirectoryEntry, WhitelistEntry, WhitelistVersion
 from annuaire.whitelist import dn_key
 
 
@@ -47,12 +56,55 @@ class RecipientVerdict:
     ok: bool
     reason: str = ""  # French, for the person writing
     patient: INS | None = None
+    holder: str = ""  # who the annuaire says owns it: "Dr Claire MARTIN — Médecin"
+    bal_type: str = ""  # PER / ORG / APP / CAB, when the annuaire knows the address
+    notice: str = ""  # accepted, but worth a look (not in the annuaire)
+
+
+NOT_IN_DIRECTORY = (
+    "Adresse absente de l'annuaire national (boîte applicative, liste rouge ou création "
+    "récente) : vérifiez-la avant d'envoyer."
+)
+_CACHE_SECONDS = 30.0
+_CACHE_MAX = 20_000
+_cache: dict[str, tuple[float, RecipientVerdict]] = {}
+
+
+def recipient_cache_clear() -> None:
+    """Forget the cached verdicts (after a directory import or a whitelist sync, and in
+    tests); other processes forget theirs within 30 seconds."""
+    _cache.clear()
 
 
 def recipient_check(address: str) -> RecipientVerdict:
     """Whether ``address`` may receive MSSanté mail from us, judged on what the annuaire app
     knows: syntax, Mon Espace Santé addresses (valid INS key), the trust space (whitelist, exact
-    domain). The BALs we host are checked by the mailboxes app."""
+    domain), and the national directory (who owns it; an address the directory does not list
+    is accepted with a notice: APP and liste rouge BALs are not in the public extraction).
+    The BALs we host are checked by the mailboxes app. Cached 30 s per process: compose and
+    the relay ask for every recipient of every message."""
+    key = address.strip().lower()
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit and now - hit[0] < _CACHE_SECONDS:
+        return hit[1]
+    verdict = _recipient_check(address)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[key] = (now, verdict)
+    return verdict
+
+
+def _holder(entry: DirectoryEntry) -> str:
+    if entry.bal_type == "PER":
+        name = " ".join(p for p in (entry.first_name, entry.last_name) if p)
+        if entry.civility in ("DR", "PR"):
+            name = f"{entry.civility.capitalize()} {name}"
+        return " — ".join(p for p in (name, entry.profession_label) if p)
+    return " — ".join(p for p in (entry.structure_name, entry.service) if p)
+
+
+def _recipient_check(address: str) -> RecipientVerdict:
     address = address.strip()
     try:
         validate_email(address)
@@ -71,4 +123,28 @@ def recipient_check(address: str) -> RecipientVerdict:
             f"{domain} est hors espace de confiance MSSanté : cette adresse ne peut pas "
             "recevoir de messagerie sécurisée de santé.",
         )
-    return RecipientVerdict(address, True, patient=patient)
+    if patient is not None:
+        return RecipientVerdict(address, True, patient=patient)
+    entry = directory_entry(address)
+    if entry is None:
+        return RecipientVerdict(address, True, notice=NOT_IN_DIRECTORY)
+    return RecipientVerdict(address, True, holder=_holder(entry), bal_type=entry.bal_type)
+
+
+# The directory: search, autocomplete (annuaire.directory).
+__all__ = [
+    "MALFORMED",
+    "NOT_IN_DIRECTORY",
+    "DirectoryQuery",
+    "RecipientVerdict",
+    "Suggestion",
+    "directory_choices",
+    "directory_entry",
+    "directory_search",
+    "directory_suggest",
+    "recipient_cache_clear",
+    "recipient_check",
+    "whitelist_allows",
+    "whitelist_current",
+    "whitelist_knows_domain",
+]

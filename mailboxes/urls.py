@@ -7,6 +7,7 @@ app_name = "mailboxes"
 urlpatterns = [
     path("", webmail.index, name="index"),
     path("selecteur/", webmail.switcher, name="switcher"),
+    path("ecrire/", compose.compose_to, name="compose_to"),
     path("destinataires/verifier/", compose.recipients_check, name="recipients_check"),
     path("<uuid:public_id>/", webmail.folder, name="folder"),
     path("<uuid:public_id>/ecrire/", compose.compose, name="compose"),

@@ -6,6 +6,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("comptes/", include("accounts.psc.urls")),
     path("bal/", include("mailboxes.urls")),
+    path("annuaire/", include("annuaire.urls")),
     path("operateur/admin/", admin.site.urls),
 ]
 

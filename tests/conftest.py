@@ -30,3 +30,13 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
         "executable_path": "/usr/bin/chromium",
         "args": CHROMIUM_ARGS,
     }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_recipient_verdicts() -> Any:
+    """Recipient verdicts are cached per process for 30 s; each test starts without them."""
+    from annuaire.selectors import recipient_cache_clear
+
+    recipient_cache_clear()
+    yield
+    recipient_cache_clear()

@@ -43,6 +43,7 @@ from annuaire.extraction import (
     rows,
 )
 from annuaire.models import DirectoryChange, DirectoryEntry, DirectoryImport, DirectoryStaging
+from annuaire.selectors import recipient_cache_clear
 
 logger = logging.getLogger(__name__)
 
@@ -407,6 +408,7 @@ def directory_import(
     changed = run.added or run.updated or run.removed
     run.result = DirectoryImport.Result.SUCCESS if changed else DirectoryImport.Result.UNCHANGED
     _finish(run, started)
+    recipient_cache_clear()
     logger.info("annuaire import: %s in %d ms", run.result, run.duration_ms)
     return run
 
@@ -445,7 +447,9 @@ def _load_and_merge(
     _staging_clear()
     try:
         t1 = time.monotonic()
-        with open_extraction(path) as (stream, _size):
+        # A file refused half-way rolls its scratch rows back (a savepoint inside a caller's
+        # transaction), so that the clean-up below still runs.
+        with transaction.atomic(), open_extraction(path) as (stream, _size):
             loader.load(rows(_Counting(stream, progress), known), DirectoryStaging)  # type: ignore[arg-type]
         t2 = time.monotonic()
         _plausible(run, current, force)

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annuaire.models import WhitelistEntry, WhitelistSyncRun, WhitelistVersion
+from annuaire.selectors import recipient_cache_clear
 from annuaire.whitelist import MAX_BYTES, Whitelist, WhitelistError, parse_signed
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def whitelist_sync(*, source: str | None = None) -> WhitelistSyncRun:
         logger.error("whitelist sync failed: %s", exc)
     run.finished_at = timezone.now()
     run.save()
+    recipient_cache_clear()
     return run
 
 

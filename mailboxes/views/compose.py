@@ -114,6 +114,8 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     if request.method == "GET":
         default = grant if grant in senders else senders[0]
         initial = {"de": str(default.mailbox.public_id), **_prefill(request, grant, user)}
+        if "a" in request.GET and "a" not in initial:  # "Écrire" from the annuaire
+            initial["a"] = ", ".join(split_addresses(request.GET["a"][:2000])[:10])
         context["form"] = ComposeForm(initial=initial, senders=choices)
         return render(request, "mailboxes/compose.html", context)
 
@@ -168,6 +170,21 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     if draft.attachments:
         context["attachments_lost"] = True
     return render(request, "mailboxes/compose.html", context, status=400)
+
+
+@professional_required
+@require_GET
+def compose_to(request: HttpRequest) -> HttpResponse:
+    """« Écrire » from the annuaire: the compose page of the person's own BAL (else the first
+    BAL they may send from), addressed to ``?a=``."""
+    user = _user(request)
+    senders = _senders(usable_mailboxes(user))
+    if not senders:
+        raise PermissionDenied
+    own = [g for g in senders if g.mailbox.owner_id == user.pk]
+    grant = (own or senders)[0]
+    target = reverse("mailboxes:compose", args=[grant.mailbox.public_id])
+    return redirect(f"{target}?{urlencode({'a': request.GET.get('a', '')[:2000]})}")
 
 
 @professional_required

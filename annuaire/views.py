@@ -1,0 +1,46 @@
+"""The annuaire page (search like annuaire.sante.fr) and its autocomplete. Reads only."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from accounts.decorators import professional_required
+from annuaire.forms import DirectorySearchForm
+from annuaire.models import DirectoryImport
+from annuaire.selectors import directory_choices, directory_search, directory_suggest
+
+
+@require_GET
+@professional_required
+def search(request: HttpRequest) -> HttpResponse:
+    form = DirectorySearchForm(request.GET or None, choices=directory_choices())
+    context: dict[str, object] = {
+        "form": form,
+        "last_import": DirectoryImport.objects.filter(result__in=["success", "unchanged"]).first(),
+    }
+    if form.is_bound and form.is_valid():
+        query = form.query()
+        context["query"] = query
+        if not query.is_empty():
+            context["page"] = directory_search(query, form.cleaned_data.get("page") or 1)
+            params = request.GET.copy()
+            params.pop("page", None)
+            context["params"] = params.urlencode()
+    template = "annuaire/search.html"
+    if request.htmx and request.htmx.target == "resultats":  # type: ignore[attr-defined]
+        template = "annuaire/_results.html"
+    return render(request, template, context)
+
+
+@require_GET
+@professional_required
+def suggest(request: HttpRequest) -> HttpResponse:
+    """The 10 best BALs for what is typed (htmx fragment)."""
+    text = request.GET.get("q", "")[:100]
+    return render(
+        request,
+        "annuaire/_suggestions.html",
+        {"suggestions": directory_suggest(text), "text": text},
+    )

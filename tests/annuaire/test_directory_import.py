@@ -1,0 +1,287 @@
+"""The national MSSanté extraction: parsed by header name, bad rows reported with their line,
+bad files refused with the directory in force kept, the diff between two files recorded."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annuaire.extraction import COLUMNS, ExtractionError, Reject, rows
+from annuaire.models import DirectoryChange, DirectoryEntry, DirectoryImport
+from annuaire.services import directory_import
+from devtools import annuaire_gen
+from tests.factories import SHARED
+
+pytestmark = pytest.mark.django_db
+
+SAMPLES = SHARED / "samples" / "annuaire"
+HEADER_SAMPLE = SAMPLES / "Extraction_Correspondance_MSSante__HEADER_31cols_reconstructed.txt"
+PS_SAMPLE = SAMPLES / "PS_LibreAcces_Personne_activite__HEADER_56cols_reconstructed.txt"
+
+NDIAYE = {
+    "Type de BAL": "PER",
+    "Adresse BAL": "Aissatou.NDIAYE@Medecin.mssante.fr",
+    "Type Identifiant PP": "8",
+    "Identifiant PP": "10101234567",
+    "Identification nationale PP": "810101234567",
+    "Civilité d'exercice": "DR",
+    "Nom d'exercice": "N'DIAYE",
+    "Prénom d'exercice": "Aïssatou",
+    "Code Profession": "10",
+    "Libellé Profession": "Médecin",
+    "Code savoir-faire": "SM04",
+    "Libellé savoir-faire": "Cardiologie et maladies vasculaires",
+    "Raison Sociale structure BAL": "CENTRE HOSPITALIER DE REIMS",
+    "L6LIGNEACHEMINEMENT structure BAL": "51100 REIMS CEDEX",
+    "Code postal structure BAL": "51100",
+    "Département structure BAL": "51",
+    "Pays structure BAL": "France",
+}
+
+
+def line(**values: str) -> str:
+    full = dict.fromkeys(COLUMNS, "")
+    full.update(values)
+    return "|".join(full[c] for c in COLUMNS) + "\n"
+
+
+def extraction(
+    tmp_path: Path, body: str, name: str = "Extraction_Correspondance_MSSante_202611300300.txt"
+) -> Path:
+    path = tmp_path / name
+    path.write_text(
+        HEADER_SAMPLE.read_text(encoding="utf-8").rstrip("\n") + "\n" + body, encoding="utf-8"
+    )
+    return path
+
+
+def test_the_published_header_parses_by_name_whatever_the_column_order(tmp_path: Path) -> None:
+    header = HEADER_SAMPLE.read_text(encoding="utf-8").rstrip("\n").split("|")
+    assert len(header) == 31
+    reordered = list(reversed(header))
+    path = tmp_path / "x.txt"
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(NDIAYE)
+    path.write_text("|".join(reordered) + "|\n" + "|".join(row[c] for c in reordered) + "|\n")
+
+    [(number, parsed)] = list(rows(path.open("rb")))
+
+    assert number == 2
+    assert parsed["address"] == "aissatou.ndiaye@medecin.mssante.fr"
+    assert parsed["last_name"] == "N'DIAYE"
+    assert parsed["name_norm"] == "ndiaye"
+    assert parsed["given_norm"] == "aissatou"
+    assert parsed["town"] == "REIMS"
+    assert parsed["domain"] == "medecin.mssante.fr"
+
+
+def test_an_import_loads_every_row_and_records_the_run(tmp_path: Path) -> None:
+    path = annuaire_gen.write(
+        tmp_path / "Extraction_Correspondance_MSSante_202611300300.txt", 300, extra=[NDIAYE]
+    )
+
+    run = directory_import(path=path)
+
+    assert run.result == "success"
+    assert (run.rows_read, run.added, run.rejected, run.initial) == (301, 301, 0, True)
+    assert run.file_stamp == "202611300300"
+    assert DirectoryEntry.objects.count() == 301
+    entry = DirectoryEntry.objects.get(address="aissatou.ndiaye@medecin.mssante.fr")
+    assert (entry.bal_type, entry.pp_national_id, entry.specialty_code) == (
+        "PER",
+        "810101234567",
+        "SM04",
+    )
+    assert entry.display_name == "DR Aïssatou N'DIAYE"
+
+
+def test_the_published_zip_imports_like_the_text(tmp_path: Path) -> None:
+    text = annuaire_gen.write(tmp_path / "Extraction_Correspondance_MSSante_202611300300.txt", 50)
+    archive = tmp_path / "Extraction_Correspondance_MSSante_202611300300.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(text, text.name)
+
+    run = directory_import(path=archive)
+
+    assert (run.result, run.added, run.file_stamp) == ("success", 50, "202611300300")
+
+
+def test_bad_rows_are_reported_with_their_line_and_the_rest_is_imported(tmp_path: Path) -> None:
+    good = line(**NDIAYE)
+    body = (
+        good
+        + "PER|trop|peu|de|colonnes\n"  # line 3
+        + line(**{**NDIAYE, "Adresse BAL": "pas-une-adresse"})  # line 4
+        + line(**{**NDIAYE, "Type de BAL": "XYZ", "Adresse BAL": "a@b.mssante.fr"})  # line 5
+        + "\n"  # line 6
+        + line(**{**NDIAYE, "Adresse BAL": "c@d.mssante.fr"})  # line 7, good
+        + "".join(line(**{**NDIAYE, "Adresse BAL": f"bon{i}@d.mssante.fr"}) for i in range(6))
+    )
+    path = extraction(tmp_path, body)
+    raw = path.read_bytes() + line(
+        **{**NDIAYE, "Nom d'exercice": "X", "Adresse BAL": "e@f.mssante.fr"}
+    ).encode().replace(b"X", b"\xff\xfe")
+    path.write_bytes(raw)  # line 14: broken UTF-8
+
+    run = directory_import(path=path)
+
+    assert (run.rows_read, run.added, run.rejected) == (8, 8, 5)
+    assert run.rejects == [
+        {"line": 3, "reason": "5 colonnes au lieu de 31"},
+        {"line": 4, "reason": "adresse invalide « pas-une-adresse »"},
+        {"line": 5, "reason": "type de BAL inconnu « XYZ »"},
+        {"line": 6, "reason": "ligne vide"},
+        {"line": 14, "reason": "caractères invalides (pas de l'UTF-8)"},
+    ]
+    assert set(DirectoryEntry.objects.values_list("address", flat=True)) == {
+        "aissatou.ndiaye@medecin.mssante.fr",
+        "c@d.mssante.fr",
+        *(f"bon{i}@d.mssante.fr" for i in range(6)),
+    }
+
+
+def test_a_file_of_mostly_bad_rows_is_refused(tmp_path: Path) -> None:
+    body = line(**NDIAYE) + "PER|x\n" * 3
+
+    with pytest.raises(ExtractionError, match="3 lignes rejetées sur 4"):
+        directory_import(path=extraction(tmp_path, body))
+    assert not DirectoryEntry.objects.exists()
+
+
+def test_an_address_on_two_lines_keeps_its_first_line(tmp_path: Path) -> None:
+    body = line(**NDIAYE) + line(**{**NDIAYE, "Nom d'exercice": "AUTRE"})
+
+    run = directory_import(path=extraction(tmp_path, body))
+
+    assert (run.rows_read, run.added, run.duplicates) == (2, 1, 1)
+    assert run.rejects[0]["line"] == 3
+    assert DirectoryEntry.objects.get().last_name == "N'DIAYE"
+
+
+@pytest.fixture
+def in_force(tmp_path: Path) -> DirectoryImport:
+    return directory_import(path=annuaire_gen.write(tmp_path / "base.txt", 1200, extra=[NDIAYE]))
+
+
+def _unchanged(before: set[str]) -> None:
+    assert set(DirectoryEntry.objects.values_list("address", flat=True)) == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: b[: len(b) // 2].rsplit(b"|", 3)[0], "Le fichier est tronqué"),
+        (lambda b: b"", "Le fichier est vide."),
+        (
+            lambda b: PS_SAMPLE.read_bytes() + b"8|1|2\n",
+            "colonne(s) absente(s) de l'en-tête : « Type de BAL », « Adresse BAL »",
+        ),
+        (lambda b: b.replace(b"|Adresse BAL|", b"|Adresse messagerie|", 1), "« Adresse BAL »"),
+        (lambda b: b"\x89PNG\r\n" + b"\x00" * 100, "L'en-tête du fichier n'est pas en UTF-8."),
+    ],
+    ids=["truncated", "empty", "foreign-header", "renamed-column", "binary"],
+)
+def test_a_file_that_cannot_be_read_is_refused_and_the_directory_stays(
+    tmp_path: Path, in_force: DirectoryImport, damage, message: str
+) -> None:
+    before = set(DirectoryEntry.objects.values_list("address", flat=True))
+    good = annuaire_gen.write(tmp_path / "next.txt", 1200, seed=9)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(damage(good.read_bytes()))
+
+    with pytest.raises(ExtractionError) as refused:
+        directory_import(path=bad)
+
+    assert message in refused.value.user_message
+    _unchanged(before)
+    run = DirectoryImport.objects.first()
+    assert run is not None and run.result == "failure" and message in run.error
+
+
+def test_a_truncated_zip_is_refused(tmp_path: Path, in_force: DirectoryImport) -> None:
+    before = set(DirectoryEntry.objects.values_list("address", flat=True))
+    text = annuaire_gen.write(tmp_path / "next.txt", 1200, seed=9)
+    archive = tmp_path / "next.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(text, text.name)
+    archive.write_bytes(archive.read_bytes()[:5000])
+
+    with pytest.raises(ExtractionError, match="Archive tronquée"):
+        directory_import(path=archive)
+    _unchanged(before)
+
+
+def test_a_file_emptying_most_of_the_directory_needs_force(
+    tmp_path: Path, in_force: DirectoryImport
+) -> None:
+    small = annuaire_gen.write(tmp_path / "small.txt", 100)
+    before = set(DirectoryEntry.objects.values_list("address", flat=True))
+
+    with pytest.raises(ExtractionError, match="probablement tronqué"):
+        directory_import(path=small)
+    _unchanged(before)
+
+    run = directory_import(path=small, force=True)
+    # Same seed: the small file is the first 100 generated rows of the directory in force.
+    assert (run.added, run.updated, run.removed) == (0, 0, 1101)
+    assert DirectoryEntry.objects.count() == 100
+
+
+def test_the_next_day_file_records_its_diff_and_a_reimport_changes_nothing(tmp_path: Path) -> None:
+    base = annuaire_gen.write(tmp_path / "base.txt", 1500)
+    directory_import(path=base)
+    changed = tmp_path / "next.txt"
+    counts = annuaire_gen.mutate(base, changed, percent=5)
+
+    run = directory_import(path=changed)
+
+    assert (run.added, run.updated, run.removed) == (
+        counts["added"],
+        counts["changed"],
+        counts["removed"],
+    )
+    assert run.initial is False
+    kinds = dict(
+        (kind, n)
+        for kind, n in [
+            (k, DirectoryChange.objects.filter(run=run, kind=k).count())
+            for k in ("added", "updated", "removed")
+        ]
+    )
+    assert kinds == {
+        "added": counts["added"],
+        "updated": counts["changed"],
+        "removed": counts["removed"],
+    }
+    update = DirectoryChange.objects.filter(run=run, kind="updated").first()
+    assert update is not None
+    entry = DirectoryEntry.objects.get(address=update.address)
+    assert update.fields["postal_code"][1] == entry.postal_code
+    assert set(update.fields) <= {"postal_code", "department", "addr_l6", "addr_number"}
+    assert DirectoryEntry.objects.count() == 1500 - counts["removed"] + counts["added"]
+
+    again = directory_import(path=changed)
+
+    assert (again.result, again.added, again.updated, again.removed) == ("unchanged", 0, 0, 0)
+    assert not DirectoryChange.objects.filter(run=again).exists()
+
+
+def test_the_command_reports_counts_and_refusals(tmp_path: Path, capsys) -> None:
+    path = annuaire_gen.write(tmp_path / "Extraction_Correspondance_MSSante_202611300300.txt", 20)
+    call_command("import_annuaire", str(path))
+    assert "Annuaire importé" in capsys.readouterr().out
+
+    with pytest.raises(CommandError, match="Import refusé : Le fichier est vide"):
+        empty = tmp_path / "vide.txt"
+        empty.write_bytes(b"")
+        call_command("import_annuaire", str(empty))
+
+
+def test_rows_yields_rejects_not_exceptions_for_bad_lines(tmp_path: Path) -> None:
+    path = extraction(tmp_path, "PER|x\n" + line(**NDIAYE))
+    parsed = list(rows(path.open("rb")))
+    assert isinstance(parsed[0], Reject) and parsed[0].line == 2
+    assert not isinstance(parsed[1], Reject)
