@@ -23,6 +23,7 @@ from annuaire.extraction import norm
 from annuaire.models import DirectoryEntry, DirectoryImport
 
 PAGE_SIZE = 20
+SIMILARITY = 0.3  # pg_trgm's default threshold
 SUGGESTIONS = 10
 _DIGITS = re.compile(r"^\d+$")
 _DEPARTMENT = re.compile(r"^(\d{2,3}|2[ab])$", re.IGNORECASE)
@@ -44,24 +45,67 @@ def _prefix(qs: QuerySet[DirectoryEntry], column: str, value: str) -> QuerySet[D
     return qs.filter(**{f"{column}__startswith": value}).order_by(column)
 
 
+def _starting(qs: QuerySet[DirectoryEntry], column: str, value: str) -> QuerySet[DirectoryEntry]:
+    """Rows whose ``column`` starts with ``value`` (through the C-collation index on PG)."""
+    if _pg():
+        alias = f"{column}_c"
+        return qs.alias(**{alias: Collate(F(column), "C")}).filter(
+            **{f"{alias}__startswith": value}
+        )
+    return qs.filter(**{f"{column}__startswith": value})
+
+
+def _equal(qs: QuerySet[DirectoryEntry], column: str, value: str) -> QuerySet[DirectoryEntry]:
+    if _pg():
+        alias = f"{column}_c"
+        return qs.alias(**{alias: Collate(F(column), "C")}).filter(**{alias: value})
+    return qs.filter(**{column: value})
+
+
+def _stem(word: str) -> str:
+    """The first letters a typo rarely touches: where typo-tolerant matching starts from."""
+    return word[:3] if len(word) >= 6 else word[:2]
+
+
 def _contains_all(qs: QuerySet[DirectoryEntry], tokens: list[str]) -> QuerySet[DirectoryEntry]:
     for token in tokens:
         qs = qs.filter(search_norm__contains=token)
     return qs
 
 
-def _similar(qs: QuerySet[DirectoryEntry], column: str, value: str) -> QuerySet[DirectoryEntry]:
-    """Typo-tolerant match on PostgreSQL (pg_trgm ``%``, best first); nothing on SQLite."""
-    if not _pg():
-        return qs.none()
+def _close_names(wanted: str, limit: int = 10) -> list[str]:
+    """Last names spelt close to ``wanted`` (pg_trgm similarity), best first, among the
+    distinct names sharing its first letters: a few dozen names to score, not thousands of
+    rows. Empty on SQLite."""
+    if not _pg() or len(wanted) < 3:
+        return []
     table = DirectoryEntry._meta.db_table
-    return qs.extra(  # noqa: S610 (column names are ours, the value is a parameter)
-        where=[f'"{table}"."{column}" %% %s'],
-        params=[value],
-        select={"similarity": f'similarity("{table}"."{column}", %s)'},
-        select_params=[value],
-        order_by=["-similarity"],
+    with connection.cursor() as cursor:
+        # MATERIALIZED: the distinct names come from the index alone (no heap), and only
+        # they are scored.
+        cursor.execute(
+            "WITH names AS MATERIALIZED ("  # noqa: S608 (our table name)
+            f'  SELECT DISTINCT (name_norm COLLATE "C") AS name FROM "{table}"'
+            '  WHERE (name_norm COLLATE "C") LIKE %s'
+            ") SELECT name FROM names WHERE similarity(name, %s) > %s "
+            "ORDER BY similarity(name, %s) DESC, name LIMIT %s",
+            [_stem(wanted) + "%", wanted, SIMILARITY, wanted, limit],
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+def _by_names(qs: QuerySet[DirectoryEntry], names: list[str]) -> QuerySet[DirectoryEntry]:
+    """Rows of these last names, in the order of the list, then by first name."""
+    rank = Case(
+        *(When(name_norm=name, then=Value(i)) for i, name in enumerate(names)),
+        default=Value(len(names)),
+        output_field=IntegerField(),
     )
+    if _pg():
+        qs = qs.alias(name_norm_c=Collate(F("name_norm"), "C")).filter(name_norm_c__in=names)
+    else:
+        qs = qs.filter(name_norm__in=names)
+    return qs.annotate(name_rank=rank).order_by("name_rank", "given_norm", "address")
 
 
 # --- Autocomplete ------------------------------------------------------------------------------
@@ -102,6 +146,19 @@ SUGGEST_FIELDS = (
 )
 
 
+def _splits(tokens: list[str]) -> list[tuple[str, str]]:
+    """Ways to read the typed words as (last name, first name), longest last name first:
+    "élodie le goff" -> ("elodie le goff", ""), ("le goff", "elodie"), ("elodie le", "goff")..."""
+    tokens = tokens[:4]
+    if len(tokens) == 1:
+        return [(tokens[0], "")]
+    out = {(" ".join(tokens), "")}
+    for k in range(1, len(tokens)):
+        head, tail = " ".join(tokens[:k]), " ".join(tokens[k:])
+        out.update({(head, tail), (tail, head)})
+    return sorted((s for s in out if len(s[0]) >= 3), key=lambda s: (-len(s[0]), s))
+
+
 def directory_suggest(text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
     """The best ``limit`` BALs for what is being typed: an address prefix, a name (last or
     first name, in any order, typos tolerated on PostgreSQL) or a structure and service."""
@@ -125,19 +182,28 @@ def directory_suggest(text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
     tokens = norm(text).split()
     if not tokens:
         return []
-    keys = sorted({t for t in tokens if len(t) >= 2}, key=len, reverse=True)[:3]
-    for key in keys:
-        others = [t for t in tokens if t != key]
-        take(_contains_all(_prefix(base.filter(bal_type="PER"), "name_norm", key), others))
-    for key in keys:
-        others = [t for t in tokens if t != key]
-        take(_contains_all(_prefix(base.filter(bal_type="PER"), "given_norm", key), others))
-    if len(found) < limit and max(len(t) for t in tokens) >= 3:
-        # Structures and services (ORG/APP): substrings of the name, service or town.
-        orgs = _contains_all(base.exclude(bal_type="PER"), tokens).order_by("structure_name")
-        take(orgs)
-    if len(found) < limit and keys and len(keys[0]) >= 4:
-        take(_similar(base.filter(bal_type="PER"), "name_norm", keys[0]))
+    people = base.filter(bal_type="PER")
+    splits = _splits(tokens)
+    for name, given in splits:  # last name and first name, in either order (one index)
+        by_name = _prefix(people, "name_norm", name)
+        take(_starting(by_name, "given_norm", given) if given else by_name)
+    if len(tokens) == 1:  # a first name alone
+        take(_prefix(people, "given_norm", tokens[0]))
+    longest = max(tokens, key=len)
+    if not found and len(longest) >= 3:
+        # Structures and services (ORG/APP): every word in the name, service or town. Any ten
+        # (all match every word); sorted by name once fetched.
+        take(_contains_all(base.exclude(bal_type="PER"), tokens).order_by())
+    if not found:  # a typo in the last name: close spellings, best first
+        for name, given in [(n, g) for n, g in splits if len(n) >= 4][:2]:
+            for close in _close_names(name, 5):
+                rows = _equal(people, "name_norm", close)
+                take(_prefix(_starting(rows, "given_norm", given), "given_norm", ""))
+    if not found and len(tokens) > 1 and len(longest) >= 3:  # a name and a town...
+        others = [t for t in tokens if t != longest]
+        take(_contains_all(_prefix(people, "name_norm", longest), others))
+    if all(e.bal_type != "PER" for e in found.values()):
+        return sorted((_suggestion(e) for e in found.values()), key=lambda s: (s.label, s.detail))
     return [_suggestion(e) for e in found.values()]
 
 
@@ -210,27 +276,16 @@ def directory_search(query: DirectoryQuery, page: int = 1) -> Page:
     order = ["name_norm", "given_norm", "pp_national_id", "address"]
     if query.last_name:
         wanted = norm(query.last_name)
-        close = Q(name_norm__startswith=wanted)
-        if _pg():
-            table = DirectoryEntry._meta.db_table
-            # Typo-tolerant: exact first, then prefix, then by similarity.
-            qs = qs.extra(  # noqa: S610
-                where=[f'("{table}"."name_norm" LIKE %s OR "{table}"."name_norm" %% %s)'],
-                params=[wanted.replace("%", "") + "%", wanted],
-                select={"similarity": f'similarity("{table}"."name_norm", %s)'},
-                select_params=[wanted],
-            )
-            qs = qs.annotate(
-                rank=Case(
-                    When(name_norm=wanted, then=Value(2)),
-                    When(close, then=Value(1)),
-                    default=Value(0),
-                    output_field=IntegerField(),
-                )
-            )
-            qs = qs.extra(order_by=["-rank", "-similarity", *order])
-            return Paginator(qs, PAGE_SIZE).get_page(page)
-        qs = qs.filter(close)
+        # The name typed, names starting with it, then close spellings (typos), in this order.
+        starting = list(
+            _starting(qs, "name_norm", wanted)
+            .order_by()
+            .values_list("name_norm", flat=True)
+            .distinct()[:50]
+        )
+        starting.sort(key=lambda name: (name != wanted, name))
+        names = starting + [n for n in _close_names(wanted) if n not in starting]
+        return Paginator(_by_names(qs, names), PAGE_SIZE).get_page(page)
     return Paginator(qs.order_by(*order), PAGE_SIZE).get_page(page)
 
 

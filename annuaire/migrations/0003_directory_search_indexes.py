@@ -1,5 +1,6 @@
 """Search indexes of the directory. PostgreSQL: prefix indexes on `COLLATE "C"` expressions
-(a prefix query reads its first rows in index order and stops), trigram indexes (pg_trgm, a
+(a prefix query reads its first rows in index order and stops; last name + first name in one
+index, so "dupont jean" is answered from the index), trigram indexes (pg_trgm, a
 trusted extension) on last names (typos) and on the structures' text (ORG/APP rows only); the
 scratch table is UNLOGGED (rebuilt at every import). SQLite (embedded default): plain indexes."""
 
@@ -9,7 +10,7 @@ PG = [
     ("CREATE EXTENSION IF NOT EXISTS pg_trgm", ""),
     (
         "CREATE INDEX annuaire_entry_name_prefix ON annuaire_directoryentry "
-        "((name_norm COLLATE \"C\"))",
+        "((name_norm COLLATE \"C\"), (given_norm COLLATE \"C\"))",
         "DROP INDEX IF EXISTS annuaire_entry_name_prefix",
     ),
     (

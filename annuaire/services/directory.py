@@ -217,7 +217,7 @@ PG_SEARCH_INDEXES = {
     "annuaire_entry_pp": "(pp_national_id)",
     "annuaire_entry_structure": "(structure_id)",
     "annuaire_entry_postal": "(postal_code)",
-    "annuaire_entry_name_prefix": '((name_norm COLLATE "C"))',
+    "annuaire_entry_name_prefix": '((name_norm COLLATE "C"), (given_norm COLLATE "C"))',
     "annuaire_entry_given_prefix": '((given_norm COLLATE "C"))',
     "annuaire_entry_address_prefix": '((address COLLATE "C"))',
     "annuaire_entry_name_trgm": "USING gin (name_norm gin_trgm_ops)",
@@ -422,6 +422,15 @@ def _load_initial(path: Path, run: DirectoryImport, force: bool, progress: Progr
             loader.load(rows(_Counting(stream, progress)), DirectoryEntry)  # type: ignore[arg-type]
         _plausible(run, 0, force)
         run.added = run.rows_read - run.duplicates
+    _vacuum()
+
+
+def _vacuum() -> None:
+    """After a bulk load: the visibility map lets searches read names from the indexes alone
+    (autovacuum would get there later). Not possible inside a caller's transaction."""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(f"VACUUM (ANALYZE) {_entry_table()}")
 
 
 def _known_hashes() -> set[int]:
@@ -455,8 +464,11 @@ def _load_and_merge(
         _plausible(run, current, force)
         vanished = _vanished(loader.known)
         loader.known.clear()
-        with transaction.atomic(), _indexes_rebuilt(_bulk(current, loader.full)):
+        bulk = _bulk(current, loader.full)
+        with transaction.atomic(), _indexes_rebuilt(bulk):
             _merge(run, vanished)
+        if bulk:
+            _vacuum()
         logger.info(
             "annuaire import: hashes %.1fs, read+staged %.1fs (%d parsed), merged %.1fs",
             t1 - t0,

@@ -1,0 +1,194 @@
+"""Autocomplete and search over HTTP against a national-size directory (issue 6).
+
+    .venv/bin/python bench/annuaire_search.py [--queries 1000] [--keep]
+
+1. a database `mssante_search_bench` with the 540,000-row extraction imported (kept with
+   --keep, reused when present);
+2. gunicorn (2 workers, as in production) serving the portal on a free port, a signed-in
+   professional's session cookie;
+3. 1,000 realistic queries drawn from the file itself: last-name prefixes (2 to 6 letters),
+   "first last" and "last first", a typo (a letter swapped, dropped or doubled), address
+   prefixes, services of structures; each sent to /annuaire/suggestions/ (autocomplete) and
+   the matching search to /annuaire/ (postal codes and departments there too);
+4. side by side, the baseline: the plain indexed SQL a hand-written autocomplete would run
+   (name prefix, LIMIT 10) over psycopg, without Django or HTTP.
+
+Prints p50/p95/p99 (ms) of each. Goal: autocomplete p95 <= 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+sys.path.insert(0, str(ROOT))
+FILE = ROOT / "var" / "bench" / "Extraction_Correspondance_MSSante_202611300300.txt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def line(name: str, values: list[float]) -> str:
+    return f"{name:<44} p50 {pct(values, 50):6.1f}   p95 {pct(values, 95):6.1f}   p99 {pct(values, 99):6.1f} ms  (n={len(values)})"
+
+
+def typo(word: str, rng: random.Random) -> str:
+    if len(word) < 5:
+        return word
+    i = rng.randrange(1, len(word) - 1)
+    kind = rng.choice(("swap", "drop", "double"))
+    if kind == "swap":
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    if kind == "drop":
+        return word[:i] + word[i + 1 :]
+    return word[:i] + word[i] + word[i:]
+
+
+def queries(n: int, seed: int = 11) -> list[tuple[str, str, dict[str, str]]]:
+    """(kind, autocomplete text, search params) drawn from real rows of the file."""
+    rng = random.Random(seed)
+    with FILE.open(encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("|")
+        at = {h: i for i, h in enumerate(header)}
+        sample = [row.rstrip("\n").split("|") for _, row in zip(range(60_000), f, strict=False)]
+    per = [r for r in sample if r[at["Type de BAL"]] == "PER"]
+    org = [r for r in sample if r[at["Type de BAL"]] == "ORG"]
+    out = []
+    for i in range(n):
+        r = rng.choice(per)
+        last, first = r[at["Nom d'exercice"]], r[at["Prénom d'exercice"]]
+        pick = i % 10
+        if pick < 4:
+            text = last[: rng.randint(2, 6)].lower()
+            out.append(("prefixe du nom", text, {"nom": text}))
+        elif pick < 6:
+            text = f"{first} {last}" if rng.random() < 0.5 else f"{last} {first[:3]}"
+            out.append(("prénom et nom", text, {"nom": last, "prenom": first}))
+        elif pick == 6:
+            text = typo(last.lower(), rng)
+            out.append(("faute de frappe", text, {"nom": text}))
+        elif pick == 7:
+            text = r[at["Adresse BAL"]][: rng.randint(4, 12)]
+            out.append(("adresse", text, {"nom": last, "lieu": r[at["Code postal structure BAL"]]}))
+        elif pick == 8:
+            o = rng.choice(org)
+            words = o[at["Service de rattachement"]].split()
+            text = f"{words[0][:6]} {o[at['L6LIGNEACHEMINEMENT structure BAL']].split(' ', 1)[-1][:5]}"
+            out.append(("service d'une structure", text, {"type": "structure", "structure": o[at["Raison Sociale structure BAL"]]}))
+        else:
+            out.append(("département", last[:4].lower(), {"nom": last, "lieu": r[at["Département structure BAL"]]}))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--db", default="mssante_search_bench")
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--keep", action="store_true", help="keep the database for the next run")
+    args = parser.parse_args()
+    url = f"{args.pg}/{args.db}"
+    env = {**os.environ, "DATABASE_URL": url, "PORTAL_ENV": "test", "PSC_MOCK_ENABLED": "true", "PORTAL_DEMO": "true"}
+    if not FILE.exists():
+        subprocess.run([PY, str(ROOT / "bench" / "make_annuaire.py"), str(FILE)], check=True)
+    exists = subprocess.run(["psql", f"{args.pg}/postgres", "-Atc", f"SELECT 1 FROM pg_database WHERE datname='{args.db}'"], capture_output=True, text=True, check=True).stdout.strip()
+    if not exists:
+        subprocess.run(["psql", f"{args.pg}/postgres", "-qc", f"CREATE DATABASE {args.db}"], check=True)
+        subprocess.run([PY, "manage.py", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
+        subprocess.run([PY, "manage.py", "import_annuaire", str(FILE)], env=env, cwd=ROOT, check=True, capture_output=True)
+    # A signed-in professional: a session made the way the login makes it.
+    cookie = subprocess.run(
+        [PY, "-c", (
+            "import django; django.setup()\n"
+            "from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY\n"
+            "from django.contrib.sessions.backends.db import SessionStore\n"
+            "U = get_user_model(); u, _ = U.objects.get_or_create(username='899700999999', defaults={'national_id': '899700999999', 'first_name': 'Bench', 'last_name': 'Bench'})\n"
+            "s = SessionStore(); s[SESSION_KEY] = str(u.pk); s[BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; s[HASH_SESSION_KEY] = u.get_session_auth_hash(); s.create(); print(s.session_key)"
+        )],
+        env={**env, "DJANGO_SETTINGS_MODULE": "mssante_portal.settings", "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()[-1]
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(PY).parent / "gunicorn"), "mssante_portal.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+        env=env, cwd=ROOT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        session = requests.Session()
+        session.cookies.set("sessionid", cookie, domain="127.0.0.1")
+        for _ in range(100):
+            try:
+                if session.get(f"{base}/annuaire/suggestions/", params={"q": "ma"}, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        qs = queries(args.queries)
+        for kind, text, _ in qs[:50]:  # warm-up: connections, caches
+            session.get(f"{base}/annuaire/suggestions/", params={"q": text})
+        floor = []  # a signed-in request that searches nothing: the cost of the stack itself
+        for _ in range(300):
+            t = time.perf_counter()
+            session.get(f"{base}/annuaire/suggestions/", params={"q": "a"}, headers={"HX-Request": "true"})
+            floor.append((time.perf_counter() - t) * 1000)
+        auto: dict[str, list[float]] = {}
+        search: list[float] = []
+        empty = 0
+        for kind, text, params in qs:
+            t = time.perf_counter()
+            r = session.get(f"{base}/annuaire/suggestions/", params={"q": text}, headers={"HX-Request": "true"})
+            auto.setdefault(kind, []).append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.status_code
+            empty += "data-address" not in r.text
+            t = time.perf_counter()
+            r = session.get(f"{base}/annuaire/", params=params, headers={"HX-Request": "true", "HX-Target": "resultats"})
+            search.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.status_code
+        # Baseline: the plain indexed query, no Django, no HTTP.
+        base_ms = []
+        with psycopg.connect(url) as conn:
+            for _kind, text, _ in qs:
+                prefix = text.split()[0].lower() if text.split() else text
+                t = time.perf_counter()
+                conn.execute(
+                    "SELECT address, first_name, last_name FROM annuaire_directoryentry "
+                    "WHERE (name_norm COLLATE \"C\") LIKE %s ORDER BY (name_norm COLLATE \"C\") LIMIT 10",
+                    [prefix.replace("%", "") + "%"],
+                ).fetchall()
+                base_ms.append((time.perf_counter() - t) * 1000)
+        everything = [v for values in auto.values() for v in values]
+        print(f"directory: 540,000 BALs; {len(qs)} queries; {empty} autocompletes without a result")
+        print(line("baseline: indexed SQL prefix query (psycopg)", base_ms))
+        print(line("HTTP floor: signed-in request, no search", floor))
+        print(line("autocomplete /annuaire/suggestions/ (HTTP)", everything) + "   goal p95 <= 20 ms")
+        for kind, values in sorted(auto.items()):
+            print(line(f"  {kind}", values))
+        print(line("search /annuaire/ (HTTP, one results page)", search))
+    finally:
+        server.terminate()
+        server.wait(10)
+        if not args.keep:
+            subprocess.run(["psql", f"{args.pg}/postgres", "-qc", f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)"], check=False)
+
+
+if __name__ == "__main__":
+    main()
