@@ -10,6 +10,7 @@ import smtplib
 import unicodedata
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -17,11 +18,13 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Membership, Structure, User
+from accounts.models import Membership, Structure, StructureDomain, User
 from accounts.psc.claims import parse_userinfo
 from accounts.services import membership_set_role, structure_create, user_sync_from_psc
-from annuaire.models import WhitelistEntry, WhitelistVersion
+from annuaire.models import DirectoryEntry, WhitelistEntry, WhitelistVersion
+from annuaire.services import directory_import
 from annuaire.whitelist import dn_key
+from devtools import annuaire_gen
 from devtools.demo.data import (
     APP_BAL,
     DELEGATIONS,
@@ -37,6 +40,86 @@ from devtools.psc_mock.identities import load_identities
 from mailboxes.models import Mailbox, MailboxAccess
 from mailboxes.services.lifecycle import mailbox_access_grant, mailbox_create
 from mailboxes.store.imap import MailStore
+
+# Correspondents of the demo messages, as the national extraction lists them.
+ANNUAIRE_PEERS = [
+    {
+        "Type de BAL": "PER",
+        "Adresse BAL": "paul.durand@chu-lyon.mssante.fr",
+        "Type Identifiant PP": "8",
+        "Identifiant PP": "10003456789",
+        "Identification nationale PP": "810003456789",
+        "Civilité d'exercice": "DR",
+        "Nom d'exercice": "DURAND",
+        "Prénom d'exercice": "Paul",
+        "Code Profession": "10",
+        "Libellé Profession": "Médecin",
+        "Code savoir-faire": "SM04",
+        "Libellé savoir-faire": "Cardiologie et maladies vasculaires",
+        "Raison Sociale structure BAL": "CENTRE HOSPITALIER UNIVERSITAIRE DE LYON",
+        "Service de rattachement": "Cardiologie",
+        "L6LIGNEACHEMINEMENT structure BAL": "69003 LYON",
+        "Code postal structure BAL": "69003",
+        "Département structure BAL": "69",
+        "Pays structure BAL": "France",
+    },
+    {
+        "Type de BAL": "ORG",
+        "Adresse BAL": "resultats@labo-biolyon.mssante.fr",
+        "Raison Sociale structure BAL": "LABORATOIRE BIO LYON",
+        "Service de rattachement": "Résultats de biologie",
+        "L6LIGNEACHEMINEMENT structure BAL": "69008 LYON",
+        "Code postal structure BAL": "69008",
+        "Département structure BAL": "69",
+        "Pays structure BAL": "France",
+    },
+    {
+        "Type de BAL": "PER",
+        "Adresse BAL": "dr.durand@operateur-test.mssante.fr",
+        "Type Identifiant PP": "8",
+        "Identifiant PP": "10004567890",
+        "Identification nationale PP": "810004567890",
+        "Civilité d'exercice": "DR",
+        "Nom d'exercice": "DURAND",
+        "Prénom d'exercice": "Élise",
+        "Code Profession": "10",
+        "Libellé Profession": "Médecin",
+        "Code savoir-faire": "SM54",
+        "Libellé savoir-faire": "Médecine Générale",
+        "L6LIGNEACHEMINEMENT structure BAL": "71100 CHALON-SUR-SAÔNE",
+        "Code postal structure BAL": "71100",
+        "Département structure BAL": "71",
+        "Pays structure BAL": "France",
+    },
+]
+
+
+def _annuaire_row(box: Mailbox) -> dict[str, str]:
+    """How the national extraction would list one of the demo's BALs."""
+    structure = box.structure
+    row = {
+        "Type de BAL": box.kind,
+        "Adresse BAL": box.address,
+        "Type identifiant structure": "1",
+        "Identification Structure": structure.identifier,
+        "Raison Sociale structure BAL": structure.name.upper(),
+        "Service de rattachement": box.service,
+        "Pays structure BAL": "France",
+    }
+    owner = box.owner
+    if box.kind == "PER" and owner is not None and owner.national_id:
+        row.update(
+            {
+                "Type Identifiant PP": owner.national_id[0],
+                "Identifiant PP": owner.national_id[1:],
+                "Identification nationale PP": owner.national_id,
+                "Civilité d'exercice": owner.civility or "",
+                "Nom d'exercice": owner.last_name.upper(),
+                "Prénom d'exercice": owner.first_name,
+                "Code Profession": owner.profession_code or "",
+            }
+        )
+    return row
 
 
 def local_part(user: User) -> str:
@@ -93,6 +176,7 @@ class Command(BaseCommand):
         for structure in Structure.objects.all():
             self.load_mailboxes(structure)
         self.load_whitelist()
+        self.load_annuaire()
         for owner_id, delegate_id in DELEGATIONS:
             box = Mailbox.objects.filter(owner__national_id=owner_id).first()
             delegate = User.objects.get(national_id=delegate_id)
@@ -123,6 +207,42 @@ class Command(BaseCommand):
             dn_key=dn_key(DEMO_PEER_DN),
             description="Opérateur de démonstration (PKI de test)",
         )
+
+    def load_annuaire(self) -> None:
+        """A slice of a generated national extraction (devtools/annuaire_gen.py, 2,000 BALs),
+        with the demo's own PER and ORG BALs (APP BALs are not in the public extraction) and
+        the correspondents of the demo messages; their domains join the demo whitelist."""
+        if DirectoryEntry.objects.exists():
+            return
+        extra = [_annuaire_row(box) for box in Mailbox.objects.exclude(kind="APP")]
+        extra += ANNUAIRE_PEERS
+        path = (
+            Path(settings.VAR_DIR) / "demo" / "Extraction_Correspondance_MSSante_202611300300.txt"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        annuaire_gen.write(path, 2000, seed=2026, extra=extra)
+        directory_import(path=path, source="démonstration (extraction générée)")
+        version = WhitelistVersion.objects.filter(
+            is_current=True, source="démonstration (non signée)"
+        ).first()
+        if version is None:  # a real list is in force: it decides
+            return
+        listed = set(version.entry_set.values_list("domain", flat=True))
+        hosted = set(StructureDomain.objects.values_list("domain", flat=True))
+        domains = set(DirectoryEntry.objects.values_list("domain", flat=True).distinct())
+        WhitelistEntry.objects.bulk_create(
+            WhitelistEntry(
+                version=version,
+                domain=domain,
+                dn=DEMO_PEER_DN,
+                dn_key=dn_key(DEMO_PEER_DN),
+                description="Domaine de démonstration (annuaire généré)",
+            )
+            for domain in sorted(domains - listed - hosted)
+        )
+        version.domains = version.entry_set.values("domain").distinct().count()
+        version.entries = version.entry_set.count()
+        version.save(update_fields=["domains", "entries"])
 
     def load_mailboxes(self, structure: Structure) -> None:
         members = list(
