@@ -11,7 +11,7 @@ reads its first ten rows in index order and stops; typos are caught by trigram s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
@@ -220,7 +220,6 @@ class DirectoryQuery:
     place: str = ""  # postal code, department or town
     identifier: str = ""  # RPPS / idNat_PS, or FINESS / SIRET for structures
     structure: str = ""  # structure name (kind == "structure")
-    extra: dict[str, str] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not any(

@@ -131,6 +131,12 @@ def _recipient_check(address: str) -> RecipientVerdict:
     return RecipientVerdict(address, True, holder=_holder(entry), bal_type=entry.bal_type)
 
 
+def directory_entries(addresses: list[str]) -> dict[str, DirectoryEntry]:
+    """The directory's rows for these addresses, by address."""
+    wanted = [a.strip().lower() for a in addresses]
+    return {e.address: e for e in DirectoryEntry.objects.filter(address__in=wanted)}
+
+
 # The directory: search, autocomplete (annuaire.directory).
 __all__ = [
     "MALFORMED",
@@ -139,6 +145,7 @@ __all__ = [
     "RecipientVerdict",
     "Suggestion",
     "directory_choices",
+    "directory_entries",
     "directory_entry",
     "directory_search",
     "directory_suggest",

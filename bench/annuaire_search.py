@@ -22,7 +22,6 @@ import argparse
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ def free_port() -> int:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def line(name: str, values: list[float]) -> str:
@@ -93,44 +92,110 @@ def queries(n: int, seed: int = 11) -> list[tuple[str, str, dict[str, str]]]:
         elif pick == 8:
             o = rng.choice(org)
             words = o[at["Service de rattachement"]].split()
-            text = f"{words[0][:6]} {o[at['L6LIGNEACHEMINEMENT structure BAL']].split(' ', 1)[-1][:5]}"
-            out.append(("service d'une structure", text, {"type": "structure", "structure": o[at["Raison Sociale structure BAL"]]}))
+            text = (
+                f"{words[0][:6]} {o[at['L6LIGNEACHEMINEMENT structure BAL']].split(' ', 1)[-1][:5]}"
+            )
+            out.append(
+                (
+                    "service d'une structure",
+                    text,
+                    {"type": "structure", "structure": o[at["Raison Sociale structure BAL"]]},
+                )
+            )
         else:
-            out.append(("département", last[:4].lower(), {"nom": last, "lieu": r[at["Département structure BAL"]]}))
+            out.append(
+                (
+                    "département",
+                    last[:4].lower(),
+                    {"nom": last, "lieu": r[at["Département structure BAL"]]},
+                )
+            )
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--db", default="mssante_search_bench")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--keep", action="store_true", help="keep the database for the next run")
     args = parser.parse_args()
     url = f"{args.pg}/{args.db}"
-    env = {**os.environ, "DATABASE_URL": url, "PORTAL_ENV": "test", "PSC_MOCK_ENABLED": "true", "PORTAL_DEMO": "true"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PORTAL_ENV": "test",
+        "PSC_MOCK_ENABLED": "true",
+        "PORTAL_DEMO": "true",
+    }
     if not FILE.exists():
         subprocess.run([PY, str(ROOT / "bench" / "make_annuaire.py"), str(FILE)], check=True)
-    exists = subprocess.run(["psql", f"{args.pg}/postgres", "-Atc", f"SELECT 1 FROM pg_database WHERE datname='{args.db}'"], capture_output=True, text=True, check=True).stdout.strip()
+    exists = subprocess.run(
+        [
+            "psql",
+            f"{args.pg}/postgres",
+            "-Atc",
+            f"SELECT 1 FROM pg_database WHERE datname='{args.db}'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not exists:
-        subprocess.run(["psql", f"{args.pg}/postgres", "-qc", f"CREATE DATABASE {args.db}"], check=True)
+        subprocess.run(
+            ["psql", f"{args.pg}/postgres", "-qc", f"CREATE DATABASE {args.db}"], check=True
+        )
         subprocess.run([PY, "manage.py", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
-        subprocess.run([PY, "manage.py", "import_annuaire", str(FILE)], env=env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [PY, "manage.py", "import_annuaire", str(FILE)],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
     # A signed-in professional: a session made the way the login makes it.
-    cookie = subprocess.run(
-        [PY, "-c", (
-            "import django; django.setup()\n"
-            "from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY\n"
-            "from django.contrib.sessions.backends.db import SessionStore\n"
-            "U = get_user_model(); u, _ = U.objects.get_or_create(username='899700999999', defaults={'national_id': '899700999999', 'first_name': 'Bench', 'last_name': 'Bench'})\n"
-            "s = SessionStore(); s[SESSION_KEY] = str(u.pk); s[BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; s[HASH_SESSION_KEY] = u.get_session_auth_hash(); s.create(); print(s.session_key)"
-        )],
-        env={**env, "DJANGO_SETTINGS_MODULE": "mssante_portal.settings", "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip().splitlines()[-1]
+    cookie = (
+        subprocess.run(
+            [
+                PY,
+                "-c",
+                (
+                    "import django; django.setup()\n"
+                    "from django.contrib.auth import get_user_model, SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY\n"
+                    "from django.contrib.sessions.backends.db import SessionStore\n"
+                    "U = get_user_model(); u, _ = U.objects.get_or_create(username='899700999999', defaults={'national_id': '899700999999', 'first_name': 'Bench', 'last_name': 'Bench'})\n"
+                    "s = SessionStore(); s[SESSION_KEY] = str(u.pk); s[BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; s[HASH_SESSION_KEY] = u.get_session_auth_hash(); s.create(); print(s.session_key)"
+                ),
+            ],
+            env={
+                **env,
+                "DJANGO_SETTINGS_MODULE": "mssante_portal.settings",
+                "PYTHONPATH": str(ROOT),
+            },
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     port = free_port()
     server = subprocess.Popen(
-        [str(Path(PY).parent / "gunicorn"), "mssante_portal.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
-        env=env, cwd=ROOT,
+        [
+            str(Path(PY).parent / "gunicorn"),
+            "mssante_portal.wsgi",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -138,29 +203,42 @@ def main() -> None:
         session.cookies.set("sessionid", cookie, domain="127.0.0.1")
         for _ in range(100):
             try:
-                if session.get(f"{base}/annuaire/suggestions/", params={"q": "ma"}, timeout=2).status_code == 200:
+                if (
+                    session.get(
+                        f"{base}/annuaire/suggestions/", params={"q": "ma"}, timeout=2
+                    ).status_code
+                    == 200
+                ):
                     break
             except requests.ConnectionError:
                 time.sleep(0.1)
         qs = queries(args.queries)
-        for kind, text, _ in qs[:50]:  # warm-up: connections, caches
+        for _kind, text, _ in qs[:50]:  # warm-up: connections, caches
             session.get(f"{base}/annuaire/suggestions/", params={"q": text})
         floor = []  # a signed-in request that searches nothing: the cost of the stack itself
         for _ in range(300):
             t = time.perf_counter()
-            session.get(f"{base}/annuaire/suggestions/", params={"q": "a"}, headers={"HX-Request": "true"})
+            session.get(
+                f"{base}/annuaire/suggestions/", params={"q": "a"}, headers={"HX-Request": "true"}
+            )
             floor.append((time.perf_counter() - t) * 1000)
         auto: dict[str, list[float]] = {}
         search: list[float] = []
         empty = 0
         for kind, text, params in qs:
             t = time.perf_counter()
-            r = session.get(f"{base}/annuaire/suggestions/", params={"q": text}, headers={"HX-Request": "true"})
+            r = session.get(
+                f"{base}/annuaire/suggestions/", params={"q": text}, headers={"HX-Request": "true"}
+            )
             auto.setdefault(kind, []).append((time.perf_counter() - t) * 1000)
             assert r.status_code == 200, r.status_code
             empty += "data-address" not in r.text
             t = time.perf_counter()
-            r = session.get(f"{base}/annuaire/", params=params, headers={"HX-Request": "true", "HX-Target": "resultats"})
+            r = session.get(
+                f"{base}/annuaire/",
+                params=params,
+                headers={"HX-Request": "true", "HX-Target": "resultats"},
+            )
             search.append((time.perf_counter() - t) * 1000)
             assert r.status_code == 200, r.status_code
         # Baseline: the plain indexed query, no Django, no HTTP.
@@ -171,7 +249,7 @@ def main() -> None:
                 t = time.perf_counter()
                 conn.execute(
                     "SELECT address, first_name, last_name FROM annuaire_directoryentry "
-                    "WHERE (name_norm COLLATE \"C\") LIKE %s ORDER BY (name_norm COLLATE \"C\") LIMIT 10",
+                    'WHERE (name_norm COLLATE "C") LIKE %s ORDER BY (name_norm COLLATE "C") LIMIT 10',
                     [prefix.replace("%", "") + "%"],
                 ).fetchall()
                 base_ms.append((time.perf_counter() - t) * 1000)
@@ -179,7 +257,9 @@ def main() -> None:
         print(f"directory: 540,000 BALs; {len(qs)} queries; {empty} autocompletes without a result")
         print(line("baseline: indexed SQL prefix query (psycopg)", base_ms))
         print(line("HTTP floor: signed-in request, no search", floor))
-        print(line("autocomplete /annuaire/suggestions/ (HTTP)", everything) + "   goal p95 <= 20 ms")
+        print(
+            line("autocomplete /annuaire/suggestions/ (HTTP)", everything) + "   goal p95 <= 20 ms"
+        )
         for kind, values in sorted(auto.items()):
             print(line(f"  {kind}", values))
         print(line("search /annuaire/ (HTTP, one results page)", search))
@@ -187,7 +267,15 @@ def main() -> None:
         server.terminate()
         server.wait(10)
         if not args.keep:
-            subprocess.run(["psql", f"{args.pg}/postgres", "-qc", f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)"], check=False)
+            subprocess.run(
+                [
+                    "psql",
+                    f"{args.pg}/postgres",
+                    "-qc",
+                    f"DROP DATABASE IF EXISTS {args.db} WITH (FORCE)",
+                ],
+                check=False,
+            )
 
 
 if __name__ == "__main__":

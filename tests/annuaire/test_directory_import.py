@@ -67,7 +67,9 @@ def test_the_published_header_parses_by_name_whatever_the_column_order(tmp_path:
     row.update(NDIAYE)
     path.write_text("|".join(reordered) + "|\n" + "|".join(row[c] for c in reordered) + "|\n")
 
-    [(number, parsed)] = list(rows(path.open("rb")))
+    [item] = list(rows(path.open("rb")))
+    assert isinstance(item, tuple)
+    number, parsed = item
 
     assert number == 2
     assert parsed["address"] == "aissatou.ndiaye@medecin.mssante.fr"
