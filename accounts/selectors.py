@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from accounts.models import Activity, Membership, User
+from accounts.models import Activity, Membership, Structure, User
 from accounts.nomenclatures import mode_label, profession_label, savoir_faire_label
 
 
@@ -74,4 +74,13 @@ def home_profile(user: User) -> HomeProfile:
         auth_mode=AUTH_MODES.get(user.last_auth_mode, user.last_auth_mode),
         activities=rows,
         memberships=memberships,
+    )
+
+
+def directed_structures(user: User) -> list[Structure]:
+    """The structures this person directs (the console's scope)."""
+    return list(
+        Structure.objects.filter(
+            memberships__user=user, memberships__role=Membership.Role.DIRECTOR
+        ).order_by("name")
     )

@@ -18,7 +18,7 @@ from annuaire.directory import (
     directory_suggest,
 )
 from annuaire.ins import INS, InvalidINS, patient_address
-from annuaire.models import DirectoryEntry, WhitelistEntry, WhitelistVersion
+from annuaire.models import DirectoryEntry, DirectoryImport, WhitelistEntry, WhitelistVersion
 from annuaire.whitelist import dn_key
 
 
@@ -131,6 +131,11 @@ def _recipient_check(address: str) -> RecipientVerdict:
     return RecipientVerdict(address, True, holder=_holder(entry), bal_type=entry.bal_type)
 
 
+def directory_last_import() -> DirectoryImport | None:
+    """The last import that left a directory in force."""
+    return DirectoryImport.objects.filter(result__in=["success", "unchanged"]).first()
+
+
 def directory_entries(addresses: list[str]) -> dict[str, DirectoryEntry]:
     """The directory's rows for these addresses, by address."""
     wanted = [a.strip().lower() for a in addresses]
@@ -147,6 +152,7 @@ __all__ = [
     "directory_choices",
     "directory_entries",
     "directory_entry",
+    "directory_last_import",
     "directory_search",
     "directory_suggest",
     "recipient_cache_clear",

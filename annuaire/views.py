@@ -8,8 +8,12 @@ from django.views.decorators.http import require_GET
 
 from accounts.decorators import professional_required
 from annuaire.forms import DirectorySearchForm
-from annuaire.models import DirectoryImport
-from annuaire.selectors import directory_choices, directory_search, directory_suggest
+from annuaire.selectors import (
+    directory_choices,
+    directory_last_import,
+    directory_search,
+    directory_suggest,
+)
 
 
 @require_GET
@@ -18,7 +22,7 @@ def search(request: HttpRequest) -> HttpResponse:
     form = DirectorySearchForm(request.GET or None, choices=directory_choices())
     context: dict[str, object] = {
         "form": form,
-        "last_import": DirectoryImport.objects.filter(result__in=["success", "unchanged"]).first(),
+        "last_import": directory_last_import(),
     }
     if form.is_bound and form.is_valid():
         query = form.query()

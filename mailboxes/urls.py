@@ -1,6 +1,6 @@
 from django.urls import path
 
-from mailboxes.views import compose, webmail
+from mailboxes.views import compose, console, webmail
 
 app_name = "mailboxes"
 
@@ -8,6 +8,7 @@ urlpatterns = [
     path("", webmail.index, name="index"),
     path("selecteur/", webmail.switcher, name="switcher"),
     path("ecrire/", compose.compose_to, name="compose_to"),
+    path("console/annuaire/", console.publication, name="publication"),
     path("destinataires/verifier/", compose.recipients_check, name="recipients_check"),
     path("<uuid:public_id>/", webmail.folder, name="folder"),
     path("<uuid:public_id>/ecrire/", compose.compose, name="compose"),
