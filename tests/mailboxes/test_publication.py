@@ -11,7 +11,7 @@ from django.test import Client
 
 from accounts.models import Membership, Structure, User
 from annuaire.extraction import COLUMNS
-from annuaire.publication import METADATA_URL
+from annuaire.publication import METADATA_URL, Publication
 from annuaire.services import directory_import
 from mailboxes.models import Mailbox
 from mailboxes.services.publication import publication_plan
@@ -63,7 +63,7 @@ def _extraction(tmp_path: Path, rows: list[dict[str, str]]) -> None:
     directory_import(path=path)
 
 
-def _plan() -> dict[str, object]:
+def _plan() -> dict[str, Publication]:
     return {p.record.address: p for p in publication_plan()}
 
 
