@@ -4,7 +4,7 @@
 
 1. a database `mssante_search_bench` with the 540,000-row extraction imported (kept with
    --keep, reused when present);
-2. gunicorn (2 workers, as in production) serving the portal on a free port, a signed-in
+2. gunicorn (2 workers of 4 threads, keep-alive, like the Dockerfile) serving the portal on a free port, a signed-in
    professional's session cookie;
 3. 1,000 realistic queries drawn from the file itself: last-name prefixes (2 to 6 letters),
    "first last" and "last first", a typo (a letter swapped, dropped or doubled), address
@@ -189,6 +189,8 @@ def main() -> None:
             "mssante_portal.wsgi",
             "-w",
             "2",
+            "--threads",
+            "4",
             "-b",
             f"127.0.0.1:{port}",
             "--log-level",

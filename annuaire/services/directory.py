@@ -508,7 +508,14 @@ def directory_import_url(*, url: str, force: bool = False) -> DirectoryImport:
                         out.write(chunk)
                 return directory_import(path=target, source=url, force=force)
     except requests.RequestException as exc:
-        raise ExtractionError(
+        error = ExtractionError(
             f"Téléchargement de l'extraction impossible : {exc}. "
             "L'annuaire en vigueur est conservé."
-        ) from exc
+        )
+        DirectoryImport.objects.create(
+            source=url[:500],
+            result=DirectoryImport.Result.FAILURE,
+            error=error.user_message,
+            finished_at=timezone.now(),
+        )
+        raise error from exc
