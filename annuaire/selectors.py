@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from cryptography import x509
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
@@ -64,6 +65,10 @@ class RecipientVerdict:
 NOT_IN_DIRECTORY = (
     "Adresse absente de l'annuaire national (boîte applicative, liste rouge ou création "
     "récente) : vérifiez-la avant d'envoyer."
+)
+UNKNOWN_REFUSED = (
+    "Adresse inconnue de l'annuaire national : l'envoi vers une adresse non publiée est "
+    "refusé par votre opérateur. Vérifiez-la dans l'annuaire."
 )
 _CACHE_SECONDS = 30.0
 _CACHE_MAX = 20_000
@@ -127,6 +132,8 @@ def _recipient_check(address: str) -> RecipientVerdict:
         return RecipientVerdict(address, True, patient=patient)
     entry = directory_entry(address)
     if entry is None:
+        if settings.ANNUAIRE_UNKNOWN_POLICY == "refuse":
+            return RecipientVerdict(address, False, UNKNOWN_REFUSED)
         return RecipientVerdict(address, True, notice=NOT_IN_DIRECTORY)
     return RecipientVerdict(address, True, holder=_holder(entry), bal_type=entry.bal_type)
 
@@ -146,6 +153,7 @@ def directory_entries(addresses: list[str]) -> dict[str, DirectoryEntry]:
 __all__ = [
     "MALFORMED",
     "NOT_IN_DIRECTORY",
+    "UNKNOWN_REFUSED",
     "DirectoryQuery",
     "RecipientVerdict",
     "Suggestion",

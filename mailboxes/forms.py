@@ -81,6 +81,11 @@ class MessageQuery(forms.Form):
     images = forms.BooleanField(required=False)
 
 
+class ReceiptAnswer(forms.Form):
+    dossier = forms.CharField(max_length=200)
+    reponse = forms.ChoiceField(choices=[("envoyer", "Envoyer"), ("refuser", "Ne pas envoyer")])
+
+
 ACTIONS = [
     ("lu", "Marquer comme lu"),
     ("non-lu", "Marquer comme non lu"),

@@ -16,7 +16,7 @@ from django.http import Http404
 
 from accounts.models import User
 from mailboxes.errors import StoreUnavailable
-from mailboxes.models import Mailbox, OutboundDelivery
+from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.store.imap import MailStore
 from mailboxes.store.mime import parse_message
 
@@ -135,3 +135,24 @@ def delivery_statuses(mailbox: Mailbox, message_id: str) -> list[OutboundDeliver
             message__mailbox=mailbox, message__message_id=message_id
         ).order_by("recipient")
     )
+
+
+def recent_correspondents(grants: list[Grant], text: str, limit: int = 3) -> list[str]:
+    """Addresses these BALs wrote to lately (webmail sends), matching every word typed, most
+    recent first: the first suggestions of the compose autocomplete."""
+    words = [w for w in text.lower().replace(",", " ").split() if w][:4]
+    if not words or not grants:
+        return []
+    rows = OutboundDelivery.objects.filter(
+        message__mailbox__in=[g.mailbox for g in grants],
+        message__origin=OutboundMessage.Origin.WEBMAIL,
+    )
+    for word in words:
+        rows = rows.filter(recipient__icontains=word)
+    seen: list[str] = []
+    for address in rows.order_by("-id").values_list("recipient", flat=True)[:200]:
+        if address not in seen:
+            seen.append(address)
+            if len(seen) >= limit:
+                break
+    return seen

@@ -301,6 +301,9 @@ ANNUAIRE_EXTRACTION_URL = env_str(
 )
 # PEM bundle of the IGC-Santé chain that signs service.annuaire.sante.fr (empty: system CAs).
 ANNUAIRE_CA_BUNDLE = env_str("ANNUAIRE_CA_BUNDLE", "")
+# An address of a trusted domain that the national directory does not list (APP BALs, liste
+# rouge, created since the last extraction): "warn" (accepted with a notice) or "refuse".
+ANNUAIRE_UNKNOWN_POLICY = env_choice("ANNUAIRE_UNKNOWN_POLICY", "warn", ("warn", "refuse"))
 # A file keeping fewer BAL than this share of the directory in force is refused (truncated).
 ANNUAIRE_MIN_KEEP_PERCENT = env_int("ANNUAIRE_MIN_KEEP_PERCENT", 50, minimum=0)
 # Publication of our BALs to the national directory (FHIR PATCH, mssante-spec §4): off if empty.

@@ -27,6 +27,7 @@ from accounts.audit import audit_record
 from accounts.models import StructureDomain, User
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.relay import dsn, transport
+from mailboxes.services.reports import is_report, report_apply
 from mailboxes.store import lmtp
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,9 @@ def _deliver_local(
         results[row.recipient] = transport.Result(
             kind, status, outcome.reply(), settings.RELAY_HOSTNAME
         )
+    if any(r.kind == "delivered" for r in results.values()) and is_report(content):
+        # A DSN or MDN between two of our BALs updates statuses as one from outside would.
+        report_apply(content)
     return results
 
 

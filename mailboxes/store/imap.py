@@ -62,6 +62,7 @@ class Summary:
     flagged: bool
     answered: bool
     has_attachments: bool
+    mdn_sent: bool = False  # $MDNSent keyword (RFC 3503): the read-receipt question is settled
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,11 @@ def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
         flagged=b"\\Flagged" in flags,
         answered=b"\\Answered" in flags,
         has_attachments=_has_attachments(data.get(b"BODYSTRUCTURE")),
+        mdn_sent=MDN_SENT in flags,
     )
+
+
+MDN_SENT = b"$MDNSent"
 
 
 class MailStore:

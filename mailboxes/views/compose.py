@@ -16,9 +16,16 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.decorators import professional_required
 from accounts.models import User
+from annuaire.selectors import Suggestion, directory_entries, directory_suggest
 from mailboxes.forms import ComposeForm, attachments_too_large, split_addresses
 from mailboxes.models import Mailbox
-from mailboxes.selectors import Access, Grant, access_mailbox, usable_mailboxes
+from mailboxes.selectors import (
+    Access,
+    Grant,
+    access_mailbox,
+    recent_correspondents,
+    usable_mailboxes,
+)
 from mailboxes.services import messages as reading
 from mailboxes.services.compose import (
     Attachment,
@@ -170,6 +177,34 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     if draft.attachments:
         context["attachments_lost"] = True
     return render(request, "mailboxes/compose.html", context, status=400)
+
+
+@professional_required
+@require_GET
+def recipient_suggest(request: HttpRequest) -> HttpResponse:
+    """htmx fragment for « Ajouter un destinataire »: recent correspondents of the BALs the
+    person may send from, then the national directory; 10 at most."""
+    senders = _senders(usable_mailboxes(_user(request)))
+    if not senders:
+        raise Http404
+    text = request.GET.get("q", "").strip()[:100]
+    recent = recent_correspondents(senders, text) if len(text) >= 2 else []
+    known = directory_entries(recent)
+    suggestions = [
+        Suggestion(
+            address,
+            known[address].display_name if address in known else address,
+            "Correspondant récent",
+            known[address].bal_type if address in known else "",
+        )
+        for address in recent
+    ]
+    suggestions += [s for s in directory_suggest(text) if s.address not in recent]
+    return render(
+        request,
+        "annuaire/_suggestions.html",
+        {"suggestions": suggestions[:10], "text": text},
+    )
 
 
 @professional_required

@@ -16,10 +16,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import professional_required
 from accounts.models import User
-from mailboxes.forms import FolderQuery, MessageQuery, MessagesAction
+from mailboxes.forms import FolderQuery, MessageQuery, MessagesAction, ReceiptAnswer
+from mailboxes.models import Mailbox
 from mailboxes.presenters import rows
 from mailboxes.sanitize import sanitize
 from mailboxes.selectors import (
+    Access,
     access_mailbox,
     delivery_statuses,
     message_html,
@@ -27,6 +29,7 @@ from mailboxes.selectors import (
     usable_mailboxes,
 )
 from mailboxes.services import messages as svc
+from mailboxes.services.mdn import ReceiptAlreadySettled, ReceiptImpossible, receipt_answer
 from mailboxes.store.imap import SENT, TRASH
 
 SAFE_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
@@ -125,6 +128,12 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             "images": query.cleaned_data["images"],
             "blocked": blocked,
             "back": _folder_url(grant.mailbox.public_id, folder_name),
+            # RFC 8098: never automatic; asked once per message, of who may send from the BAL.
+            "ask_receipt": bool(parsed.wants_mdn)
+            and not summary.mdn_sent
+            and folder_name != SENT
+            and grant.mailbox.status == Mailbox.Status.ACTIVE
+            and grant.allows(Access.SEND),
             "deliveries": delivery_statuses(grant.mailbox, parsed.message_id)
             if folder_name == SENT
             else [],
@@ -252,3 +261,27 @@ def empty_trash(request: HttpRequest, public_id: str) -> HttpResponse:
     count = svc.trash_empty(grant=grant, actor=_user(request), request=request)
     messages.success(request, f"Corbeille vidée ({count} message(s) supprimé(s) définitivement).")
     return redirect(_folder_url(grant.mailbox.public_id, TRASH))
+
+
+@professional_required
+@require_POST
+def receipt(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
+    """The answer to « L'expéditeur demande un accusé de lecture »."""
+    grant = access_mailbox(_user(request), public_id)
+    form = ReceiptAnswer(request.POST)
+    if not form.is_valid():
+        raise Http404
+    folder = form.cleaned_data["dossier"]
+    send = form.cleaned_data["reponse"] == "envoyer"
+    try:
+        receipt_answer(
+            grant=grant, actor=_user(request), folder=folder, uid=uid, send=send, request=request
+        )
+    except (ReceiptImpossible, ReceiptAlreadySettled) as exc:
+        messages.error(request, exc.user_message)
+    else:
+        messages.success(
+            request, "Accusé de lecture envoyé." if send else "Aucun accusé de lecture envoyé."
+        )
+    target = reverse("mailboxes:message", args=[grant.mailbox.public_id, uid])
+    return redirect(f"{target}?{urlencode({'dossier': folder})}")

@@ -241,3 +241,104 @@ def test_the_recipient_check_fragment_shows_verdicts_and_the_patient_summary(doc
     page = response.content.decode()
     assert "hors espace de confiance" in page
     assert "Une femme, née en mars 1979" in page and 'name="confirmation_patient"' in page
+
+
+# --- Read receipts we send (RFC 8098) --------------------------------------------------------
+
+
+def _colleague_reads(doctor) -> tuple[User, Mailbox, Mailbox]:
+    """Claire writes to Paul (a BAL we host) asking for a read receipt; Paul's copy is there."""
+    user, box = doctor
+    paul = make_professional(first_name="Paul", last_name="Roux")
+    colleague = make_mailbox(structure=box.structure, owner=paul, local_part="paul.roux")
+    wait_provisioned(colleague.address)
+    assert _post(user, box, a=colleague.address, accuse_lecture="on").status_code == 302
+    message_relay(public_id=str(OutboundMessage.objects.get().public_id))
+    return paul, colleague, box
+
+
+def test_opening_a_message_that_asks_for_a_receipt_asks_and_sends_it_once(doctor) -> None:
+    paul, colleague, box = _colleague_reads(doctor)
+    page = _client(paul).get(f"/bal/{colleague.public_id}/messages/1/?dossier=INBOX")
+    assert "L'expéditeur demande un accusé de lecture" in page.content.decode()
+    assert OutboundMessage.objects.count() == 1  # nothing is sent by opening
+
+    answer = _client(paul).post(
+        f"/bal/{colleague.public_id}/messages/1/accuse/", {"dossier": "INBOX", "reponse": "envoyer"}
+    )
+    assert answer.status_code == 302
+    report = OutboundMessage.objects.exclude(pk=OutboundMessage.objects.earliest("id").pk).get()
+    assert (report.origin, report.envelope_from, report.author) == ("report", "", paul)
+    parsed = email.message_from_bytes(bytes(report.content), policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "disposition-notification"
+    notification = [
+        p for p in parsed.iter_parts() if p.get_content_type() == "message/disposition-notification"
+    ]
+    assert (
+        notification and "manual-action/MDN-sent-manually; displayed" in notification[0].as_string()
+    )
+    assert AuditEvent.objects.filter(action="message.mdn_sent", actor=paul).exists()
+
+    message_relay(public_id=str(report.public_id))  # delivered to Claire's BAL, here
+    claire_row = OutboundDelivery.objects.get(message__mailbox=box)
+    assert claire_row.read_at is not None  # the Sent copy says « lu »
+
+    again = _client(paul).get(f"/bal/{colleague.public_id}/messages/1/?dossier=INBOX")
+    assert "demande un accusé de lecture" not in again.content.decode()
+    second = _client(paul).post(
+        f"/bal/{colleague.public_id}/messages/1/accuse/",
+        {"dossier": "INBOX", "reponse": "envoyer"},
+        follow=True,
+    )
+    assert "déjà été traité" in second.content.decode()
+    assert OutboundMessage.objects.count() == 2
+
+
+def test_declining_a_receipt_sends_nothing_and_is_not_asked_again(doctor) -> None:
+    paul, colleague, _box = _colleague_reads(doctor)
+    _client(paul).post(
+        f"/bal/{colleague.public_id}/messages/1/accuse/", {"dossier": "INBOX", "reponse": "refuser"}
+    )
+    assert OutboundMessage.objects.count() == 1
+    page = (
+        _client(paul).get(f"/bal/{colleague.public_id}/messages/1/?dossier=INBOX").content.decode()
+    )
+    assert "demande un accusé de lecture" not in page
+    assert AuditEvent.objects.filter(action="message.mdn_declined", actor=paul).exists()
+
+
+def test_a_reader_without_the_send_right_is_not_asked(doctor) -> None:
+    _paul, colleague, _box = _colleague_reads(doctor)
+    secretary = make_professional(first_name="Sophie", last_name="Petit")
+    mailbox_access_grant(
+        mailbox=colleague, user=secretary, kind="delegate", can_send=False, actor=None
+    )
+    page = _client(secretary).get(f"/bal/{colleague.public_id}/messages/1/?dossier=INBOX")
+    assert "demande un accusé de lecture" not in page.content.decode()
+
+
+# --- Autocomplete: recent correspondents first ------------------------------------------------
+
+
+def test_recent_correspondents_come_first_in_the_suggestions(doctor) -> None:
+    user, box = doctor
+    assert _post(user, box, a=REMOTE).status_code == 302
+    fragment = _client(user).get(
+        "/bal/destinataires/suggestions/", {"q": "durand"}, HTTP_HX_REQUEST="true"
+    )
+    page = fragment.content.decode()
+    assert f'data-address="{REMOTE}"' in page and "Correspondant récent" in page
+    outsider = make_professional(first_name="Inconnu", last_name="Dehors")
+    assert (
+        _client(outsider).get("/bal/destinataires/suggestions/", {"q": "durand"}).status_code == 404
+    )
+
+
+def test_the_unknown_address_policy_can_refuse(doctor, settings) -> None:
+    user, box = doctor
+    settings.ANNUAIRE_UNKNOWN_POLICY = "refuse"
+    response = _post(user, box, a=REMOTE)
+    assert response.status_code == 400
+    assert "Adresse inconnue de l&#x27;annuaire national" in response.content.decode()
+    assert not OutboundMessage.objects.exists()
