@@ -182,6 +182,15 @@ class ComposeForm(forms.Form):
     en_reponse_a = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput)
     references = forms.CharField(required=False, max_length=8000, widget=forms.HiddenInput)
     transfert = forms.CharField(required=False, max_length=250, widget=forms.HiddenInput)
+    # Drafts: the draft's token (one per message being written) and its saved copy, if any.
+    brouillon = forms.RegexField(regex=r"^[0-9a-f]{32}$", required=False, widget=forms.HiddenInput)
+    brouillon_uid = forms.IntegerField(
+        required=False, min_value=1, max_value=2**32 - 1, widget=forms.HiddenInput
+    )
+    action = forms.ChoiceField(
+        choices=[("envoyer", "Envoyer"), ("brouillon", "Enregistrer le brouillon")],
+        required=False,
+    )
 
     def __init__(self, *args: Any, senders: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -224,7 +233,7 @@ class ComposeForm(forms.Form):
             to.append(data["ins"])
         data["a"] = to
         everyone = {a.lower() for a in [*to, *(data.get("cc") or [])]}
-        if not everyone and "a" not in self.errors:
+        if not everyone and "a" not in self.errors and data.get("action") != "brouillon":
             self.add_error("a", "Indiquez au moins un destinataire.")
         if len(everyone) > settings.COMPOSE_MAX_RECIPIENTS:
             self.add_error(

@@ -319,6 +319,18 @@ class MailStore:
             self.client.uid_expunge(found)  # RFC 4315: only these messages
         return found
 
+    def search_header(self, folder: str, name: str, value: str) -> list[int]:
+        self.client.select_folder(folder)
+        return sorted(int(u) for u in self.client.search(["HEADER", name, value]))
+
+    def purge(self, folder: str, uids: Sequence[int]) -> list[int]:
+        """Remove for good, whatever the folder (a draft replaced by its newer copy)."""
+        found = self._existing(folder, uids)
+        if found:
+            self.client.add_flags(found, [b"\\Deleted"], silent=True)
+            self.client.uid_expunge(found)
+        return found
+
     def empty_trash(self) -> int:
         self.client.select_folder(TRASH)
         uids = self.client.search(["ALL"])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,6 +39,7 @@ from mailboxes.services.compose import (
     recipients_review,
     safe_filename,
 )
+from mailboxes.services.drafts import DraftBusy, draft_discard, draft_open, draft_save
 from mailboxes.store.imap import SENT
 
 MODES = ("repondre", "tous", "transferer")
@@ -120,9 +122,17 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     }
     if request.method == "GET":
         default = grant if grant in senders else senders[0]
-        initial = {"de": str(default.mailbox.public_id), **_prefill(request, grant, user)}
+        initial = {
+            "de": str(default.mailbox.public_id),
+            "brouillon": uuid.uuid4().hex,
+            **_prefill(request, grant, user),
+        }
         if "a" in request.GET and "a" not in initial:  # "Écrire" from the annuaire
             initial["a"] = ", ".join(split_addresses(request.GET["a"][:2000])[:10])
+        if request.GET.get("brouillon", "").isdigit():  # « Reprendre le brouillon »
+            saved, kept = draft_open(grant=grant, uid=int(request.GET["brouillon"]))
+            initial.update(saved, de=str(grant.mailbox.public_id))
+            context["draft_attachments"] = kept
         context["form"] = ComposeForm(initial=initial, senders=choices)
         return render(request, "mailboxes/compose.html", context)
 
@@ -147,6 +157,8 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     ]
     if data["transfert"]:
         attachments += _forwarded(grant, user, request, data["transfert"])
+    if data["brouillon_uid"]:  # a resumed draft keeps its attachments
+        attachments += draft_open(grant=grant, uid=data["brouillon_uid"])[1]
     draft = Draft(
         to=data["a"],
         cc=data["cc"],
@@ -160,6 +172,8 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         references=data["references"],
         patient_confirmed=data["confirmation_patient"],
     )
+    if data["action"] == "brouillon":
+        return _save_draft(request, sender, user, draft, data["brouillon"], form, context)
     try:
         message_send(grant=sender, actor=user, draft=draft, request=request)
     except RecipientsRefused as exc:
@@ -171,12 +185,36 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     except MessageTooLarge as exc:
         form.add_error(None, exc.user_message)
     else:
+        if data["brouillon"]:
+            draft_discard(grant=sender, token=data["brouillon"])
         messages.success(request, "Message envoyé.")
         target = reverse("mailboxes:folder", args=[sender.mailbox.public_id])
         return redirect(f"{target}?{urlencode({'dossier': SENT})}")
     if draft.attachments:
         context["attachments_lost"] = True
     return render(request, "mailboxes/compose.html", context, status=400)
+
+
+def _save_draft(
+    request: HttpRequest,
+    sender: Grant,
+    user: User,
+    draft: Draft,
+    token: str,
+    form: ComposeForm,
+    context: dict[str, Any],
+) -> HttpResponse:
+    if not token:
+        form.add_error(None, "Brouillon sans identifiant : rechargez la page.")
+        return render(request, "mailboxes/compose.html", context, status=400)
+    try:
+        uid = draft_save(grant=sender, actor=user, draft=draft, token=token, request=request)
+    except DraftBusy as exc:
+        form.add_error(None, exc.user_message)
+        return render(request, "mailboxes/compose.html", context, status=409)
+    messages.success(request, "Brouillon enregistré dans le dossier Brouillons.")
+    target = reverse("mailboxes:compose", args=[sender.mailbox.public_id])
+    return redirect(f"{target}?{urlencode({'brouillon': uid})}")
 
 
 @professional_required

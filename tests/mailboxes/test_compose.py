@@ -342,3 +342,74 @@ def test_the_unknown_address_policy_can_refuse(doctor, settings) -> None:
     assert response.status_code == 400
     assert "Adresse inconnue de l&#x27;annuaire national" in response.content.decode()
     assert not OutboundMessage.objects.exists()
+
+
+# --- Drafts ------------------------------------------------------------------------------------
+
+
+def _drafts(box: Mailbox) -> list[EmailMessage]:
+    with MailStore(box.address) as store:
+        store.client.select_folder("Drafts", readonly=True)
+        uids = store.client.search(["ALL"])
+        fetched = store.client.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
+    return [
+        m
+        for m in (
+            email.message_from_bytes(d[b"BODY[]"], policy=email.policy.default)
+            for d in fetched.values()
+        )
+        if isinstance(m, EmailMessage)
+    ]
+
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def test_a_draft_is_saved_once_however_often_and_resumed(doctor) -> None:
+    user, box = doctor
+    first = _post(
+        user, box, action="brouillon", brouillon=TOKEN, objet="Brouillon 1", corps="Début"
+    )
+    assert first.status_code == 302 and "brouillon=" in first["Location"]
+    second = _post(
+        user,
+        box,
+        action="brouillon",
+        brouillon=TOKEN,
+        a=REMOTE,
+        objet="Brouillon 2",
+        corps="Suite",
+        pieces=[SimpleUploadedFile("bilan.pdf", b"%PDF-1.4 bilan", content_type="application/pdf")],
+    )
+    [draft] = _drafts(box)
+    assert (str(draft["Subject"]), str(draft["X-MSS-Portal-Draft"])) == ("Brouillon 2", TOKEN)
+    assert not OutboundMessage.objects.exists()  # nothing sent
+
+    page = _client(user).get(second["Location"]).content.decode()
+    assert 'value="Brouillon 2"' in page and "Suite" in page and REMOTE in page
+    assert "bilan.pdf" in page  # kept with the draft
+
+    uid = int(second["Location"].rsplit("=", 1)[1])
+    sent = _post(
+        user, box, a=REMOTE, objet="Brouillon 2", corps="Suite", brouillon=TOKEN, brouillon_uid=uid
+    )
+    assert sent.status_code == 302 and "dossier=Sent" in sent["Location"]
+    [copy] = _sent(box)
+    assert [p.get_filename() for p in copy.iter_attachments()] == ["bilan.pdf"]
+    assert _drafts(box) == []  # sent: the draft goes
+
+
+def test_two_saves_of_one_draft_at_once_the_second_waits(doctor) -> None:
+    from django.core.cache import cache
+
+    user, box = doctor
+    _post(user, box, action="brouillon", brouillon=TOKEN, objet="Version 1")
+    assert cache.add(f"draft-lock:{box.pk}:{TOKEN}", "1", 60)  # a save in progress
+    try:
+        busy = _post(user, box, action="brouillon", brouillon=TOKEN, objet="Version 2")
+    finally:
+        cache.delete(f"draft-lock:{box.pk}:{TOKEN}")
+    assert busy.status_code == 409
+    assert "déjà en cours d&#x27;enregistrement" in busy.content.decode()
+    [draft] = _drafts(box)
+    assert str(draft["Subject"]) == "Version 1"
