@@ -8,8 +8,11 @@ No fallback to the public internet: a domain outside the whitelist is a permanen
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from functools import cache
 
@@ -135,6 +138,97 @@ def send(
     return _all(rcpts, last)
 
 
+# --- Connection reuse ---------------------------------------------------------------------------
+# Like Postfix's connection cache: a verified TLS session to a peer serves the next messages of
+# the same worker (RSET in between), for a few seconds of idleness, a few minutes and a hundred
+# transactions at most. The peer's DN is checked against the whitelist for every domain, every
+# time, on the certificate it presented. One pool per thread (a Celery process runs one task at
+# a time; the gateway's threads each have theirs).
+REUSE_IDLE_SECONDS = 5.0
+REUSE_MAX_AGE_SECONDS = 300.0
+REUSE_MAX_TRANSACTIONS = 100
+_local = threading.local()
+
+
+@dataclass
+class _Connection:
+    smtp: smtplib.SMTP
+    subject: x509.Name | None
+    opened: float
+    used: float
+    transactions: int = 0
+
+
+class _NoStartTLS(Exception):
+    pass
+
+
+def _pool() -> dict[tuple[str, int], _Connection]:
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = {}
+    return pool
+
+
+def _close(conn: _Connection) -> None:
+    try:
+        conn.smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        conn.smtp.close()
+
+
+def connections_close() -> None:
+    """Close this thread's idle sessions (end of a worker, tests)."""
+    pool = _pool()
+    while pool:
+        _close(pool.popitem()[1])
+
+
+def _reusable(host: str, port: int) -> _Connection | None:
+    pool, now = _pool(), time.monotonic()
+    for key, conn in list(pool.items()):  # drop what idled too long, whoever it was for
+        if now - conn.used > REUSE_IDLE_SECONDS:
+            _close(pool.pop(key))
+    if (host, port) not in pool:
+        return None
+    conn = pool.pop((host, port))
+    if now - conn.opened > REUSE_MAX_AGE_SECONDS or conn.transactions >= REUSE_MAX_TRANSACTIONS:
+        _close(conn)
+        return None
+    try:
+        code, _text = conn.smtp.rset()
+    except (smtplib.SMTPException, OSError):
+        conn.smtp.close()
+        return None
+    if code != 250:
+        _close(conn)
+        return None
+    return conn
+
+
+def _connect(host: str, port: int) -> _Connection:
+    conn = _reusable(host, port)
+    if conn is not None:
+        return conn
+    smtp = smtplib.SMTP(
+        host, port, local_hostname=settings.RELAY_HOSTNAME, timeout=settings.RELAY_TIMEOUT_SECONDS
+    )
+    try:
+        smtp.ehlo()
+        if not smtp.has_extn("starttls"):  # RFC 3207; TLS is mandatory in the trust space
+            raise _NoStartTLS
+        smtp.starttls(context=client_context())
+        tls = smtp.sock
+        peer_der = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLSocket) else None
+        subject = x509.load_der_x509_certificate(peer_der).subject if peer_der else None
+        smtp.ehlo()
+    except BaseException:
+        smtp.close()
+        raise
+    now = time.monotonic()
+    return _Connection(smtp, subject, now, now)
+
+
 def _session(
     host: str,
     port: int,
@@ -145,73 +239,83 @@ def _session(
     ret: str,
     envid: str,
 ) -> dict[str, Result]:
-    with smtplib.SMTP(
-        host, port, local_hostname=settings.RELAY_HOSTNAME, timeout=settings.RELAY_TIMEOUT_SECONDS
-    ) as smtp:
-        smtp.ehlo()
-        if not smtp.has_extn("starttls"):  # RFC 3207; TLS is mandatory in the trust space
-            return _all(
-                rcpts, Result("temporary", "4.7.10", f"{host} does not offer STARTTLS", host)
+    try:
+        conn = _connect(host, port)
+    except _NoStartTLS:
+        return _all(rcpts, Result("temporary", "4.7.10", f"{host} does not offer STARTTLS", host))
+    if conn.subject is None or not whitelist_allows(domain, conn.subject):
+        _close(conn)
+        dn = conn.subject.rfc4514_string() if conn.subject is not None else "none"
+        return _all(
+            rcpts,
+            Result(
+                "temporary",
+                "4.7.5",
+                f"{host} presented a certificate not listed for {domain} ({dn})"[:400],
+                host,
+            ),
+        )
+    try:
+        outcomes = _transaction(conn.smtp, host, mail_from, rcpts, content, ret, envid)
+    except BaseException:
+        conn.smtp.close()
+        raise
+    conn.used = time.monotonic()
+    conn.transactions += 1
+    _pool()[(host, port)] = conn
+    return outcomes
+
+
+def _transaction(
+    smtp: smtplib.SMTP,
+    host: str,
+    mail_from: str,
+    rcpts: list[Rcpt],
+    content: bytes,
+    ret: str,
+    envid: str,
+) -> dict[str, Result]:
+    dsn = smtp.has_extn("dsn")
+    options = [f"SIZE={len(content)}"] if smtp.has_extn("size") else []
+    if dsn and ret:
+        options.append(f"RET={ret}")
+    if dsn and envid:
+        options.append(f"ENVID={envid}")
+    if smtp.has_extn("smtputf8") and not (mail_from + "".join(r.address for r in rcpts)).isascii():
+        options.append("SMTPUTF8")
+    code, text = smtp.mail(mail_from or "<>", options)
+    if code != 250:
+        reply = f"{code} {text.decode('utf-8', 'replace')}"
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.rset()  # a broken session is found out when it is next reused
+        return _all(rcpts, _result(code, reply, host))
+    outcomes: dict[str, Result] = {}
+    accepted: list[Rcpt] = []
+    for rcpt in rcpts:
+        rcpt_options = []
+        if dsn and rcpt.notify:
+            rcpt_options.append(f"NOTIFY={rcpt.notify}")
+        if dsn and rcpt.orcpt:
+            rcpt_options.append(f"ORCPT={rcpt.orcpt}")
+        code, text = smtp.rcpt(rcpt.address, rcpt_options)
+        if code in (250, 251):
+            accepted.append(rcpt)
+        else:
+            outcomes[rcpt.address] = _result(
+                code, f"{code} {text.decode('utf-8', 'replace')}", host
             )
-        smtp.starttls(context=client_context())
-        tls = smtp.sock
-        peer_der = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLSocket) else None
-        subject = x509.load_der_x509_certificate(peer_der).subject if peer_der else None
-        if subject is None or not whitelist_allows(domain, subject):
-            smtp.quit()
-            dn = subject.rfc4514_string() if subject is not None else "none"
-            return _all(
-                rcpts,
-                Result(
-                    "temporary",
-                    "4.7.5",
-                    f"{host} presented a certificate not listed for {domain} ({dn})"[:400],
-                    host,
-                ),
-            )
-        smtp.ehlo()
-        dsn = smtp.has_extn("dsn")
-        options = [f"SIZE={len(content)}"] if smtp.has_extn("size") else []
-        if dsn and ret:
-            options.append(f"RET={ret}")
-        if dsn and envid:
-            options.append(f"ENVID={envid}")
-        if (
-            smtp.has_extn("smtputf8")
-            and not (mail_from + "".join(r.address for r in rcpts)).isascii()
-        ):
-            options.append("SMTPUTF8")
-        code, text = smtp.mail(mail_from or "<>", options)
-        if code != 250:
-            reply = f"{code} {text.decode('utf-8', 'replace')}"
-            return _all(rcpts, _result(code, reply, host))
-        outcomes: dict[str, Result] = {}
-        accepted: list[Rcpt] = []
-        for rcpt in rcpts:
-            rcpt_options = []
-            if dsn and rcpt.notify:
-                rcpt_options.append(f"NOTIFY={rcpt.notify}")
-            if dsn and rcpt.orcpt:
-                rcpt_options.append(f"ORCPT={rcpt.orcpt}")
-            code, text = smtp.rcpt(rcpt.address, rcpt_options)
-            if code in (250, 251):
-                accepted.append(rcpt)
-            else:
-                outcomes[rcpt.address] = _result(
-                    code, f"{code} {text.decode('utf-8', 'replace')}", host
-                )
-        if not accepted:
-            smtp.rset()
-            return outcomes
-        try:
-            code, text = smtp.data(content)
-        except smtplib.SMTPDataError as exc:
-            error = exc.smtp_error
-            code, text = exc.smtp_code, error if isinstance(error, bytes) else error.encode()
-        result = _result(code, f"{code} {text.decode('utf-8', 'replace')}", host)
-        for rcpt in accepted:
-            outcomes[rcpt.address] = result
+    if not accepted:
+        smtp.rset()
         return outcomes
+    try:
+        code, text = smtp.data(content)
+    except smtplib.SMTPDataError as exc:
+        error = exc.smtp_error
+        code, text = exc.smtp_code, error if isinstance(error, bytes) else error.encode()
+    result = _result(code, f"{code} {text.decode('utf-8', 'replace')}", host)
+    for rcpt in accepted:
+        outcomes[rcpt.address] = result
+    return outcomes
 
 
 def _result(code: int, reply: str, host: str) -> Result:

@@ -8,6 +8,7 @@ import asyncio
 import email
 import os
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -506,3 +507,61 @@ def test_reports_from_the_recipient_operator_mark_delivered_then_read(
     row.refresh_from_db()
     assert row.read_at is not None
     assert len(inbox(box.address)) == 2  # the reports themselves reach the BAL too
+
+
+class CountingPeer(Peer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ehlo = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlo += 1
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+
+
+def test_a_verified_session_is_reused_and_the_dn_is_checked_each_time(
+    pki, relay_settings, listed, box: Mailbox
+) -> None:
+    from annuaire.models import WhitelistEntry
+    from mailboxes.relay.transport import connections_close
+
+    handler = CountingPeer()
+    controller, port = _start_peer(pki, "peer", handler)
+    relay_settings.RELAY_ROUTES = [f"operateur-test.mssante.fr=127.0.0.1:{port}"]
+    try:
+        for _ in range(3):
+            message_relay(public_id=str(_send(box, [Recipient(REMOTE)]).public_id))
+        assert len(handler.received) == 3
+        assert handler.ehlo == 2  # one connection: EHLO, STARTTLS, EHLO; then RSET between
+
+        # The operator's certificate is no longer listed: the open session is not used.
+        WhitelistEntry.objects.filter(domain="operateur-test.mssante.fr").update(dn_key="cn=autre")
+        message = _send(box, [Recipient(REMOTE)])
+        message_relay(public_id=str(message.public_id))
+        row = OutboundDelivery.objects.get(message=message)
+        assert row.status == Status.QUEUED and "not listed" in row.last_reply
+        assert len(handler.received) == 3
+    finally:
+        connections_close()
+        controller.stop()
+
+
+def test_a_pooled_session_the_peer_closed_is_replaced(
+    pki, relay_settings, listed, box: Mailbox
+) -> None:
+    from mailboxes.relay import transport
+
+    handler = CountingPeer()
+    controller, port = _start_peer(pki, "peer", handler)
+    relay_settings.RELAY_ROUTES = [f"operateur-test.mssante.fr=127.0.0.1:{port}"]
+    try:
+        message_relay(public_id=str(_send(box, [Recipient(REMOTE)]).public_id))
+        [conn] = transport._pool().values()
+        conn.smtp.sock.shutdown(socket.SHUT_RDWR)  # the peer (or the network) dropped it
+        message = _send(box, [Recipient(REMOTE)])
+        message_relay(public_id=str(message.public_id))
+        assert OutboundDelivery.objects.get(message=message).status == Status.RELAYED
+        assert len(handler.received) == 2 and handler.ehlo == 4
+    finally:
+        transport.connections_close()
+        controller.stop()
