@@ -557,6 +557,7 @@ def test_a_pooled_session_the_peer_closed_is_replaced(
     try:
         message_relay(public_id=str(_send(box, [Recipient(REMOTE)]).public_id))
         [conn] = transport._pool().values()
+        assert conn.smtp.sock is not None
         conn.smtp.sock.shutdown(socket.SHUT_RDWR)  # the peer (or the network) dropped it
         message = _send(box, [Recipient(REMOTE)])
         message_relay(public_id=str(message.public_id))
