@@ -33,7 +33,9 @@ def _counts(day: date) -> Counter[tuple[str, str]]:
             if result == AuditEvent.Result.SUCCESS:
                 counts[("inbound.recipients", key)] += len(details.get("to") or [])
         else:
-            counts[("outbound." + action.split(".", 1)[1], str(details.get("domain") or ""))] += 1
+            counts[("outbound." + action.split(".", 1)[1], str(details.get("domain") or ""))] += (
+                int(details.get("recipients") or 1)
+            )
     return counts
 
 

@@ -228,6 +228,7 @@ def _record(
     now = timezone.now()
     failures: list[tuple[OutboundDelivery, transport.Result, str]] = []
     successes: list[tuple[OutboundDelivery, transport.Result, str]] = []
+    traced: dict[tuple[str, str, str], list] = {}
     for row in rows:
         result = results.get(row.recipient) or transport.Result(
             "temporary", "4.4.1", "No outcome recorded"
@@ -237,6 +238,7 @@ def _record(
         row.remote_mta = result.remote_mta[:255]
         row.claim_token = None
         row.claimed_until = None
+        row.updated_at = now  # bulk_update below does not apply auto_now
         if result.kind in ("delivered", "relayed"):
             row.status = Status.DELIVERED if result.kind == "delivered" else Status.RELAYED
             row.delivered_at = now
@@ -259,24 +261,29 @@ def _record(
             row.status = Status.FAILED
             if _wants(row, "FAILURE"):
                 failures.append((row, result, "failed"))
-        row.save(
-            update_fields=[
-                "attempts", "last_reply", "remote_mta", "claim_token", "claimed_until",
-                "status", "delivered_at", "next_attempt_at", "updated_at",
-            ]
-        )  # fmt: skip
+        outcome = (row.domain, row.status, "" if row.status != Status.FAILED else result.status)
+        traced.setdefault(outcome, [0, result.reply[:200], row.attempts])[0] += 1
+    OutboundDelivery.objects.bulk_update(
+        rows,
+        ["attempts", "last_reply", "remote_mta", "claim_token", "claimed_until",
+         "status", "delivered_at", "next_attempt_at", "updated_at"],
+        batch_size=500,
+    )  # fmt: skip
+    # One trace per domain and outcome (never the addresses), with how many recipients.
+    for (domain, status, error_code), (count, reply, attempt) in traced.items():
         audit_record(
-            action=f"relay.{row.status}",
+            action=f"relay.{status}",
             actor_label="relais",
             target_type="message",
             target_id=message.message_id[:128] or str(message.public_id),
             structure_id=message.mailbox.structure_id if message.mailbox_id else None,  # type: ignore[union-attr]
-            success=row.status != Status.FAILED,
-            error_code="" if row.status != Status.FAILED else result.status,
+            success=status != Status.FAILED,
+            error_code=error_code,
             details={
-                "domain": row.domain,
-                "attempt": row.attempts,
-                "reply": result.reply[:200],
+                "domain": domain,
+                "recipients": count,
+                "attempt": attempt,
+                "reply": reply,
                 "origin": message.origin,
             },
         )

@@ -23,7 +23,11 @@ def test_counts_per_day_and_peer_domain_are_rebuilt_from_the_traces(db) -> None:
     _received("labo@operateur-test.mssante.fr", ["a@ehpad.mssante.fr", "b@ehpad.mssante.fr"])
     _received("labo@operateur-test.mssante.fr", ["a@ehpad.mssante.fr"])
     _received("x@inconnu.mssante.fr", ["a@ehpad.mssante.fr"], ok=False)
-    audit_record(action="relay.relayed", actor_label="relais", details={"domain": "chu.mssante.fr"})
+    audit_record(
+        action="relay.relayed",
+        actor_label="relais",
+        details={"domain": "chu.mssante.fr", "recipients": 3},  # one trace per domain
+    )
     audit_record(
         action="relay.failed", actor_label="relais", success=False, details={"domain": "gmail.com"}
     )
@@ -38,6 +42,6 @@ def test_counts_per_day_and_peer_domain_are_rebuilt_from_the_traces(db) -> None:
         ("inbound.delivered", "operateur-test.mssante.fr"): 2,
         ("inbound.recipients", "operateur-test.mssante.fr"): 3,
         ("inbound.refused", "inconnu.mssante.fr"): 1,
-        ("outbound.relayed", "chu.mssante.fr"): 1,
+        ("outbound.relayed", "chu.mssante.fr"): 3,
         ("outbound.failed", "gmail.com"): 1,
     }
