@@ -283,7 +283,28 @@ def _transaction(
         options.append(f"ENVID={envid}")
     if smtp.has_extn("smtputf8") and not (mail_from + "".join(r.address for r in rcpts)).isascii():
         options.append("SMTPUTF8")
-    code, text = smtp.mail(mail_from or "<>", options)
+    rcpt_options = []
+    for rcpt in rcpts:
+        extra = []
+        if dsn and rcpt.notify:
+            extra.append(f"NOTIFY={rcpt.notify}")
+        if dsn and rcpt.orcpt:
+            extra.append(f"ORCPT={rcpt.orcpt}")
+        rcpt_options.append(extra)
+    if smtp.has_extn("pipelining") and "SMTPUTF8" not in options:
+        # RFC 2920: MAIL and every RCPT in one write, the replies read in order.
+        commands = [_command("mail FROM:", mail_from, options)] + [
+            _command("rcpt TO:", r.address, o) for r, o in zip(rcpts, rcpt_options, strict=True)
+        ]
+        smtp.send("".join(commands))
+        (code, text), *rcpt_replies = [smtp.getreply() for _ in commands]
+    else:
+        code, text = smtp.mail(mail_from or "<>", options)
+        rcpt_replies = []
+        if code == 250:
+            rcpt_replies = [
+                smtp.rcpt(r.address, o) for r, o in zip(rcpts, rcpt_options, strict=True)
+            ]
     if code != 250:
         reply = f"{code} {text.decode('utf-8', 'replace')}"
         with contextlib.suppress(smtplib.SMTPException, OSError):
@@ -291,19 +312,12 @@ def _transaction(
         return _all(rcpts, _result(code, reply, host))
     outcomes: dict[str, Result] = {}
     accepted: list[Rcpt] = []
-    for rcpt in rcpts:
-        rcpt_options = []
-        if dsn and rcpt.notify:
-            rcpt_options.append(f"NOTIFY={rcpt.notify}")
-        if dsn and rcpt.orcpt:
-            rcpt_options.append(f"ORCPT={rcpt.orcpt}")
-        code, text = smtp.rcpt(rcpt.address, rcpt_options)
+    for rcpt, (code, text) in zip(rcpts, rcpt_replies, strict=True):
         if code in (250, 251):
             accepted.append(rcpt)
         else:
-            outcomes[rcpt.address] = _result(
-                code, f"{code} {text.decode('utf-8', 'replace')}", host
-            )
+            reply = f"{code} {text.decode('utf-8', 'replace')}"
+            outcomes[rcpt.address] = _result(code, reply, host)
     if not accepted:
         smtp.rset()
         return outcomes
@@ -316,6 +330,15 @@ def _transaction(
     for rcpt in accepted:
         outcomes[rcpt.address] = result
     return outcomes
+
+
+def _command(verb: str, address: str, options: list[str]) -> str:
+    """As smtplib writes it: « mail FROM:<a@b> SIZE=12 »; the null sender is <>."""
+    return (
+        f"{verb}{smtplib.quoteaddr(address) if address else '<>'}"
+        + "".join(f" {o}" for o in options)
+        + "\r\n"
+    )
 
 
 def _result(code: int, reply: str, host: str) -> Result:

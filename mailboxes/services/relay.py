@@ -238,7 +238,6 @@ def _record(
         row.remote_mta = result.remote_mta[:255]
         row.claim_token = None
         row.claimed_until = None
-        row.updated_at = now  # bulk_update below does not apply auto_now
         if result.kind in ("delivered", "relayed"):
             row.status = Status.DELIVERED if result.kind == "delivered" else Status.RELAYED
             row.delivered_at = now
@@ -263,12 +262,18 @@ def _record(
                 failures.append((row, result, "failed"))
         outcome = (row.domain, row.status, "" if row.status != Status.FAILED else result.status)
         traced.setdefault(outcome, [0, result.reply[:200], row.attempts])[0] += 1
-    OutboundDelivery.objects.bulk_update(
-        rows,
-        ["attempts", "last_reply", "remote_mta", "claim_token", "claimed_until",
-         "status", "delivered_at", "next_attempt_at", "updated_at"],
-        batch_size=500,
-    )  # fmt: skip
+    # Rows with the same outcome (a domain's recipients, usually) in one UPDATE each.
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for row in rows:
+        key = (row.attempts, row.last_reply, row.remote_mta, row.status, row.delivered_at,
+               row.next_attempt_at)  # fmt: skip
+        groups.setdefault(key, []).append(row.pk)
+    for (attempts, reply, mta, status, delivered_at, next_at), pks in groups.items():
+        OutboundDelivery.objects.filter(pk__in=pks).update(
+            attempts=attempts, last_reply=reply, remote_mta=mta, status=status,
+            delivered_at=delivered_at, next_attempt_at=next_at, claim_token=None,
+            claimed_until=None, updated_at=now,
+        )  # fmt: skip
     # One trace per domain and outcome (never the addresses), with how many recipients.
     for (domain, status, error_code), (count, reply, attempt) in traced.items():
         audit_record(
