@@ -66,7 +66,7 @@ def wait_banner(port: int, timeout: float = 30) -> None:
 # --- The sink: the five other operators ---------------------------------------------------------
 
 
-def sink_main(port: int, cert: str, key: str, ca: str, counter) -> None:  # type: ignore[no-untyped-def]
+def sink_main(port: int, cert: str, key: str, ca: str, counter) -> None:
     import logging
 
     from aiosmtpd.smtp import SMTP
@@ -74,7 +74,7 @@ def sink_main(port: int, cert: str, key: str, ca: str, counter) -> None:  # type
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # one line per command otherwise
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        async def handle_DATA(self, server, session, envelope):
             with counter.get_lock():
                 counter.value += len(envelope.rcpt_tos)
             return "250 2.0.0 Ok"
@@ -111,7 +111,7 @@ def message(i: int) -> bytes:
     ).encode()
 
 
-def wait_for(counter, total: int, timeout: float) -> float:  # type: ignore[no-untyped-def]
+def wait_for(counter, total: int, timeout: float) -> float:
     started = time.monotonic()
     while counter.value < total:
         if time.monotonic() - started > timeout:
@@ -123,7 +123,7 @@ def wait_for(counter, total: int, timeout: float) -> float:  # type: ignore[no-u
 # --- Postfix -----------------------------------------------------------------------------------
 
 
-def postfix_run(base: Path, pki: dict, sink_port: int, counter, messages: int) -> float:  # type: ignore[no-untyped-def]
+def postfix_run(base: Path, pki: dict, sink_port: int, counter, messages: int) -> float:
     conf, port = base / "postfix", free_port()
     conf.mkdir()
     for d in ("pf-queue", "pf-data"):
@@ -172,7 +172,9 @@ smtpd_recipient_limit = 100
     (conf / "master.cf").write_text(master)
     start = subprocess.run(["postfix", "-c", str(conf), "start"], capture_output=True, text=True)
     if start.returncode:
-        check = subprocess.run(["postfix", "-c", str(conf), "check"], capture_output=True, text=True)
+        check = subprocess.run(
+            ["postfix", "-c", str(conf), "check"], capture_output=True, text=True
+        )
         log = (base / "postfix.log").read_text() if (base / "postfix.log").exists() else ""
         raise RuntimeError(f"postfix start: {start.stderr}{check.stderr}{log[-2000:]}")
     try:
@@ -203,7 +205,7 @@ smtpd_recipient_limit = 100
 # --- Ours --------------------------------------------------------------------------------------
 
 
-def ours_run(base: Path, pki: dict, sink_port: int, counter, messages: int, env: dict) -> float:  # type: ignore[no-untyped-def]
+def ours_run(base: Path, pki: dict, sink_port: int, counter, messages: int, env: dict) -> float:
     from accounts.models import Structure, StructureDomain, User
     from annuaire.models import WhitelistEntry, WhitelistVersion
     from annuaire.whitelist import dn_key
