@@ -46,6 +46,16 @@ def whitelist_allows(domain: str, peer: str | x509.Name) -> bool:
     ).exists()
 
 
+def whitelist_dn_keys(domain: str) -> frozenset[str]:
+    """The certificate DNs (normalised, whitelist.dn_key) listed for ``domain`` in the list in
+    force; empty when the domain is not in the trust space."""
+    return frozenset(
+        WhitelistEntry.objects.filter(
+            version__is_current=True, domain=domain.strip().lower()
+        ).values_list("dn_key", flat=True)
+    )
+
+
 MALFORMED = "Adresse mal formée."
 
 
@@ -167,5 +177,6 @@ __all__ = [
     "recipient_check",
     "whitelist_allows",
     "whitelist_current",
+    "whitelist_dn_keys",
     "whitelist_knows_domain",
 ]

@@ -21,7 +21,8 @@ import dns.resolver
 from cryptography import x509
 from django.conf import settings
 
-from annuaire.selectors import whitelist_allows, whitelist_knows_domain
+from annuaire.selectors import whitelist_dn_keys
+from annuaire.whitelist import dn_key
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,30 @@ def send(
     domain: str, *, mail_from: str, rcpts: list[Rcpt], content: bytes, ret: str, envid: str
 ) -> dict[str, Result]:
     """Deliver ``content`` to ``rcpts`` (all in ``domain``); one outcome per address."""
-    if not whitelist_knows_domain(domain):
+    return deliver(
+        domain,
+        whitelist_dn_keys(domain),
+        mail_from=mail_from,
+        rcpts=rcpts,
+        content=content,
+        ret=ret,
+        envid=envid,
+    )
+
+
+def deliver(
+    domain: str,
+    allowed: frozenset[str],
+    *,
+    mail_from: str,
+    rcpts: list[Rcpt],
+    content: bytes,
+    ret: str,
+    envid: str,
+) -> dict[str, Result]:
+    """``send`` once the whitelist was read (``allowed``: the DN keys listed for ``domain``,
+    empty when the domain is not in the trust space). No database: runs in any thread."""
+    if not allowed:
         return _all(
             rcpts,
             Result(
@@ -131,11 +155,20 @@ def send(
     last = Result("temporary", "4.4.1", f"No answer from any mail server of {domain}")
     for host, port in peers:
         try:
-            return _session(host, port, domain, mail_from, rcpts, content, ret, envid)
+            return _session(host, port, domain, allowed, mail_from, rcpts, content, ret, envid)
         except (OSError, smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
             # Includes TLS failures (ssl.SSLError is an OSError): try the next MX, then defer.
             last = Result("temporary", "4.4.1", f"{host}: {exc}"[:400], host)
     return _all(rcpts, last)
+
+
+def _listed(subject: x509.Name | None, allowed: frozenset[str]) -> bool:
+    if subject is None:
+        return False
+    try:
+        return dn_key(subject) in allowed
+    except ValueError:
+        return False
 
 
 # --- Connection reuse ---------------------------------------------------------------------------
@@ -233,6 +266,7 @@ def _session(
     host: str,
     port: int,
     domain: str,
+    allowed: frozenset[str],
     mail_from: str,
     rcpts: list[Rcpt],
     content: bytes,
@@ -243,7 +277,7 @@ def _session(
         conn = _connect(host, port)
     except _NoStartTLS:
         return _all(rcpts, Result("temporary", "4.7.10", f"{host} does not offer STARTTLS", host))
-    if conn.subject is None or not whitelist_allows(domain, conn.subject):
+    if not _listed(conn.subject, allowed):
         _close(conn)
         dn = conn.subject.rfc4514_string() if conn.subject is not None else "none"
         return _all(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +26,7 @@ from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import StructureDomain, User
+from annuaire.selectors import whitelist_dn_keys
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.relay import dsn, transport
 from mailboxes.services.reports import is_report, report_apply
@@ -153,24 +155,43 @@ def _deliver_local(
     return results
 
 
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    """Threads for the domains of one message (created in the worker process, after fork)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay")
+    return _EXECUTOR
+
+
 def _deliver_remote(
     message: OutboundMessage, rows: list[OutboundDelivery], content: bytes
 ) -> dict[str, transport.Result]:
-    results: dict[str, transport.Result] = {}
+    """One SMTP transaction per destination domain, the domains in parallel (each thread
+    keeps its own verified sessions); the whitelist is read here, before, in this thread."""
     by_domain: dict[str, list[OutboundDelivery]] = defaultdict(list)
     for row in rows:
         by_domain[row.domain].append(row)
-    for domain, group in by_domain.items():
-        results.update(
-            transport.send(
-                domain,
-                mail_from=message.envelope_from,
-                rcpts=[transport.Rcpt(r.recipient, r.notify, r.orcpt) for r in group],
-                content=content,
-                ret=message.ret,
-                envid=message.envid,
-            )
+
+    def one(domain: str, allowed: frozenset[str]) -> dict[str, transport.Result]:
+        return transport.deliver(
+            domain,
+            allowed,
+            mail_from=message.envelope_from,
+            rcpts=[transport.Rcpt(r.recipient, r.notify, r.orcpt) for r in by_domain[domain]],
+            content=content,
+            ret=message.ret,
+            envid=message.envid,
         )
+
+    work = [(domain, whitelist_dn_keys(domain)) for domain in by_domain]
+    if len(work) == 1:
+        return one(*work[0])
+    results: dict[str, transport.Result] = {}
+    for outcome in _executor().map(lambda item: one(*item), work):
+        results.update(outcome)
     return results
 
 

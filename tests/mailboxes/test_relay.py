@@ -566,3 +566,34 @@ def test_a_pooled_session_the_peer_closed_is_replaced(
     finally:
         transport.connections_close()
         controller.stop()
+
+
+def test_the_domains_of_one_message_are_delivered_in_parallel_each_to_its_operator(
+    pki, relay_settings, listed, box: Mailbox
+) -> None:
+    first, second = Peer(), Peer()
+    c1, p1 = _start_peer(pki, "peer", first)
+    c2, p2 = _start_peer(pki, "gateway", second)  # the certificate listed for autre.mssante.fr
+    relay_settings.RELAY_ROUTES = [
+        f"operateur-test.mssante.fr=127.0.0.1:{p1}",
+        f"autre.mssante.fr=127.0.0.1:{p2}",
+    ]
+    try:
+        message = _send(
+            box,
+            [
+                Recipient(REMOTE),
+                Recipient("secretariat@autre.mssante.fr"),
+                Recipient("x@gmail.com"),
+            ],
+        )
+        message_relay(public_id=str(message.public_id))
+    finally:
+        c1.stop()
+        c2.stop()
+    rows = {r.recipient: r for r in OutboundDelivery.objects.filter(message=message)}
+    assert rows[REMOTE].status == Status.RELAYED
+    assert rows["secretariat@autre.mssante.fr"].status == Status.RELAYED
+    assert rows["x@gmail.com"].status == Status.FAILED  # outside the trust space, at once
+    assert [e.rcpt_tos for e in first.received] == [[REMOTE]]
+    assert [e.rcpt_tos for e in second.received] == [["secretariat@autre.mssante.fr"]]
