@@ -21,7 +21,6 @@ import dns.resolver
 from cryptography import x509
 from django.conf import settings
 
-from annuaire.selectors import whitelist_dn_keys
 from annuaire.whitelist import dn_key
 
 
@@ -110,21 +109,6 @@ def _all(rcpts: list[Rcpt], result: Result) -> dict[str, Result]:
     return {r.address: result for r in rcpts}
 
 
-def send(
-    domain: str, *, mail_from: str, rcpts: list[Rcpt], content: bytes, ret: str, envid: str
-) -> dict[str, Result]:
-    """Deliver ``content`` to ``rcpts`` (all in ``domain``); one outcome per address."""
-    return deliver(
-        domain,
-        whitelist_dn_keys(domain),
-        mail_from=mail_from,
-        rcpts=rcpts,
-        content=content,
-        ret=ret,
-        envid=envid,
-    )
-
-
 def deliver(
     domain: str,
     allowed: frozenset[str],
@@ -135,8 +119,9 @@ def deliver(
     ret: str,
     envid: str,
 ) -> dict[str, Result]:
-    """``send`` once the whitelist was read (``allowed``: the DN keys listed for ``domain``,
-    empty when the domain is not in the trust space). No database: runs in any thread."""
+    """Deliver ``content`` to ``rcpts`` (all in ``domain``); one outcome per address.
+    ``allowed``: the DN keys the whitelist lists for ``domain`` (read by the caller; empty when
+    the domain is not in the trust space). No database here: runs in any thread."""
     if not allowed:
         return _all(
             rcpts,
