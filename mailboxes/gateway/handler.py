@@ -244,7 +244,7 @@ def _deliver_and_trace(
         # RFC 5322 §2.3: NUL is never allowed; permanent, the sender must fix it.
         reply = "554 5.6.0 Message contains NUL characters"
     else:
-        reply = policy.deliver(mail_from, recipients, message, dsn, message_id)
+        reply = policy.deliver(mail_from, recipients, message, dsn, message_id, peer.subject)
     policy.trace(
         peer=peer,
         mail_from=mail_from,

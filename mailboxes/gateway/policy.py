@@ -167,6 +167,7 @@ def deliver(
     content: bytes,
     dsn: dict[str, Any] | None = None,
     message_id: str = "",
+    reporter: x509.Name | None = None,
 ) -> str:
     """Hand the message to Dovecot over LMTP and answer for it (ARCHITECTURE.md, data flow 1).
 
@@ -187,7 +188,7 @@ def deliver(
     if is_report(content):
         # A DSN or MDN about something we sent: update the sender's view (« remis », « lu »).
         try:
-            report_apply(content)
+            report_apply(content, reporter=reporter)
         except (DatabaseError, ValueError, LookupError):
             logger.exception("delivery report could not be applied")  # it is delivered anyway
     report = _success_report(mail_from, delivered, content, dsn)

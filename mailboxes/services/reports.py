@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Callable
 from email.message import Message
 
+from cryptography import x509
 from django.db import transaction
 from django.utils import timezone
 
+from annuaire.selectors import whitelist_allows
 from mailboxes.models import OutboundDelivery
 
 Status = OutboundDelivery.Status
@@ -39,20 +42,27 @@ def is_report(raw: bytes) -> bool:
 
 
 @transaction.atomic
-def report_apply(raw: bytes) -> int:
+def report_apply(raw: bytes, *, reporter: x509.Name | None = None) -> int:
     """Apply a DSN or an MDN to the deliveries it is about; returns rows updated. Unknown or
-    malformed reports change nothing."""
+    malformed reports change nothing. ``reporter``: the certificate of the operator that
+    brought it (gateway); a report about a recipient is only believed from an operator listed
+    for that recipient's domain (None: one of our own BALs reports, over LMTP)."""
     report = email.message_from_bytes(raw, policy=email.policy.compat32)
     param = report.get_param("report-type")
     kind = param.lower() if isinstance(param, str) else ""
+
+    def vouched(recipient: str) -> bool:
+        domain = recipient.rpartition("@")[2]
+        return reporter is None or (bool(domain) and whitelist_allows(domain, reporter))
+
     if kind == "delivery-status":
-        return _apply_dsn(report)
+        return _apply_dsn(report, vouched)
     if kind == "disposition-notification":
-        return _apply_mdn(report)
+        return _apply_mdn(report, vouched)
     return 0
 
 
-def _apply_dsn(report: Message) -> int:
+def _apply_dsn(report: Message, vouched: Callable[[str], bool]) -> int:
     blocks = _blocks(report, "message/delivery-status")
     if len(blocks) < 2:
         return 0
@@ -65,6 +75,8 @@ def _apply_dsn(report: Message) -> int:
             str(block.get("Original-Recipient") or block.get("Final-Recipient") or "")
         )
         action = str(block.get("Action", "")).strip().lower()
+        if not vouched(recipient):
+            continue
         rows = OutboundDelivery.objects.filter(message__envid=envid, recipient=recipient)
         if action == "delivered":
             updated += rows.exclude(status=Status.DELIVERED).update(
@@ -78,7 +90,7 @@ def _apply_dsn(report: Message) -> int:
     return updated
 
 
-def _apply_mdn(report: Message) -> int:
+def _apply_mdn(report: Message, vouched: Callable[[str], bool]) -> int:
     blocks = _blocks(report, "message/disposition-notification")
     fields: dict[str, str] = {}
     for block in blocks:
@@ -86,7 +98,7 @@ def _apply_mdn(report: Message) -> int:
     message_id = fields.get("original-message-id", "").strip()
     recipient = _address(fields.get("original-recipient") or fields.get("final-recipient") or "")
     disposition = fields.get("disposition", "").lower()
-    if not message_id or "displayed" not in disposition:
+    if not message_id or "displayed" not in disposition or not vouched(recipient):
         return 0
     return OutboundDelivery.objects.filter(
         message__message_id=message_id, recipient=recipient, read_at__isnull=True

@@ -597,3 +597,34 @@ def test_the_domains_of_one_message_are_delivered_in_parallel_each_to_its_operat
     assert rows["x@gmail.com"].status == Status.FAILED  # outside the trust space, at once
     assert [e.rcpt_tos for e in first.received] == [[REMOTE]]
     assert [e.rcpt_tos for e in second.received] == [["secretariat@autre.mssante.fr"]]
+
+
+def test_a_report_is_believed_only_from_the_operator_of_the_recipient_domain(
+    pki, listed, box: Mailbox
+) -> None:
+    from pathlib import Path as _Path
+
+    from cryptography import x509
+
+    from mailboxes.services.reports import report_apply
+
+    message = _send(box, [Recipient(REMOTE, notify="SUCCESS,FAILURE")], envid="ENV-FORGED-1")
+    OutboundDelivery.objects.filter(message=message).update(status=Status.RELAYED)
+    dsn = (
+        f"From: MAILER-DAEMON@autre.mssante.fr\r\nTo: {box.address}\r\nSubject: x\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nEchec.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Original-Envelope-Id: ENV-FORGED-1\r\nReporting-MTA: dns; mx.autre.mssante.fr\r\n\r\n"
+        f"Final-Recipient: rfc822; {REMOTE}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
+    ).encode()
+
+    def subject(name: str) -> x509.Name:
+        return x509.load_pem_x509_certificate(_Path(pki[name].cert).read_bytes()).subject
+
+    # « autre.mssante.fr » is listed with another certificate: it cannot speak for REMOTE.
+    assert report_apply(dsn, reporter=subject("gateway")) == 0
+    assert OutboundDelivery.objects.get(message=message).status == Status.RELAYED
+    assert report_apply(dsn, reporter=subject("peer")) == 1
+    assert OutboundDelivery.objects.get(message=message).status == Status.FAILED
