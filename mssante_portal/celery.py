@@ -26,6 +26,10 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     timezone="Europe/Paris",
 )
+# Celery's Django fixup closes the database connection before and after every task unless
+# this is set (one new PostgreSQL backend per task otherwise): reuse it for 500 tasks, and
+# Django's CONN_MAX_AGE / health checks still apply.
+app.conf["CELERY_DB_REUSE_MAX"] = 500
 app.autodiscover_tasks()
 
 # The periodic schedule lives here, in code. Later capabilities add their sweeps and syncs.
