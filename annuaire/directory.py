@@ -121,14 +121,10 @@ class Suggestion:
 
 def _suggestion(entry: DirectoryEntry) -> Suggestion:
     if entry.bal_type == "PER":
-        label = " ".join(p for p in (entry.first_name, entry.last_name) if p)
-        if entry.civility in ("DR", "PR"):
-            label = f"{entry.civility.capitalize()} {label}"
         parts = [entry.profession_label, entry.specialty_label, entry.town]
     else:
-        label = entry.structure_name or entry.structure_sign or entry.address
         parts = [entry.service, entry.town]
-    return Suggestion(entry.address, label, " · ".join(p for p in parts if p), entry.bal_type)
+    return Suggestion(entry.address, entry.label, " · ".join(p for p in parts if p), entry.bal_type)
 
 
 SUGGEST_FIELDS = (

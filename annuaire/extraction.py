@@ -95,14 +95,20 @@ _PLAIN_EMAIL = re.compile(
 )
 
 
+def ascii_fold(value: str) -> str:
+    """Accents removed, ligatures spelt out (« Œ » -> « OE »), anything else non-ASCII
+    dropped; case kept. Shared by the search form and the BAL naming rule."""
+    if value.isascii():
+        return value
+    value = unicodedata.normalize("NFKD", value.translate(_LIGATURES))
+    return value.encode("ascii", "ignore").decode("ascii")
+
+
 @lru_cache(maxsize=100_000)
 def norm(value: str) -> str:
     """Search form of a name: accents removed, lower case, apostrophes dropped, hyphens and
     other punctuation as spaces. ``N'DIAYE`` -> ``ndiaye``, ``Jean-Marc`` -> ``jean marc``."""
-    if not value.isascii():
-        value = unicodedata.normalize("NFKD", value.translate(_LIGATURES))
-        value = value.encode("ascii", "ignore").decode("ascii")
-    return " ".join(_NOT_ALNUM.sub(" ", value.lower().translate(_DROP)).split())
+    return " ".join(_NOT_ALNUM.sub(" ", ascii_fold(value).lower().translate(_DROP)).split())
 
 
 @lru_cache(maxsize=50_000)

@@ -153,6 +153,15 @@ class DirectoryEntry(_ExtractionRow):
         return self.address
 
     @property
+    def label(self) -> str:
+        """How people are shown: « Dr Hélène LEFÈVRE », or the structure's name."""
+        if self.bal_type == "PER":
+            name = " ".join(p for p in (self.first_name, self.last_name) if p)
+            title = {"DR": "Dr", "PR": "Pr"}.get(self.civility, "")
+            return f"{title} {name}".strip() or self.address
+        return self.structure_name or self.structure_sign or self.address
+
+    @property
     def display_name(self) -> str:
         if self.bal_type == "PER":
             return " ".join(p for p in (self.civility, self.first_name, self.last_name) if p)

@@ -112,10 +112,7 @@ def recipient_check(address: str) -> RecipientVerdict:
 
 def _holder(entry: DirectoryEntry) -> str:
     if entry.bal_type == "PER":
-        name = " ".join(p for p in (entry.first_name, entry.last_name) if p)
-        if entry.civility in ("DR", "PR"):
-            name = f"{entry.civility.capitalize()} {name}"
-        return " — ".join(p for p in (name, entry.profession_label) if p)
+        return " — ".join(p for p in (entry.label, entry.profession_label) if p)
     return " — ".join(p for p in (entry.structure_name, entry.service) if p)
 
 

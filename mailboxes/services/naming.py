@@ -7,19 +7,15 @@ part (RFC 5321: 64 characters at most)."""
 from __future__ import annotations
 
 import re
-import unicodedata
 
+from annuaire.extraction import ascii_fold
 from mailboxes.models import Mailbox
 
 MAX_LOCAL = 64
-_LIGATURES = str.maketrans(
-    {"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ß": "ss", "ø": "o", "Ø": "O"}
-)
 
 
 def _part(value: str) -> str:
-    value = unicodedata.normalize("NFKD", value.translate(_LIGATURES))
-    value = value.encode("ascii", "ignore").decode("ascii").lower()
+    value = ascii_fold(value).lower()
     value = re.sub(r"['`\u2019\u00b4]", "", value)
     value = re.sub(r"[\s_.]+", "-", value.strip())
     value = re.sub(r"[^a-z0-9-]", "", value)

@@ -38,6 +38,7 @@ SORT_ORDERS = {
 TRASH = "Trash"
 SENT = "Sent"
 DRAFTS = "Drafts"
+MDN_SENT = b"$MDNSent"  # RFC 3503: the read-receipt question of a message is settled
 MAX_SUBJECT = 500  # characters shown in a list row
 
 
@@ -158,9 +159,6 @@ def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
         has_attachments=_has_attachments(data.get(b"BODYSTRUCTURE")),
         mdn_sent=MDN_SENT in flags,
     )
-
-
-MDN_SENT = b"$MDNSent"
 
 
 class MailStore:

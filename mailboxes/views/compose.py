@@ -231,7 +231,7 @@ def recipient_suggest(request: HttpRequest) -> HttpResponse:
     suggestions = [
         Suggestion(
             address,
-            known[address].display_name if address in known else address,
+            known[address].label if address in known else address,
             "Correspondant récent",
             known[address].bal_type if address in known else "",
         )
