@@ -58,6 +58,11 @@ class Structure(models.Model):
     identifier = models.CharField(_("identifiant"), max_length=14)
     name = models.CharField(_("raison sociale"), max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The OpenPGP public key BAL exports are encrypted to (ASCII-armoured), uploaded by the
+    # director; its private half never comes here.
+    recovery_key = models.TextField(_("clé OpenPGP de recouvrement"), blank=True)
+    recovery_key_fingerprint = models.CharField(max_length=64, blank=True)
+    recovery_key_uploaded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("structure")

@@ -58,6 +58,12 @@ class Mailbox(models.Model):
     liste_rouge = models.BooleanField(_("liste rouge"), default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    # New-mail notice to an ordinary address outside the trust space (no health data in it).
+    notice_email = models.EmailField(_("adresse de notification"), max_length=320, blank=True)
+    notice_interval_minutes = models.PositiveIntegerField(
+        _("au plus une notification toutes les (minutes)"), default=60
+    )
+    notice_last_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("BAL")
@@ -98,6 +104,15 @@ class MailboxAccess(models.Model):
     can_read = models.BooleanField(_("lire"), default=True)
     can_send = models.BooleanField(_("envoyer"), default=False)
     can_manage = models.BooleanField(_("gérer"), default=False)
+    # Delegations may end by themselves; after this instant the right no longer exists.
+    expires_at = models.DateTimeField(_("fin de la délégation"), null=True, blank=True)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -212,3 +227,60 @@ class DailyIndicator(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.name} {self.key}: {self.count}"
+
+
+class MailboxExport(models.Model):
+    """An encrypted archive of a whole BAL (every folder), made before closing it or on a
+    director's request. The archive is OpenPGP-encrypted to the structure's recovery key; we
+    keep its checksum so that whoever holds the file can prove it is the one we made."""
+
+    class Purpose(models.TextChoices):
+        EXPORT = "export", _("Export")
+        CLOSE = "close", _("Fermeture")
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="exports")
+    purpose = models.CharField(max_length=8, choices=Purpose)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    path = models.CharField(max_length=500)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    messages = models.PositiveIntegerField()
+    folders = models.PositiveIntegerField()
+    key_fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("export de BAL")
+        verbose_name_plural = _("exports de BAL")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} {self.created_at:%Y-%m-%d} ({self.purpose})"
+
+
+class MailboxMonthlyUsage(models.Model):
+    """Usage of one BAL in one month (ANS usage indicators): messages received and sent,
+    distinct correspondents, partner domains and structures. Derived from the traces and the
+    outbound spool rows by a periodic task, so it survives the traces' retention."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="usage")
+    month = models.DateField()  # first day of the month
+    received = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    correspondents = models.PositiveIntegerField(default=0)
+    domains = models.JSONField(default=dict, blank=True)  # {domain: messages}
+    structures = models.JSONField(default=dict, blank=True)  # {structure name: messages}
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("usage mensuel d'une BAL")
+        verbose_name_plural = _("usages mensuels des BAL")
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "month"], name="usage_one_per_month")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} {self.month:%Y-%m}"
