@@ -48,6 +48,11 @@ app.conf.beat_schedule = {
         "task": "mailboxes.tasks.compute_indicators",
         "schedule": 3600.0,
     },
+    "mailboxes-compute-usage": {"task": "mailboxes.tasks.compute_usage", "schedule": 3600.0},
+    "accounts-purge-audit": {
+        "task": "accounts.tasks.purge_audit",
+        "schedule": crontab(hour=3, minute=41),
+    },
     "accounts-purge-expired-sessions": {
         "task": "accounts.tasks.purge_expired_sessions",
         "schedule": 3600.0,

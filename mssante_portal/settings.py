@@ -406,6 +406,32 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- Console (issue 7) ---------------------------------------------------------------------
+# Encrypted BAL exports (before closing, or on request) are written here.
+EXPORT_DIR = Path(env_str("EXPORT_DIR", str(VAR_DIR / "exports"))).resolve()
+# Functional traces are kept this many days, then purged (6 months by default).
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183)
+# Sensitive console actions (close, export, delegation, role change) need a Pro Santé Connect
+# sign-in younger than this (seconds); otherwise the person signs in again.
+CONSOLE_REAUTH_MAX_AGE = env_int("CONSOLE_REAUTH_MAX_AGE", 900)
+# New-mail notices go to ordinary addresses, outside the trust space, through this SMTP server
+# (Django's email settings). They never carry health data.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.locmem.EmailBackend"
+    if TESTING
+    else "django.core.mail.backends.filebased.EmailBackend"
+    if EMBEDDED
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_FILE_PATH = str(VAR_DIR / "notices")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_str("EMAIL_USE_TLS", "false").lower() == "true"
+NOTICE_FROM_EMAIL = env_str("NOTICE_FROM_EMAIL", "ne-pas-repondre@exemple-operateur.fr")
+
 # --- I18n: the UI speaks French -----------------------------------------------------------------
 LANGUAGE_CODE = "fr"
 LANGUAGES = [("fr", "Français")]
