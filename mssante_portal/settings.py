@@ -429,7 +429,7 @@ EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
-EMAIL_USE_TLS = env_str("EMAIL_USE_TLS", "false").lower() == "true"
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 NOTICE_FROM_EMAIL = env_str("NOTICE_FROM_EMAIL", "ne-pas-repondre@exemple-operateur.fr")
 
 # --- I18n: the UI speaks French -----------------------------------------------------------------
