@@ -4,6 +4,7 @@ from celery import shared_task
 
 from mailboxes.services.indicators import indicators_compute
 from mailboxes.services.relay import message_relay, relay_sweep
+from mailboxes.services.usage import usage_compute
 
 
 @shared_task(name="mailboxes.tasks.relay_message")
@@ -19,3 +20,8 @@ def sweep_relay() -> int:
 @shared_task(name="mailboxes.tasks.compute_indicators")
 def compute_indicators() -> int:
     return indicators_compute()
+
+
+@shared_task(name="mailboxes.tasks.compute_usage")
+def compute_usage() -> int:
+    return usage_compute()
