@@ -6,8 +6,10 @@ Each service owns its transaction and writes its trace in it (accounts.audit).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -16,7 +18,7 @@ from django.utils import timezone
 
 from accounts.audit import Action, audit_record
 from accounts.identifiers import validate_finess, validate_siret
-from accounts.models import Activity, Membership, Structure, StructureDomain, User
+from accounts.models import Activity, AuditEvent, Membership, Structure, StructureDomain, User
 from accounts.psc.claims import PscActivity, PscIdentity
 
 if TYPE_CHECKING:
@@ -229,4 +231,32 @@ def membership_set_role(
 def sessions_purge_expired() -> int:
     """Delete expired sessions (database session backend). Returns how many were deleted."""
     deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
+    return deleted
+
+
+AUDIT_PURGED = "audit.purged"
+AUDIT_PURGE_BATCH = 5000
+
+
+def audit_purge(*, older_than_days: int | None = None) -> int:
+    """Delete the traces older than ``older_than_days`` (default settings.AUDIT_RETENTION_DAYS,
+    six months) and return how many went.
+
+    Deleted by primary key in batches of AUDIT_PURGE_BATCH, each batch its own statement and
+    transaction: no giant DELETE holding locks on the whole table, and a run cut short is
+    simply finished by the next one (safe to run twice). Side effect: one ``audit.purged``
+    trace with the count and the cutoff, written after the purge so it survives it.
+    """
+    days = settings.AUDIT_RETENTION_DAYS if older_than_days is None else older_than_days
+    cutoff = timezone.now() - timedelta(days=days)
+    old = AuditEvent.objects.filter(occurred_at__lt=cutoff).order_by("occurred_at")
+    deleted = 0
+    while batch := list(old.values_list("pk", flat=True)[:AUDIT_PURGE_BATCH]):
+        count, _ = AuditEvent.objects.filter(pk__in=batch).delete()
+        deleted += count
+    audit_record(
+        action=AUDIT_PURGED,
+        actor_label="systeme",
+        details={"deleted": deleted, "cutoff": cutoff.isoformat(), "retention_days": days},
+    )
     return deleted

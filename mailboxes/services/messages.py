@@ -80,6 +80,14 @@ def _writable(grant: Grant) -> None:
         raise MailboxSuspended()
 
 
+def _message_ids(store: MailStore, folder: str, uids: Sequence[int]) -> list[str]:
+    """The Message-IDs of ``uids``, read before acting (a moved or deleted UID no longer
+    names its message), so that the trace says which messages were affected
+    (accounts.journal.message_history)."""
+    found = store.message_ids(folder, uids)
+    return [found[uid] for uid in sorted(found)]
+
+
 def _check_folder(store: MailStore, folder: str) -> None:
     if not folder or len(folder) > 200 or not store.folder_exists(folder):
         raise FolderInvalid()
@@ -222,11 +230,12 @@ def attachment_open(
         request=request,
         details=details,
         folders=[folder],
-    ) as (store, _):
+    ) as (store, traced):
         found = store.fetch(folder, uid, mark_seen=False)
         result = attachment_bytes(found[0], index) if found else None
         if result is None:
             raise Http404
+        traced["message_id"] = store.message_ids(folder, [uid]).get(uid, "")
     return result
 
 
@@ -245,7 +254,8 @@ def messages_flag(
     with _session(
         grant=grant, actor=actor, action=MessageAction.FLAG, request=request, details=details,
         folders=[folder], write=True,
-    ) as (store, _):  # fmt: skip
+    ) as (store, traced):  # fmt: skip
+        traced["message_ids"] = _message_ids(store, folder, uids)
         return store.set_flag(folder, uids, FLAGS[flag], on)
 
 
@@ -262,8 +272,11 @@ def messages_move(
     with _session(
         grant=grant, actor=actor, action=MessageAction.MOVE, request=request, details=details,
         folders=[folder, target], write=True,
-    ) as (store, _):  # fmt: skip
-        return store.move(folder, uids, target) if target != folder else []
+    ) as (store, traced):  # fmt: skip
+        if target == folder:
+            return []
+        traced["message_ids"] = _message_ids(store, folder, uids)
+        return store.move(folder, uids, target)
 
 
 def messages_delete(
@@ -279,7 +292,8 @@ def messages_delete(
     with _session(
         grant=grant, actor=actor, action=MessageAction.DELETE, request=request, details=details,
         folders=[folder], write=True,
-    ) as (store, _):  # fmt: skip
+    ) as (store, traced):  # fmt: skip
+        traced["message_ids"] = _message_ids(store, folder, uids)
         return store.delete(folder, uids)
 
 

@@ -1,0 +1,317 @@
+"""Reads of the audit trail: the structure's journal (filterable, CSV) and the history of one
+message on a BAL (Référentiel #2 SC.MSS/CONF.17-18: who read, moved, deleted or sent it).
+
+``accounts`` may not import ``mailboxes`` (import-linter): the caller passes the BALs as plain
+values (their ``public_id`` as text, and their addresses for the CSV).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
+from django.utils.translation import gettext
+from django.utils.translation import gettext_noop as _noop
+
+from accounts.models import AuditEvent
+
+PARIS = ZoneInfo("Europe/Paris")
+# target_type of the traces written about a BAL (audit_record(target=mailbox)).
+MAILBOX_TARGET = "mailboxes.mailbox"
+# target_type of the gateway and relay traces, whose target_id is the Message-ID.
+MESSAGE_TARGET = "message"
+
+# Marked for translation here, translated when shown (action_label): values stay plain str.
+ACTION_LABELS: dict[str, str] = {
+    # accounts.audit.Action
+    "auth.login": _noop("Connexion"),
+    "auth.login_failed": _noop("Échec de connexion"),
+    "auth.logout": _noop("Déconnexion"),
+    "structure.created": _noop("Création de la structure"),
+    "structure.recovery_key_set": _noop("Dépôt de la clé de recouvrement"),
+    "membership.added": _noop("Ajout d'un membre à la structure"),
+    "membership.invited": _noop("Invitation d'un membre"),
+    "membership.role_changed": _noop("Changement de rôle"),
+    "membership.removed": _noop("Retrait d'un membre de la structure"),
+    "audit.purged": _noop("Purge du journal"),
+    # mailboxes.services.messages.MessageAction
+    "message.list": _noop("Consultation d'un dossier"),
+    "message.read": _noop("Lecture d'un message"),
+    "message.attachment_download": _noop("Téléchargement d'une pièce jointe"),
+    "message.flag": _noop("Marquage de messages"),
+    "message.move": _noop("Déplacement de messages"),
+    "message.delete": _noop("Suppression de messages"),
+    "mailbox.trash_emptied": _noop("Corbeille vidée"),
+    # compose, drafts, read receipts (RFC 8098)
+    "message.sent": _noop("Envoi d'un message"),
+    "message.draft_saved": _noop("Enregistrement d'un brouillon"),
+    "message.mdn_sent": _noop("Envoi d'un accusé de lecture"),
+    "message.mdn_declined": _noop("Refus d'un accusé de lecture"),
+    # mailboxes.services.lifecycle.LifecycleAction and the console
+    "mailbox.created": _noop("Création de la BAL"),
+    "mailbox.updated": _noop("Modification de la BAL"),
+    "mailbox.suspended": _noop("Suspension de la BAL"),
+    "mailbox.reactivated": _noop("Réactivation de la BAL"),
+    "mailbox.closed": _noop("Fermeture de la BAL"),
+    "mailbox.access_granted": _noop("Attribution d'un accès à la BAL"),
+    "mailbox.access_revoked": _noop("Retrait d'un accès à la BAL"),
+    "mailbox.exported": _noop("Export de la BAL"),
+    "mailbox.notice_sent": _noop("Envoi d'un avis de nouveau message"),
+    # annuaire
+    "annuaire.bal_published": _noop("Publication de la BAL dans l'annuaire"),
+    # gateway and relay (mailboxes.gateway.policy, mailboxes.services.relay: relay.<status>)
+    "gateway.received": _noop("Réception d'un message (passerelle)"),
+    "relay.queued": _noop("Relais : nouvel essai programmé"),
+    "relay.sending": _noop("Relais : envoi en cours"),
+    "relay.relayed": _noop("Relais : transmis à l'opérateur du destinataire"),
+    "relay.delivered": _noop("Relais : remis"),
+    "relay.failed": _noop("Relais : échec"),
+}
+
+# The traces about one message on a BAL, as written by mailboxes.services (messages, compose,
+# mdn). Plain strings: accounts does not import mailboxes (tests check they match).
+HISTORY_ACTIONS = (
+    "message.read",
+    "message.attachment_download",
+    "message.flag",
+    "message.move",
+    "message.delete",
+    "message.sent",
+    "message.mdn_sent",
+    "message.mdn_declined",
+)
+# At most this many candidate traces are examined for one message's history.
+HISTORY_WINDOW = 5000
+
+CSV_HEADER = [
+    "Date",
+    "Heure",
+    "Auteur",
+    "Identifiant national",
+    "Action",
+    "BAL",
+    "Résultat",
+    "Code d'erreur",
+    "Adresse IP",
+    "Détails",
+]
+# OWASP "CSV injection": a spreadsheet evaluates a cell that starts with one of these.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def action_label(action: str) -> str:
+    """The French label of an action string, or the string itself when unknown."""
+    label = ACTION_LABELS.get(action)
+    return gettext(label) if label else action
+
+
+@dataclass
+class JournalFilter:
+    """What the journal screen asks for; empty fields do not filter.
+
+    ``mailbox_ids``: BAL public ids (text) to keep, None for every BAL; ``person``: part of
+    the author's name, national id or recorded label; ``action``: an exact action, or a family
+    when it ends with a dot (``"message."``); ``start``/``end``: Paris days, both included;
+    ``result``: ``"success"`` or ``"failure"``; ``message_id``: one Message-ID.
+    """
+
+    mailbox_ids: list[str] | None = None
+    person: str = ""
+    action: str = ""
+    start: date | None = None
+    end: date | None = None
+    result: str = ""
+    message_id: str = ""
+
+
+def _paris_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=PARIS)
+
+
+def _message_key(message_id: str) -> str:
+    """A Message-ID without its angle brackets and folding whitespace (a msg-id holds no
+    whitespace, RFC 5322 §3.6.4), so that "<a@b>", " <a@b>" and "a@b" compare equal."""
+    return "".join(message_id.split()).removeprefix("<").removesuffix(">")
+
+
+def _json_plain(text: str) -> bool:
+    """Whether ``text`` is written as itself inside JSON on every backend (printable ASCII,
+    no quote, no backslash), so that a substring search of the JSON text can find it."""
+    return all(" " < ch < "\x7f" and ch not in '"\\' for ch in text)
+
+
+def _mentioning(events: QuerySet[AuditEvent], key: str) -> QuerySet[AuditEvent]:
+    """Narrow ``events`` in SQL to the traces that may name the message ``key``.
+
+    Django's JSONField ``contains`` (JSON containment) is not supported on SQLite (the
+    embedded mode), so the list ``details["message_ids"]`` is read as JSON text
+    (KeyTextTransform: ``->>`` on PostgreSQL, JSON_EXTRACT on SQLite, both giving
+    ``["<a@b>", ...]``) and searched for the quoted element. The result is a superset at worst
+    (SQLite's LIKE ignores ASCII case): callers that need exactness check in Python
+    (``_names``). Only for ids that JSON writes as themselves (``_json_plain``).
+    """
+    spellings = [f"<{key}>", key]
+    in_list = Q()
+    for spelling in spellings:
+        in_list |= Q(message_ids_text__contains=f'"{spelling}"')
+    return events.annotate(message_ids_text=KeyTextTransform("message_ids", "details")).filter(
+        Q(details__message_id__in=spellings)
+        | in_list
+        | Q(target_type=MESSAGE_TARGET, target_id__in=spellings)
+    )
+
+
+def _names(event: AuditEvent, key: str) -> bool:
+    """Whether the trace names the message ``key`` (exact, after _message_key)."""
+    details: Any = event.details if isinstance(event.details, dict) else {}
+    named = [details.get("message_id")]
+    if isinstance(details.get("message_ids"), list):
+        named += details["message_ids"]
+    if event.target_type == MESSAGE_TARGET:
+        named.append(event.target_id)
+    return any(isinstance(n, str) and _message_key(n) == key for n in named)
+
+
+def journal_events(
+    *, structure_id: int, mailbox_ids: list[str], flt: JournalFilter
+) -> QuerySet[AuditEvent]:
+    """The structure's traces matching ``flt``, newest first, with their actor.
+
+    ``mailbox_ids``: the public ids of the structure's BALs (the caller reads them in
+    mailboxes). A trace belongs to the structure when it carries its id or targets one of
+    those BALs; nothing else is ever returned, whatever ``flt`` asks (a BAL of another
+    structure in ``flt.mailbox_ids`` matches nothing). Every condition is on an indexed
+    column first: structure (foreign key), (target_type, target_id), occurred_at.
+    """
+    own_boxes = [str(i) for i in mailbox_ids]
+    scope = Q(structure_id=structure_id)
+    if own_boxes:
+        scope |= Q(target_type=MAILBOX_TARGET, target_id__in=own_boxes)
+    events = AuditEvent.objects.filter(scope)
+
+    if flt.mailbox_ids is not None:
+        allowed = set(own_boxes)
+        wanted = [i for i in map(str, flt.mailbox_ids) if i in allowed]
+        events = events.filter(target_type=MAILBOX_TARGET, target_id__in=wanted)
+    for term in flt.person.split():
+        events = events.filter(
+            Q(actor__first_name__icontains=term)
+            | Q(actor__last_name__icontains=term)
+            | Q(actor__username__icontains=term)
+            | Q(actor__national_id__icontains=term)
+            | Q(actor_label__icontains=term)
+        )
+    action = flt.action.strip()
+    if action.endswith("."):
+        events = events.filter(action__startswith=action)
+    elif action:
+        events = events.filter(action=action)
+    # Paris days as half-open instants, so that the occurred_at index is used.
+    if flt.start is not None:
+        events = events.filter(occurred_at__gte=_paris_midnight(flt.start))
+    if flt.end is not None:
+        events = events.filter(occurred_at__lt=_paris_midnight(flt.end + timedelta(days=1)))
+    if flt.result in AuditEvent.Result.values:
+        events = events.filter(result=flt.result)
+    key = _message_key(flt.message_id)
+    if key:
+        if _json_plain(key):
+            events = _mentioning(events, key)
+        else:  # not searchable as JSON text: exact matches on the scalar fields only
+            spellings = [f"<{key}>", key]
+            events = events.filter(
+                Q(details__message_id__in=spellings)
+                | Q(target_type=MESSAGE_TARGET, target_id__in=spellings)
+            )
+    return events.select_related("actor").order_by("-occurred_at", "-id")
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    if text.startswith(FORMULA_PREFIXES):
+        return "'" + text
+    return text
+
+
+def _detail_value(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(_detail_value(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    if isinstance(value, bool):
+        return "oui" if value else "non"
+    return "" if value is None else str(value)
+
+
+def _details(details: object) -> str:
+    """Compact ``clé=valeur`` pairs. Traces hold identifiers only (accounts.audit), so this
+    shows what was recorded and nothing more."""
+    if not isinstance(details, dict):
+        return ""
+    return " ".join(f"{key}={_detail_value(value)}" for key, value in sorted(details.items()))
+
+
+def journal_csv_rows(
+    events: QuerySet[AuditEvent], *, mailboxes: Mapping[str, str] | None = None
+) -> Iterator[list[str]]:
+    """The French header, then one row per trace (streamed by chunks of 2,000).
+
+    ``mailboxes``: BAL public id -> address, to name the BAL instead of its id. Dates and
+    times are Paris time. Every cell that a spreadsheet would evaluate as a formula is
+    prefixed with an apostrophe.
+    """
+    names = mailboxes or {}
+    yield list(CSV_HEADER)
+    for event in events.iterator(chunk_size=2000):
+        when = event.occurred_at.astimezone(PARIS)
+        actor = event.actor
+        bal = ""
+        if event.target_type == MAILBOX_TARGET:
+            bal = names.get(event.target_id, event.target_id)
+        yield [
+            _cell(value)
+            for value in (
+                when.strftime("%d/%m/%Y"),
+                when.strftime("%H:%M:%S"),
+                (actor.display_name if actor else "") or event.actor_label,
+                actor.national_id if actor and actor.national_id else "",
+                action_label(event.action),
+                bal,
+                str(AuditEvent.Result(event.result).label).capitalize()
+                if event.result in AuditEvent.Result.values
+                else event.result,
+                event.error_code,
+                event.ip_address or "",
+                _details(event.details),
+            )
+        ]
+
+
+def message_history(*, mailbox_id: str, message_id: str) -> list[AuditEvent]:
+    """Every trace on the BAL ``mailbox_id`` about the message ``message_id`` (read,
+    attachment download, flag, move, delete, sent, read receipt), oldest first, with actors.
+
+    The caller has checked that the person may see this BAL's journal. Candidates are taken
+    in SQL by target and action (the (target_type, target_id) index), narrowed by the id as
+    JSON text when it can be (``_mentioning``), then matched exactly in Python (``_names``):
+    that works alike on PostgreSQL and SQLite. At most the HISTORY_WINDOW newest candidates
+    are examined.
+    """
+    key = _message_key(message_id)
+    if not key:
+        return []
+    events = AuditEvent.objects.filter(
+        target_type=MAILBOX_TARGET, target_id=str(mailbox_id), action__in=HISTORY_ACTIONS
+    )
+    if _json_plain(key):
+        events = _mentioning(events, key)
+    candidates = events.select_related("actor").order_by("-occurred_at", "-id")[:HISTORY_WINDOW]
+    found = [event for event in candidates if _names(event, key)]
+    found.reverse()
+    return found
