@@ -28,3 +28,22 @@ class FolderInvalid(PortalError):
     user_message = "Ce dossier n'existe pas dans cette boîte aux lettres."
     code = "folder_invalid"
     http_status = 404
+
+
+class RecoveryKeyMissing(PortalError):
+    user_message = (
+        "Aucune clé de recouvrement n'est enregistrée pour la structure : déposez la clé "
+        "publique OpenPGP de la structure dans la console avant d'exporter ou de fermer une BAL."
+    )
+    code = "recovery_key_missing"
+    http_status = 409
+
+
+class RecoveryKeyUnusable(PortalError):
+    user_message = (
+        "La clé de recouvrement de la structure ne permet plus de chiffrer (expirée ou "
+        "révoquée) : déposez une nouvelle clé publique OpenPGP dans la console, puis "
+        "recommencez."
+    )
+    code = "recovery_key_unusable"
+    http_status = 409

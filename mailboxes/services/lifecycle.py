@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -16,6 +17,9 @@ from accounts.audit import audit_record
 from accounts.models import Structure, StructureDomain, User
 from mailboxes.models import Mailbox, MailboxAccess
 from mailboxes.store import dovecot
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 
 class LifecycleAction(StrEnum):
@@ -150,11 +154,14 @@ def mailbox_reactivate(*, mailbox: Mailbox, actor: User | None) -> Mailbox:
     return _set_status(mailbox, Mailbox.Status.ACTIVE, LifecycleAction.REACTIVATED, actor)
 
 
-@transaction.atomic
-def mailbox_close(*, mailbox: Mailbox, actor: User | None) -> Mailbox:
-    """Close a BAL: nobody can open it and Dovecot stops serving it. Its Maildir is kept
-    (nothing is deleted before a copy is safe; retention comes with the console)."""
-    return _set_status(mailbox, Mailbox.Status.CLOSED, LifecycleAction.CLOSED, actor)
+def mailbox_close(
+    *, mailbox: Mailbox, actor: User | None, request: HttpRequest | None = None
+) -> Mailbox:
+    """Close a BAL after an encrypted export of all its mail, then delete its mail: see
+    ``mailboxes.services.export.mailbox_close`` (raises RecoveryKeyMissing without a key)."""
+    from mailboxes.services.export import mailbox_close as close  # it builds on this module
+
+    return close(mailbox=mailbox, actor=actor, request=request)
 
 
 @transaction.atomic

@@ -17,6 +17,7 @@ import hashlib
 import os
 import pwd
 import secrets
+import shutil
 import socket
 import string
 import subprocess
@@ -197,6 +198,33 @@ def write_users(instance: Instance, addresses: Iterable[str]) -> None:
         lines.append(f"{address}:{ssha512(secrets.token_bytes(32))}::::::\n")
     with _lock(instance):
         _atomic_write(instance.users_path, "".join(lines), 0o644)
+
+
+def mail_home(instance: Instance, address: str) -> Path:
+    """The home of one BAL as the userdb derives it (``home=<mail_root>/%Ld/%Ln``), its
+    Maildir inside. Raises ValueError for an address whose home would not be exactly two
+    levels below ``mail_root``."""
+    local, _at, domain = address.lower().partition("@")
+    for part in (local, domain):
+        if part in ("", ".", "..") or "/" in part or "@" in part or "\0" in part:
+            raise ValueError(f"refusing a mail home outside the mail root: {address!r}")
+    root = instance.mail_root.resolve()
+    home = root / domain / local
+    if home.resolve().parent.parent != root:  # a symlinked domain folder, for one
+        raise ValueError(f"refusing a mail home outside the mail root: {address!r}")
+    return home
+
+
+def remove_mail_home(instance: Instance, address: str) -> bool:
+    """Delete the home (and Maildir) of one BAL for good; False when it has none. Only for a
+    BAL that Dovecot no longer serves and whose mail has been exported."""
+    home = mail_home(instance, address)
+    if home.is_symlink():
+        raise ValueError(f"refusing to delete through a symlink: {home}")
+    if not home.exists():
+        return False
+    shutil.rmtree(home)
+    return True
 
 
 def wait_ready(instance: Instance, timeout: float = 15) -> None:

@@ -337,25 +337,38 @@ class MailStore:
             self.client.uid_expunge(uids)
         return len(uids)
 
-    def message_ids(self, folder: str, uids: Sequence[int]) -> dict[int, str]:
-        """The Message-ID of each existing UID of ``folder`` (a UID without one is left out),
-        read with BODY.PEEK so that nothing is marked read (RFC 3501 §6.4.5)."""
-        uids = [u for u in uids if 0 < u < 2**32]
-        if not uids:
-            return {}
+    # -- export ----------------------------------------------------------------------------
+
+    def folder_uids(self, folder: str) -> tuple[int, list[int]]:
+        """UIDVALIDITY and every UID of ``folder``, ascending (RFC 3501 §2.3.1.1)."""
+        selected = self.client.select_folder(folder, readonly=True)
+        return int(selected[b"UIDVALIDITY"]), sorted(int(u) for u in self.client.search(["ALL"]))
+
+    def raw_messages(
+        self, folder: str, uids: Sequence[int], *, batch_bytes: int = 8 * 2**20
+    ) -> Iterator[tuple[int, bytes, tuple[bytes, ...], datetime | None]]:
+        """(uid, raw bytes, flags, internal date) of each of ``uids``, in batches of about
+        ``batch_bytes`` so that a large BAL never sits in memory. Read-only (BODY.PEEK keeps
+        \\Seen as it was); a UID expunged meanwhile is skipped."""
         self.client.select_folder(folder, readonly=True)
-        found: dict[int, str] = {}
-        for uid, data in self.client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).items():
-            block = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
-            # Unfold (RFC 5322 §2.2.3), then keep the first Message-ID field, decoded like
-            # mime.parse_message does so that both spellings of an id compare equal.
-            unfolded = block.replace(b"\r\n", b"\n").replace(b"\n ", b" ").replace(b"\n\t", b" ")
-            for line in unfolded.split(b"\n"):
-                name, colon, value = line.partition(b":")
-                if colon and name.strip().lower() == b"message-id" and value.strip():
-                    found[int(uid)] = decode_text(value)[:500]
-                    break
-        return found
+        for start in range(0, len(uids), 500):  # short command lines (imap_max_line_length)
+            window = list(uids[start : start + 500])
+            sizes = self.client.fetch(window, ["RFC822.SIZE"])
+            batch: list[int] = []
+            total = 0
+            for uid in [*window, 0]:
+                size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0)) if uid else 0
+                if batch and (not uid or total + size > batch_bytes):
+                    data = self.client.fetch(batch, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+                    for got in batch:
+                        if got in data:
+                            item = data[got]
+                            flags = tuple(item.get(b"FLAGS", ()))
+                            yield got, item[b"BODY[]"], flags, item.get(b"INTERNALDATE")
+                    batch, total = [], 0
+                if uid in sizes:
+                    batch.append(uid)
+                    total += size
 
 
 @contextmanager

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import smtplib
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.test import TestCase
+from django.test import TestCase, override_settings
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from accounts.models import AuditEvent
 from mailboxes.models import Mailbox
+from mailboxes.services.export import recovery_key_set
 from mailboxes.services.lifecycle import (
     mailbox_close,
     mailbox_create,
@@ -21,6 +23,7 @@ from mailboxes.services.lifecycle import (
 )
 from tests.factories import make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
+from tests.mailboxes.test_export import recovery_keys_in
 
 pytestmark = pytest.mark.django_db
 
@@ -95,7 +98,9 @@ def test_address_taken_and_foreign_domain_are_refused(dovecot) -> None:
     assert Mailbox.objects.count() == 1
 
 
-def test_suspend_keeps_delivery_close_stops_it_reactivate_refused_after_close(dovecot) -> None:
+def test_suspend_keeps_delivery_close_stops_it_reactivate_refused_after_close(
+    dovecot, tmp_path: Path
+) -> None:
     box = make_mailbox(structure=make_structure(), owner=make_professional())
     wait_provisioned(box.address)
 
@@ -104,7 +109,13 @@ def test_suspend_keeps_delivery_close_stops_it_reactivate_refused_after_close(do
     assert _served(dovecot) == {box.address}
     deliver(box.address, make_message(subject="Reçu pendant la suspension"))
 
-    with TestCase.captureOnCommitCallbacks(execute=True):
+    # Closing exports the BAL first, encrypted to the structure's recovery key.
+    with recovery_keys_in(tmp_path / "gpg") as keys:
+        recovery_key_set(structure=box.structure, armored=keys.public, actor=None)
+    with (
+        override_settings(EXPORT_DIR=tmp_path / "exports"),
+        TestCase.captureOnCommitCallbacks(execute=True),
+    ):
         mailbox_close(mailbox=box, actor=None)
     assert _served(dovecot) == set()
     with pytest.raises(ValidationError):
