@@ -337,6 +337,26 @@ class MailStore:
             self.client.uid_expunge(uids)
         return len(uids)
 
+    def message_ids(self, folder: str, uids: Sequence[int]) -> dict[int, str]:
+        """The Message-ID of each existing UID of ``folder`` (a UID without one is left out),
+        read with BODY.PEEK so that nothing is marked read (RFC 3501 §6.4.5)."""
+        uids = [u for u in uids if 0 < u < 2**32]
+        if not uids:
+            return {}
+        self.client.select_folder(folder, readonly=True)
+        found: dict[int, str] = {}
+        for uid, data in self.client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).items():
+            block = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+            # Unfold (RFC 5322 §2.2.3), then keep the first Message-ID field, decoded like
+            # mime.parse_message does so that both spellings of an id compare equal.
+            unfolded = block.replace(b"\r\n", b"\n").replace(b"\n ", b" ").replace(b"\n\t", b" ")
+            for line in unfolded.split(b"\n"):
+                name, colon, value = line.partition(b":")
+                if colon and name.strip().lower() == b"message-id" and value.strip():
+                    found[int(uid)] = decode_text(value)[:500]
+                    break
+        return found
+
     # -- export ----------------------------------------------------------------------------
 
     def folder_uids(self, folder: str) -> tuple[int, list[int]]:
