@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, FilteredRelation, Q
+from django.db.models import F, FilteredRelation, Max, Q
 from django.http import Http404
+from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import AuditEvent, Membership, Structure, User
+from accounts.selectors import directed_structures
+from annuaire.directory import directory_suggest
+from annuaire.models import DirectoryEntry
 from mailboxes.errors import StoreUnavailable
-from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
+from mailboxes.models import Mailbox, MailboxAccess, OutboundDelivery, OutboundMessage
 from mailboxes.store.imap import MailStore
 from mailboxes.store.mime import parse_message
+from mailboxes.store.sizes import home_sizes
 
 
 class Access(StrEnum):
@@ -44,12 +50,19 @@ USABLE = [Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED]
 
 def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
     """The person's grants, in one query: PER BALs they hold, and BALs where they have a
-    right (member, delegate) that includes reading."""
+    right (member, delegate) that includes reading and has not reached its end date."""
     if not user.is_authenticated:
         return []
     boxes = (
         Mailbox.objects.annotate(
-            mine=FilteredRelation("accesses", condition=Q(accesses__user=user))
+            mine=FilteredRelation(
+                "accesses",
+                condition=Q(accesses__user=user)
+                & (
+                    Q(accesses__expires_at__isnull=True)
+                    | Q(accesses__expires_at__gt=timezone.now())
+                ),
+            )
         )
         .filter(status__in=USABLE)
         .filter(Q(kind=Mailbox.Kind.PER, owner=user) | Q(mine__can_read=True))
@@ -156,3 +169,224 @@ def recent_correspondents(grants: list[Grant], text: str, limit: int = 3) -> lis
             if len(seen) >= limit:
                 break
     return seen
+
+
+# --- The director's console ---------------------------------------------------------------
+
+
+def console_structures(user: User) -> list[Structure]:
+    """The structures this person administers: those they direct; every structure for the
+    operator's staff (a professional account marked staff)."""
+    if not user.is_authenticated or not user.national_id:
+        return []
+    if user.is_staff:
+        return list(Structure.objects.order_by("name"))
+    return directed_structures(user)
+
+
+def console_structure(user: User, public_id: uuid.UUID | str) -> Structure:
+    """A structure the person administers. Http404 for any other, exactly like a missing one."""
+    for structure in console_structures(user):
+        if str(structure.public_id) == str(public_id):
+            return structure
+    raise Http404
+
+
+def console_mailbox(structure: Structure, public_id: uuid.UUID | str) -> Mailbox:
+    """A BAL of this structure (closed ones too). Http404 for any other."""
+    try:
+        key = uuid.UUID(str(public_id))
+    except ValueError:
+        raise Http404 from None
+    box = (
+        Mailbox.objects.filter(structure=structure, public_id=key)
+        .select_related("owner", "responsible", "domain")
+        .first()
+    )
+    if box is None:
+        raise Http404
+    return box
+
+
+@dataclass(frozen=True)
+class BalRow:
+    mailbox: Mailbox
+    people: list[MailboxAccess]
+    last_activity: datetime | None
+    size: int | None
+
+
+def console_mailboxes(structure: Structure, *, kind: str = "", status: str = "") -> list[BalRow]:
+    """The structure's BALs with their people, last traced activity and size on disk, in
+    three queries whatever their number (sizes come from a short-lived cache)."""
+    boxes = list(
+        Mailbox.objects.filter(structure=structure)
+        .select_related("owner", "responsible")
+        .order_by("kind", "address")
+    )
+    if kind:
+        boxes = [b for b in boxes if b.kind == kind]
+    if status:
+        boxes = [b for b in boxes if b.status == status]
+    now = timezone.now()
+    people: dict[int, list[MailboxAccess]] = {}
+    for access in (
+        MailboxAccess.objects.filter(mailbox__in=boxes)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .select_related("user")
+        .order_by("user__last_name", "user__first_name")
+    ):
+        people.setdefault(access.mailbox_id, []).append(access)
+    last = dict(
+        AuditEvent.objects.filter(
+            target_type="mailboxes.mailbox", target_id__in=[str(b.public_id) for b in boxes]
+        )
+        .exclude(actor__isnull=True)
+        .values("target_id")
+        .annotate(at=Max("occurred_at"))
+        .values_list("target_id", "at")
+    )
+    sizes = home_sizes([b.address for b in boxes if b.status != Mailbox.Status.CLOSED])
+    return [
+        BalRow(b, people.get(b.pk, []), last.get(str(b.public_id)), sizes.get(b.address))
+        for b in boxes
+    ]
+
+
+def mailbox_people(mailbox: Mailbox) -> list[MailboxAccess]:
+    """Members or delegates of a BAL whose right is in force, by name."""
+    return list(
+        MailboxAccess.objects.filter(mailbox=mailbox)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        .select_related("user", "granted_by")
+        .order_by("user__last_name", "user__first_name")
+    )
+
+
+def console_access(mailbox: Mailbox, public_id: uuid.UUID | str) -> MailboxAccess:
+    access = MailboxAccess.objects.filter(mailbox=mailbox, public_id=public_id).first()
+    if access is None:
+        raise Http404
+    return access
+
+
+def structure_people(structure: Structure) -> list[Membership]:
+    """Everyone of the structure with their role, directors first, then by name."""
+    return list(
+        Membership.objects.filter(structure=structure)
+        .select_related("user")
+        .order_by("-role", "user__last_name", "user__first_name")
+    )
+
+
+def structure_membership(structure: Structure, public_id: uuid.UUID | str) -> Membership:
+    try:
+        key = uuid.UUID(str(public_id))
+    except ValueError:
+        raise Http404 from None
+    membership = (
+        Membership.objects.filter(structure=structure, public_id=key).select_related("user").first()
+    )
+    if membership is None:
+        raise Http404
+    return membership
+
+
+def structure_person(structure: Structure, public_id: uuid.UUID | str) -> User:
+    """A person of the structure by their public id (form choices). Http404 otherwise."""
+    try:
+        key = uuid.UUID(str(public_id))
+    except ValueError:
+        raise Http404 from None
+    user = User.objects.filter(public_id=key, memberships__structure=structure).first()
+    if user is None:
+        raise Http404
+    return user
+
+
+def owned_mailbox(user: User, public_id: uuid.UUID | str) -> Mailbox:
+    """A PER BAL the person holds (to manage its delegations). Http404 otherwise."""
+    try:
+        key = uuid.UUID(str(public_id))
+    except ValueError:
+        raise Http404 from None
+    box = Mailbox.objects.filter(
+        public_id=key, kind=Mailbox.Kind.PER, owner=user, status__in=USABLE
+    ).first()
+    if box is None:
+        raise Http404
+    return box
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A professional a PER BAL can be created for: a person of the structure, or someone the
+    national directory knows by their national id."""
+
+    national_id: str
+    first_name: str
+    last_name: str
+    detail: str
+    user: User | None
+    has_per: bool
+    member: bool = False
+
+
+def professional_candidates(structure: Structure, text: str, limit: int = 10) -> list[Candidate]:
+    """People matching ``text`` (a name, or a national id): the structure's own first, then
+    the national directory's professionals (their BAL address elsewhere does not matter)."""
+    text = " ".join(text.split())
+    if len(text) < 2:
+        return []
+    holders = set(
+        Mailbox.objects.filter(
+            structure=structure, kind=Mailbox.Kind.PER, status__in=USABLE
+        ).values_list("owner_id", flat=True)
+    )
+    members = User.objects.filter(memberships__structure=structure)
+    if text.isdigit():
+        members = members.filter(national_id=text)
+    else:
+        for word in text.split()[:3]:
+            members = members.filter(Q(last_name__icontains=word) | Q(first_name__icontains=word))
+    found: list[Candidate] = [
+        Candidate(
+            u.national_id or "",
+            u.first_name,
+            u.last_name,
+            "Membre de la structure",
+            u,
+            u.pk in holders,
+            True,
+        )
+        for u in members.order_by("last_name", "first_name")[:limit]
+    ]
+    seen = {c.national_id for c in found}
+    entries = DirectoryEntry.objects.filter(bal_type="PER").exclude(pp_national_id="")
+    if text.isdigit():
+        entries = entries.filter(pp_national_id=text)
+    else:
+        addresses = [s.address for s in directory_suggest(text, limit=limit * 2)]
+        entries = entries.filter(address__in=addresses)
+    known = {
+        u.national_id: u
+        for u in User.objects.filter(national_id__in=entries.values("pp_national_id"))
+    }
+    for entry in entries.order_by("last_name", "first_name")[: limit * 2]:
+        if entry.pp_national_id in seen or len(found) >= limit:
+            continue
+        seen.add(entry.pp_national_id)
+        detail = " · ".join(
+            p for p in (entry.profession_label, entry.structure_name or entry.town) if p
+        )
+        found.append(
+            Candidate(
+                entry.pp_national_id,
+                entry.first_name.title(),
+                entry.last_name.upper(),
+                f"Annuaire Santé : {detail}" if detail else "Annuaire Santé",
+                known.get(entry.pp_national_id),
+                False,
+            )
+        )
+    return found

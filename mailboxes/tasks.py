@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from mailboxes.services.indicators import indicators_compute
+from mailboxes.services.notices import notice_send
 from mailboxes.services.relay import message_relay, relay_sweep
 from mailboxes.services.usage import usage_compute
 
@@ -20,6 +21,16 @@ def sweep_relay() -> int:
 @shared_task(name="mailboxes.tasks.compute_indicators")
 def compute_indicators() -> int:
     return indicators_compute()
+
+
+@shared_task(
+    name="mailboxes.tasks.send_notice",
+    autoretry_for=(OSError,),
+    retry_backoff=60,
+    max_retries=5,
+)
+def send_notice(mailbox_id: int) -> bool:
+    return notice_send(mailbox_id=mailbox_id)
 
 
 @shared_task(name="mailboxes.tasks.compute_usage")

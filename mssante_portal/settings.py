@@ -118,6 +118,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "mssante_portal.context.portal",
+                "mailboxes.context.console",
             ],
         },
     },

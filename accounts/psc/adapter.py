@@ -6,6 +6,7 @@ the Django admin with its own form. Every outcome of a PSC sign-in is traced.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
@@ -20,6 +21,7 @@ from django.http import HttpRequest
 from django.shortcuts import render
 
 from accounts.audit import Action, audit_record
+from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import User
 from accounts.psc import errors
 from accounts.psc.claims import parse_userinfo
@@ -33,6 +35,7 @@ class PortalAccountAdapter(DefaultAccountAdapter):
 
     def login(self, request: HttpRequest, user: Any) -> None:
         super().login(request, user)
+        request.session[AUTH_AT_SESSION_KEY] = int(time.time())
         audit_record(
             action=Action.LOGIN,
             actor=user,

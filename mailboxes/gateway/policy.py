@@ -23,6 +23,7 @@ from annuaire.selectors import whitelist_allows
 from annuaire.whitelist import dn_key
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.relay import dsn as report_dsn
+from mailboxes.services.notices import mail_arrived
 from mailboxes.services.relay import Recipient, message_spool
 from mailboxes.services.reports import is_report, report_apply
 from mailboxes.store import lmtp
@@ -102,8 +103,9 @@ def check_recipient(address: str) -> str | None:
 
 
 def _check_recipient(address: str) -> str | None:
-    """None for a BAL we host that can receive, else the SMTP reply. A suspended BAL keeps
-    receiving: mail is never refused for an administrative state (lifecycle rule, issue 3)."""
+    """None for a BAL we host that can receive, else the SMTP reply. A suspended BAL refuses
+    new mail with a temporary code (console rule, issue 7): the sending operator keeps the
+    message and retries, so nothing is lost if the BAL is reactivated in time."""
     if not address or "@" not in address:
         return "501 5.1.3 Bad recipient address syntax"
     mailbox = Mailbox.objects.filter(address=address.strip().lower()).only("status").first()
@@ -111,6 +113,8 @@ def _check_recipient(address: str) -> str | None:
         if not StructureDomain.objects.filter(domain=_domain(address)).exists():
             return "550 5.7.1 Relaying denied: we do not host this domain"
         return "550 5.1.1 No such mailbox here"
+    if mailbox.status == Mailbox.Status.SUSPENDED:
+        return "450 4.2.1 Mailbox temporarily suspended, try again later"
     if mailbox.status not in LOCAL_STATUSES:
         return "550 5.1.1 Mailbox closed"
     return None
@@ -185,6 +189,10 @@ def deliver(
         # Every recipient passed check_recipient: a refusal from Dovecot means a BAL it does
         # not know yet (it re-reads its users at most once a second) or a passing fault.
         return "451 4.3.0 Mailbox not available yet, try again later"
+    try:
+        mail_arrived(delivered)  # new-mail notices (no health data), never delays the reply
+    except DatabaseError:
+        logger.exception("new-mail notice could not be queued")
     if is_report(content):
         # A DSN or MDN about something we sent: update the sender's view (« remis », « lu »).
         try:

@@ -29,6 +29,7 @@ from accounts.models import StructureDomain, User
 from annuaire.selectors import whitelist_dn_keys
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.relay import dsn, transport
+from mailboxes.services.notices import mail_arrived
 from mailboxes.services.reports import is_report, report_apply
 from mailboxes.store import lmtp
 
@@ -125,21 +126,32 @@ def _claim(message: OutboundMessage) -> list[OutboundDelivery]:
 def _deliver_local(
     message: OutboundMessage, rows: list[OutboundDelivery], content: bytes
 ) -> dict[str, transport.Result]:
+    statuses = dict(
+        Mailbox.objects.filter(
+            address__in=[r.recipient for r in rows],
+            status__in=[Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED],
+        ).values_list("address", "status")
+    )
+    # A suspended BAL takes no new mail (temporary: delivered if reactivated in time).
+    results = {
+        r.recipient: transport.Result(
+            "temporary", "4.2.1", "Mailbox temporarily suspended", settings.RELAY_HOSTNAME
+        )
+        for r in rows
+        if statuses.get(r.recipient) == Mailbox.Status.SUSPENDED
+    }
+    rows = [r for r in rows if r.recipient not in results]
+    if not rows:
+        return results
     try:
         outcomes = lmtp.deliver(message.envelope_from, [r.recipient for r in rows], content)
     except lmtp.StoreUnreachable as exc:
-        return {
+        return results | {
             r.recipient: transport.Result("temporary", "4.3.0", f"Mail store: {exc}") for r in rows
         }
     # A BAL that exists here but that Dovecot refuses is not provisioned yet (or is being
     # restored): temporary, bounded by the message lifetime.
-    known = set(
-        Mailbox.objects.filter(
-            address__in=[r.recipient for r in rows],
-            status__in=[Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED],
-        ).values_list("address", flat=True)
-    )
-    results = {}
+    known = set(statuses)
     for row in rows:
         outcome = outcomes[row.recipient]
         kind = "delivered" if outcome.delivered else "temporary"
@@ -149,6 +161,7 @@ def _deliver_local(
         results[row.recipient] = transport.Result(
             kind, status, outcome.reply(), settings.RELAY_HOSTNAME
         )
+    mail_arrived([a for a, r in results.items() if r.kind == "delivered"])
     if any(r.kind == "delivered" for r in results.values()) and is_report(content):
         # A DSN or MDN between two of our BALs updates statuses as one from outside would.
         report_apply(content)

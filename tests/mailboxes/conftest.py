@@ -20,6 +20,7 @@ from devtools.pki import Issued, make_test_pki
 from mailboxes.models import Mailbox
 from mailboxes.store import dovecot as store
 from tests.factories import make_mailbox, make_professional, make_structure
+from tests.mailboxes.pgp import Keys, recovery_keys_in
 
 
 def _free_port() -> int:
@@ -140,3 +141,10 @@ def inbox(address: str) -> list[bytes]:
         imap.select_folder("INBOX", readonly=True)
         uids = imap.search(["ALL"])
         return [d[b"BODY[]"] for d in imap.fetch(uids, ["BODY.PEEK[]"]).values()] if uids else []
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
+    """The structure's recovery key pair (and refused keys), once per session."""
+    with recovery_keys_in(tmp_path_factory.mktemp("gpg")) as generated:
+        yield generated

@@ -23,7 +23,6 @@ from mailboxes.services.lifecycle import (
 )
 from tests.factories import make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
-from tests.mailboxes.test_export import recovery_keys_in
 
 pytestmark = pytest.mark.django_db
 
@@ -98,8 +97,8 @@ def test_address_taken_and_foreign_domain_are_refused(dovecot) -> None:
     assert Mailbox.objects.count() == 1
 
 
-def test_suspend_keeps_delivery_close_stops_it_reactivate_refused_after_close(
-    dovecot, tmp_path: Path
+def test_suspended_bal_stays_in_dovecot_close_removes_it_reactivate_refused_after_close(
+    dovecot, tmp_path: Path, keys
 ) -> None:
     box = make_mailbox(structure=make_structure(), owner=make_professional())
     wait_provisioned(box.address)
@@ -110,8 +109,7 @@ def test_suspend_keeps_delivery_close_stops_it_reactivate_refused_after_close(
     deliver(box.address, make_message(subject="Reçu pendant la suspension"))
 
     # Closing exports the BAL first, encrypted to the structure's recovery key.
-    with recovery_keys_in(tmp_path / "gpg") as keys:
-        recovery_key_set(structure=box.structure, armored=keys.public, actor=None)
+    recovery_key_set(structure=box.structure, armored=keys.public, actor=None)
     with (
         override_settings(EXPORT_DIR=tmp_path / "exports"),
         TestCase.captureOnCommitCallbacks(execute=True),

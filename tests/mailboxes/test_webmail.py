@@ -125,9 +125,12 @@ def test_unknown_and_malformed_ids_are_404(world: World) -> None:
     assert client.get(f"/bal/{world.per.public_id}/?dossier=NExistePas").status_code == 404
 
 
-def test_a_closed_bal_disappears_for_everyone(world: World) -> None:
+def test_a_closed_bal_disappears_for_everyone(world: World, keys, settings, tmp_path) -> None:
+    from mailboxes.services.export import recovery_key_set
     from mailboxes.services.lifecycle import mailbox_close
 
+    settings.EXPORT_DIR = tmp_path / "exports"
+    recovery_key_set(structure=world.per.structure, armored=keys.public, actor=None)
     mailbox_close(mailbox=world.per, actor=None)
 
     assert _client(world.doctor).get(f"/bal/{world.per.public_id}/").status_code == 404
