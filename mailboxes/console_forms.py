@@ -179,4 +179,4 @@ class JournalForm(forms.Form):
 
 class IndicatorsForm(forms.Form):
     bal = forms.ChoiceField(label="BAL", required=False)
-    mois = forms.IntegerField(label="Mois", min_value=1, max_value=36, required=False)
+    mois = forms.IntegerField(label="Période (mois)", min_value=1, max_value=36, required=False)

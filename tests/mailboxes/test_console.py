@@ -650,3 +650,15 @@ def test_indicators_page_draws_the_charts_and_exports_csv(world) -> None:
     content = b"".join(csv.streaming_content).decode("utf-8")  # type: ignore[attr-defined]
     assert content.startswith("\ufeffMois;BAL")
     assert "soins@ehpad-les-tilleuls.mssante.fr" in content
+
+
+def test_operator_staff_administer_every_structure(world) -> None:
+    staff = make_professional(first_name="Opé", last_name="Rateur")
+    staff.is_staff = True
+    staff.save(update_fields=["is_staff"])
+    client = signed_in(staff)
+    page = text(client.get(reverse("console:home")))
+    assert "EHPAD Les Tilleuls" in page and "Clinique du Parc" in page
+    for structure in (world.tilleuls, world.other):
+        url = reverse("console:structure", args=[structure.public_id])
+        assert client.get(url).status_code == 200

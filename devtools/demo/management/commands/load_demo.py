@@ -6,8 +6,10 @@ With ``--mail``, also deliver a few demo messages over LMTP to BALs whose inbox 
 
 from __future__ import annotations
 
+import random
 import smtplib
 import unicodedata
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -37,9 +39,18 @@ from devtools.demo.data import (
     TEAM_MEMBERS,
 )
 from devtools.psc_mock.identities import load_identities
-from mailboxes.models import Mailbox, MailboxAccess
+from mailboxes.models import Mailbox, MailboxAccess, MailboxMonthlyUsage
 from mailboxes.services.lifecycle import mailbox_access_grant, mailbox_create
+from mailboxes.services.usage import usage_compute
 from mailboxes.store.imap import MailStore
+
+# Partner domains of the fictitious usage history, with their structures.
+DEMO_PARTNERS = {
+    "labo-biolyon.mssante.fr": "Laboratoire Bio Lyon",
+    "ch-chalon.mssante.fr": "Centre hospitalier de Chalon-sur-Saône",
+    "medecin.mssante.fr": "Cabinets libéraux",
+    "pharmacie-du-centre.mssante.fr": "Pharmacie du Centre",
+}
 
 # Correspondents of the demo messages, as the national extraction lists them.
 ANNUAIRE_PEERS = [
@@ -139,6 +150,7 @@ class Command(BaseCommand):
             return
         with transaction.atomic():
             self.load()
+            self.seed_usage()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Démonstration prête : {Structure.objects.count()} structures, "
@@ -302,6 +314,32 @@ class Command(BaseCommand):
                 actor=None,
             )
 
+    def seed_usage(self) -> None:
+        """A past year of monthly usage for the console's charts (demo only, fictitious
+        figures, older than the two months the hourly task recomputes from real traces)."""
+        today = timezone.localdate().replace(day=1)
+        months = []
+        for _ in range(12):
+            today = (today - timedelta(days=1)).replace(day=1)
+            months.append(today)
+        rows = []
+        for box in Mailbox.objects.exclude(kind=Mailbox.Kind.APP):
+            if MailboxMonthlyUsage.objects.filter(mailbox=box).exists():
+                continue
+            rng = random.Random(box.address)  # noqa: S311 (fictitious figures)
+            for n, month in enumerate(months[1:]):
+                received = rng.randint(8, 40) + (11 - n)
+                partners = {d: rng.randint(1, received) for d in DEMO_PARTNERS}
+                rows.append(
+                    MailboxMonthlyUsage(
+                        mailbox=box, month=month, received=received,
+                        sent=rng.randint(3, received), correspondents=rng.randint(3, 15),
+                        domains=dict(sorted(partners.items(), key=lambda kv: -kv[1])),
+                        structures={DEMO_PARTNERS[d]: c for d, c in partners.items()},
+                    )
+                )  # fmt: skip
+        MailboxMonthlyUsage.objects.bulk_create(rows)
+
     def deliver_messages(self) -> None:
         empty = set()
         for address in {m[0] for m in MESSAGES}:
@@ -324,3 +362,4 @@ class Command(BaseCommand):
                 lmtp.send_message(message)
             delivered += 1
         self.stdout.write(f"Messages de démonstration déposés : {delivered}")
+        usage_compute()
