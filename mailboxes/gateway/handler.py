@@ -19,6 +19,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from mailboxes.gateway import policy
 
 T = TypeVar("T")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 BARE_LF = re.compile(rb"(?<!\r)\n")
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(.+?)\r?$", re.IGNORECASE | re.MULTILINE)
 
@@ -65,6 +66,13 @@ def _peer(session: Session) -> policy.Peer:
     )
     session.mss_peer = peer  # type: ignore[attr-defined]
     return peer
+
+
+def _unusable(address: str) -> bool:
+    """Control characters (NUL among them) or bytes that are not UTF-8 (aiosmtpd keeps them as
+    surrogates): no valid mailbox (RFC 5321 §4.1.2, RFC 6531 §3.3) and nothing PostgreSQL can
+    store in a trace, so the transaction would fail after delivery."""
+    return any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in address)
 
 
 DSN_MAIL = ("RET", "ENVID")  # RFC 3461 §4.3, §4.4
@@ -120,8 +128,11 @@ class GatewaySMTP(SMTP):
         super().connection_lost(exc)
 
     async def push(self, status: AnyStr) -> None:
-        """aiosmtpd's own refusals, with RFC 3463 enhanced codes like ours."""
+        """aiosmtpd's own refusals, with RFC 3463 enhanced codes like ours. A reply line never
+        carries a control character: aiosmtpd echoes unknown commands, whose bytes the client
+        chose (a bare CR would split the line; RFC 5321 §4.2)."""
         if isinstance(status, str):
+            status = CONTROL.sub("?", status)
             for prefix, better in ENHANCED.items():
                 if status.startswith(prefix):
                     await super().push(better)
@@ -132,6 +143,9 @@ class GatewaySMTP(SMTP):
         dsn: dict[str, str] = {}
         if arg:
             arg, dsn = _split_dsn(arg, DSN_MAIL)
+            if any(_unusable(value) for value in dsn.values()):
+                await self.push("501 5.5.4 Invalid DSN parameter")  # RFC 3461 §4: xtext
+                return
         await super().smtp_MAIL(arg)
         if self.envelope is not None and self.envelope.mail_from is not None:
             self.envelope.dsn = {"mail": dsn, "rcpt": {}}  # type: ignore[attr-defined]
@@ -140,6 +154,9 @@ class GatewaySMTP(SMTP):
         dsn: dict[str, str] = {}
         if arg:
             arg, dsn = _split_dsn(arg, DSN_RCPT)
+            if any(_unusable(value) for value in dsn.values()):
+                await self.push("501 5.5.4 Invalid DSN parameter")  # RFC 3461 §4: xtext
+                return
         before = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
         await super().smtp_RCPT(arg)
         envelope = self.envelope
@@ -170,6 +187,8 @@ class GatewayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        if _unusable(address):
+            return "501 5.1.7 Bad sender address syntax"
         # One whitelist decision per sender domain and session: a peer sends many messages
         # over one connection, and its certificate is fixed for the session.
         verdicts: dict[str, str | None] = session.__dict__.setdefault("mss_verdicts", {})
@@ -192,6 +211,8 @@ class GatewayHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if _unusable(address):
+            return "501 5.1.3 Bad recipient address syntax"
         if len(envelope.rcpt_tos) >= policy.max_recipients():
             return "452 4.5.3 Too many recipients"
         found, refusal = policy.known_recipient(address)
@@ -213,6 +234,7 @@ class GatewayHandler:
         )
         found = MESSAGE_ID.search(raw[:65536])
         message_id = found.group(1).decode("utf-8", "replace").strip() if found else ""
+        message_id = message_id.replace("\x00", "")  # traced: PostgreSQL text holds no NUL
         message = b""
         if b"\x00" not in raw:
             raw = BARE_LF.sub(b"\r\n", raw)  # be liberal: bare LF line ends become CRLF

@@ -199,7 +199,12 @@ def deliver(
             report_apply(content, reporter=reporter)
         except (DatabaseError, ValueError, LookupError):
             logger.exception("delivery report could not be applied")  # it is delivered anyway
-    report = _success_report(mail_from, delivered, content, dsn)
+    try:
+        report = _success_report(mail_from, delivered, content, dsn)
+    except (ValueError, LookupError, TypeError):
+        # It is delivered: a report we cannot build must not turn the 250 into an error.
+        logger.exception("success DSN could not be built")
+        report = None
     if not failed and report is None:
         return "250 2.0.0 Message delivered"
     mail = (dsn or {}).get("mail") or {}

@@ -148,6 +148,7 @@ def build(report: Report) -> bytes:
         returned.set_payload([email.message_from_bytes(report.original)])
     else:
         returned.set_type("text/rfc822-headers")  # RFC 6522 §4
-        returned.set_payload(_headers_only(report.original).decode("utf-8", "replace"))
+        # 8-bit headers (RFC 6532) need a charset, or the generator refuses them.
+        returned.set_payload(_headers_only(report.original).decode("utf-8", "replace"), "utf-8")
     message.attach(returned)  # type: ignore[arg-type]
     return message.as_bytes()
