@@ -148,3 +148,51 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
     """The structure's recovery key pair (and refused keys), once per session."""
     with recovery_keys_in(tmp_path_factory.mktemp("gpg")) as generated:
         yield generated
+
+
+@pytest.fixture
+def mx(pki: dict[str, Issued], listed: None, settings) -> Iterator[int]:
+    """The gateway (MX) served in a thread with the test PKI, as test_gateway.py starts it;
+    yields its port. Tests using it need ``django_db(transaction=True)``: the gateway's
+    threads open their own database connections."""
+    import warnings
+
+    from aiosmtpd.controller import Controller
+
+    from mailboxes.gateway.handler import GatewayHandler, GatewaySMTP
+    from mailboxes.gateway.server import smtp_kwargs, tls_context
+
+    class _Controller(Controller):
+        def factory(self) -> GatewaySMTP:
+            return GatewaySMTP(self.handler, **self.SMTP_kwargs)
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0  # no connection outlives the test db
+    warnings.filterwarnings("ignore", message="tls_context.verify_mode not in")
+    context = tls_context(
+        cert=str(pki["gateway"].cert), key=str(pki["gateway"].key), ca_bundle=str(pki["ca"].cert)
+    )
+    kwargs = smtp_kwargs(context)
+    announced = kwargs.pop("hostname")
+    port = _free_port()
+    controller = _Controller(
+        GatewayHandler(), hostname="127.0.0.1", port=port, server_hostname=announced, **kwargs
+    )
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def mx_client(port: int, pki: dict[str, Issued]) -> smtplib.SMTP:
+    """An SMTP session to the MX over mutual TLS, as the listed operator « peer »."""
+    import ssl
+
+    smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    smtp.ehlo("smtp.operateur-test.fr")
+    context = ssl.create_default_context(cafile=str(pki["ca"].cert))
+    context.check_hostname = False
+    context.load_cert_chain(str(pki["peer"].cert), str(pki["peer"].key))
+    smtp.starttls(context=context)
+    smtp.ehlo("smtp.operateur-test.fr")
+    return smtp

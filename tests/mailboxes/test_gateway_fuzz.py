@@ -15,13 +15,10 @@ from __future__ import annotations
 import os
 import random
 import re
-import smtplib
 import socket
 import ssl
 import struct
 import time
-import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,12 +28,10 @@ from imapclient import IMAPClient
 
 from accounts.models import AuditEvent
 from devtools.pki import Issued
-from mailboxes.gateway.handler import GatewayHandler
-from mailboxes.gateway.server import smtp_kwargs, tls_context
 from mailboxes.models import Mailbox, OutboundMessage
 from tests.factories import make_message
-from tests.mailboxes.conftest import _free_port
-from tests.mailboxes.test_gateway import SENDER, _Controller
+from tests.mailboxes.conftest import mx_client
+from tests.mailboxes.test_gateway import SENDER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,27 +47,6 @@ CLIENT_HELLO = (
     + bytes(range(32))
     + b"\x00\x00\x02\xc0\x2f\x01\x00"
 )
-
-
-@pytest.fixture
-def fuzz_gateway(pki: dict[str, Issued], listed: None, settings) -> Iterator[int]:
-    """The gateway in a thread, as test_gateway.py starts it."""
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
-    warnings.filterwarnings("ignore", message="tls_context.verify_mode not in")
-    context = tls_context(
-        cert=str(pki["gateway"].cert), key=str(pki["gateway"].key), ca_bundle=str(pki["ca"].cert)
-    )
-    kwargs = smtp_kwargs(context)
-    announced = kwargs.pop("hostname")
-    port = _free_port()
-    controller = _Controller(
-        GatewayHandler(), hostname="127.0.0.1", port=port, server_hostname=announced, **kwargs
-    )
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
 
 
 class Closed(Exception):
@@ -481,16 +455,16 @@ def _delivered(address: str) -> list[str]:
     return found
 
 
-def test_fuzzed_sessions_never_break_the_gateway(fuzz_gateway: int, pki, box: Mailbox) -> None:
+def test_fuzzed_sessions_never_break_the_gateway(mx: int, pki, box: Mailbox) -> None:
     print(f"fuzz seed {SEED}, {SESSIONS} sessions (replay with FUZZ_SEED={SEED})")
     outcomes: list[Outcome] = []
     healthy: set[str] = set()
     with ThreadPoolExecutor(max_workers=4) as pool:
         for start in range(0, SESSIONS, BATCH):
             seeds = range(SEED + start, SEED + min(start + BATCH, SESSIONS))
-            outcomes += pool.map(lambda s: run_session(fuzz_gateway, pki, s, box.address), seeds)
+            outcomes += pool.map(lambda s: run_session(mx, pki, s, box.address), seeds)
             marker = f"fuzz-0-{start}"
-            _healthy(fuzz_gateway, pki, box.address, marker)  # the server survived the batch
+            _healthy(mx, pki, box.address, marker)  # the server survived the batch
             healthy.add(marker)
 
     assert len(outcomes) == SESSIONS  # 520 unless FUZZ_SESSIONS says otherwise
@@ -525,22 +499,11 @@ def test_fuzzed_sessions_never_break_the_gateway(fuzz_gateway: int, pki, box: Ma
 # --- What the fuzzer found, one behaviour each --------------------------------------------
 
 
-def _tls(port: int, pki: dict[str, Issued]) -> smtplib.SMTP:
-    smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
-    smtp.ehlo("smtp.operateur-test.fr")
-    context = ssl.create_default_context(cafile=str(pki["ca"].cert))
-    context.check_hostname = False
-    context.load_cert_chain(str(pki["peer"].cert), str(pki["peer"].key))
-    smtp.starttls(context=context)
-    smtp.ehlo("smtp.operateur-test.fr")
-    return smtp
-
-
 def test_control_characters_or_non_utf8_in_addresses_and_dsn_are_refused(
-    fuzz_gateway: int, pki, box: Mailbox
+    mx: int, pki, box: Mailbox
 ) -> None:
     # They used to pass MAIL, get delivered, then break the trace: a 500 after delivery.
-    with _tls(fuzz_gateway, pki) as smtp:
+    with mx_client(mx, pki) as smtp:
         assert smtp.docmd("MAIL FROM:<a\x00b@operateur-test.mssante.fr>")[0] == 501
         assert smtp.docmd(f"MAIL FROM:<{SENDER}> ENVID=a\x00b")[0] == 501
         smtp.send(b"MAIL FROM:<\xe9l\xe8ve@operateur-test.mssante.fr>\r\n")  # not UTF-8
@@ -552,8 +515,8 @@ def test_control_characters_or_non_utf8_in_addresses_and_dsn_are_refused(
     assert not AuditEvent.objects.filter(action="gateway.received", result="failure").exists()
 
 
-def test_a_reply_never_echoes_a_bare_cr(fuzz_gateway: int, pki) -> None:
-    with _tls(fuzz_gateway, pki) as smtp:
+def test_a_reply_never_echoes_a_bare_cr(mx: int, pki) -> None:
+    with mx_client(mx, pki) as smtp:
         assert smtp.sock is not None
         smtp.sock.sendall(b"NOOP\rRSET\r\nNOOP\r\n")
         first, second = smtp.getreply(), smtp.getreply()
@@ -561,9 +524,9 @@ def test_a_reply_never_echoes_a_bare_cr(fuzz_gateway: int, pki) -> None:
     assert second[0] == 250
 
 
-def test_a_success_dsn_for_utf8_headers_keeps_the_250(fuzz_gateway: int, pki, box: Mailbox) -> None:
+def test_a_success_dsn_for_utf8_headers_keeps_the_250(mx: int, pki, box: Mailbox) -> None:
     raw = make_message(to=box.address, subject="Résultats d'analyse é")  # 8-bit header
-    with _tls(fuzz_gateway, pki) as smtp:
+    with mx_client(mx, pki) as smtp:
         smtp.mail(SENDER, options=["SMTPUTF8", "RET=HDRS"])
         smtp.rcpt(box.address, options=["NOTIFY=SUCCESS"])
         code, reply = smtp.data(raw)
