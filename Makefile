@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PORT ?= 8000
 
-.PHONY: run test venv lint clean-var
+.PHONY: run test e2e venv lint clean-var
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ test:
 	@eval "$$(scripts/ensure-services.sh)" && \
 	  PORTAL_ENV=test PSC_MOCK_ENABLED=true PORTAL_DEMO=true DJANGO_ALLOW_ASYNC_UNSAFE=true \
 	  $(PY) -m pytest $(PYTEST_ARGS)
+
+# Two complete operators in one trust space, driven in Chromium (also part of `make test`).
+# Screenshots of each step: var/e2e-artifacts/.
+e2e:
+	@PYTHON=$(PYTHON) scripts/system-deps.sh test
+	@$(MAKE) --no-print-directory venv
+	@eval "$$(scripts/ensure-services.sh)" && \
+	  PORTAL_ENV=test PSC_MOCK_ENABLED=true PORTAL_DEMO=true DJANGO_ALLOW_ASYNC_UNSAFE=true \
+	  $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 clean-var:
 	rm -rf var

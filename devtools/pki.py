@@ -106,7 +106,8 @@ def _leaf(
 
 def make_test_pki(folder: Path) -> dict[str, Issued]:
     """Create the test PKI in ``folder`` (created if needed). Returns what was issued by role:
-    ``ca``, ``gateway``, ``peer``, ``foreign`` (signed by another CA), ``expired``."""
+    ``ca``, ``gateway``, ``peer``, ``foreign`` (signed by another CA), ``expired``, ``signer``
+    (of the test whitelist), ``patient`` (the stand-in for patient.mssante.fr)."""
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     valid = {"not_before": now - dt.timedelta(days=1), "not_after": now + dt.timedelta(days=825)}
@@ -131,4 +132,19 @@ def make_test_pki(folder: Path) -> dict[str, Issued]:
     issued["peer"] = _write(folder, "peer", *_leaf(peer, ca, dns=peer_dns, **valid))
     issued["foreign"] = _write(folder, "foreign", *_leaf(peer, other_ca, dns=peer_dns, **valid))
     issued["expired"] = _write(folder, "expired", *_leaf(peer, ca, dns=peer_dns, **expired))
+    # The two-operator trust space (devtools/trust_space.py): the body that signs the test
+    # whitelist, and a stand-in for Mon Espace Santé's MSSanté server (patient.mssante.fr).
+    issued["signer"] = _write(
+        folder, "signer", *_leaf(_name("liste-blanche.test", "ANS TEST"), ca, dns=[], **valid)
+    )
+    issued["patient"] = _write(
+        folder,
+        "patient",
+        *_leaf(
+            _name("smtp.patient-test.fr", "MON ESPACE SANTE TEST", "1750000001"),
+            ca,
+            dns=["smtp.patient-test.fr"],
+            **valid,
+        ),
+    )
     return issued

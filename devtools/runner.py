@@ -197,10 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     runner.say(
         "runner", f"Passerelle MSSanté (STARTTLS + certificat client, PKI de test) : {gateway}"
     )
-    gateway = f"127.0.0.1:{gateway_port}"
-    runner.say(
-        "runner", f"Passerelle MSSanté (STARTTLS, certificat client de la PKI de test) : {gateway}"
-    )
     runner.say("runner", "Ctrl-C pour tout arrêter.")
     died = runner.watch()
     runner.stop()

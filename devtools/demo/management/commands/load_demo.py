@@ -143,14 +143,28 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--mail", action="store_true", help="Dépose aussi quelques messages.")
+        parser.add_argument(
+            "--structures",
+            default="",
+            help="FINESS des structures hébergées, séparés par des virgules (défaut : toutes).",
+        )
+        parser.add_argument(
+            "--bare",
+            action="store_true",
+            help="Structures, personnes et BAL personnelles seulement : ni BAL d'équipe, ni "
+            "liste blanche ou annuaire de démonstration, ni historique d'usage.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["mail"]:
             self.deliver_messages()
             return
+        self.hosted = {f for f in options["structures"].split(",") if f}
+        self.bare = options["bare"]
         with transaction.atomic():
             self.load()
-            self.seed_usage()
+            if not self.bare:
+                self.seed_usage()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Démonstration prête : {Structure.objects.count()} structures, "
@@ -161,6 +175,8 @@ class Command(BaseCommand):
 
     def load(self) -> None:
         for demo in STRUCTURES:
+            if self.hosted and demo.identifier not in self.hosted:
+                continue
             if not Structure.objects.filter(
                 identifier_kind=demo.kind, identifier=demo.identifier
             ).exists():
@@ -181,12 +197,16 @@ class Command(BaseCommand):
         for national_id, finess_list in DIRECTORS.items():
             director = User.objects.get(national_id=national_id)
             for finess in finess_list:
-                structure = Structure.objects.get(identifier=finess)
+                structure = Structure.objects.filter(identifier=finess).first()
+                if structure is None:  # hosted by another operator
+                    continue
                 membership_set_role(
                     structure=structure, user=director, role=Membership.Role.DIRECTOR, actor=None
                 )
         for structure in Structure.objects.all():
             self.load_mailboxes(structure)
+        if self.bare:
+            return
         self.load_whitelist()
         self.load_annuaire()
         for owner_id, delegate_id in DELEGATIONS:
@@ -281,6 +301,8 @@ class Command(BaseCommand):
                 owner=user,
                 actor=None,
             )
+        if self.bare:
+            return
         for local, name, service in TEAM_BALS:
             box = Mailbox.objects.filter(
                 structure=structure, local_part=local
