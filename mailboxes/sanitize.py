@@ -40,7 +40,22 @@ ATTRIBUTES = {
 }
 URL_SCHEMES = {"http", "https", "mailto", "tel", "data", "cid"}
 REMOTE = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)
-CSS_URL = re.compile(r"url\s*\(|@import|expression\s*\(", re.IGNORECASE)
+CSS_URL = re.compile(r"url\s*\(|image-set\s*\(|@import|expression\s*\(", re.IGNORECASE)
+# CSS escapes (CSS Syntax §4.3.7): « u\72l( » is « url( » to the browser.
+CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.DOTALL)
+CSS_COMMENT = re.compile(r"/\*.*?(\*/|$)", re.DOTALL)
+
+
+def _css_unescaped(value: str) -> str:
+    """The style text as the browser's tokenizer reads it, for CSS_URL to judge."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(1):
+            code = int(match.group(1), 16)
+            return chr(code) if 0 < code <= 0x10FFFF else "\ufffd"
+        return match.group(2)
+
+    return CSS_ESCAPE.sub(one, CSS_COMMENT.sub("", value))
 
 
 @dataclass(frozen=True)
@@ -56,7 +71,7 @@ def sanitize(html: str, *, allow_remote: bool = False) -> SafeHtml:
 
     def keep(tag: str, attr: str, value: str) -> str | None:
         nonlocal blocked
-        if attr == "style" and CSS_URL.search(value):
+        if attr == "style" and CSS_URL.search(_css_unescaped(value)):
             return None
         if tag == "img" and attr == "src":
             if value.lower().startswith("data:image/"):
