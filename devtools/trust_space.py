@@ -33,6 +33,8 @@ from devtools.runner import PY, ROOT, Process, Runner, banner, free_port, http_o
 from devtools.whitelist_sign import Listed, dn_of, subject_and_issuer, write_signed_whitelist
 
 PATIENT_DOMAIN = "patient.mssante.fr"
+SERVICES_PG = os.environ.get("E2E_PG_URL", "postgres://postgres@127.0.0.1:5432")
+SERVICES_REDIS = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 @dataclass
@@ -81,9 +83,24 @@ def operators() -> list[Operator]:
 
 
 class TrustSpace:
-    def __init__(self, base: Path, *, patient_port: int) -> None:
+    """``services``: PostgreSQL databases and Redis brokers (one each per operator) instead of
+    SQLite and the filesystem transport, for the fault bench (« flush Redis »). ``beat``: run
+    Celery beat too (the relay sweep). ``extra``: more environment for both operators."""
+
+    def __init__(
+        self,
+        base: Path,
+        *,
+        patient_port: int,
+        services: bool = False,
+        beat: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.base = base.resolve()
         self.patient_port = patient_port
+        self.services = services
+        self.beat = beat
+        self.extra = extra or {}
         self.a, self.b = operators()
         self.pki: dict[str, Issued] = {}
 
@@ -121,7 +138,25 @@ class TrustSpace:
             "PORTAL_DEMO": "true",
             "DJANGO_ALLOW_ASYNC_UNSAFE": "",
             "PYTHONUNBUFFERED": "1",
+            **self.extra,
         }
+        if self.services:
+            op.env["DATABASE_URL"] = f"{SERVICES_PG}/mssante_e2e_{op.key}"
+            op.env["CELERY_BROKER_URL"] = self.broker(op)
+
+    def broker(self, op: Operator) -> str:
+        return f"{SERVICES_REDIS}/{12 if op.key == 'a' else 13}"
+
+    def _fresh_services(self) -> None:
+        import psycopg
+        import redis
+
+        with psycopg.connect(f"{SERVICES_PG}/postgres", autocommit=True) as conn:
+            for op in (self.a, self.b):
+                conn.execute(f"DROP DATABASE IF EXISTS mssante_e2e_{op.key} WITH (FORCE)")
+                conn.execute(f"CREATE DATABASE mssante_e2e_{op.key}")
+        for op in (self.a, self.b):
+            redis.Redis.from_url(self.broker(op)).flushdb()
 
     def manage(self, op: Operator, *args: str) -> str:
         done = subprocess.run(
@@ -150,7 +185,9 @@ class TrustSpace:
                                          "--without-heartbeat"]),
             Process(f"{op.key}:gateway", [*manage, "run_gateway", "--port", str(op.gateway_port)],
                     banner(op.gateway_port, b"220")),
-        ]  # fmt: skip
+        ] + ([Process(f"{op.key}:beat", [PY, "-m", "celery", "-A", "mssante_portal", "beat",
+                                        "-l", "INFO", "-s", str(op.var / "celerybeat-schedule")])]
+             if self.beat else [])  # fmt: skip
 
     def start(self) -> None:
         if self.base.exists():
@@ -162,6 +199,8 @@ class TrustSpace:
             op.port, op.imap_port, op.lmtp_port, op.gateway_port = (free_port() for _ in range(4))
         self._configure(self.a, self.b)
         self._configure(self.b, self.a)
+        if self.services:
+            self._fresh_services()
         listed = [Listed(d, dn_of(self.pki["gateway"].cert), "Opérateur A") for d in self.a.domains]
         listed += [Listed(d, dn_of(self.pki["peer"].cert), "Opérateur B") for d in self.b.domains]
         listed.append(Listed(PATIENT_DOMAIN, dn_of(self.pki["patient"].cert), "Mon Espace Santé"))

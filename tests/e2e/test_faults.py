@@ -1,0 +1,30 @@
+"""The fault bench in small (bench/faults.py): messages from operator B to operator A while
+A's gateway, B's worker and A's Dovecot are killed with SIGKILL and restarted and the Redis
+brokers are flushed; every accepted message arrives exactly once or bounces with a DSN."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from devtools.runner import ROOT
+
+
+def _bench():  # bench/ is not a package: load the script as a module
+    spec = importlib.util.spec_from_file_location("faults_bench", ROOT / "bench" / "faults.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["faults_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kills_and_a_redis_flush_lose_nothing_and_duplicate_nothing(capsys) -> None:
+    status = _bench().run(
+        240, seed=7, gap=(3.0, 7.0), keep=False, senders=2, flush_after=12, chaos_tail=8
+    )
+    report = capsys.readouterr().out
+    assert "Perdus                  : 0" in report, report
+    assert "Dupliqués               : 0" in report, report
+    assert "SIGKILL" in report and "Redis : files de tâches vidées" in report, report
+    assert status == 0
