@@ -136,6 +136,7 @@ def run(
     senders: int = 2,
     flush_after: float | None = None,
     chaos_tail: float = 30,
+    redis_dbs: tuple[int, int] = (14, 15),
 ) -> int:
     rng = random.Random(seed)
     base = Path(tempfile.mkdtemp(prefix="mssante-faults-"))
@@ -145,6 +146,7 @@ def run(
         patient_port=free_port(),
         services=True,
         beat=True,
+        redis_dbs=redis_dbs,
         extra={
             "RELAY_RETRY_BASE_SECONDS": "2",
             "RELAY_RETRY_MAX_SECONDS": "20",
@@ -221,7 +223,7 @@ def run(
         counts = deliveries(space.b)
     finally:
         chaos.stop.set()
-        space.stop()
+        space.stop(drop=False)
     delivered = sum(1 for mid in accepted if at_a.get(mid, 0) >= 1)
     duplicated = sum(at_a.get(mid, 0) - 1 for mid in accepted if at_a.get(mid, 0) > 1)
     bounced = counts.get("failed", 0)
@@ -241,6 +243,7 @@ def run(
     ok = lost == 0 and duplicated == 0
     if ok and not keep:
         shutil.rmtree(base, ignore_errors=True)
+        space.stop()  # drops the two databases
     else:
         print(f"Journaux et bases conservés : {base}")
     return 0 if ok else 1

@@ -95,8 +95,12 @@ class TrustSpace:
         services: bool = False,
         beat: bool = False,
         extra: dict[str, str] | None = None,
+        redis_dbs: tuple[int, int] = (12, 13),
     ) -> None:
         self.base = base.resolve()
+        self.redis_dbs = redis_dbs
+        # Databases named after this run: a test and a bench may run side by side.
+        self.db_tag = f"{os.getpid()}_{free_port()}"
         self.patient_port = patient_port
         self.services = services
         self.beat = beat
@@ -141,11 +145,14 @@ class TrustSpace:
             **self.extra,
         }
         if self.services:
-            op.env["DATABASE_URL"] = f"{SERVICES_PG}/mssante_e2e_{op.key}"
+            op.env["DATABASE_URL"] = f"{SERVICES_PG}/{self.db_name(op)}"
             op.env["CELERY_BROKER_URL"] = self.broker(op)
 
+    def db_name(self, op: Operator) -> str:
+        return f"mssante_e2e_{op.key}_{self.db_tag}"
+
     def broker(self, op: Operator) -> str:
-        return f"{SERVICES_REDIS}/{12 if op.key == 'a' else 13}"
+        return f"{SERVICES_REDIS}/{self.redis_dbs[0] if op.key == 'a' else self.redis_dbs[1]}"
 
     def _fresh_services(self) -> None:
         import psycopg
@@ -153,8 +160,8 @@ class TrustSpace:
 
         with psycopg.connect(f"{SERVICES_PG}/postgres", autocommit=True) as conn:
             for op in (self.a, self.b):
-                conn.execute(f"DROP DATABASE IF EXISTS mssante_e2e_{op.key} WITH (FORCE)")
-                conn.execute(f"CREATE DATABASE mssante_e2e_{op.key}")
+                conn.execute(f"DROP DATABASE IF EXISTS {self.db_name(op)} WITH (FORCE)")
+                conn.execute(f"CREATE DATABASE {self.db_name(op)}")
         for op in (self.a, self.b):
             redis.Redis.from_url(self.broker(op)).flushdb()
 
@@ -256,12 +263,18 @@ class TrustSpace:
                         return proc.name
         return None
 
-    def stop(self) -> None:
+    def stop(self, *, drop: bool = True) -> None:
         for op in (self.b, self.a):
             if op.runner is not None:
                 op.runner.stop()
                 if isinstance(op.runner, _LoggingRunner):
                     op.runner.log.close()
+        if self.services and drop:
+            import psycopg
+
+            with psycopg.connect(f"{SERVICES_PG}/postgres", autocommit=True) as conn:
+                for op in (self.a, self.b):
+                    conn.execute(f"DROP DATABASE IF EXISTS {self.db_name(op)} WITH (FORCE)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,14 @@ def _bench():  # bench/ is not a package: load the script as a module
 
 def test_kills_and_a_redis_flush_lose_nothing_and_duplicate_nothing(capsys) -> None:
     status = _bench().run(
-        240, seed=7, gap=(3.0, 7.0), keep=False, senders=2, flush_after=12, chaos_tail=8
+        240,
+        seed=7,
+        gap=(3.0, 7.0),
+        keep=False,
+        senders=2,
+        flush_after=12,
+        chaos_tail=8,
+        redis_dbs=(10, 11),
     )
     report = capsys.readouterr().out
     assert "Perdus                  : 0" in report, report
