@@ -4,13 +4,13 @@ from celery import shared_task
 
 from mailboxes.services.indicators import indicators_compute
 from mailboxes.services.notices import notice_send
-from mailboxes.services.relay import message_relay, relay_sweep
+from mailboxes.services.relay import BATCH_ROWS, message_relay, relay_sweep
 from mailboxes.services.usage import usage_compute
 
 
 @shared_task(name="mailboxes.tasks.relay_message")
 def relay_message(public_id: str) -> int:
-    return message_relay(public_id=public_id)
+    return message_relay(public_id=public_id, also_due=BATCH_ROWS)
 
 
 @shared_task(name="mailboxes.tasks.relay_sweep")

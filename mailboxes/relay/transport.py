@@ -1,6 +1,6 @@
-"""One SMTP transaction towards another operator of the trust space (mssante-spec §1.4,
+"""SMTP transactions towards another operator of the trust space (mssante-spec §1.4,
 recommended outbound algorithm): find the peer, require STARTTLS with TLS >= 1.2, present our
-certificate, check the peer certificate's DN against the whitelist entry of the recipient's
+certificate, check the peer certificate's DN against the whitelist entry of each recipient's
 domain, keep the DSN parameters (RFC 3461), and report each recipient's outcome.
 
 No fallback to the public internet: a domain outside the whitelist is a permanent failure.
@@ -109,51 +109,90 @@ def _all(rcpts: list[Rcpt], result: Result) -> dict[str, Result]:
     return {r.address: result for r in rcpts}
 
 
-def deliver(
-    domain: str,
-    allowed: frozenset[str],
-    *,
-    mail_from: str,
-    rcpts: list[Rcpt],
-    content: bytes,
-    ret: str,
-    envid: str,
-) -> dict[str, Result]:
-    """Deliver ``content`` to ``rcpts`` (all in ``domain``); one outcome per address.
-    ``allowed``: the DN keys the whitelist lists for ``domain`` (read by the caller; empty when
-    the domain is not in the trust space). No database here: runs in any thread."""
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message for the peers of a route: recipients of one or more domains that share it."""
+
+    mail_from: str
+    rcpts: list[Rcpt]
+    content: bytes
+    ret: str = ""
+    envid: str = ""
+
+
+Route = tuple[tuple[str, int], ...]
+
+
+def route(domain: str, allowed: frozenset[str]) -> Route | Result:
+    """The peers to try for ``domain``, or the outcome of all its recipients when there is no
+    one to try: outside the trust space (``allowed``, the DN keys the whitelist lists for the
+    domain, is empty; no fallback to the public internet) or no usable MX."""
     if not allowed:
-        return _all(
-            rcpts,
-            Result(
-                "permanent",
-                "5.7.1",
-                f"{domain} is not in the MSSante trust space (hors espace de confiance MSSanté)",
-            ),
+        return Result(
+            "permanent",
+            "5.7.1",
+            f"{domain} is not in the MSSante trust space (hors espace de confiance MSSanté)",
         )
     try:
-        peers = routes(domain)
+        return tuple(routes(domain))
     except RouteError as exc:
-        return _all(
-            rcpts, Result("permanent" if exc.permanent else "temporary", exc.status, exc.reply)
-        )
-    last = Result("temporary", "4.4.1", f"No answer from any mail server of {domain}")
+        return Result("permanent" if exc.permanent else "temporary", exc.status, exc.reply)
+
+
+def deliver(
+    peers: Route, allowed: dict[str, frozenset[str]], envelopes: list[Envelope]
+) -> list[dict[str, Result]]:
+    """Deliver ``envelopes`` one after the other to ``peers`` (best first), whose recipients are
+    in the domains of ``allowed`` (domain -> the DN keys listed for it, read by the caller), all
+    routed to ``peers``. Like Postfix, the domains of one message served by the same peers share
+    one transaction; the peer's certificate is checked against each domain's entry. One outcome
+    per address, per envelope. No database here: runs in any thread."""
+    dead: dict[tuple[str, int], Result] = {}  # peers that could not be reached, for this call
+    return [_deliver_one(peers, allowed, envelope, dead) for envelope in envelopes]
+
+
+def _deliver_one(
+    peers: Route,
+    allowed: dict[str, frozenset[str]],
+    envelope: Envelope,
+    dead: dict[tuple[str, int], Result],
+) -> dict[str, Result]:
+    domains = ", ".join(sorted({_domain(r.address) for r in envelope.rcpts}))
+    last = Result("temporary", "4.4.1", f"No answer from any mail server of {domains}")
     for host, port in peers:
+        if (host, port) in dead:
+            last = dead[(host, port)]
+            continue
         try:
-            return _session(host, port, domain, allowed, mail_from, rcpts, content, ret, envid)
+            conn = _connect(host, port)
+        except _NoStartTLS:
+            return _all(
+                envelope.rcpts,
+                Result("temporary", "4.7.10", f"{host} does not offer STARTTLS", host),
+            )
         except (OSError, smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
-            # Includes TLS failures (ssl.SSLError is an OSError): try the next MX, then defer.
+            # Includes TLS failures (ssl.SSLError is an OSError): try the next MX, then defer;
+            # the next messages of this call do not wait for this peer again.
+            last = dead[(host, port)] = Result("temporary", "4.4.1", f"{host}: {exc}"[:400], host)
+            continue
+        try:
+            return _session(conn, host, port, allowed, envelope)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
             last = Result("temporary", "4.4.1", f"{host}: {exc}"[:400], host)
-    return _all(rcpts, last)
+    return _all(envelope.rcpts, last)
 
 
-def _listed(subject: x509.Name | None, allowed: frozenset[str]) -> bool:
+def _key(subject: x509.Name | None) -> str | None:
     if subject is None:
-        return False
+        return None
     try:
-        return dn_key(subject) in allowed
+        return dn_key(subject)
     except ValueError:
-        return False
+        return None
 
 
 # --- Connection reuse ---------------------------------------------------------------------------
@@ -165,6 +204,7 @@ def _listed(subject: x509.Name | None, allowed: frozenset[str]) -> bool:
 REUSE_IDLE_SECONDS = 5.0
 REUSE_MAX_AGE_SECONDS = 300.0
 REUSE_MAX_TRANSACTIONS = 100
+MAX_RCPTS = 100  # per transaction: RFC 5321 §4.5.3.1.8, what every server must accept
 _local = threading.local()
 
 
@@ -172,6 +212,7 @@ _local = threading.local()
 class _Connection:
     smtp: smtplib.SMTP
     subject: x509.Name | None
+    key: str | None  # the subject's dn_key, compared with each domain's whitelist entry
     opened: float
     used: float
     transactions: int = 0
@@ -244,38 +285,44 @@ def _connect(host: str, port: int) -> _Connection:
         smtp.close()
         raise
     now = time.monotonic()
-    return _Connection(smtp, subject, now, now)
+    return _Connection(smtp, subject, _key(subject), now, now)
 
 
 def _session(
+    conn: _Connection,
     host: str,
     port: int,
-    domain: str,
-    allowed: frozenset[str],
-    mail_from: str,
-    rcpts: list[Rcpt],
-    content: bytes,
-    ret: str,
-    envid: str,
+    allowed: dict[str, frozenset[str]],
+    envelope: Envelope,
 ) -> dict[str, Result]:
-    try:
-        conn = _connect(host, port)
-    except _NoStartTLS:
-        return _all(rcpts, Result("temporary", "4.7.10", f"{host} does not offer STARTTLS", host))
-    if not _listed(conn.subject, allowed):
-        _close(conn)
+    outcomes: dict[str, Result] = {}
+    listed: list[Rcpt] = []
+    for rcpt in envelope.rcpts:  # the DN is checked for every domain, on this session
+        domain = _domain(rcpt.address)
+        if conn.key is not None and conn.key in allowed.get(domain, ()):
+            listed.append(rcpt)
+            continue
         dn = conn.subject.rfc4514_string() if conn.subject is not None else "none"
-        return _all(
-            rcpts,
-            Result(
-                "temporary",
-                "4.7.5",
-                f"{host} presented a certificate not listed for {domain} ({dn})"[:400],
-                host,
-            ),
+        outcomes[rcpt.address] = Result(
+            "temporary",
+            "4.7.5",
+            f"{host} presented a certificate not listed for {domain} ({dn})"[:400],
+            host,
         )
+    if not listed:
+        _close(conn)
+        return outcomes
     try:
-        outcomes = _transaction(conn.smtp, host, mail_from, rcpts, content, ret, envid)
+        for start in range(0, len(listed), MAX_RCPTS):
+            outcomes |= _transaction(
+                conn.smtp,
+                host,
+                envelope.mail_from,
+                listed[start : start + MAX_RCPTS],
+                envelope.content,
+                envelope.ret,
+                envelope.envid,
+            )
     except BaseException:
         conn.smtp.close()
         raise
@@ -321,8 +368,9 @@ def _transaction(
         code, text = smtp.mail(mail_from or "<>", options)
         rcpt_replies = []
         if code == 250:
-            rcpt_replies = [
-                smtp.rcpt(r.address, o) for r, o in zip(rcpts, rcpt_options, strict=True)
+            rcpt_replies = [  # smtp.rcpt, without its address parser
+                smtp.docmd("rcpt", _command("TO:", r.address, o)[:-2])
+                for r, o in zip(rcpts, rcpt_options, strict=True)
             ]
     if code != 250:
         reply = f"{code} {text.decode('utf-8', 'replace')}"
@@ -351,13 +399,18 @@ def _transaction(
     return outcomes
 
 
+def _quote(address: str) -> str:
+    """smtplib.quoteaddr without its RFC 5322 parser for the plain addresses we store."""
+    if not address:
+        return "<>"
+    if address.isascii() and not any(c in address for c in '<>()",;: \\[]'):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
+
+
 def _command(verb: str, address: str, options: list[str]) -> str:
     """As smtplib writes it: « mail FROM:<a@b> SIZE=12 »; the null sender is <>."""
-    return (
-        f"{verb}{smtplib.quoteaddr(address) if address else '<>'}"
-        + "".join(f" {o}" for o in options)
-        + "\r\n"
-    )
+    return f"{verb}{_quote(address)}" + "".join(f" {o}" for o in options) + "\r\n"
 
 
 def _result(code: int, reply: str, host: str) -> Result:

@@ -2,10 +2,12 @@
 
 ``message_spool`` writes a message and one ``OutboundDelivery`` per recipient in one
 transaction and enqueues the relay task after commit. ``message_relay`` (the Celery task's
-only call) claims the due rows of one message atomically, delivers them (LMTP for the BALs we
-host, SMTP over mutual TLS for the others, one transaction per destination domain) and
-records each outcome: delivered/relayed, retry with exponential backoff, or failure with a
-DSN (RFC 3464) spooled back to the sender in the same transaction. ``relay_sweep`` re-queues
+only call) claims the due rows of one message atomically, with those of other due messages
+when asked (a backlog drains in batches), delivers them (LMTP for the BALs we host, SMTP over
+mutual TLS for the others, one transaction per message and peer: the domains a peer serves
+share it, each domain's whitelist entry checked on its certificate) and records each outcome:
+delivered/relayed, retry with exponential backoff, or failure with a DSN (RFC 3464) spooled
+back to the sender in the same transaction. ``relay_sweep`` re-queues
 what a lost task or a killed worker left behind. The row is the truth; a task may run twice.
 """
 
@@ -14,17 +16,20 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Min
+from django.db.models import Min, Q
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import audit_event, audit_record_many
 from accounts.models import StructureDomain, User
 from annuaire.selectors import whitelist_dn_keys
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
@@ -36,6 +41,9 @@ from mailboxes.store import lmtp
 logger = logging.getLogger(__name__)
 Status = OutboundDelivery.Status
 RELAY_TASK = "mailboxes.tasks.relay_message"
+T = TypeVar("T")
+R = TypeVar("R")
+Envelope = transport.Envelope
 
 
 @dataclass(frozen=True)
@@ -104,27 +112,71 @@ def message_spool(
     return message
 
 
-def _claim(message: OutboundMessage) -> list[OutboundDelivery]:
-    """Take the due rows of ``message`` for this worker: a conditional UPDATE with a token, so
+# A task also takes other due rows, so that a backlog drains in batches: one claim, the messages
+# read together, each peer's sessions shared by the batch, outcomes recorded in a few statements.
+BATCH_ROWS = 500  # due rows looked at for other messages (their messages are taken whole)
+BATCH_MESSAGES = 50
+SESSIONS_PER_PEER = 4  # parallel sessions to one peer within a batch (Postfix: up to 20)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery row this worker holds (status ``sending`` under its claim token)."""
+
+    token: uuid.UUID
+    pk: int
+    message_id: int
+    recipient: str
+    domain: str
+    local: bool
+    notify: str
+    orcpt: str
+    attempts: int
+
+
+Outcomes = dict[tuple[int, str], transport.Result]  # (message pk, recipient) -> outcome
+
+
+def _claim(public_id: str, also_due: int) -> list[Claimed]:
+    """Take the due rows of the message ``public_id`` and, when ``also_due``, those of other
+    messages with due rows (among the ``also_due`` due first, whole messages, BATCH_MESSAGES at
+    most): a conditional UPDATE with a token, rows locked with SKIP LOCKED on PostgreSQL, so
     that two workers never send the same row (STYLE.md: atomic claim)."""
     token = uuid.uuid4()
     now = timezone.now()
+    pk = OutboundMessage.objects.filter(public_id=public_id).values_list("pk", flat=True).first()
+    due = OutboundDelivery.objects.select_for_update(skip_locked=True).filter(
+        status=Status.QUEUED, next_attempt_at__lte=now
+    )
     with transaction.atomic():
-        due = list(
-            OutboundDelivery.objects.select_for_update(skip_locked=True)
-            .filter(message=message, status=Status.QUEUED, next_attempt_at__lte=now)
-            .values_list("pk", flat=True)
-        )
-        OutboundDelivery.objects.filter(pk__in=due, status=Status.QUEUED).update(
+        ids = [] if pk is None else [pk]
+        if also_due:
+            for other in due.order_by("next_attempt_at").values_list("message_id", flat=True)[
+                :also_due
+            ]:
+                if len(ids) >= BATCH_MESSAGES:
+                    break
+                if other not in ids:
+                    ids.append(other)
+        if not ids:
+            return []
+        locked = due.filter(message_id__in=ids).values("pk")  # FOR UPDATE SKIP LOCKED
+        OutboundDelivery.objects.filter(pk__in=locked, status=Status.QUEUED).update(
             status=Status.SENDING,
             claim_token=token,
             claimed_until=now + timedelta(seconds=settings.RELAY_CLAIM_SECONDS),
         )
-    return list(OutboundDelivery.objects.filter(claim_token=token, status=Status.SENDING))
+    fields = ("pk", "message_id", "recipient", "domain", "local", "notify", "orcpt", "attempts")
+    return [
+        Claimed(token, *values)
+        for values in OutboundDelivery.objects.filter(message_id__in=ids, claim_token=token)
+        .order_by("pk")
+        .values_list(*fields)
+    ]
 
 
 def _deliver_local(
-    message: OutboundMessage, rows: list[OutboundDelivery], content: bytes
+    message: OutboundMessage, rows: list[Claimed], content: bytes
 ) -> dict[str, transport.Result]:
     statuses = dict(
         Mailbox.objects.filter(
@@ -172,39 +224,73 @@ _EXECUTOR: ThreadPoolExecutor | None = None
 
 
 def _executor() -> ThreadPoolExecutor:
-    """Threads for the domains of one message (created in the worker process, after fork)."""
+    """Threads for the peers of a batch (created in the worker process, after fork)."""
     global _EXECUTOR
     if _EXECUTOR is None:
         _EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay")
     return _EXECUTOR
 
 
-def _deliver_remote(
-    message: OutboundMessage, rows: list[OutboundDelivery], content: bytes
-) -> dict[str, transport.Result]:
-    """One SMTP transaction per destination domain, the domains in parallel (each thread
-    keeps its own verified sessions); the whitelist is read here, before, in this thread."""
-    by_domain: dict[str, list[OutboundDelivery]] = defaultdict(list)
+def _in_threads(function: Callable[[T], R], items: list[T]) -> list[R]:
+    if len(items) == 1:  # no hop to another thread (its own pool of sessions)
+        return [function(items[0])]
+    return list(_executor().map(function, items))
+
+
+def _deliver_remote(messages: dict[int, OutboundMessage], rows: list[Claimed]) -> Outcomes:
+    """One SMTP transaction per message and peer: the domains routed to the same peers share
+    it (each domain's whitelist entry checked on the session's certificate), the peers in
+    parallel threads, several sessions per peer for a batch. The whitelist is read here,
+    before, in this thread; the threads never touch the database."""
+    allowed = {domain: whitelist_dn_keys(domain) for domain in sorted({r.domain for r in rows})}
+    domains = list(allowed)
+    routes = _in_threads(lambda d: transport.route(d, allowed[d]), domains)
+    plans = dict(zip(domains, routes, strict=True))
+    results: Outcomes = {}
+    by_route: dict[transport.Route, dict[str, frozenset[str]]] = defaultdict(dict)
     for row in rows:
-        by_domain[row.domain].append(row)
+        plan = plans[row.domain]
+        if isinstance(plan, transport.Result):  # nobody to try: outside the trust space, no MX
+            results[(row.message_id, row.recipient)] = plan
+        else:
+            by_route[plan][row.domain] = allowed[row.domain]
+    by_message: dict[int, list[Claimed]] = defaultdict(list)
+    for row in rows:
+        by_message[row.message_id].append(row)
+    work: list[tuple[transport.Route, dict[str, frozenset[str]], list[tuple[int, Envelope]]]] = []
+    for peers, served in by_route.items():
+        envelopes: list[tuple[int, Envelope]] = []
+        for pk, message in messages.items():
+            rcpts = [
+                transport.Rcpt(r.recipient, r.notify, r.orcpt)
+                for r in by_message.get(pk, ())
+                if r.domain in served
+            ]
+            if rcpts:
+                envelopes.append(
+                    (
+                        pk,
+                        Envelope(
+                            message.envelope_from,
+                            rcpts,
+                            bytes(message.content),
+                            message.ret,
+                            message.envid,
+                        ),
+                    )
+                )
+        sessions = min(SESSIONS_PER_PEER, len(envelopes))
+        work += [(peers, served, envelopes[i::sessions]) for i in range(sessions)]
 
-    def one(domain: str, allowed: frozenset[str]) -> dict[str, transport.Result]:
-        return transport.deliver(
-            domain,
-            allowed,
-            mail_from=message.envelope_from,
-            rcpts=[transport.Rcpt(r.recipient, r.notify, r.orcpt) for r in by_domain[domain]],
-            content=content,
-            ret=message.ret,
-            envid=message.envid,
-        )
+    def one(item: tuple[transport.Route, dict[str, frozenset[str]], list[tuple[int, Envelope]]]):
+        peers, served, envelopes = item
+        outcomes = transport.deliver(peers, served, [e for _, e in envelopes])
+        return [(pk, o) for (pk, _), o in zip(envelopes, outcomes, strict=True)]
 
-    work = [(domain, whitelist_dn_keys(domain)) for domain in by_domain]
-    if len(work) == 1:
-        return one(*work[0])
-    results: dict[str, transport.Result] = {}
-    for outcome in _executor().map(lambda item: one(*item), work):
-        results.update(outcome)
+    if work:
+        for batch in _in_threads(one, work):
+            for pk, outcome in batch:
+                results.update(((pk, address), r) for address, r in outcome.items())
     return results
 
 
@@ -214,7 +300,7 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.RELAY_RETRY_MAX_SECONDS))
 
 
-def _wants(row: OutboundDelivery, what: str) -> bool:
+def _wants(row: Claimed, what: str) -> bool:
     """RFC 3461 §4.1: NOTIFY=NEVER asks for nothing; without NOTIFY, failures are reported."""
     notify = row.notify.upper()
     if not notify:
@@ -222,9 +308,7 @@ def _wants(row: OutboundDelivery, what: str) -> bool:
     return what in notify.split(",")
 
 
-def _report(
-    message: OutboundMessage, rows: list[tuple[OutboundDelivery, transport.Result, str]]
-) -> None:
+def _report(message: OutboundMessage, rows: list[tuple[Claimed, transport.Result, str]]) -> None:
     """Spool one DSN to the sender for ``rows`` (delivery, result, RFC 3464 action), unless
     the message had the null sender (never answer a report with a report, RFC 5321 §4.5.5)."""
     if not rows or not message.envelope_from:
@@ -256,32 +340,33 @@ def _report(
 
 
 @transaction.atomic
-def _record(
-    message: OutboundMessage, rows: list[OutboundDelivery], results: dict[str, transport.Result]
-) -> None:
+def _record(messages: dict[int, OutboundMessage], rows: list[Claimed], results: Outcomes) -> None:
+    """Store every outcome of a batch: one UPDATE per distinct outcome (all the rows a peer
+    accepted, usually), one trace per message, domain and outcome, the DSNs asked for, then
+    clear the content of messages that are done or schedule their next attempt."""
     now = timezone.now()
-    failures: list[tuple[OutboundDelivery, transport.Result, str]] = []
-    successes: list[tuple[OutboundDelivery, transport.Result, str]] = []
-    traced: dict[tuple[str, str, str], list] = {}
+    reports: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))  # failures, successes
+    traced: dict[tuple[int, str, str, str], list] = {}
+    groups: dict[tuple[int, str, str, str, datetime | None, datetime | None], list[int]] = {}
     for row in rows:
-        result = results.get(row.recipient) or transport.Result(
+        message = messages[row.message_id]
+        result = results.get((row.message_id, row.recipient)) or transport.Result(
             "temporary", "4.4.1", "No outcome recorded"
         )
-        row.attempts += 1
-        row.last_reply = result.reply[:500]
-        row.remote_mta = result.remote_mta[:255]
-        row.claim_token = None
-        row.claimed_until = None
+        attempts = row.attempts + 1
+        status: str
+        delivered_at: datetime | None = None
+        next_attempt_at: datetime | None = None
         if result.kind in ("delivered", "relayed"):
-            row.status = Status.DELIVERED if result.kind == "delivered" else Status.RELAYED
-            row.delivered_at = now
+            status = Status.DELIVERED if result.kind == "delivered" else Status.RELAYED
+            delivered_at = now
             # A local delivery is final: we report it ourselves when asked (RFC 3461 §6.2.2);
             # a relayed one is reported by the next operator.
             if result.kind == "delivered" and _wants(row, "SUCCESS"):
-                successes.append((row, result, "delivered"))
+                reports[row.message_id][1].append((row, result, "delivered"))
         elif result.kind == "temporary" and now < message.expires_at:
-            row.status = Status.QUEUED
-            row.next_attempt_at = now + backoff(row.attempts)
+            status = Status.QUEUED
+            next_attempt_at = now + backoff(attempts)
         else:
             if result.kind == "temporary":  # lifetime over: RFC 3463 4.4.7 becomes final
                 result = transport.Result(
@@ -290,72 +375,118 @@ def _record(
                     f"Delivery time expired; last error: {result.reply}"[:500],
                     result.remote_mta,
                 )
-                row.last_reply = result.reply[:500]
-            row.status = Status.FAILED
+            status = Status.FAILED
             if _wants(row, "FAILURE"):
-                failures.append((row, result, "failed"))
-        outcome = (row.domain, row.status, "" if row.status != Status.FAILED else result.status)
-        traced.setdefault(outcome, [0, result.reply[:200], row.attempts])[0] += 1
-    # Rows with the same outcome (a domain's recipients, usually) in one UPDATE each.
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for row in rows:
-        key = (row.attempts, row.last_reply, row.remote_mta, row.status, row.delivered_at,
-               row.next_attempt_at)  # fmt: skip
+                reports[row.message_id][0].append((row, result, "failed"))
+        key = (attempts, result.reply[:500], result.remote_mta[:255], status, delivered_at,
+               next_attempt_at)  # fmt: skip
         groups.setdefault(key, []).append(row.pk)
-    for (attempts, reply, mta, status, delivered_at, next_at), pks in groups.items():
-        OutboundDelivery.objects.filter(pk__in=pks).update(
-            attempts=attempts, last_reply=reply, remote_mta=mta, status=status,
-            delivered_at=delivered_at, next_attempt_at=next_at, claim_token=None,
-            claimed_until=None, updated_at=now,
-        )  # fmt: skip
-    # One trace per domain and outcome (never the addresses), with how many recipients.
-    for (domain, status, error_code), (count, reply, attempt) in traced.items():
-        audit_record(
-            action=f"relay.{status}",
-            actor_label="relais",
-            target_type="message",
-            target_id=message.message_id[:128] or str(message.public_id),
-            structure_id=message.mailbox.structure_id if message.mailbox_id else None,  # type: ignore[union-attr]
-            success=status != Status.FAILED,
-            error_code=error_code,
-            details={
-                "domain": domain,
-                "recipients": count,
-                "attempt": attempt,
-                "reply": reply,
-                "origin": message.origin,
-            },
+        outcome = (
+            row.message_id,
+            row.domain,
+            status,
+            "" if status != Status.FAILED else result.status,
         )
-    _report(message, failures)
-    _report(message, successes)
-    if not message.deliveries.exclude(status__in=OutboundDelivery.FINAL).exists():
-        # Every recipient has a final outcome: the spool copy is no longer needed.
-        OutboundMessage.objects.filter(pk=message.pk).update(content=b"")
-    else:
-        due = message.deliveries.filter(status=Status.QUEUED).aggregate(at=Min("next_attempt_at"))
-        if due["at"] is not None:
-            delay = max(1.0, (due["at"] - now).total_seconds())
-            transaction.on_commit(lambda: _enqueue(message, countdown=delay))
+        traced.setdefault(outcome, [0, result.reply[:200], attempts])[0] += 1
+    # Rows with the same outcome in one UPDATE; the most common outcome (every recipient a peer
+    # accepted, over the whole batch, usually) last, found by the claim token that the UPDATEs
+    # before it cleared on the other rows (no list of 500 ids to send and parse).
+    ordered = sorted(groups.items(), key=lambda item: len(item[1]))
+    for index, ((tries, reply, mta, final, delivered, next_at), pks) in enumerate(ordered):
+        changes = {"attempts": tries, "last_reply": reply, "remote_mta": mta, "status": final,
+                   "claim_token": None, "claimed_until": None, "updated_at": now}  # fmt: skip
+        if delivered is not None:
+            changes["delivered_at"] = delivered
+        if next_at is not None:
+            changes["next_attempt_at"] = next_at
+        if index == len(ordered) - 1:
+            claimed = OutboundDelivery.objects.filter(
+                message_id__in=messages, claim_token__in={row.token for row in rows}
+            )
+        else:
+            claimed = OutboundDelivery.objects.filter(pk__in=pks)
+        claimed.update(**changes)
+    # One trace per message, domain and outcome (never the addresses), with how many recipients.
+    audit_record_many(
+        [
+            audit_event(
+                action=f"relay.{status}",
+                actor_label="relais",
+                target_type="message",
+                target_id=messages[pk].message_id[:128] or str(messages[pk].public_id),
+                structure_id=messages[pk].mailbox.structure_id if messages[pk].mailbox_id else None,  # type: ignore[union-attr]
+                success=status != Status.FAILED,
+                error_code=error_code,
+                details={
+                    "domain": domain,
+                    "recipients": count,
+                    "attempt": attempt,
+                    "reply": reply,
+                    "origin": messages[pk].origin,
+                },
+            )
+            for (pk, domain, status, error_code), (count, reply, attempt) in traced.items()
+        ]
+    )
+    for pk, (failures, successes) in reports.items():
+        _report(messages[pk], failures)
+        _report(messages[pk], successes)
+    pending = dict(
+        OutboundDelivery.objects.filter(message_id__in=messages)
+        .exclude(status__in=OutboundDelivery.FINAL)
+        .values("message_id")
+        .annotate(at=Min("next_attempt_at", filter=Q(status=Status.QUEUED)))
+        .values_list("message_id", "at")
+    )
+    # Every recipient has a final outcome: the spool copy is no longer needed.
+    done = [pk for pk in messages if pk not in pending]
+    if done:
+        OutboundMessage.objects.filter(pk__in=done).update(content=b"")
+    for pk, at in pending.items():
+        if at is not None:
+            delay = max(1.0, (at - now).total_seconds())
+            transaction.on_commit(partial(_enqueue, messages[pk], countdown=delay))
 
 
-def message_relay(*, public_id: str) -> int:
-    """Deliver what is due for one spooled message; returns how many rows were handled.
-    Safe to run twice and concurrently: rows are claimed before anything is sent."""
-    message = OutboundMessage.objects.filter(public_id=public_id).select_related("mailbox").first()
-    if message is None:
-        return 0
-    rows = _claim(message)
+def message_relay(*, public_id: str, also_due: int = 0) -> int:
+    """Deliver what is due for the spooled message ``public_id`` and, when ``also_due``, for
+    other messages with due rows (see ``_claim``): the Celery task passes ``BATCH_ROWS`` so that
+    a backlog drains in batches. Returns how many rows were handled. Safe to run twice and
+    concurrently: rows are claimed before anything is sent. Raises what recording raised
+    (the rows it could not record stay claimed until the sweep)."""
+    rows = _claim(public_id, also_due)
     if not rows:
         return 0
-    content = bytes(message.content)
-    results = {}
-    local = [r for r in rows if r.local]
+    messages = OutboundMessage.objects.select_related("mailbox").in_bulk(
+        {r.message_id for r in rows}
+    )
+    results: Outcomes = {}
+    local: dict[int, list[Claimed]] = defaultdict(list)
+    for row in rows:
+        if row.local:
+            local[row.message_id].append(row)
+    for pk, mine in local.items():
+        outcomes = _deliver_local(messages[pk], mine, bytes(messages[pk].content))
+        results.update(((pk, address), r) for address, r in outcomes.items())
     remote = [r for r in rows if not r.local]
-    if local:
-        results.update(_deliver_local(message, local, content))
     if remote:
-        results.update(_deliver_remote(message, remote, content))
-    _record(message, rows, results)
+        results.update(_deliver_remote(messages, remote))
+    try:
+        _record(messages, rows, results)
+    except Exception:
+        if len(messages) == 1:
+            raise
+        # One message whose outcome cannot be stored must not leave the others of the batch
+        # claimed (the sweep would send them again): each in its own transaction, then raise.
+        logger.exception("relay: recording a batch failed; recording message by message")
+        failed = None
+        for pk, message in messages.items():
+            try:
+                _record({pk: message}, [r for r in rows if r.message_id == pk], results)
+            except Exception as exc:  # raised below, after the others
+                failed = exc
+        if failed is not None:
+            raise failed from None
     return len(rows)
 
 

@@ -628,3 +628,56 @@ def test_a_report_is_believed_only_from_the_operator_of_the_recipient_domain(
     assert OutboundDelivery.objects.get(message=message).status == Status.RELAYED
     assert report_apply(dsn, reporter=subject("peer")) == 1
     assert OutboundDelivery.objects.get(message=message).status == Status.FAILED
+
+
+def test_domains_served_by_the_same_peer_share_one_transaction_each_dn_checked(
+    pki, relay_settings, listed, box: Mailbox
+) -> None:
+    from annuaire.models import WhitelistEntry, WhitelistVersion
+    from annuaire.whitelist import dn_key
+
+    WhitelistEntry.objects.create(
+        version=WhitelistVersion.objects.get(is_current=True),
+        domain="troisieme.mssante.fr",
+        dn=pki["peer"].subject,
+        dn_key=dn_key(pki["peer"].subject),
+    )
+    handler = Peer()
+    controller, port = _start_peer(pki, "peer", handler)
+    relay_settings.RELAY_ROUTES = [  # one operator's MX for three domains
+        f"{domain}=127.0.0.1:{port}"
+        for domain in ("operateur-test.mssante.fr", "troisieme.mssante.fr", "autre.mssante.fr")
+    ]
+    third, other = "x@troisieme.mssante.fr", "y@autre.mssante.fr"
+    try:
+        message = _send(box, [Recipient(REMOTE), Recipient(third), Recipient(other)])
+        assert message_relay(public_id=str(message.public_id)) == 3
+    finally:
+        controller.stop()
+    assert [e.rcpt_tos for e in handler.received] == [[REMOTE, third]]
+    rows = {r.recipient: r for r in OutboundDelivery.objects.filter(message=message)}
+    assert rows[REMOTE].status == rows[third].status == Status.RELAYED
+    # autre.mssante.fr lists another certificate: this peer may not take its mail.
+    assert rows[other].status == Status.QUEUED
+    assert "not listed for autre.mssante.fr" in rows[other].last_reply
+    traces = AuditEvent.objects.filter(action__startswith="relay.").order_by("details__domain")
+    assert [(t.action, t.details["domain"], t.details["recipients"]) for t in traces] == [
+        ("relay.queued", "autre.mssante.fr", 1),
+        ("relay.relayed", "operateur-test.mssante.fr", 1),
+        ("relay.relayed", "troisieme.mssante.fr", 1),
+    ]
+
+
+def test_a_task_also_takes_other_due_messages_and_each_is_sent_once(
+    peer: Peer, box: Mailbox
+) -> None:
+    from mailboxes.services.relay import BATCH_ROWS
+
+    messages = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(3)]
+    assert message_relay(public_id=str(messages[1].public_id), also_due=BATCH_ROWS) == 3
+    for message in messages:  # their own tasks come next: nothing left to send
+        assert message_relay(public_id=str(message.public_id), also_due=BATCH_ROWS) == 0
+    assert len(peer.received) == 3
+    assert set(OutboundDelivery.objects.values_list("status", flat=True)) == {Status.RELAYED}
+    assert AuditEvent.objects.filter(action="relay.relayed").count() == 3
+    assert not OutboundMessage.objects.exclude(content=b"").exists()  # spool copies dropped
