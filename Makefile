@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PORT ?= 8000
 
-.PHONY: run test e2e venv lint clean-var
+.PHONY: run test e2e bench venv lint clean-var
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ e2e:
 	@eval "$$(scripts/ensure-services.sh)" && \
 	  PORTAL_ENV=test PSC_MOCK_ENABLED=true PORTAL_DEMO=true DJANGO_ALLOW_ASYNC_UNSAFE=true \
 	  $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+# Every benchmark of bench/, one after the other, then docs/performance.md (about an hour;
+# BENCH_ARGS=--quick for a smoke run with small sizes).
+bench:
+	@PYTHON=$(PYTHON) scripts/system-deps.sh bench
+	@$(MAKE) --no-print-directory venv
+	@eval "$$(scripts/ensure-services.sh)" && $(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean-var:
 	rm -rf var

@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import Figure, emit
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BASE = "Extraction_Correspondance_MSSante_202611300300.txt"
@@ -160,6 +163,15 @@ def main() -> None:
         print(
             f"peak RSS of the re-import                    : {PEAK_RSS['import_annuaire'] / 1024:6.0f} Mo"
         )
+        emit(
+            Figure("annuaire_import", "Import complet de l'extraction nationale", ours, "s",
+                   baseline, "psql \\copy dans une table indexée", "ratio <= 1,5",
+                   ours / baseline <= 1.5, ours / baseline),
+            Figure("annuaire_import", "Mémoire maximale de l'import", rss / 1024, "Mo",
+                   goal="<= 200 Mo", met=rss / 1024 <= 200),
+            Figure("annuaire_import", "Réimport (1 % des lignes changées)", again, "s",
+                   goal="<= 10 s", met=again <= 10),
+        )  # fmt: skip
         same, out = run([PY, "manage.py", "import_annuaire", str(nxt)], env=env)
         print(
             f"re-import of the same file                   : {same:6.1f} s   ({out.strip().splitlines()[-1]})"

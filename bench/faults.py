@@ -40,6 +40,9 @@ from imapclient import IMAPClient  # noqa: E402
 from devtools.runner import PY, free_port  # noqa: E402
 from devtools.trust_space import Operator, TrustSpace  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import Figure, emit  # noqa: E402
+
 SENDER = "karim.haddad@ime-les-coquelicots.mssante.fr"
 RECIPIENT = "claire.martin@ehpad-les-tilleuls.mssante.fr"
 FINAL = ("relayed", "delivered", "failed")
@@ -241,6 +244,13 @@ def run(
     if chaos.errors:
         print(f"Redémarrages difficiles : {chaos.errors}")
     ok = lost == 0 and duplicated == 0
+    emit(
+        Figure("faults", f"Pannes : messages perdus sur {len(accepted)} acceptés", lost, "messages",
+               goal="0 perdu", met=lost == 0),
+        Figure("faults", f"Pannes : messages dupliqués ({sum(chaos.kills.values())} SIGKILL, "
+               f"Redis vidé)", duplicated, "messages", goal="0 dupliqué", met=duplicated == 0),
+        Figure("faults", "Pannes : messages renvoyés à l'expéditeur (DSN)", bounced, "messages"),
+    )  # fmt: skip
     if ok and not keep:
         shutil.rmtree(base, ignore_errors=True)
         space.stop()  # drops the two databases

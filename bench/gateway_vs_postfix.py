@@ -35,6 +35,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import Figure, emit
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DOMAIN = "ehpad-les-tilleuls.mssante.fr"
@@ -270,6 +273,19 @@ def main() -> int:
         print(
             f"\nmédiane des ratios (messages livrés/s) passerelle/postfix : {ratio:.2f}   (objectif >= 1.0)"
         )
+        ours = statistics.median(r["ours"][0] for r in rows)
+        theirs = statistics.median(r["postfix"][0] for r in rows)
+        p99_ours = statistics.median(r["ours"][1] for r in rows) * 1000
+        p99_theirs = statistics.median(r["postfix"][1] for r in rows) * 1000
+        emit(
+            Figure("gateway_vs_postfix", "Passerelle entrante : messages remis par seconde "
+                   f"(10 sessions TLS, médiane de {args.rounds} tours)", ours, "msg/s", theirs,
+                   "Postfix 3.7 (TLS + certificat client, LMTP vers le même Dovecot)",
+                   ">= 1,0x Postfix", ratio >= 1.0, ratio),
+            Figure("gateway_vs_postfix", "Passerelle entrante : p99 fin de DATA -> 250",
+                   p99_ours, "ms", p99_theirs, "Postfix 3.7", "", None,
+                   p99_ours / p99_theirs if p99_theirs else None),
+        )  # fmt: skip
         return 0
     finally:
         gateway.terminate()

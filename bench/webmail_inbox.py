@@ -30,6 +30,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import Figure, emit
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -242,6 +245,15 @@ def main() -> int:
         print(
             f"\nratio p95 boîte : {inbox_ratio:.2f}   ratio p95 message : {msg_ratio:.2f}   (objectif <= 1.5)"
         )
+        emit(
+            Figure("webmail_inbox", f"Page de la boîte (50 lignes, {args.messages} messages, p95)",
+                   pct(results["portal_inbox"], 95), "ms", pct(results["raw_inbox"], 95),
+                   "imapclient, même travail IMAP (p95)", "ratio p95 <= 1,5",
+                   inbox_ratio <= 1.5, inbox_ratio),
+            Figure("webmail_inbox", "Ouvrir un message (p95)", pct(results["portal_msg"], 95),
+                   "ms", pct(results["raw_msg"], 95), "imapclient, même travail IMAP (p95)",
+                   "ratio p95 <= 1,5", msg_ratio <= 1.5, msg_ratio),
+        )  # fmt: skip
         return 0
     finally:
         dovecot.stop(proc)

@@ -5,11 +5,13 @@ set -euo pipefail
 mode="${1:-run}"
 
 pkgs=(dovecot-imapd dovecot-lmtpd gnupg python3-venv)
-if [[ "$mode" == "test" ]]; then
+if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
   pkgs+=(chromium)
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
   [[ -x /usr/lib/postgresql/15/bin/initdb ]] || command -v pg_ctl >/dev/null 2>&1 || pkgs+=(postgresql postgresql-contrib)
 fi
+# The benches compare with Postfix 3.7 (private instances; the system Postfix is never used).
+[[ "$mode" == "bench" ]] && pkgs+=(postfix)
 
 missing=()
 for p in "${pkgs[@]}"; do
