@@ -73,7 +73,8 @@ def number(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def render(figures: list[dict], runs: dict[str, tuple[int, float]], quick: bool) -> str:
+def render(figures: list[dict], runs: dict[str, dict]) -> str:
+    quick = any(r.get("quick") for r in runs.values())
     lines = [
         "# Performances mesurées",
         "",
@@ -91,7 +92,7 @@ def render(figures: list[dict], runs: dict[str, tuple[int, float]], quick: bool)
     ]
     for name, (_args, _quick, _what, issue) in BENCHES.items():
         mine = [f for f in figures if f["bench"] == name]
-        status, seconds = runs.get(name, (None, 0.0))
+        status = runs.get(name, {}).get("status")
         if not mine:
             why = "non exécuté" if status is None else f"échec (code {status}, voir le journal)"
             lines.append(f"| `{name}` | — | {why} | | | ticket {issue} | |")
@@ -109,9 +110,12 @@ def render(figures: list[dict], runs: dict[str, tuple[int, float]], quick: bool)
                 f"| `{name}` | {f['label']} | {number(f['ours'], f['unit'])} | {baseline} "
                 f"| {ratio} | {goal} | {met} |"
             )
-    lines += ["", "## Durée de chaque banc", ""]
-    for name, (status, seconds) in runs.items():
-        lines.append(f"- `{name}` : {seconds / 60:.1f} min (code de sortie {status})")
+    lines += ["", "## Exécutions", ""]
+    for name, run in runs.items():
+        lines.append(
+            f"- `{name}` : le {run['at']}, {run['seconds'] / 60:.1f} min, code de sortie "
+            f"{run['status']}" + (" (tailles réduites, --quick)" if run.get("quick") else "")
+        )
     lines += [
         "",
         "## Lire ces chiffres",
@@ -137,32 +141,44 @@ def main() -> int:
     only = [n for n in args.only.split(",") if n]
     logs = ROOT / "var" / "bench" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    report = logs / "figures.jsonl"
-    report.unlink(missing_ok=True)
-    runs: dict[str, tuple[int, float]] = {}
+    failed = False
     for name, (full, quick, what, _issue) in BENCHES.items():
         if only and name not in only:
             continue
         argv = [PY, str(ROOT / "bench" / f"{name}.py"), *(quick if args.quick else full)]
         print(f"== {name} : {what}", flush=True)
+        report = logs / f"{name}.jsonl"
+        report.unlink(missing_ok=True)
         started = time.monotonic()
         with (logs / f"{name}.log").open("w", encoding="utf-8") as out:
             status = subprocess.run(
                 argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "BENCH_REPORT": str(report), "PORTAL_ENV": "test"},
             ).returncode  # fmt: skip
-        runs[name] = (status, time.monotonic() - started)
-        print(f"   code {status}, {runs[name][1] / 60:.1f} min", flush=True)
-    figures = (
-        [json.loads(line) for line in report.read_text("utf-8").splitlines() if line.strip()]
-        if report.exists()
-        else []
-    )
+        seconds = time.monotonic() - started
+        failed |= status != 0
+        (logs / f"{name}.run.json").write_text(
+            json.dumps({"status": status, "seconds": seconds, "quick": args.quick,
+                        "at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}), "utf-8",
+        )  # fmt: skip
+        print(f"   code {status}, {seconds / 60:.1f} min", flush=True)
+    # Every bench's last run (this one or an earlier one, with --only), in the document.
+    figures: list[dict] = []
+    runs: dict[str, dict] = {}
+    for name in BENCHES:
+        if (logs / f"{name}.run.json").exists():
+            runs[name] = json.loads((logs / f"{name}.run.json").read_text("utf-8"))
+        if (logs / f"{name}.jsonl").exists():
+            figures += [
+                json.loads(line)
+                for line in (logs / f"{name}.jsonl").read_text("utf-8").splitlines()
+                if line.strip()
+            ]
     docs = ROOT / "docs" / "performance.md"
     docs.parent.mkdir(exist_ok=True)
-    docs.write_text(render(figures, runs, args.quick), "utf-8")
+    docs.write_text(render(figures, runs), "utf-8")
     print(f"Écrit : {docs}")
-    return 0 if all(status == 0 for status, _ in runs.values()) else 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
