@@ -62,8 +62,15 @@ def dovecot_instance() -> Iterator[store.Instance]:
 def dovecot(dovecot_instance: store.Instance) -> store.Instance:
     """The session's Dovecot, with no BAL and no mail at the start of each test."""
     store.write_users(dovecot_instance, [])
-    for child in dovecot_instance.mail_root.iterdir():
-        shutil.rmtree(child, ignore_errors=True)
+    # A browser test that just ended may still have requests in flight (frames loading),
+    # whose IMAP sessions write index files while we delete: retry until nothing is left.
+    deadline = time.monotonic() + 10
+    while leftovers := list(dovecot_instance.mail_root.iterdir()):
+        for child in leftovers:
+            shutil.rmtree(child, ignore_errors=True)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mail left from an earlier test: {leftovers}")
+        time.sleep(0.05)
     return dovecot_instance
 
 

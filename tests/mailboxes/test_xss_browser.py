@@ -99,6 +99,8 @@ def test_cheat_sheet_vectors_neither_run_nor_leak(dovecot, live_server, page: Pa
         page.goto(url)
         frame = page.frame_locator("iframe.message-body")
         frame.locator("body").wait_for()
+        for loading in page.frames:  # the body frame fully parsed, on a loaded machine too
+            loading.wait_for_load_state("load")
         page.wait_for_timeout(400)  # refreshes, animations, autofocus: time to misbehave
         body_url = f"/bal/{box.public_id}/messages/{uid}/contenu/?dossier=INBOX"
         frames = page.frames
