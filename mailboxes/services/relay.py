@@ -114,9 +114,9 @@ def message_spool(
 
 # A task also takes other due rows, so that a backlog drains in batches: one claim, the messages
 # read together, each peer's sessions shared by the batch, outcomes recorded in a few statements.
-BATCH_ROWS = 500  # due rows looked at for other messages (their messages are taken whole)
-BATCH_MESSAGES = 50
-SESSIONS_PER_PEER = 4  # parallel sessions to one peer within a batch (Postfix: up to 20)
+BATCH_ROWS = 1000  # due rows looked at for other messages (their messages are taken whole)
+BATCH_MESSAGES = 50  # messages of one recipient each: a batch stays short
+SESSIONS_PER_PEER = 8  # parallel sessions to one peer within a batch (Postfix: up to 20)
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def _executor() -> ThreadPoolExecutor:
     """Threads for the peers of a batch (created in the worker process, after fork)."""
     global _EXECUTOR
     if _EXECUTOR is None:
-        _EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay")
+        _EXECUTOR = ThreadPoolExecutor(max_workers=16, thread_name_prefix="relay")
     return _EXECUTOR
 
 
@@ -460,6 +460,7 @@ def message_relay(*, public_id: str, also_due: int = 0) -> int:
     messages = OutboundMessage.objects.select_related("mailbox").in_bulk(
         {r.message_id for r in rows}
     )
+    rows = [r for r in rows if r.message_id in messages]  # a message deleted meanwhile
     results: Outcomes = {}
     local: dict[int, list[Claimed]] = defaultdict(list)
     for row in rows:
