@@ -11,9 +11,11 @@ are stopped and the runner exits non-zero.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -66,10 +68,12 @@ def banner(port: int, word: bytes) -> Callable[[], bool]:
     return check
 
 
-def processes(port: int, var: Path, imap_port: int, gateway_port: int) -> list[Process]:
+def processes(
+    port: int, var: Path, imap_port: int, gateway_port: int, dovecot_dir: Path | None = None
+) -> list[Process]:
     manage = [PY, str(ROOT / "manage.py")]
     celery = [PY, "-m", "celery", "-A", "mssante_portal"]
-    dovecot_conf = str(var / "dovecot" / "dovecot.conf")
+    dovecot_conf = str((dovecot_dir or var / "dovecot") / "dovecot.conf")
     site = f"http://127.0.0.1:{port}"
     return [
         Process("dovecot", ["dovecot", "-F", "-c", dovecot_conf], banner(imap_port, b"ready")),
@@ -141,6 +145,24 @@ class Runner:
         return None
 
 
+def dovecot_home(var: Path) -> dict[str, str]:
+    """Where Dovecot's files go. Run as root, Dovecot's services are unprivileged users who
+    must traverse every parent folder: a checkout under /root or a 0700 home (Debian 12's
+    default) does not let them, so its instance then lives under /var/tmp instead."""
+    if os.geteuid() != 0 or "DOVECOT_DIR" in os.environ:
+        return {}
+    if all(not p.exists() or p.stat().st_mode & 0o001 for p in [var, *var.parents]):
+        return {}
+    digest = hashlib.sha1(str(var).encode()).hexdigest()[:8]  # noqa: S324 (a name, not security)
+    home = Path("/var/tmp") / f"mssante-portal-{digest}"  # noqa: S108 (checked below)
+    home.mkdir(mode=0o755, exist_ok=True)
+    info = home.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise SystemExit(f"{home} n'est pas un dossier à nous : supprimez-le et relancez.")
+    home.chmod(0o755)
+    return {"DOVECOT_DIR": str(home / "dovecot"), "DOVECOT_MAIL_ROOT": str(home / "mail")}
+
+
 def prepare(env: dict[str, str]) -> None:
     """Database, demo data, Dovecot configuration: each step idempotent."""
     manage = [PY, str(ROOT / "manage.py")]
@@ -177,9 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         "DOVECOT_LMTP_PORT": str(lmtp_port),
         "GATEWAY_PORT": str(gateway_port),
         "PYTHONUNBUFFERED": "1",
+        **dovecot_home(var),
     }
     prepare(env)
-    runner = Runner(processes(args.port, var, imap_port, gateway_port), env)
+    dovecot_dir = Path(env.get("DOVECOT_DIR", var / "dovecot"))
+    runner = Runner(processes(args.port, var, imap_port, gateway_port, dovecot_dir), env)
     signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:
@@ -193,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         runner.stop()
         return 1
     runner.say("runner", f"Portail prêt : {site}/")
+    if "DOVECOT_DIR" in env and "DOVECOT_DIR" not in os.environ:
+        runner.say("runner", f"Dovecot et les boîtes : {Path(env['DOVECOT_DIR']).parent} "
+                   f"({var} n'est pas traversable par les services de Dovecot)")  # fmt: skip
     gateway = f"127.0.0.1:{gateway_port}"
     runner.say(
         "runner", f"Passerelle MSSanté (STARTTLS + certificat client, PKI de test) : {gateway}"
