@@ -33,8 +33,16 @@ from devtools.runner import PY, ROOT, Process, Runner, banner, free_port, http_o
 from devtools.whitelist_sign import Listed, dn_of, subject_and_issuer, write_signed_whitelist
 
 PATIENT_DOMAIN = "patient.mssante.fr"
-SERVICES_PG = os.environ.get("E2E_PG_URL", "postgres://postgres@127.0.0.1:5432")
-SERVICES_REDIS = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379")
+
+def _server(url: str) -> str:
+    """``scheme://user@host:port`` of a database or Redis URL (its last path part dropped)."""
+    return url.rsplit("/", 1)[0] if url.count("/") >= 3 else url
+
+
+# The PostgreSQL and Redis servers the tests use (scripts/ensure-services.sh may have started
+# private ones); each operator gets its own database and Redis db on them.
+SERVICES_PG = _server(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/x")
+SERVICES_REDIS = _server(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
 
 
 @dataclass
