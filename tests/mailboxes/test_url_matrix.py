@@ -24,13 +24,11 @@ from accounts.models import Membership, Structure, User
 from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
 from mailboxes.services.lifecycle import mailbox_access_grant
 from tests.factories import make_mailbox, make_membership, make_professional, make_structure
-from tests.mailboxes import conftest as mailbox_fixtures
 from tests.mailboxes.conftest import deliver, wait_provisioned
 
 pytestmark = pytest.mark.django_db
-# The private Dovecot of tests/mailboxes/ (this file sits beside, not under, that package).
-dovecot_instance = mailbox_fixtures.dovecot_instance
-dovecot = mailbox_fixtures.dovecot
+# Every URL of the portal, not only the mailboxes': it lives here for the package's private
+# Dovecot (one per test session).
 
 SECRET = "Bilan confidentiel de la clinique"
 
