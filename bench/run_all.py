@@ -65,11 +65,13 @@ def commit() -> str:
 
 
 def number(value: float | None, unit: str = "") -> str:
+    """French notation: 10 000 ; 26,3."""
     if value is None:
         return "—"
-    text = f"{value:,.1f}".replace(",", " ").replace(".", ",")
-    if text.endswith(",0") and abs(value) >= 100:
-        text = text[:-2]
+    if float(value).is_integer():
+        text = f"{int(value):,}".replace(",", "\u202f")
+    else:
+        text = f"{value:,.1f}".replace(",", "\u202f").replace(".", ",")
     return f"{text} {unit}".strip()
 
 
@@ -113,7 +115,7 @@ def render(figures: list[dict], runs: dict[str, dict]) -> str:
     lines += ["", "## Exécutions", ""]
     for name, run in runs.items():
         lines.append(
-            f"- `{name}` : le {run['at']}, {run['seconds'] / 60:.1f} min, code de sortie "
+            f"- `{name}` : le {run['at']}, {number(run['seconds'] / 60)} min, code de sortie "
             f"{run['status']}" + (" (tailles réduites, --quick)" if run.get("quick") else "")
         )
     lines += [
