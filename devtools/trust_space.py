@@ -34,6 +34,7 @@ from devtools.whitelist_sign import Listed, dn_of, subject_and_issuer, write_sig
 
 PATIENT_DOMAIN = "patient.mssante.fr"
 
+
 def _server(url: str) -> str:
     """``scheme://user@host:port`` of a database or Redis URL (its last path part dropped)."""
     return url.rsplit("/", 1)[0] if url.count("/") >= 3 else url
