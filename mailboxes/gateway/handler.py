@@ -7,18 +7,20 @@ other sessions.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, AnyStr, TypeVar
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 from django.db import DatabaseError, close_old_connections, connection
 
 from mailboxes.gateway import policy
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 BARE_LF = re.compile(rb"(?<!\r)\n")
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(.+?)\r?$", re.IGNORECASE | re.MULTILINE)
@@ -91,11 +93,35 @@ def _split_dsn(arg: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     return " ".join(kept), found
 
 
+LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6: 998 characters at most)"
+TOO_MUCH_DATA = "552 5.3.4 Message too big for this system"
 ENHANCED = {
-    "500 Line too long": "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6: 998 characters at most)",
+    "500 Line too long": LINE_TOO_LONG,
     "500 Command line too long": "500 5.5.2 Command line too long",
-    "552 Error: Too much mail data": "552 5.3.4 Message too big for this system",
+    "552 Error: Too much mail data": TOO_MUCH_DATA,
 }
+DATA_CHUNK = 65536  # the most DATA read per await (and the reader's buffer while in DATA)
+HEAD = 65536  # where the Message-ID is looked for
+
+
+def data_refusal(wire: bytes, size_limit: int | None, line_limit: int) -> str | None:
+    """aiosmtpd's verdict on a DATA text as sent (dot-stuffed, lines split at CRLF only), in
+    bulk instead of line by line: the first of a line longer than ``line_limit`` octets with
+    its CRLF (RFC 5321 §4.5.3.1.6, 500) and of the text passing ``size_limit`` (RFC 1870, 552);
+    None when the text is fine."""
+    fits = not size_limit or len(wire) <= size_limit
+    if fits and max(map(len, wire.split(b"\r\n"))) + 2 <= line_limit:
+        return None
+    end = 0
+    for line in wire.split(b"\r\n"):
+        end += len(line) + 2
+        crossed = bool(size_limit) and end > size_limit  # type: ignore[operator]
+        # aiosmtpd sees a line longer than its reader's limit before counting its bytes
+        if len(line) + 2 > line_limit and (not crossed or len(line) > line_limit):
+            return LINE_TOO_LONG
+        if crossed:
+            return TOO_MUCH_DATA
+    return None
 
 
 class DrainState:
@@ -138,6 +164,84 @@ class GatewaySMTP(SMTP):
                     await super().push(better)
                     return
         await super().push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the text in chunks of up to DATA_CHUNK octets instead of
+        one await per line, with the same verdicts: too long a line (500) or too much data
+        (552) answered once the terminating dot came (RFC 5321 §4.2.5), dot-unstuffing (RFC
+        5321 §4.5.2), nothing handed over when the client leaves before the dot. A refused
+        text is traced like any other transaction."""
+        if self._decode_data:
+            await super().smtp_DATA(arg)
+            return
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        # A client gone before the dot cancels this task (aiosmtpd's eof_received) or ends
+        # the read: either way the text is dropped, nothing is delivered.
+        wire, refusal, head, size = await self._read_data()
+        if refusal is not None:
+            await self.event_handler.handle_DATA_refused(
+                self, self.session, self.envelope, refusal, head, size
+            )
+            self._set_post_data_state()
+            await self.push(refusal)
+            return
+        if wire[:1] == b".":  # RFC 5321 §4.5.2: a leading dot was added by the client
+            wire = wire[1:]
+        content = wire.replace(b"\r\n.", b"\r\n")
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA") if "DATA" in self._handle_hooks else MISSING
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> tuple[bytes, str | None, bytes, int]:
+        """The DATA text as sent, without its terminating line, or the refusal; then the
+        first octets (for the trace of a refusal) and the size. Reads up to each ".<CRLF>"
+        (the end when a line starts there) or DATA_CHUNK octets; what the client pipelined
+        after the dot stays in the reader for the next command (RFC 2920)."""
+        reader = self._reader
+        line_limit, size_limit = self.line_length_limit, self.data_size_limit
+        parts: list[bytes] = []
+        size, head, refusal = 0, b"", None
+        before = b"\r\n"  # the two octets before the next one; DATA starts a line
+        reader._limit = DATA_CHUNK  # type: ignore[attr-defined]  # asyncio's own field
+        try:
+            while True:
+                try:
+                    chunk = await reader.readuntil(b".\r\n")
+                    last = chunk[-5:-3] if len(chunk) >= 5 else (before + chunk[:-3])[-2:]
+                    end = last == b"\r\n"  # the dot starts a line alone: the end
+                except asyncio.LimitOverrunError as overrun:
+                    chunk, end = await reader.read(overrun.consumed), False
+                except asyncio.IncompleteReadError as eof:
+                    raise ConnectionResetError("connection closed during DATA") from eof
+                size += len(chunk)
+                if refusal is None:
+                    parts.append(chunk)
+                    if size_limit and size > size_limit + 3:  # over, even without the dot
+                        wire = b"".join(parts)
+                        head = wire[:HEAD]
+                        refusal = data_refusal(wire, size_limit, line_limit) or TOO_MUCH_DATA
+                        parts = []  # memory: what follows is only read to find the end
+                before = chunk[-2:] if len(chunk) >= 2 else (before + chunk)[-2:]
+                if end:
+                    break
+        finally:
+            reader._limit = line_limit  # type: ignore[attr-defined]
+        size -= 3
+        if refusal is not None:
+            return b"", refusal, head, size
+        wire = b"".join(parts)[:-3] if len(parts) > 1 else parts[0][:-3]
+        refusal = data_refusal(wire, size_limit, line_limit)
+        return wire, refusal, wire[:HEAD] if refusal else b"", size
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         dsn: dict[str, str] = {}
@@ -232,12 +336,11 @@ class GatewayHandler:
             if isinstance(content, bytes)
             else str(content).encode("utf-8", "surrogateescape")
         )
-        found = MESSAGE_ID.search(raw[:65536])
-        message_id = found.group(1).decode("utf-8", "replace").strip() if found else ""
-        message_id = message_id.replace("\x00", "")  # traced: PostgreSQL text holds no NUL
+        message_id = _message_id(raw)
         message = b""
         if b"\x00" not in raw:
-            raw = BARE_LF.sub(b"\r\n", raw)  # be liberal: bare LF line ends become CRLF
+            if raw.count(b"\n") != raw.count(b"\r\n"):
+                raw = BARE_LF.sub(b"\r\n", raw)  # be liberal: bare LF line ends become CRLF
             client_ip = (session.peer or ("?",))[0]
             message = policy.received_header(peer, session.host_name or "", str(client_ip)) + raw
         return await _off_loop(
@@ -250,6 +353,38 @@ class GatewayHandler:
             message_id,
             len(raw),
         )
+
+    async def handle_DATA_refused(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        reply: str,
+        head: bytes,
+        size: int,
+    ) -> None:
+        """Trace a text refused while it was read (too long a line, too big), before the
+        reply goes: every transaction that reached DATA leaves one trace. A trace that cannot
+        be written does not change the refusal (nothing was delivered)."""
+        try:
+            await _off_loop(
+                policy.trace,
+                peer=_peer(session),
+                mail_from=envelope.mail_from or "",
+                recipients=list(envelope.rcpt_tos),
+                message_id=_message_id(head),
+                size=size,
+                reply=reply,
+                dsn=getattr(envelope, "dsn", None),
+            )
+        except DatabaseError:
+            logger.exception("trace of a refused DATA could not be written")
+
+
+def _message_id(raw: bytes) -> str:
+    found = MESSAGE_ID.search(raw, 0, HEAD)
+    message_id = found.group(1).decode("utf-8", "replace").strip() if found else ""
+    return message_id.replace("\x00", "")  # traced: PostgreSQL text holds no NUL
 
 
 def _deliver_and_trace(

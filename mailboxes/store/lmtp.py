@@ -4,10 +4,11 @@
 would report the first recipient's outcome for all of them and leave the others unread. This
 client reads them all, so that the gateway and the relay know who really has the message.
 
-Connections are kept per thread and reused (RSET between transactions, RFC 5321 §4.1.1.5):
-the gateway delivers every message over LMTP and a new connection each time costs a
-handshake on both sides. A stale connection is only ever replaced *before* DATA is sent, so a
-retry can never deliver a message twice.
+Connections are kept per thread and reused (RSET only after a transaction left open, RFC 5321
+§4.1.1.5): the gateway delivers every message over LMTP and a new connection each time costs a
+handshake on both sides. A transaction's commands go in one write (RFC 2920 PIPELINING), so a
+message costs two round trips to Dovecot, not five. A stale connection is only ever replaced
+*before* DATA is sent, so a retry can never deliver a message twice.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from django.conf import settings
 IDLE_SECONDS = 20  # Dovecot closes idle LMTP sessions; do not reuse ours past this
 _local = threading.local()
 EOLS = re.compile(rb"\r\n|\n|\r(?!\n)")
-DOT_START = re.compile(rb"(?m)^\.")
 
 
 class StoreUnreachable(Exception):
@@ -49,19 +49,55 @@ class Outcome:
         return f"{self.code} {self.text}"
 
 
+def _outcome(code: int, text: bytes) -> Outcome:
+    return Outcome(code, text.decode("utf-8", "replace"))
+
+
 class _Client(smtplib.LMTP):
     last_used: float = 0.0
+    open_transaction: bool = False  # a MAIL was accepted and no DATA finished since
+
+    def transaction(
+        self, mail_from: str, recipients: list[str]
+    ) -> tuple[dict[str, Outcome], tuple[int, bytes]]:
+        """MAIL, each RCPT and DATA in one write (RFC 2920: Dovecot's LMTP offers PIPELINING),
+        preceded by RSET if an earlier transaction was left open; then their replies. Returns
+        each recipient's outcome and the reply to DATA. The message is not sent yet: a
+        connection that breaks here has delivered nothing."""
+        commands = [f"MAIL FROM:{smtplib.quoteaddr(mail_from or '<>')}"]
+        commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
+        if self.open_transaction:
+            commands.insert(0, "RSET")
+        text = "\r\n".join([*commands, "DATA", ""])
+        crlf = text.count("\r\n")
+        if text.count("\r") != crlf or text.count("\n") != crlf:  # as smtplib.putcmd
+            raise ValueError("command and arguments contain prohibited newline characters")
+        self.send(text.encode(self.command_encoding))
+        if self.open_transaction:
+            self.getreply()  # RSET: 250, or the session is broken and the next read says so
+        code, reply = self.getreply()
+        self.open_transaction = code == 250
+        outcomes = {}
+        for rcpt in recipients:
+            rcpt_reply = self.getreply()  # 503 after a refused MAIL: report the MAIL's reply
+            outcomes[rcpt] = _outcome(*(rcpt_reply if code == 250 else (code, reply)))
+        return outcomes, self.getreply()
 
     def data_per_recipient(self, content: bytes, count: int) -> list[tuple[int, bytes]]:
-        """DATA, then ``count`` replies (RFC 2033 §4.2), one per accepted RCPT, in order."""
-        code, reply = self.docmd("data")
-        if code != 354:
-            return [(code, reply)] * count
-        quoted = DOT_START.sub(b"..", EOLS.sub(b"\r\n", content))  # RFC 5321 §4.5.2
+        """The message after DATA's 354, then ``count`` replies (RFC 2033 §4.2), one per
+        accepted RCPT, in order."""
+        crlf = content.count(b"\r\n")
+        if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
+            content = EOLS.sub(b"\r\n", content)  # a bare CR or LF ends a line too
+        if content[:1] == b".":  # RFC 5321 §4.5.2: every line starting with a dot
+            content = b"." + content
+        quoted = content.replace(b"\r\n.", b"\r\n..")
         if not quoted.endswith(b"\r\n"):
             quoted += b"\r\n"
         self.send(quoted + b".\r\n")
-        return [self.getreply() for _ in range(count)]
+        replies = [self.getreply() for _ in range(count)]
+        self.open_transaction = False
+        return replies
 
 
 def _connect() -> _Client:
@@ -89,18 +125,6 @@ def _discard() -> None:
             client.close()
 
 
-def _envelope(client: _Client, mail_from: str, recipients: list[str]) -> dict[str, Outcome]:
-    client.rset()
-    code, text = client.mail(mail_from or "<>")
-    if code != 250:
-        return {r: Outcome(code, text.decode("utf-8", "replace")) for r in recipients}
-    outcomes = {}
-    for rcpt in recipients:
-        code, text = client.rcpt(rcpt)
-        outcomes[rcpt] = Outcome(code, text.decode("utf-8", "replace"))
-    return outcomes
-
-
 def deliver(mail_from: str, recipients: list[str], content: bytes) -> dict[str, Outcome]:
     """Deliver ``content`` to each recipient; returns each recipient's outcome.
 
@@ -111,15 +135,22 @@ def deliver(mail_from: str, recipients: list[str], content: bytes) -> dict[str, 
     try:
         try:
             client = _client(fresh=False)
-            outcomes = _envelope(client, mail_from, recipients)
+            outcomes, (code, reply) = client.transaction(mail_from, recipients)
         except (smtplib.SMTPServerDisconnected, OSError):
             client = _client(fresh=True)  # the kept connection had died: nothing was sent yet
-            outcomes = _envelope(client, mail_from, recipients)
+            outcomes, (code, reply) = client.transaction(mail_from, recipients)
         accepted = [r for r in recipients if outcomes[r].delivered]
-        if accepted:
+        if code == 354 and not accepted:
+            # DATA accepted without a recipient: not LMTP (RFC 2033 §4.2), and the session
+            # now waits for a message; nothing was sent, start a new one.
+            _discard()
+            raise StoreUnreachable("DATA accepted without any recipient")
+        if code == 354:
             replies = client.data_per_recipient(content, len(accepted))
-            for rcpt, (code, text) in zip(accepted, replies, strict=True):
-                outcomes[rcpt] = Outcome(code, text.decode("utf-8", "replace"))
+        else:  # DATA refused: every accepted recipient gets that reply
+            replies = [(code, reply)] * len(accepted)
+        for rcpt, (rcpt_code, text) in zip(accepted, replies, strict=True):
+            outcomes[rcpt] = _outcome(rcpt_code, text)
         client.last_used = time.monotonic()
         return outcomes
     except (smtplib.SMTPException, OSError) as exc:

@@ -382,6 +382,73 @@ def test_an_overlong_line_is_refused_and_the_session_goes_on(
     assert len(_inbox(box.address)) == 1
 
 
+@pytest.fixture
+def small_limit(settings) -> int:
+    settings.GATEWAY_MAX_SIZE = 8192  # read by the gateway fixture when it starts
+    return 8192
+
+
+def test_a_text_refused_during_data_is_traced_and_nothing_delivered(
+    small_limit: int, gateway: int, pki, box: Mailbox
+) -> None:
+    with _client(gateway, pki) as smtp:
+        smtp.mail(SENDER)
+        smtp.rcpt(box.address)
+        too_long = smtp.data(make_message(subject="Ligne", body="x" * 1000))
+        smtp.mail(SENDER)
+        smtp.rcpt(box.address)
+        too_big = smtp.data(make_message(subject="Gros", body="y" * 70 + ("\r\n" + "y" * 70) * 200))
+    assert too_long[0] == 500 and too_big[:2] == (552, b"5.3.4 Message too big for this system")
+    assert _inbox(box.address) == []
+    events = AuditEvent.objects.filter(action="gateway.received").order_by("pk")
+    assert [(e.result, e.error_code, e.details["to"]) for e in events] == [
+        ("failure", "500", [box.address]),
+        ("failure", "552", [box.address]),
+    ]
+    assert events[1].details["size"] > small_limit
+    assert events[1].details["reply"].startswith("552 5.3.4")
+    assert events[0].target_id.endswith("@chu-exemple.mssante.fr>")
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([b"x" * 999], 250),  # aiosmtpd's limit: 1001 octets with CRLF
+        ([b"x" * 1000], 500),
+        ([b"." + b"x" * 998], 250),  # counted as sent, dot included
+        ([b"y" * 70] * 120 + [b"x" * 2000], 552),  # past the size first
+        ([b"x" * 2000] + [b"y" * 70] * 120, 500),
+    ],
+)
+def test_line_and_size_limits_are_aiosmtpds(
+    small_limit: int, gateway: int, pki, box: Mailbox, lines: list[bytes], expected: int
+) -> None:
+    with _client(gateway, pki) as smtp:
+        smtp.mail(SENDER)
+        smtp.rcpt(box.address)
+        smtp.putcmd("DATA")
+        assert smtp.getreply()[0] == 354
+        smtp.send(b"Subject: limites\r\n\r\n" + b"\r\n".join(lines) + b"\r\n.\r\n")
+        assert smtp.getreply()[0] == expected
+        assert smtp.noop()[0] == 250  # the session goes on
+
+
+def test_dots_are_unstuffed_and_pipelined_commands_after_the_dot_are_kept(
+    gateway: int, pki, box: Mailbox
+) -> None:
+    body = b"Subject: points\r\n\r\n..\r\n.debut\r\nfin.\r\n...\r\n"
+    with _client(gateway, pki) as smtp:
+        smtp.mail(SENDER)
+        smtp.rcpt(box.address)
+        smtp.putcmd("DATA")
+        assert smtp.getreply()[0] == 354
+        # RFC 2920: the next transaction may follow the text in the same write
+        smtp.send(body + b".\r\nMAIL FROM:<" + SENDER.encode() + b">\r\nRSET\r\n")
+        assert [smtp.getreply()[0] for _ in range(3)] == [250, 250, 250]
+    [stored] = _inbox(box.address)
+    assert stored.endswith(b"\r\n\r\n.\r\ndebut\r\nfin.\r\n..\r\n")
+
+
 def test_a_long_header_folded_over_many_lines_is_delivered_intact(
     gateway: int, pki, box: Mailbox
 ) -> None:
