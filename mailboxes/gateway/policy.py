@@ -23,6 +23,7 @@ from accounts.models import AuditEvent, StructureDomain
 from annuaire.models import WhitelistEntry
 from annuaire.selectors import whitelist_allows
 from annuaire.whitelist import dn_key
+from mailboxes.gateway.dedup import delivered_before
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.relay import dsn as report_dsn
 from mailboxes.services.notices import mail_arrived
@@ -181,6 +182,12 @@ def deliver(
     retry spool (PostgreSQL, same transaction as the success reports). Nothing delivered and
     a store failure: 451, the sender keeps the message. Every recipient refused for good: 550.
     """
+    # A resend of a message we already delivered (the sender lost our 250): those recipients
+    # are answered again without a second copy (mailboxes/gateway/dedup.py).
+    done = delivered_before(message_id, recipients)
+    recipients = [r for r in recipients if r not in done]
+    if not recipients:
+        return "250 2.0.0 Message delivered"
     try:
         outcomes = lmtp.deliver(mail_from, recipients, content)
     except lmtp.StoreUnreachable:
