@@ -54,3 +54,24 @@ def test_only_recipients_of_a_successful_transaction_count(box: Mailbox) -> None
                  details={"to": [box.address]})  # fmt: skip
     assert delivered_before("<a@b>", [box.address.upper(), "x@y.fr"]) == {box.address}
     assert delivered_before("", [box.address]) == set()
+
+
+def test_a_message_dovecot_stored_before_dying_is_not_stored_again(
+    mx: int, pki: dict[str, Issued], box: Mailbox, dovecot
+) -> None:
+    """Dovecot stored it, then died before answering: we said 451, the sender retries."""
+    from accounts.audit import audit_record
+    from tests.mailboxes.conftest import deliver
+
+    raw = make_message(to=box.address, subject="Stocké avant la panne")
+    message_id = raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    deliver(box.address, raw, sender=SENDER)  # what Dovecot stored before dying
+    _forget_dovecot_duplicates(dovecot.mail_root, box.address)
+    audit_record(
+        action="gateway.received", target_type="message", target_id=message_id, success=False,
+        error_code="451", details={"to": [box.address],
+                                   "reply": "451 4.3.0 Mail store unavailable, try again later"},
+    )  # fmt: skip
+    with mx_client(mx, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], raw) == {}
+    assert len(inbox(box.address)) == 1
