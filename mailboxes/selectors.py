@@ -48,6 +48,14 @@ class Grant:
 USABLE = [Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED]
 
 
+def _public_id(value: uuid.UUID | str) -> uuid.UUID:
+    """A public id from a URL or a form; Http404 when it is not one (like a missing object)."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Http404 from None
+
+
 def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
     """The person's grants, in one query: PER BALs they hold, and BALs where they have a
     right (member, delegate) that includes reading and has not reached its end date."""
@@ -101,10 +109,7 @@ def access_mailbox(
     """The person's grant on one BAL. Raises Http404 when missing or not theirs,
     PermissionDenied when they may read it but not ``need``. ``among``: the person's grants
     already read by the caller (``usable_mailboxes``), to spare a query."""
-    try:
-        key = uuid.UUID(str(public_id))
-    except ValueError:
-        raise Http404 from None
+    key = _public_id(public_id)
     if among is not None:
         grants = [g for g in among if g.mailbox.public_id == key]
     else:
@@ -194,10 +199,7 @@ def console_structure(user: User, public_id: uuid.UUID | str) -> Structure:
 
 def console_mailbox(structure: Structure, public_id: uuid.UUID | str) -> Mailbox:
     """A BAL of this structure (closed ones too). Http404 for any other."""
-    try:
-        key = uuid.UUID(str(public_id))
-    except ValueError:
-        raise Http404 from None
+    key = _public_id(public_id)
     box = (
         Mailbox.objects.filter(structure=structure, public_id=key)
         .select_related("owner", "responsible", "domain")
@@ -280,10 +282,7 @@ def structure_people(structure: Structure) -> list[Membership]:
 
 
 def structure_membership(structure: Structure, public_id: uuid.UUID | str) -> Membership:
-    try:
-        key = uuid.UUID(str(public_id))
-    except ValueError:
-        raise Http404 from None
+    key = _public_id(public_id)
     membership = (
         Membership.objects.filter(structure=structure, public_id=key).select_related("user").first()
     )
@@ -294,10 +293,7 @@ def structure_membership(structure: Structure, public_id: uuid.UUID | str) -> Me
 
 def structure_person(structure: Structure, public_id: uuid.UUID | str) -> User:
     """A person of the structure by their public id (form choices). Http404 otherwise."""
-    try:
-        key = uuid.UUID(str(public_id))
-    except ValueError:
-        raise Http404 from None
+    key = _public_id(public_id)
     user = User.objects.filter(public_id=key, memberships__structure=structure).first()
     if user is None:
         raise Http404
@@ -306,10 +302,7 @@ def structure_person(structure: Structure, public_id: uuid.UUID | str) -> User:
 
 def owned_mailbox(user: User, public_id: uuid.UUID | str) -> Mailbox:
     """A PER BAL the person holds (to manage its delegations). Http404 otherwise."""
-    try:
-        key = uuid.UUID(str(public_id))
-    except ValueError:
-        raise Http404 from None
+    key = _public_id(public_id)
     box = Mailbox.objects.filter(
         public_id=key, kind=Mailbox.Kind.PER, owner=user, status__in=USABLE
     ).first()
