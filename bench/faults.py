@@ -91,6 +91,7 @@ class Chaos(threading.Thread):
         rng: random.Random,
         gap: tuple[float, float],
         flush_after: float | None = None,
+        victims: tuple[str, ...] = ("a:gateway", "b:worker", "a:dovecot"),
     ) -> None:
         super().__init__(daemon=True)
         self.space, self.rng, self.gap = space, rng, gap
@@ -101,9 +102,11 @@ class Chaos(threading.Thread):
             flush_after if flush_after is not None else rng.uniform(30, 90)
         )
         self.errors: list[str] = []
+        self.names = victims
 
     def victims(self) -> list[tuple[Operator, str]]:
-        return [(self.space.a, "gateway"), (self.space.b, "worker"), (self.space.a, "dovecot")]
+        ops = {"a": self.space.a, "b": self.space.b}
+        return [(ops[name[0]], name[2:]) for name in self.names]
 
     def run(self) -> None:
         while not self.stop.wait(self.rng.uniform(*self.gap)):
@@ -140,6 +143,7 @@ def run(
     flush_after: float | None = None,
     chaos_tail: float = 30,
     redis_dbs: tuple[int, int] = (14, 15),
+    victims: tuple[str, ...] = ("a:gateway", "b:worker", "a:dovecot"),
 ) -> int:
     rng = random.Random(seed)
     base = Path(tempfile.mkdtemp(prefix="mssante-faults-"))
@@ -159,7 +163,7 @@ def run(
     )
     log(f"Démarrage des deux opérateurs ({base})")
     space.start()
-    chaos = Chaos(space, rng, gap, flush_after)
+    chaos = Chaos(space, rng, gap, flush_after, victims)
     accepted: list[str] = []
     started = time.monotonic()
     try:
