@@ -29,26 +29,33 @@ WINDOW = timedelta(days=7)  # an SMTP sender retries for at most 5 days (RFC 532
 
 
 def delivered_before(message_id: str, recipients: list[str]) -> set[str]:
-    """The recipients among ``recipients`` a successful earlier transaction of this
-    Message-ID delivered to (empty without a Message-ID: nothing to recognise it by)."""
+    """The recipients among ``recipients`` an earlier transaction of this Message-ID delivered
+    to: those a successful one named, and, after a 451 for a store connection broken
+    mid-delivery, those whose INBOX already holds the message. One indexed query (audit_target)
+    per message; empty without a Message-ID (nothing to recognise it by)."""
     if not message_id:
         return set()
     wanted = {r.lower() for r in recipients}
     found: set[str] = set()
+    uncertain = False
     earlier = AuditEvent.objects.filter(
         target_type="message",
         target_id=message_id[:128],
         action="gateway.received",
-        result=AuditEvent.Result.SUCCESS,
         occurred_at__gte=timezone.now() - WINDOW,
-    ).values_list("details", flat=True)
-    rows = list(earlier)
-    for details in rows:
-        if isinstance(details, dict):
+    ).values_list("result", "details")
+    for result, details in earlier:
+        if not isinstance(details, dict):
+            continue
+        if result == AuditEvent.Result.SUCCESS:
             found.update(
-                str(a).lower() for a in details.get("to") or [] if str(a).lower() in wanted
+                a for a in (str(x).lower() for x in details.get("to") or []) if a in wanted
             )
-    return found | _stored_anyway(message_id, wanted - found)
+        elif str(details.get("reply", "")).startswith(UNCERTAIN):
+            uncertain = True
+    if uncertain:
+        found |= _in_inbox(message_id, wanted - found)
+    return found
 
 
 # Our 451 when the store connection broke after the message was sent to it: Dovecot may have
@@ -56,23 +63,9 @@ def delivered_before(message_id: str, recipients: list[str]) -> set[str]:
 UNCERTAIN = "451 4.3.0 Mail store unavailable"
 
 
-def _stored_anyway(message_id: str, recipients: set[str]) -> set[str]:
-    """After a transaction of this Message-ID ended with the store connection broken, Dovecot
-    may have stored the message before dying without answering: look for it in each BAL's
-    INBOX (rare: only messages with such a failure pay this IMAP search)."""
-    if not recipients:
-        return set()
-    broken = AuditEvent.objects.filter(
-        target_type="message",
-        target_id=message_id[:128],
-        action="gateway.received",
-        result=AuditEvent.Result.FAILURE,
-        occurred_at__gte=timezone.now() - WINDOW,
-    ).values_list("details", flat=True)
-    if not any(
-        isinstance(d, dict) and str(d.get("reply", "")).startswith(UNCERTAIN) for d in broken
-    ):
-        return set()
+def _in_inbox(message_id: str, recipients: set[str]) -> set[str]:
+    """Recipients whose INBOX holds this Message-ID (Dovecot stored it, then died before
+    answering). Rare: only messages with such a failure pay this IMAP search."""
     found = set()
     for address in recipients:
         try:
