@@ -62,6 +62,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import Figure, emit  # noqa: E402
+
 DOMAINS = [f"operateur{i}.mssante.fr" for i in range(1, 6)]
 PER_DOMAIN = 10
 SENDER_DOMAIN = "ehpad-les-tilleuls.mssante.fr"
@@ -376,6 +379,14 @@ def main() -> int:
         print(
             f"ratio (messages/s) notre relais / Postfix : {results['postfix'] / results['ours']:.2f}   (objectif >= 1.0)"
         )
+        ratio = results["postfix"] / results["ours"]
+        emit(
+            Figure("relay_vs_postfix", f"Relais sortant : messages/s ({args.messages} messages "
+                   f"à {len(DOMAINS) * PER_DOMAIN} destinataires, {len(DOMAINS)} domaines)",
+                   args.messages / results["ours"], "msg/s", args.messages / results["postfix"],
+                   "Postfix 3.7 (TLS + certificat client, même puits TLS)", ">= 1,0x Postfix",
+                   ratio >= 1.0, ratio),
+        )  # fmt: skip
     return 0
 
 
