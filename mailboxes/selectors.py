@@ -221,15 +221,12 @@ class BalRow:
 def console_mailboxes(structure: Structure, *, kind: str = "", status: str = "") -> list[BalRow]:
     """The structure's BALs with their people, last traced activity and size on disk, in
     three queries whatever their number (sizes come from a short-lived cache)."""
-    boxes = list(
-        Mailbox.objects.filter(structure=structure)
-        .select_related("owner", "responsible")
-        .order_by("kind", "address")
-    )
+    chosen = Mailbox.objects.filter(structure=structure)
     if kind:
-        boxes = [b for b in boxes if b.kind == kind]
+        chosen = chosen.filter(kind=kind)
     if status:
-        boxes = [b for b in boxes if b.status == status]
+        chosen = chosen.filter(status=status)
+    boxes = list(chosen.select_related("owner", "responsible").order_by("kind", "address"))
     now = timezone.now()
     people: dict[int, list[MailboxAccess]] = {}
     for access in (

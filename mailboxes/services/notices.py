@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from datetime import timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 from celery import current_app
 from django.conf import settings
@@ -31,6 +32,9 @@ from accounts.audit import audit_record
 from accounts.models import StructureDomain, User
 from annuaire.selectors import whitelist_knows_domain
 from mailboxes.models import Mailbox
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +120,12 @@ def notice_send(*, mailbox_id: int) -> bool:
 
 @transaction.atomic
 def notice_configure(
-    *, mailbox: Mailbox, email: str, interval_minutes: int, actor: User | None, request=None
+    *,
+    mailbox: Mailbox,
+    email: str,
+    interval_minutes: int,
+    actor: User | None,
+    request: HttpRequest | None = None,
 ) -> Mailbox:
     """Set (or clear, with an empty address) the new-mail notice of a BAL."""
     email = email.strip()

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -454,8 +454,9 @@ def _destructive(
         try:
             if close:
                 export_svc.mailbox_close(mailbox=box, actor=_user(request), request=request)
+                done = box.exports.order_by("-created_at").first()  # the one made to close
             else:
-                export_svc.mailbox_export(mailbox=box, actor=_user(request), request=request)
+                done = export_svc.mailbox_export(mailbox=box, actor=_user(request), request=request)
         except RecoveryKeyMissing as exc:
             form.add_error(None, exc.user_message)
             status = 409
@@ -463,7 +464,6 @@ def _destructive(
             form.add_error(None, _errors(exc))
             status = 409
         else:
-            done = box.exports.order_by("-created_at").first()
             messages.success(
                 request,
                 (f"La BAL {box.address} est fermée. " if close else "")
@@ -493,8 +493,6 @@ def export_download(
     request: HttpRequest, structure_id: uuid.UUID, export_id: uuid.UUID
 ) -> HttpResponseBase:
     """The encrypted archive: useless without the structure's private recovery key."""
-    from django.http import FileResponse
-
     current = console_structure(_user(request), structure_id)
     export = MailboxExport.objects.filter(public_id=export_id, mailbox__structure=current).first()
     if export is None:
