@@ -16,6 +16,10 @@ RUN pip install --no-cache-dir -e . \
  && DJANGO_SECRET_KEY=build DATABASE_URL=sqlite:////tmp/build.sqlite3 DOVECOT_MASTER_PASSWORD=build \
     STATIC_ROOT=/srv/mssante-portal/static python manage.py collectstatic --noinput
 
+# The CRLs in force (volume shared by worker, which syncs them, and gateway): owned by portal so
+# that a fresh named volume is too.
+RUN mkdir -p /var/lib/mssante-portal/tls && chown portal /var/lib/mssante-portal/tls
+
 USER portal
 EXPOSE 8000
 CMD ["gunicorn", "mssante_portal.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--access-logfile", "-"]

@@ -1,10 +1,12 @@
 """A test PKI shaped like IGC-Santé, for dev and tests only (real certificates, fake trust).
 
 Produces, under one folder: a test CA, our gateway's certificate, a peer operator's
-certificate (its subject is what a whitelist entry names), a certificate from another CA, and
-an expired certificate, each with its key, in PEM. MSSanté operator certificates serve both as
-SMTP server and client certificates (../shared/reference/mssante-spec.md §1.3), so leaf
-certificates carry serverAuth and clientAuth.
+certificate (its subject is what a whitelist entry names), a certificate from another CA, an
+expired certificate and a revoked one, each with its key, in PEM; and the CA's CRL listing the
+revoked certificate (``ca.crl``, DER as IGC-Santé publishes it, and ``ca.crl.pem``).
+MSSanté operator certificates serve both as SMTP server and client certificates
+(../shared/reference/mssante-spec.md §1.3), so leaf certificates carry serverAuth and
+clientAuth.
 """
 
 from __future__ import annotations
@@ -104,10 +106,98 @@ def _leaf(
     return cert, key
 
 
+CRL_DAYS = 4  # nextUpdate of the test CRL: a few days, like a daily-published IGC-Santé CRL
+
+
+def crl_paths(folder: Path) -> tuple[Path, Path]:
+    """The test CA's CRL in ``folder``: (DER, PEM)."""
+    return folder / "ca.crl", folder / "ca.crl.pem"
+
+
+def issue_crl(
+    folder: Path,
+    *,
+    revoked: list[Path] | None = None,
+    last_update: dt.datetime | None = None,
+    next_update: dt.datetime | None = None,
+    out: Path | None = None,
+) -> x509.CertificateRevocationList:
+    """Sign a CRL with the test CA of ``folder``, listing the certificates ``revoked`` (files;
+    default: ``revoked.crt``), valid from ``last_update`` (default: an hour ago) to
+    ``next_update`` (default: CRL_DAYS ahead). Written to ``out`` (DER, or PEM when the name
+    ends in .pem) when given, else to the CA's CRL files (both)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    last_update = last_update or now - dt.timedelta(hours=1)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(last_update)
+        .next_update(next_update or now + dt.timedelta(days=CRL_DAYS))
+        .add_extension(x509.CRLNumber(int(last_update.timestamp())), critical=False)
+    )
+    for path in [folder / "revoked.crt"] if revoked is None else revoked:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.serial_number)
+            .revocation_date(last_update - dt.timedelta(hours=1))
+            .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
+            .build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    targets = [out] if out else list(crl_paths(folder))
+    for target in targets:
+        pem = target.name.endswith(".pem")
+        target.write_bytes(
+            crl.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
+        )
+    return crl
+
+
+def refresh_test_crl(folder: Path, *, min_days: float = 1.0) -> bool:
+    """Re-sign the CA's CRL in an existing test PKI when it is missing or ends within
+    ``min_days`` (a PKI kept across ``make run``s outlives its CRL), issuing the revoked
+    certificate first when an older PKI lacks it. Returns True when a CRL was written."""
+    der, _pem = crl_paths(folder)
+    if der.exists():
+        current = x509.load_der_x509_crl(der.read_bytes())
+        left = (
+            current.next_update_utc - dt.datetime.now(dt.UTC) if current.next_update_utc else None
+        )
+        if left is not None and left > dt.timedelta(days=min_days):
+            return False
+    if not (folder / "revoked.crt").exists():
+        ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+        ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+        assert isinstance(ca_key, rsa.RSAPrivateKey)
+        _write(folder, "revoked", *_revoked_leaf((ca_cert, ca_key)))
+    issue_crl(folder)
+    return True
+
+
+def _revoked_leaf(
+    ca: tuple[x509.Certificate, rsa.RSAPrivateKey],
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    """The peer operator's identity again, valid and chaining to the CA, but on the CRL: only
+    revocation checking tells it from ``peer``."""
+    now = dt.datetime.now(dt.UTC)
+    return _leaf(
+        _name("smtp.operateur-test.fr", "OPERATEUR TEST", "1750000000"),
+        ca,
+        dns=["smtp.operateur-test.fr"],
+        not_before=now - dt.timedelta(days=1),
+        not_after=now + dt.timedelta(days=825),
+    )
+
+
 def make_test_pki(folder: Path) -> dict[str, Issued]:
     """Create the test PKI in ``folder`` (created if needed). Returns what was issued by role:
     ``ca``, ``gateway``, ``peer``, ``foreign`` (signed by another CA), ``expired``, ``signer``
-    (of the test whitelist), ``patient`` (the stand-in for patient.mssante.fr)."""
+    (of the test whitelist), ``patient`` (the stand-in for patient.mssante.fr), ``revoked``
+    (listed in the CA's CRL, written next to them: ``crl_paths``)."""
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     valid = {"not_before": now - dt.timedelta(days=1), "not_after": now + dt.timedelta(days=825)}
@@ -147,4 +237,6 @@ def make_test_pki(folder: Path) -> dict[str, Issued]:
             **valid,
         ),
     )
+    issued["revoked"] = _write(folder, "revoked", *_revoked_leaf(ca))
+    issue_crl(folder)
     return issued

@@ -171,6 +171,7 @@ def prepare(env: dict[str, str]) -> None:
         ["load_demo"],
         ["dovecot_config"],
         ["make_test_pki", "--keep"],
+        ["sync_crl"],  # the test CA's CRL (TLS_CRL_URLS): revocation checked as in production
     )
     for step in steps:
         subprocess.run([*manage, *step], cwd=ROOT, env=env, check=True)
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "DOVECOT_IMAP_PORT": str(imap_port),
         "DOVECOT_LMTP_PORT": str(lmtp_port),
         "GATEWAY_PORT": str(gateway_port),
+        "TLS_CRL_URLS": os.environ.get("TLS_CRL_URLS", str(var / "pki" / "ca.crl")),
         "PYTHONUNBUFFERED": "1",
         **dovecot_home(var),
     }

@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.pki import Issued, make_test_pki
+from devtools.pki import Issued, crl_paths, make_test_pki
 from devtools.runner import PY, ROOT, Process, Runner, banner, free_port, http_ok
 from devtools.whitelist_sign import Listed, dn_of, subject_and_issuer, write_signed_whitelist
 
@@ -142,6 +142,7 @@ class TrustSpace:
             "GATEWAY_KEY": str(cert.key),
             "GATEWAY_CA_BUNDLE": str(self.pki["ca"].cert),
             "RELAY_CA_BUNDLE": str(self.pki["ca"].cert),
+            "TLS_CRL_URLS": str(crl_paths(self.base / "pki")[0]),
             "RELAY_ROUTES": ",".join(routes),
             "RELAY_RETRY_BASE_SECONDS": "2",
             "WHITELIST_SIGNER_SUBJECT": subject,
@@ -184,6 +185,7 @@ class TrustSpace:
     def _prepare(self, op: Operator) -> None:
         self.manage(op, "migrate", "--noinput")
         self.manage(op, "sync_whitelist", str(self.base / "liste-blanche.xml"))
+        self.manage(op, "sync_crl")
         self.manage(op, "load_demo", "--bare", "--structures", ",".join(op.structures))
         self.manage(op, "dovecot_config")
 

@@ -1,7 +1,9 @@
 """Celery tasks of the mailboxes app: thin, ids in, one service call, safe to run twice."""
 
 from celery import shared_task
+from django.conf import settings
 
+from mailboxes.services.crl import crl_expiry_check, crl_sync
 from mailboxes.services.indicators import indicators_compute
 from mailboxes.services.notices import notice_send
 from mailboxes.services.relay import BATCH_ROWS, message_relay, relay_sweep
@@ -36,3 +38,17 @@ def send_notice(mailbox_id: int) -> bool:
 @shared_task(name="mailboxes.tasks.compute_usage")
 def compute_usage() -> int:
     return usage_compute()
+
+
+@shared_task(name="mailboxes.tasks.sync_crl")
+def sync_crl() -> str:
+    """The IGC-Santé CRLs from TLS_CRL_URLS (off when empty). A refused CRL is logged and
+    traced, and the one in force stays."""
+    if not settings.TLS_CRL_URLS:
+        return "disabled"
+    return crl_sync().result
+
+
+@shared_task(name="mailboxes.tasks.check_crl_expiry")
+def check_crl_expiry() -> bool:
+    return crl_expiry_check()

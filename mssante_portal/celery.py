@@ -49,6 +49,10 @@ app.conf.beat_schedule = {
         "schedule": 3600.0,
     },
     "mailboxes-compute-usage": {"task": "mailboxes.tasks.compute_usage", "schedule": 3600.0},
+    # IGC-Santé CRLs are published daily: fetched every 6 h so that one failed download
+    # still leaves the day's CRL in force; the age check alerts before it ends.
+    "mailboxes-sync-crl": {"task": "mailboxes.tasks.sync_crl", "schedule": 6 * 3600.0},
+    "mailboxes-check-crl-expiry": {"task": "mailboxes.tasks.check_crl_expiry", "schedule": 3600.0},
     "accounts-purge-audit": {
         "task": "accounts.tasks.purge_audit",
         "schedule": crontab(hour=3, minute=41),

@@ -49,3 +49,16 @@ def psc_configuration(app_configs: Any, **kwargs: Any) -> list[Error | Warning]:
     if settings.PORTAL_ENV == "production" and not settings.ALLOWED_HOSTS:
         problems.append(Error("DJANGO_ALLOWED_HOSTS is empty.", id="mssante.E005"))
     return problems
+
+
+@register()
+def tls_revocation(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    if settings.PORTAL_ENV == "production" and not settings.TLS_CRL_URLS:
+        return [
+            Warning(
+                "TLS_CRL_URLS is empty: revoked IGC-Santé certificates are not refused.",
+                hint="List the CRL of every CA issuing operator certificates (.env.example).",
+                id="mssante.W001",
+            )
+        ]
+    return []

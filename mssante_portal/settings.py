@@ -340,6 +340,18 @@ RELAY_RETRY_MAX_SECONDS = env_int("RELAY_RETRY_MAX_SECONDS", 3600, minimum=1)
 RELAY_CLAIM_SECONDS = env_int("RELAY_CLAIM_SECONDS", 600, minimum=10)  # then the sweep re-queues
 RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 60, minimum=1)
 
+# --- Certificate revocation (IGC-Santé CRLs: mssante-spec §1.3-§1.4, mailboxes/crl.py) ---------
+# Where the CRLs come from (URLs, or paths for closed networks and tests), one per issuing CA;
+# synced by `manage.py sync_crl` and beat. Empty: no sync (the production system check warns).
+TLS_CRL_URLS = env_list("TLS_CRL_URLS", [])
+# The CRLs in force (PEM), loaded by the gateway and the relay; no file: revocation not checked.
+# Tests and benches make their own PKI: they point it at its CRL (tests/mailboxes/conftest.py).
+TLS_CRL_FILE = env_str("TLS_CRL_FILE", "" if TESTING else str(VAR_DIR / "tls" / "crl.pem"))
+# Alert (error log) when a CRL in force ends within this many hours.
+TLS_CRL_ALERT_HOURS = env_int("TLS_CRL_ALERT_HOURS", 48, minimum=1)
+# The gateway looks for a new CRL file at most this often (seconds), for new connections.
+TLS_CRL_RECHECK_SECONDS = env_int("TLS_CRL_RECHECK_SECONDS", 30, minimum=0)
+
 # --- Writing (webmail compose) -----------------------------------------------------------------
 # X-MSS-NIL: the product reference assigned when the software was declared on Convergence
 # (Référentiel #2 ECO.2.4.3). Set it to yours in production.

@@ -14,7 +14,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 import dns.exception
 import dns.resolver
@@ -22,6 +22,7 @@ from cryptography import x509
 from django.conf import settings
 
 from annuaire.whitelist import dn_key
+from mailboxes import crl
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,10 @@ def routes(domain: str) -> list[tuple[str, int]]:
     return [(h, 25) for h in hosts]
 
 
-@cache
-def _client_context(cert: str, key: str, ca_bundle: str) -> ssl.SSLContext:
+@lru_cache(maxsize=8)
+def _client_context(
+    cert: str, key: str, ca_bundle: str, crl_file: str, crl_stamp: crl.Stamp | None
+) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_bundle)
     # The peer is authenticated by its chain (IGC-Santé) and by its DN being listed for the
     # recipient's domain in the whitelist, not by the MX host name (§1.4 step 3).
@@ -98,11 +101,24 @@ def _client_context(cert: str, key: str, ca_bundle: str) -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_REQUIRED
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # §1.5
     context.load_cert_chain(cert, key)
+    # Référentiel #2 ECO.1.1.5/ECO.1.1.6: the peer's server certificate must not be revoked.
+    # A revoked (or, CRL expired, any) peer fails the handshake: a temporary failure, the
+    # message stays queued (mailboxes/crl.py).
+    crl.load_into(context, crl_file)
     return context
 
 
 def client_context() -> ssl.SSLContext:
-    return _client_context(settings.RELAY_CERT, settings.RELAY_KEY, settings.RELAY_CA_BUNDLE)
+    """Our client context; a new one as soon as the CRL file in force is replaced (its stamp
+    is part of the cache key: one stat per new connection)."""
+    crl_file = settings.TLS_CRL_FILE
+    return _client_context(
+        settings.RELAY_CERT,
+        settings.RELAY_KEY,
+        settings.RELAY_CA_BUNDLE,
+        crl_file,
+        crl.file_stamp(crl_file),
+    )
 
 
 def _all(rcpts: list[Rcpt], result: Result) -> dict[str, Result]:

@@ -3,6 +3,7 @@ client certificate and refuses the foreign and expired ones."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import ssl
 import threading
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from annuaire.whitelist import dn_key
-from devtools.pki import make_test_pki
+from devtools.pki import crl_paths, issue_crl, make_test_pki, refresh_test_crl
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +74,28 @@ def test_foreign_and_expired_certificates_are_refused(pki: dict, client: str) ->
 
 def test_keys_are_private(pki: dict) -> None:
     assert all(oct(Path(i.key).stat().st_mode)[-3:] == "600" for i in pki.values())
+
+
+def test_the_ca_crl_revokes_the_revoked_certificate_only(pki: dict) -> None:
+    folder = Path(pki["ca"].cert).parent
+    der, pem = crl_paths(folder)
+    crl = x509.load_der_x509_crl(der.read_bytes())
+    assert crl.public_bytes(serialization.Encoding.PEM) == pem.read_bytes()
+    ca = x509.load_pem_x509_certificate(Path(pki["ca"].cert).read_bytes())
+    assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    serial = {
+        r: x509.load_pem_x509_certificate(Path(pki[r].cert).read_bytes()).serial_number
+        for r in ("revoked", "peer")
+    }
+    assert crl.get_revoked_certificate_by_serial_number(serial["revoked"]) is not None
+    assert crl.get_revoked_certificate_by_serial_number(serial["peer"]) is None
+
+
+def test_a_kept_pki_gets_a_fresh_crl_before_its_own_ends(tmp_path: Path) -> None:
+    make_test_pki(tmp_path)
+    der = crl_paths(tmp_path)[0]
+    assert refresh_test_crl(tmp_path) is False  # days left: kept as it is
+    issue_crl(tmp_path, next_update=dt.datetime.now(dt.UTC) + dt.timedelta(hours=3), out=der)
+    assert refresh_test_crl(tmp_path) is True
+    ends = x509.load_der_x509_crl(der.read_bytes()).next_update_utc
+    assert ends is not None and ends - dt.datetime.now(dt.UTC) > dt.timedelta(days=3)

@@ -32,6 +32,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from playwright.sync_api import Browser, FilePayload, Page, expect
 
+from devtools.pki import crl_paths
 from devtools.runner import ROOT, free_port
 from devtools.trust_space import TrustSpace
 from mailboxes.gateway.server import smtp_kwargs, tls_context
@@ -73,6 +74,7 @@ def space(patient_port: Any) -> Iterator[TrustSpace]:
         cert=str(trust.pki["patient"].cert),
         key=str(trust.pki["patient"].key),
         ca_bundle=str(trust.pki["ca"].cert),
+        crl_file=str(crl_paths(trust.base / "pki")[1]),  # the stand-in checks revocation too
     )
     kwargs = smtp_kwargs(context)
     kwargs.pop("hostname", None)

@@ -16,7 +16,7 @@ from imapclient import IMAPClient
 
 from annuaire.models import WhitelistEntry, WhitelistVersion
 from annuaire.whitelist import dn_key
-from devtools.pki import Issued, make_test_pki
+from devtools.pki import Issued, crl_paths, make_test_pki
 from mailboxes.models import Mailbox
 from mailboxes.store import dovecot as store
 from tests.factories import make_mailbox, make_professional, make_structure
@@ -113,8 +113,17 @@ def wait_provisioned(*addresses: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Issued]]:
+    """The test PKI; its CA's CRL (revoking « revoked ») is the CRL in force for the whole
+    session, so every gateway and relay test runs with revocation checks on."""
+    folder = tmp_path_factory.mktemp("pki")
+    issued = make_test_pki(folder)
+    saved = settings.TLS_CRL_FILE
+    settings.TLS_CRL_FILE = str(crl_paths(folder)[1])
+    try:
+        yield issued
+    finally:
+        settings.TLS_CRL_FILE = saved
 
 
 @pytest.fixture

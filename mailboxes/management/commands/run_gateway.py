@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 
-from mailboxes.gateway.server import serve_until, tls_context
+from mailboxes.gateway.server import ServerContext, serve_until
 
 
 class Command(BaseCommand):
@@ -35,11 +35,9 @@ class Command(BaseCommand):
         # aiosmtpd warns at every connection that CERT_REQUIRED "might cause problems": it is
         # what we want (platform-notes §3).
         warnings.filterwarnings("ignore", message="tls_context.verify_mode not in")
-        context = tls_context(
-            cert=settings.GATEWAY_CERT,
-            key=settings.GATEWAY_KEY,
-            ca_bundle=settings.GATEWAY_CA_BUNDLE,
-        )
+        # Rebuilt for new connections when the CRL file in force changes (each process
+        # looks for itself after the fork).
+        context = ServerContext.from_settings()
         host, port, processes = options["host"], options["port"], max(1, options["processes"])
         self.stdout.write(
             f"Passerelle MSSanté à l'écoute sur {host}:{port} ({processes} processus)"

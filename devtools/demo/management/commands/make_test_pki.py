@@ -8,11 +8,14 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from devtools.pki import make_test_pki
+from devtools.pki import crl_paths, make_test_pki, refresh_test_crl
 
 
 class Command(BaseCommand):
-    help = "Crée une PKI de test (AC, passerelle, opérateur pair, AC étrangère, certificat expiré)."
+    help = (
+        "Crée une PKI de test (AC, passerelle, opérateur pair, AC étrangère, certificat expiré, "
+        "certificat révoqué et la LCR de l'AC)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--out", default=str(Path(settings.VAR_DIR) / "pki"))
@@ -23,7 +26,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         out = Path(options["out"])
         if options["keep"] and (out / "ca.crt").exists():
-            self.stdout.write(f"PKI de test conservée : {out}")
+            # A kept PKI outlives its CRL (a few days): re-sign it when it is about to end.
+            renewed = refresh_test_crl(out)
+            self.stdout.write(
+                f"PKI de test conservée : {out}" + (" (LCR renouvelée)" if renewed else "")
+            )
             return
         for role, issued in make_test_pki(out).items():
             self.stdout.write(f"{role:<8} {issued.cert}  {issued.subject}")
+        self.stdout.write(f"{'lcr':<8} {crl_paths(out)[0]}")
