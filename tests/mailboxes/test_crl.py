@@ -96,9 +96,9 @@ def test_a_revoked_client_certificate_fails_the_handshake_and_nothing_is_deliver
 
 
 def test_a_valid_client_certificate_is_accepted_with_revocation_checked(
-    gateway: int, pki, box: Mailbox
+    gateway: int, pki, box: Mailbox, settings
 ) -> None:
-    assert x509.load_pem_x509_crl(crl_paths(_folder(pki))[1].read_bytes())  # in force
+    assert str(crl_paths(_folder(pki))[1]) == settings.TLS_CRL_FILE  # the session's CRL in force
     with _client(gateway, pki) as smtp:
         assert smtp.sendmail(SENDER, [box.address], make_message(to=box.address)) == {}
     assert len(_inbox(box.address)) == 1
