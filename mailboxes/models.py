@@ -284,3 +284,23 @@ class MailboxMonthlyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mailbox} {self.month:%Y-%m}"
+
+
+class GatewayAttempt(models.Model):
+    """A delivery the gateway began: written before the message goes to Dovecot, in the same
+    round trip as the duplicate check (mailboxes/gateway/dedup.py). A later transaction of the
+    same Message-ID for these recipients that finds no success trace cannot know whether
+    Dovecot stored the message (the gateway was killed, Dovecot died before answering): it
+    looks in the BAL's INBOX first. Never content; purged after ``dedup.WINDOW``."""
+
+    message_id = models.CharField(max_length=128)
+    recipients = models.JSONField(default=list)
+    started_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("tentative de remise (passerelle)")
+        verbose_name_plural = _("tentatives de remise (passerelle)")
+        indexes = [models.Index(fields=["message_id"], name="gateway_attempt_message")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} ({self.started_at:%Y-%m-%d %H:%M})"

@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from mailboxes.gateway.dedup import attempts_purge
 from mailboxes.services.crl import crl_expiry_check, crl_sync
 from mailboxes.services.indicators import indicators_compute
 from mailboxes.services.notices import notice_send
@@ -52,3 +53,8 @@ def sync_crl() -> str:
 @shared_task(name="mailboxes.tasks.check_crl_expiry")
 def check_crl_expiry() -> bool:
     return crl_expiry_check()
+
+
+@shared_task(name="mailboxes.tasks.purge_gateway_attempts")
+def purge_gateway_attempts() -> int:
+    return attempts_purge()

@@ -53,6 +53,10 @@ app.conf.beat_schedule = {
     # still leaves the day's CRL in force; the age check alerts before it ends.
     "mailboxes-sync-crl": {"task": "mailboxes.tasks.sync_crl", "schedule": 6 * 3600.0},
     "mailboxes-check-crl-expiry": {"task": "mailboxes.tasks.check_crl_expiry", "schedule": 3600.0},
+    "mailboxes-purge-gateway-attempts": {
+        "task": "mailboxes.tasks.purge_gateway_attempts",
+        "schedule": crontab(hour=3, minute=53),
+    },
     "accounts-purge-audit": {
         "task": "accounts.tasks.purge_audit",
         "schedule": crontab(hour=3, minute=41),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from devtools.pki import Issued
-from mailboxes.gateway.dedup import delivered_before
-from mailboxes.models import Mailbox
+from mailboxes.gateway.dedup import attempts_purge, delivery_start
+from mailboxes.models import GatewayAttempt, Mailbox
 from tests.factories import make_message
 from tests.mailboxes.conftest import inbox, mx_client
 
@@ -44,16 +44,16 @@ def test_a_message_sent_again_after_a_lost_reply_is_kept_once(
     assert len(inbox(box.address)) == 2
 
 
-def test_only_recipients_of_a_successful_transaction_count(box: Mailbox) -> None:
+def test_only_recipients_of_a_successful_transaction_count(box: Mailbox, dovecot) -> None:
     from accounts.audit import audit_record
 
     audit_record(action="gateway.received", target_type="message", target_id="<a@b>",
                  success=False, details={"to": [box.address]})  # fmt: skip
-    assert delivered_before("<a@b>", [box.address]) == set()
+    assert delivery_start("<a@b>", [box.address]) == set()
     audit_record(action="gateway.received", target_type="message", target_id="<a@b>",
                  details={"to": [box.address]})  # fmt: skip
-    assert delivered_before("<a@b>", [box.address.upper(), "x@y.fr"]) == {box.address}
-    assert delivered_before("", [box.address]) == set()
+    assert delivery_start("<a@b>", [box.address.upper(), "x@y.fr"]) == {box.address}
+    assert delivery_start("", [box.address]) == set()
 
 
 def test_a_message_dovecot_stored_before_dying_is_not_stored_again(
@@ -75,3 +75,64 @@ def test_a_message_dovecot_stored_before_dying_is_not_stored_again(
     with mx_client(mx, pki) as smtp:
         assert smtp.sendmail(SENDER, [box.address], raw) == {}
     assert len(inbox(box.address)) == 1
+
+
+def _message_id(raw: bytes) -> str:
+    return raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
+
+
+def test_each_delivery_is_marked_before_dovecot_sees_it(
+    mx: int, pki: dict[str, Issued], box: Mailbox
+) -> None:
+    raw = make_message(to=box.address, subject="Marqué")
+    with mx_client(mx, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], raw) == {}
+    marks = list(GatewayAttempt.objects.values_list("message_id", "recipients"))
+    assert marks == [(_message_id(raw), [box.address])]
+
+
+def test_a_message_stored_before_the_gateway_died_is_not_stored_again(
+    mx: int, pki: dict[str, Issued], box: Mailbox, dovecot
+) -> None:
+    """Our gateway was killed after Dovecot stored the message and before the success trace
+    committed: only its attempt marker is left, and Dovecot's duplicate database was lost."""
+    from django.utils import timezone
+
+    from tests.mailboxes.conftest import deliver
+
+    raw = make_message(to=box.address, subject="Remis avant la panne de la passerelle")
+    deliver(box.address, raw, sender=SENDER)  # what Dovecot stored
+    _forget_dovecot_duplicates(dovecot.mail_root, box.address)
+    GatewayAttempt.objects.create(
+        message_id=_message_id(raw), recipients=[box.address], started_at=timezone.now()
+    )
+    with mx_client(mx, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], raw) == {}  # 250: the sender stops
+    assert len(inbox(box.address)) == 1
+
+
+def test_a_message_the_gateway_died_before_storing_is_delivered_on_retry(
+    mx: int, pki: dict[str, Issued], box: Mailbox, dovecot
+) -> None:
+    """Killed before Dovecot had it: the marker alone must not stop the retry."""
+    from django.utils import timezone
+
+    raw = make_message(to=box.address, subject="Jamais arrivé")
+    GatewayAttempt.objects.create(
+        message_id=_message_id(raw), recipients=[box.address], started_at=timezone.now()
+    )
+    with mx_client(mx, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], raw) == {}
+    assert len(inbox(box.address)) == 1
+
+
+def test_old_markers_are_purged(box: Mailbox) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    old = timezone.now() - timedelta(days=8)
+    GatewayAttempt.objects.create(message_id="<old@x>", recipients=[], started_at=old)
+    GatewayAttempt.objects.create(message_id="<new@x>", recipients=[], started_at=timezone.now())
+    assert attempts_purge(batch=1) == 1
+    assert list(GatewayAttempt.objects.values_list("message_id", flat=True)) == ["<new@x>"]

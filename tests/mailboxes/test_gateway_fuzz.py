@@ -534,3 +534,48 @@ def test_a_success_dsn_for_utf8_headers_keeps_the_250(mx: int, pki, box: Mailbox
     assert len(_delivered(box.address)) == 1
     report = OutboundMessage.objects.get(origin=OutboundMessage.Origin.REPORT)
     assert report.envelope_from == ""
+
+
+ADDRESS_ARGS = [
+    "<a@b.fr>",
+    "<Jean.Dupont@ehpad.mssante.fr> SIZE=2048",
+    "<a@b.fr>\tBODY=8BITMIME",
+    "<>",
+    "<a..b@c.fr>",
+    "<.a@c.fr>",
+    '<"a b"@c.fr>',
+    "<@r.fr:a@c.fr>",
+    "<a@[127.0.0.1]>",
+    "<a@b.fr>SIZE=1",
+    "< a@b.fr>",
+    "<a@b.fr",
+    "a@b.fr",
+    "<a@b.fr> ",
+    "<a(comment)@b.fr>",
+    "<é@b.fr>",
+    "<a@b..fr>",
+    "<a@-b.fr>",
+    "<a@b.fr.>",
+    "<" + "x" * 70 + "@b.fr>",
+    "<a+tag/x=y@b-c.d.fr> NOTIFY=SUCCESS ORCPT=rfc822;a@b.fr",
+    "<a@b.fr> (note) SIZE=1",
+    "<a@b.fr>  \t SIZE=1",
+    "<a@b.fr>\r\n",
+    "<a@b.fr>\n",
+]
+
+
+@pytest.mark.parametrize("arg", ADDRESS_ARGS)
+def test_fast_address_parsing_answers_as_aiosmtpd(arg: str) -> None:
+    """GatewaySMTP._getaddr's fast path gives aiosmtpd's own answer on every shape."""
+    from aiosmtpd.smtp import SMTP
+
+    from mailboxes.gateway.handler import GatewaySMTP
+
+    class Handler:
+        pass
+
+    ours, theirs = GatewaySMTP(Handler()), SMTP(Handler())
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
+    ours.local_part_limit = theirs.local_part_limit = 64  # RFC 5321 §4.5.3.1.1
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
