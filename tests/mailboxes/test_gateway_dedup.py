@@ -136,3 +136,40 @@ def test_old_markers_are_purged(box: Mailbox) -> None:
     GatewayAttempt.objects.create(message_id="<new@x>", recipients=[], started_at=timezone.now())
     assert attempts_purge(batch=1) == 1
     assert list(GatewayAttempt.objects.values_list("message_id", flat=True)) == ["<new@x>"]
+
+
+def test_a_database_failure_before_delivery_is_a_temporary_refusal(
+    mx: int, pki: dict[str, Issued], box: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No duplicate check possible: 451, the sender keeps the message; nothing delivered."""
+    import smtplib
+
+    from django.db import OperationalError
+
+    from mailboxes.gateway import policy
+
+    def database_down(message_id: str, recipients: list[str]) -> set[str]:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(policy, "delivery_start", database_down)
+    with mx_client(mx, pki) as smtp, pytest.raises(smtplib.SMTPDataError) as refused:
+        smtp.sendmail(SENDER, [box.address], make_message(to=box.address))
+    assert refused.value.smtp_code == 451
+    assert inbox(box.address) == []
+
+
+def test_a_trace_failure_after_delivery_still_answers_250(
+    mx: int, pki: dict[str, Issued], box: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delivered is delivered: a 5xx now would make the sender bounce a message the BAL has."""
+    from django.db import OperationalError
+
+    from mailboxes.gateway import policy
+
+    def trace_fails(**kwargs: object) -> None:
+        raise OperationalError("server closed the connection")
+
+    monkeypatch.setattr(policy, "trace", trace_fails)
+    with mx_client(mx, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], make_message(to=box.address)) == {}
+    assert len(inbox(box.address)) == 1
