@@ -4,7 +4,7 @@
 set -euo pipefail
 mode="${1:-run}"
 
-pkgs=(dovecot-imapd dovecot-lmtpd dovecot-sieve gnupg python3-venv)
+pkgs=(dovecot-imapd dovecot-lmtpd gnupg python3-venv)
 if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
   pkgs+=(chromium)
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)

@@ -37,6 +37,7 @@ from mailboxes.relay import dsn, transport
 from mailboxes.services.notices import mail_arrived
 from mailboxes.services.reports import is_report, report_apply
 from mailboxes.store import lmtp
+from mailboxes.store.imap import inboxes_holding
 
 logger = logging.getLogger(__name__)
 Status = OutboundDelivery.Status
@@ -132,6 +133,7 @@ class Claimed:
     notify: str
     orcpt: str
     attempts: int
+    last_reply: str = ""
 
 
 Outcomes = dict[tuple[int, str], transport.Result]  # (message pk, recipient) -> outcome
@@ -166,7 +168,8 @@ def _claim(public_id: str, also_due: int) -> list[Claimed]:
             claim_token=token,
             claimed_until=now + timedelta(seconds=settings.RELAY_CLAIM_SECONDS),
         )
-    fields = ("pk", "message_id", "recipient", "domain", "local", "notify", "orcpt", "attempts")
+    fields = ("pk", "message_id", "recipient", "domain", "local", "notify", "orcpt", "attempts",
+              "last_reply")  # fmt: skip
     return [
         Claimed(token, *values)
         for values in OutboundDelivery.objects.filter(message_id__in=ids, claim_token=token)
@@ -193,13 +196,23 @@ def _deliver_local(
         if statuses.get(r.recipient) == Mailbox.Status.SUSPENDED
     }
     rows = [r for r in rows if r.recipient not in results]
+    # An attempt cut short (worker killed, store lost mid-delivery) may have stored the
+    # message: those BALs are searched first, so a resumed attempt never stores it twice.
+    uncertain = {r.recipient for r in rows if r.last_reply.startswith(UNCERTAIN_REPLIES)}
+    if uncertain and message.message_id:
+        for address in inboxes_holding(message.message_id, uncertain):
+            results[address] = transport.Result(
+                "delivered", "2.0.0", "Already in the mailbox", settings.RELAY_HOSTNAME
+            )
+        rows = [r for r in rows if r.recipient not in results]
     if not rows:
         return results
     try:
         outcomes = lmtp.deliver(message.envelope_from, [r.recipient for r in rows], content)
     except lmtp.StoreUnreachable as exc:
         return results | {
-            r.recipient: transport.Result("temporary", "4.3.0", f"Mail store: {exc}") for r in rows
+            r.recipient: transport.Result("temporary", "4.3.0", f"{STORE_LOST}: {exc}")
+            for r in rows
         }
     # A BAL that exists here but that Dovecot refuses is not provisioned yet (or is being
     # restored): temporary, bounded by the message lifetime.
@@ -219,6 +232,10 @@ def _deliver_local(
         report_apply(content)
     return results
 
+
+STORE_LOST = "Mail store"  # the reply of a local attempt whose LMTP session broke
+INTERRUPTED = "Attempt interrupted (relay worker stopped), resumed"  # set by relay_sweep
+UNCERTAIN_REPLIES = (STORE_LOST, INTERRUPTED)
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 
@@ -502,6 +519,7 @@ def relay_sweep(*, now: datetime | None = None, grace_seconds: int = 120) -> int
         status=Status.QUEUED,
         claim_token=None,
         claimed_until=None,
+        last_reply=INTERRUPTED,  # a local delivery may have happened: _deliver_local checks
         next_attempt_at=min(now, timezone.now()),
     )
     ids.update(

@@ -163,7 +163,6 @@ def write_instance(instance: Instance, *, master_user: str, master_password: str
         mail_root=instance.mail_root,
     )
     _atomic_write(instance.config_path, config, 0o644)
-    _write_sieve(instance, ident.mail_uid, ident.mail_gid)
     internal_gid = grp.getgrnam(ident.internal_group).gr_gid
     _atomic_write(
         instance.base_dir / "master-users",
@@ -173,33 +172,6 @@ def write_instance(instance: Instance, *, master_user: str, master_password: str
     )
     if not instance.users_path.exists():
         write_users(instance, [])
-
-
-# RFC 7352: the same Message-ID delivered again to a BAL within a week is kept once. An SMTP
-# sender that lost our 250 (a crash, a cut connection, Dovecot killed after storing the mail
-# but before answering) sends the message again; the duplicate is discarded, the sender still
-# gets its 250. A message without a Message-ID is never considered a duplicate.
-DEDUP_SIEVE = """require ["duplicate"];
-if duplicate :seconds 604800 {
-  discard;
-  stop;
-}
-"""
-
-
-def _write_sieve(instance: Instance, uid: int, gid: int) -> None:
-    """The global Sieve script; its directory belongs to the mail user, whose LMTP process
-    compiles the script there on first use."""
-    folder = instance.base_dir / "sieve"
-    folder.mkdir(exist_ok=True)
-    script = folder / "dedup.sieve"
-    if not script.exists() or script.read_text(encoding="utf-8") != DEDUP_SIEVE:
-        _atomic_write(script, DEDUP_SIEVE, 0o644)
-        with contextlib.suppress(FileNotFoundError):
-            (folder / "dedup.svbin").unlink()
-    if os.geteuid() == 0:
-        for path in (folder, script):
-            os.chown(path, uid, gid)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ knows that the portal is allowed to open every BAL.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -395,3 +395,19 @@ class MailStore:
 def open_store(address: str) -> Iterator[MailStore]:
     with MailStore(address) as store:
         yield store
+
+
+def inboxes_holding(message_id: str, addresses: Iterable[str]) -> set[str]:
+    """The BALs among ``addresses`` whose INBOX holds a message with this Message-ID: asked
+    only after an attempt that may have stored it before being cut short (gateway or relay
+    worker killed, Dovecot died before answering). A BAL that cannot be searched now is left
+    out: delivering again risks a duplicate, never a loss."""
+    found = set()
+    for address in sorted(set(addresses)):
+        try:
+            with MailStore(address) as store:
+                if store.search_header("INBOX", "Message-ID", message_id):
+                    found.add(address)
+        except StoreUnavailable:
+            continue
+    return found

@@ -39,28 +39,3 @@ def test_a_reused_connection_delivers_each_message_once(dovecot, db) -> None:
         outcomes = lmtp.deliver("a@autre.mssante.fr", [box.address], RAW.replace(b"l1", b"l%d" % n))
         assert outcomes[box.address].delivered
     assert _count(dovecot.mail_root, box.address) == 5
-
-
-def test_the_same_message_delivered_twice_is_kept_once_per_bal(dovecot, db) -> None:
-    """A sender that lost our 250 sends again (RFC 7352 duplicate test in Dovecot's Sieve):
-    the second copy is accepted and discarded; another BAL still gets its own copy, and a
-    different message with the same text is not mistaken for it."""
-    structure = make_structure()
-    box = make_mailbox(structure=structure, local_part="double", owner=make_professional())
-    other = make_mailbox(
-        structure=structure, local_part="autre", owner=make_professional(national_id="899700200009")
-    )
-    wait_provisioned(box.address, other.address)
-    for _ in range(2):
-        outcomes = lmtp.deliver("a@autre.mssante.fr", [box.address], RAW)
-        assert outcomes[box.address].delivered  # the sender is told it is delivered
-    assert _count(dovecot.mail_root, box.address) == 1
-    assert lmtp.deliver("a@autre.mssante.fr", [other.address], RAW)[other.address].delivered
-    assert _count(dovecot.mail_root, other.address) == 1
-    again = RAW.replace(b"<l1@t>", b"<l2@t>")
-    assert lmtp.deliver("a@autre.mssante.fr", [box.address], again)[box.address].delivered
-    assert _count(dovecot.mail_root, box.address) == 2
-    no_id = b"From: a@autre.mssante.fr\r\nSubject: sans identifiant\r\n\r\nCorps\r\n"
-    for _ in range(2):
-        lmtp.deliver("a@autre.mssante.fr", [box.address], no_id)
-    assert _count(dovecot.mail_root, box.address) == 4

@@ -313,6 +313,30 @@ def test_the_sweep_requeues_what_a_dead_worker_had_claimed(peer: Peer, box: Mail
     assert len(peer.received) == 1
 
 
+@pytest.mark.parametrize("stored_before_dying", [True, False])
+def test_a_local_delivery_resumed_after_its_worker_died_is_stored_once(
+    box: Mailbox, stored_before_dying: bool
+) -> None:
+    """The worker handed the message to Dovecot, then died before recording it (or before
+    Dovecot had it): the sweep marks the row interrupted, and the resumed attempt looks in
+    the INBOX first. Dovecot itself keeps every copy it is given."""
+    from tests.mailboxes.conftest import deliver
+
+    message = _send(box, [Recipient(box.address)])
+    if stored_before_dying:
+        deliver(box.address, RAW, sender=box.address)
+    OutboundDelivery.objects.filter(message=message).update(
+        status=Status.SENDING,
+        claim_token="00000000-0000-0000-0000-000000000002",
+        claimed_until=timezone.now() - timedelta(seconds=1),
+    )
+    assert relay_sweep() == 1
+    message_relay(public_id=str(message.public_id))
+    row = OutboundDelivery.objects.get(message=message)
+    assert row.local and row.status == Status.DELIVERED
+    assert len(inbox(box.address)) == 1
+
+
 # --- The gateway's side: success reports and recipients Dovecot does not know yet ---------------
 
 
