@@ -11,10 +11,11 @@ import logging
 import re
 import threading
 import time
+from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any, AnyStr, TypeVar
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException
 from django.db import DatabaseError, close_old_connections, connection
 
 from mailboxes.gateway import policy
@@ -128,6 +129,21 @@ def data_refusal(wire: bytes, size_limit: int | None, line_limit: int) -> str | 
     return None
 
 
+class AlertingTLS(sslproto.SSLProtocol):
+    """asyncio's server-side TLS, sending the alert of a refused handshake before it closes
+    the connection. asyncio drops what OpenSSL wrote for the peer (RFC 8446 §6.2: "certificate
+    revoked", "unknown ca", "certificate expired"...) and the sending operator only sees the
+    connection closed; with the alert, its logs say why."""
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            try:
+                self._process_outgoing()  # type: ignore[attr-defined]  # the pending alert
+            except Exception:  # the peer may be gone already: close anyway
+                logger.debug("TLS alert not sent", exc_info=True)
+        super()._on_handshake_complete(handshake_exc)
+
+
 class DrainState:
     """Sessions in progress, and whether the gateway is shutting down."""
 
@@ -168,6 +184,30 @@ class GatewaySMTP(SMTP):
                     await super().push(better)
                     return
         await super().push(status)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS (RFC 3207) with AlertingTLS as the TLS layer."""
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context:
+            await self.push("454 TLS not available")
+            return
+        await self.push("220 Ready to start TLS")
+        waiter = self.loop.create_future()
+        self._tls_protocol = AlertingTLS(self.loop, self, self.tls_context, waiter,
+                                         server_side=True)  # fmt: skip
+        self._original_transport = self.transport
+        assert self._original_transport is not None
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise TLSSetupException() from error
 
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA, reading the text in chunks of up to DATA_CHUNK octets instead of
