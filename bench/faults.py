@@ -271,8 +271,15 @@ def main() -> int:
     parser.add_argument("--max-gap", type=float, default=20.0)
     parser.add_argument("--senders", type=int, default=2, help="send_load processes at B")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--victims",
+        default="a:gateway,b:worker,a:dovecot",
+        help="processes killed at random (operator:role, comma-separated)",
+    )
     args = parser.parse_args()
-    return run(args.messages, args.seed, (args.min_gap, args.max_gap), args.keep, args.senders)
+    victims = tuple(v.strip() for v in args.victims.split(",") if v.strip())
+    return run(args.messages, args.seed, (args.min_gap, args.max_gap), args.keep, args.senders,
+               victims=victims)  # fmt: skip
 
 
 if __name__ == "__main__":
