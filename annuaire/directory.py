@@ -55,6 +55,13 @@ def _starting(qs: QuerySet[DirectoryEntry], column: str, value: str) -> QuerySet
     return qs.filter(**{f"{column}__startswith": value})
 
 
+def _equal(qs: QuerySet[DirectoryEntry], column: str, value: str) -> QuerySet[DirectoryEntry]:
+    if _pg():
+        alias = f"{column}_c"
+        return qs.alias(**{alias: Collate(F(column), "C")}).filter(**{alias: value})
+    return qs.filter(**{column: value})
+
+
 def _stem(word: str) -> str:
     """The first letters a typo rarely touches: where typo-tolerant matching starts from."""
     return word[:3] if len(word) >= 6 else word[:2]
@@ -183,11 +190,11 @@ def directory_suggest(text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
         # Structures and services (ORG/APP): every word in the name, service or town. Any ten
         # (all match every word); sorted by name once fetched.
         take(_contains_all(base.exclude(bal_type="PER"), tokens).order_by())
-    if not found:  # a typo in the last name: close spellings, best first, in one query
+    if not found:  # a typo in the last name: close spellings, best first
         for name, given in [(n, g) for n, g in splits if len(n) >= 4][:2]:
-            close = _close_names(name, 5)
-            if close:
-                take(_by_names(_starting(people, "given_norm", given), close))
+            for close in _close_names(name, 5):
+                rows = _equal(people, "name_norm", close)
+                take(_prefix(_starting(rows, "given_norm", given), "given_norm", ""))
     if not found and len(tokens) > 1 and len(longest) >= 3:  # a name and a town...
         others = [t for t in tokens if t != longest]
         take(_contains_all(_prefix(people, "name_norm", longest), others))
