@@ -19,7 +19,8 @@ marker, the prepared trace and the address fast path took the gateway from 5.85 
 of CPU per message; with Dovecot's Sieve duplicate test still configured: ours 143 / 175 / 168
 msg/s against Postfix 133 / 156 / 138 (median 1.13) but p99 226-235 ms against 63-72 ms; the
 same with the Sieve test removed: 201 / 214 against 169 / 177 (1.20), p99 68-71 ms against
-85-91 ms. The Sieve test's per-BAL lock was the p99: it is gone (deploy/dovecot).
+85-91 ms. The Sieve test was the p99 (its duplicate database is rewritten under a lock at each
+delivery): it is gone (deploy/dovecot).
 
 Earlier, 2026-12-01 on 2 cores shared with a relay bench, a niced fault bench and tests
 (load 5 to 11), so absolute rates are about half of a quiet machine's. Two runs: ours 180 /

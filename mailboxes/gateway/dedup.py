@@ -12,9 +12,10 @@ same Message-ID did:
   after storing but before answering and we said 451). Only those pay an IMAP search of their
   INBOX by Message-ID before delivering.
 
-Dovecot's Sieve duplicate test (RFC 7352) was a third line until it showed its cost: its
-per-BAL database lock made one delivery in a hundred wait ~200 ms under load, and it did not
-survive Dovecot's own kill; it is no longer configured.
+Dovecot's Sieve duplicate test (RFC 7352) was a third line until it showed its cost: with it,
+one delivery in a hundred waited ~200 ms under load (its per-BAL database is rewritten under
+a lock at each delivery), and it did not survive Dovecot's own kill; it is no longer
+configured.
 
 The marker and the check are one statement and one round trip on PostgreSQL, committed
 without waiting for the WAL flush (like the trace): a database crash may lose the last
