@@ -40,6 +40,7 @@ from accounts.models import AuditEvent
 from mailboxes.models import GatewayAttempt
 from mailboxes.store.imap import inboxes_holding
 
+TRACE_ACTION = "gateway.received"  # the action of the gateway's per-transaction trace
 WINDOW = timedelta(days=7)  # an SMTP sender retries for at most 5 days (RFC 5321 §4.5.4.1)
 ATTEMPT = "attempt"  # the "result" of a marker row in the check's answer
 
@@ -96,7 +97,7 @@ def _earlier_and_mark(message_id: str, recipients: list[str]) -> Iterable[Row]:
             for result, details in AuditEvent.objects.filter(
                 target_type="message",
                 target_id=message_id,
-                action="gateway.received",
+                action=TRACE_ACTION,
                 occurred_at__gte=since,
             ).values_list("result", "details")
         ]
@@ -135,7 +136,7 @@ def _pg_sql() -> str:
             " VALUES (%s, %s::jsonb, now()) RETURNING 1)"
             f" SELECT result, details->'to', details->>'reply' FROM {audit}"
             " WHERE target_type = 'message' AND target_id = %s"
-            f" AND action = 'gateway.received' AND occurred_at >= now() - interval '{days} days'"
+            f" AND action = '{TRACE_ACTION}' AND occurred_at >= now() - interval '{days} days'"
             f" UNION ALL SELECT '{ATTEMPT}', recipients, '' FROM {attempts}"
             f" WHERE message_id = %s AND started_at >= now() - interval '{days} days';"
             " SET LOCAL synchronous_commit TO OFF"

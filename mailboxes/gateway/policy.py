@@ -24,7 +24,7 @@ from accounts.models import AuditEvent, StructureDomain
 from annuaire.models import WhitelistEntry
 from annuaire.selectors import whitelist_allows
 from annuaire.whitelist import dn_key
-from mailboxes.gateway.dedup import delivery_start
+from mailboxes.gateway.dedup import TRACE_ACTION, delivery_start
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.relay import dsn as report_dsn
 from mailboxes.services.notices import mail_arrived
@@ -311,7 +311,6 @@ def trace(
         cursor.execute(_trace_sql(), params)
 
 
-TRACE_ACTION = "gateway.received"
 _TRACE_SQL: str | None = None
 
 

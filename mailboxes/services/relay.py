@@ -118,6 +118,11 @@ def message_spool(
 BATCH_ROWS = 1000  # due rows looked at for other messages (their messages are taken whole)
 BATCH_MESSAGES = 50  # messages of one recipient each: a batch stays short
 SESSIONS_PER_PEER = 8  # parallel sessions to one peer within a batch (Postfix: up to 20)
+# Replies after which a local delivery may or may not have been stored: the next attempt
+# searches the INBOX first (_deliver_local).
+STORE_LOST = "Mail store"  # a local attempt whose LMTP session broke
+INTERRUPTED = "Attempt interrupted (relay worker stopped), resumed"  # set by relay_sweep
+UNCERTAIN_REPLIES = (STORE_LOST, INTERRUPTED)
 
 
 @dataclass(frozen=True)
@@ -232,10 +237,6 @@ def _deliver_local(
         report_apply(content)
     return results
 
-
-STORE_LOST = "Mail store"  # the reply of a local attempt whose LMTP session broke
-INTERRUPTED = "Attempt interrupted (relay worker stopped), resumed"  # set by relay_sweep
-UNCERTAIN_REPLIES = (STORE_LOST, INTERRUPTED)
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 
