@@ -40,7 +40,7 @@ ACTION_LABELS: dict[str, str] = {
     "membership.role_changed": _noop("Changement de rôle"),
     "membership.removed": _noop("Retrait d'un membre de la structure"),
     "audit.purged": _noop("Purge du journal"),
-    # mailboxes.services.messages.MessageAction
+    # mailboxes.webmail.services.messages.MessageAction
     "message.list": _noop("Consultation d'un dossier"),
     "message.read": _noop("Lecture d'un message"),
     "message.attachment_download": _noop("Téléchargement d'une pièce jointe"),
@@ -53,7 +53,7 @@ ACTION_LABELS: dict[str, str] = {
     "message.draft_saved": _noop("Enregistrement d'un brouillon"),
     "message.mdn_sent": _noop("Envoi d'un accusé de lecture"),
     "message.mdn_declined": _noop("Refus d'un accusé de lecture"),
-    # mailboxes.services.lifecycle.LifecycleAction and the console
+    # mailboxes.console.services.lifecycle.LifecycleAction and the console
     "mailbox.created": _noop("Création de la BAL"),
     "mailbox.updated": _noop("Modification de la BAL"),
     "mailbox.suspended": _noop("Suspension de la BAL"),
@@ -68,7 +68,7 @@ ACTION_LABELS: dict[str, str] = {
     "mailbox.notice_sent": _noop("Envoi d'un avis de nouveau message"),
     # annuaire
     "annuaire.bal_published": _noop("Publication de la BAL dans l'annuaire"),
-    # gateway and relay (mailboxes.gateway.policy, mailboxes.services.relay: relay.<status>)
+    # gateway and relay (mailboxes.transport: gateway.policy, relay: relay.<status>)
     "gateway.received": _noop("Réception d'un message (passerelle)"),
     "relay.queued": _noop("Relais : nouvel essai programmé"),
     "relay.sending": _noop("Relais : envoi en cours"),

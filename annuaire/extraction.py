@@ -5,7 +5,7 @@ Facts: ../shared/reference/annuaire-psc-ins.md §A1. UTF-8, `|`-separated, one h
 stops the import with its name; an added column is ignored.
 
 This module only reads: it streams the file line by line (never whole in memory) and yields
-clean rows or rejects with their line number. Loading is `annuaire.services.directory`.
+clean rows or rejects with their line number. Loading is `annuaire.services.extraction_import`.
 """
 
 from __future__ import annotations

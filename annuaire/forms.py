@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from annuaire.directory import DirectoryQuery
+from annuaire.search import DirectoryQuery
 
 Choices = dict[str, list[tuple[str, str]]]
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.db.models import Count
 
-from annuaire.directory import (
+from annuaire.ins import INS, InvalidINS, patient_address
+from annuaire.models import DirectoryEntry, DirectoryImport, WhitelistEntry, WhitelistVersion
+from annuaire.search import (
     DirectoryQuery,
     Suggestion,
     directory_choices,
@@ -18,8 +22,6 @@ from annuaire.directory import (
     directory_search,
     directory_suggest,
 )
-from annuaire.ins import INS, InvalidINS, patient_address
-from annuaire.models import DirectoryEntry, DirectoryImport, WhitelistEntry, WhitelistVersion
 from annuaire.whitelist import dn_key
 
 
@@ -156,7 +158,53 @@ def directory_entries(addresses: list[str]) -> dict[str, DirectoryEntry]:
     return {e.address: e for e in DirectoryEntry.objects.filter(address__in=wanted)}
 
 
-# The directory: search, autocomplete (annuaire.directory).
+def directory_per_entries(text: str, limit: int) -> list[DirectoryEntry]:
+    """Personal BALs of professionals with a national id: the one whose national id is
+    ``text`` (digits), else those whose name matches ``text`` (the autocomplete's matching),
+    by name."""
+    entries = DirectoryEntry.objects.filter(bal_type="PER").exclude(pp_national_id="")
+    if text.isdigit():
+        entries = entries.filter(pp_national_id=text)
+    else:
+        entries = entries.filter(address__in=[s.address for s in directory_suggest(text, limit)])
+    return list(entries.order_by("last_name", "first_name")[:limit])
+
+
+def directory_professional(national_id: str) -> DirectoryEntry | None:
+    """A named row of the directory for this national id (to fill in a new account)."""
+    return DirectoryEntry.objects.filter(pp_national_id=national_id).exclude(last_name="").first()
+
+
+def directory_structure_names(addresses: Iterable[str]) -> dict[str, str]:
+    """The structure name the directory gives for each of these addresses it lists."""
+    return dict(
+        DirectoryEntry.objects.filter(address__in=list(addresses)).values_list(
+            "address", "structure_name"
+        )
+    )
+
+
+def directory_domain_structures(domains: Iterable[str]) -> list[tuple[str, str, int]]:
+    """(domain, structure name, number of BALs) for the named structures of these domains."""
+    return list(
+        DirectoryEntry.objects.filter(domain__in=list(domains))
+        .exclude(structure_name="")
+        .values_list("domain", "structure_name")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+
+
+def whitelist_lists_certificate(peer: str | x509.Name) -> bool:
+    """Whether the certificate DN ``peer`` is listed for any domain in the list in force."""
+    try:
+        key = dn_key(peer)
+    except ValueError:
+        return False
+    return WhitelistEntry.objects.filter(version__is_current=True, dn_key=key).exists()
+
+
+# The directory: search, autocomplete (annuaire.search).
 __all__ = [
     "MALFORMED",
     "NOT_IN_DIRECTORY",
@@ -165,10 +213,14 @@ __all__ = [
     "RecipientVerdict",
     "Suggestion",
     "directory_choices",
+    "directory_domain_structures",
     "directory_entries",
     "directory_entry",
     "directory_last_import",
+    "directory_per_entries",
+    "directory_professional",
     "directory_search",
+    "directory_structure_names",
     "directory_suggest",
     "recipient_cache_clear",
     "recipient_check",
@@ -176,4 +228,5 @@ __all__ = [
     "whitelist_current",
     "whitelist_dn_keys",
     "whitelist_knows_domain",
+    "whitelist_lists_certificate",
 ]

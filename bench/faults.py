@@ -15,7 +15,7 @@ Goal: 0 lost, 0 duplicated. Exit status 1 otherwise.
 
 Measured 2026-12-01 (2 cores), 10,000 messages each: 17, 77, 29 then 5 duplicates as the
 gateway learned to recognise resends (Sieve duplicate test, success traces, INBOX search after
-an uncertain 451); with the attempt markers (mailboxes/gateway/dedup.py) and the relay's
+an uncertain 451); with the attempt markers (mailboxes/transport/gateway/dedup.py) and the relay's
 interrupted-claim check, 0 lost and 0 duplicated with 22 kills of all three victims, and 0 and
 0 with 40 kills of A's gateway alone (--victims a:gateway --min-gap 3 --max-gap 9).
 """

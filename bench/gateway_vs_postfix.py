@@ -248,7 +248,7 @@ def main() -> int:
     from annuaire.models import WhitelistEntry, WhitelistVersion
     from annuaire.whitelist import dn_key
     from devtools.pki import make_test_pki
-    from mailboxes.services.lifecycle import dovecot_users_sync, mailbox_create
+    from mailboxes.console.services.lifecycle import dovecot_users_sync, mailbox_create
     from mailboxes.store import dovecot
 
     call_command("migrate", verbosity=0)

@@ -238,7 +238,7 @@ def ours_run(base: Path, pki: dict, sink_port: int, counter, messages: int, env:
     from annuaire.models import WhitelistEntry, WhitelistVersion
     from annuaire.whitelist import dn_key
     from mailboxes.models import Mailbox, OutboundMessage
-    from mailboxes.services.relay import Recipient, message_spool
+    from mailboxes.transport.relay import Recipient, message_spool
 
     structure = Structure.objects.create(
         identifier_kind="finess_eg", identifier="690001235", name="EHPAD"

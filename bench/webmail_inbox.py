@@ -135,8 +135,8 @@ def main() -> int:
     from imapclient import IMAPClient
 
     from accounts.models import Structure, StructureDomain, User
+    from mailboxes.console.services.lifecycle import dovecot_users_sync, mailbox_create
     from mailboxes.models import Mailbox
-    from mailboxes.services.lifecycle import dovecot_users_sync, mailbox_create
     from mailboxes.store import dovecot
 
     call_command("migrate", verbosity=0)

@@ -3,12 +3,12 @@
 from celery import shared_task
 from django.conf import settings
 
-from mailboxes.gateway.dedup import attempts_purge
-from mailboxes.services.crl import crl_expiry_check, crl_sync
-from mailboxes.services.indicators import indicators_compute
-from mailboxes.services.notices import notice_send
-from mailboxes.services.relay import BATCH_ROWS, message_relay, relay_sweep
-from mailboxes.services.usage import usage_compute
+from mailboxes.console.services.indicators import indicators_compute
+from mailboxes.console.services.usage import usage_compute
+from mailboxes.transport.crl_sync import crl_expiry_check, crl_sync
+from mailboxes.transport.gateway.dedup import attempts_purge
+from mailboxes.transport.notices import notice_send
+from mailboxes.transport.relay import BATCH_ROWS, message_relay, relay_sweep
 
 
 @shared_task(name="mailboxes.tasks.relay_message")

@@ -7,7 +7,7 @@ urlpatterns = [
     path("comptes/", include("accounts.psc.urls")),
     path("bal/", include("mailboxes.urls")),
     path("annuaire/", include("annuaire.urls")),
-    path("console/", include("mailboxes.urls_console")),
+    path("console/", include("mailboxes.console.urls")),
     path("operateur/admin/", admin.site.urls),
 ]
 

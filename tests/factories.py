@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django.test import TestCase
 
 from accounts.models import Membership, Structure, StructureDomain, User
-from mailboxes.models import Mailbox
-from mailboxes.services.lifecycle import mailbox_create
+from mailboxes.console.services.lifecycle import mailbox_create
+from mailboxes.console.services.people import access_set
+from mailboxes.models import Mailbox, MailboxAccess
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PSC_SAMPLES = SHARED / "samples" / "psc"
@@ -61,6 +63,28 @@ def make_membership(
 ) -> Membership:
     return Membership.objects.create(
         user=user, structure=structure, role=role, source=Membership.Source.INVITATION
+    )
+
+
+def grant(
+    mailbox: Mailbox,
+    user: User,
+    *,
+    can_send: bool = False,
+    can_manage: bool = False,
+    expires_at: datetime | None = None,
+) -> MailboxAccess:
+    """A right on ``mailbox`` through the console's service (a member of an ORG/APP BAL, a
+    delegate of a PER BAL), making ``user`` a member of its structure first when needed."""
+    if not Membership.objects.filter(user=user, structure_id=mailbox.structure_id).exists():
+        make_membership(user, Structure.objects.get(pk=mailbox.structure_id))
+    return access_set(
+        mailbox=mailbox,
+        user=user,
+        can_send=can_send,
+        can_manage=can_manage,
+        expires_at=expires_at,
+        actor=None,
     )
 
 

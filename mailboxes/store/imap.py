@@ -1,6 +1,6 @@
 """IMAP client of the portal: one BAL, opened as ``<address>*<master user>``.
 
-Callers must have checked access themselves (mailboxes.selectors.access_mailbox): Dovecot only
+Callers must have checked access themselves (mailboxes.access.access_mailbox): Dovecot only
 knows that the portal is allowed to open every BAL.
 """
 

@@ -24,9 +24,9 @@ from accounts.journal import (
 from accounts.models import AuditEvent, Structure, User
 from accounts.services import audit_purge
 from accounts.tasks import purge_audit
+from mailboxes.console.services.lifecycle import LifecycleAction
 from mailboxes.models import OutboundDelivery
-from mailboxes.services.lifecycle import LifecycleAction
-from mailboxes.services.messages import MessageAction
+from mailboxes.webmail.services.messages import MessageAction
 from tests.factories import make_professional, make_structure
 
 pytestmark = pytest.mark.django_db

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from annuaire.directory import DirectoryQuery, directory_search, directory_suggest
 from annuaire.extraction import COLUMNS
 from annuaire.models import WhitelistEntry, WhitelistVersion
+from annuaire.search import DirectoryQuery, directory_search, directory_suggest
 from annuaire.selectors import NOT_IN_DIRECTORY, recipient_check
 from annuaire.services import directory_import
 from tests.factories import make_professional

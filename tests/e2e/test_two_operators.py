@@ -35,7 +35,7 @@ from playwright.sync_api import Browser, FilePayload, Page, expect
 from devtools.pki import crl_paths
 from devtools.runner import ROOT, free_port
 from devtools.trust_space import TrustSpace
-from mailboxes.gateway.server import smtp_kwargs, tls_context
+from mailboxes.transport.gateway.server import smtp_kwargs, tls_context
 
 ARTIFACTS = ROOT / "var" / "e2e-artifacts"
 DIRECTOR, NURSE, DOCTOR_B = "LEFEBVRE", "BERNARD", "HADDAD"

@@ -175,8 +175,8 @@ def mx(pki: dict[str, Issued], listed: None, settings) -> Iterator[int]:
 
     from aiosmtpd.controller import Controller
 
-    from mailboxes.gateway.handler import GatewayHandler, GatewaySMTP
-    from mailboxes.gateway.server import smtp_kwargs, tls_context
+    from mailboxes.transport.gateway.handler import GatewayHandler, GatewaySMTP
+    from mailboxes.transport.gateway.server import smtp_kwargs, tls_context
 
     class _Controller(Controller):
         def factory(self) -> GatewaySMTP:

@@ -19,10 +19,9 @@ from accounts.models import AuditEvent, User
 from annuaire.ins import InvalidINS, parse_ins
 from annuaire.models import WhitelistEntry, WhitelistVersion
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
-from mailboxes.services.lifecycle import mailbox_access_grant
-from mailboxes.services.relay import message_relay
 from mailboxes.store.imap import MailStore
-from tests.factories import make_mailbox, make_message, make_professional, make_structure
+from mailboxes.transport.relay import message_relay
+from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -207,7 +206,7 @@ def test_no_send_right_is_403_and_someone_elses_bal_is_404(doctor) -> None:
     user, box = doctor
     org = make_mailbox(structure=box.structure, kind="ORG", local_part="accueil", responsible=user)
     reader = make_professional(first_name="Julien", last_name="Bernard")
-    mailbox_access_grant(mailbox=org, user=reader, kind="member", can_send=False, actor=None)
+    grant(org, reader, can_send=False)
     assert _client(reader).get(f"/bal/{org.public_id}/ecrire/").status_code == 403
     outsider = make_professional(first_name="Inconnu", last_name="Dehors")
     assert _client(outsider).get(f"/bal/{box.public_id}/ecrire/").status_code == 404
@@ -223,7 +222,7 @@ def test_a_member_sending_from_an_org_bal_is_named_in_sender(doctor) -> None:
         responsible=user,
         display_name="Équipe soins",
     )
-    mailbox_access_grant(mailbox=org, user=user, kind="member", can_send=True, actor=None)
+    grant(org, user, can_send=True)
     wait_provisioned(org.address)
     assert _post(user, org, a=REMOTE).status_code == 302
     [copy] = _sent(org)
@@ -311,9 +310,7 @@ def test_declining_a_receipt_sends_nothing_and_is_not_asked_again(doctor) -> Non
 def test_a_reader_without_the_send_right_is_not_asked(doctor) -> None:
     _paul, colleague, _box = _colleague_reads(doctor)
     secretary = make_professional(first_name="Sophie", last_name="Petit")
-    mailbox_access_grant(
-        mailbox=colleague, user=secretary, kind="delegate", can_send=False, actor=None
-    )
+    grant(colleague, secretary, can_send=False)
     page = _client(secretary).get(f"/bal/{colleague.public_id}/messages/1/?dossier=INBOX")
     assert "demande un accusé de lecture" not in page.content.decode()
 

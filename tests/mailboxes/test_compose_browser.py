@@ -21,7 +21,7 @@ from annuaire.extraction import COLUMNS
 from annuaire.services import directory_import
 from devtools.pki import Issued
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
-from mailboxes.services.reports import report_apply
+from mailboxes.transport.delivery_reports import report_apply
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
 from tests.mailboxes.test_relay import REMOTE, Peer, _start_peer

@@ -23,11 +23,11 @@ from django.core.management import CommandError, call_command
 
 from accounts.models import AuditEvent
 from devtools.pki import Issued, crl_paths, issue_crl
-from mailboxes import crl as crls
-from mailboxes.gateway.server import ServerContext, serve_until
 from mailboxes.models import Mailbox, OutboundDelivery
-from mailboxes.services.crl import crl_expiry_check, crl_sync
-from mailboxes.services.relay import Recipient, message_relay
+from mailboxes.transport import crl as crls
+from mailboxes.transport.crl_sync import crl_expiry_check, crl_sync
+from mailboxes.transport.gateway.server import ServerContext, serve_until
+from mailboxes.transport.relay import Recipient, message_relay
 from tests.factories import make_message
 from tests.mailboxes.conftest import _free_port
 from tests.mailboxes.conftest import inbox as _inbox
@@ -156,7 +156,7 @@ def test_a_running_gateway_applies_a_new_crl_to_new_connections_without_restart(
 def test_an_expired_crl_in_force_closes_the_gateway_to_every_peer_and_alerts(
     pki, crl_settings, listed, tmp_path: Path, box: Mailbox, caplog
 ) -> None:
-    # What OpenSSL does with an expired CRL, on purpose (mailboxes/crl.py: fail closed; the
+    # What OpenSSL does with an expired CRL, on purpose (mailboxes/transport/crl.py: fail closed; the
     # sender keeps its message and retries).
     expired = _empty_crl(pki, tmp_path, next_update=NOW - dt.timedelta(hours=1))
     pem = x509.load_der_x509_crl(expired.read_bytes()).public_bytes(serialization.Encoding.PEM)

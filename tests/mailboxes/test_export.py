@@ -21,18 +21,14 @@ from django.test import TestCase
 from imapclient import IMAPClient
 
 from accounts.models import AuditEvent, Structure
+from mailboxes.console.services import closing as closing_service
+from mailboxes.console.services.closing import mailbox_close
+from mailboxes.console.services.export import export_path, mailbox_export
+from mailboxes.console.services.recovery_key import recovery_key_set
 from mailboxes.errors import RecoveryKeyMissing, RecoveryKeyUnusable, StoreUnavailable
 from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
-from mailboxes.services import export as export_service
-from mailboxes.services.export import (
-    export_path,
-    mailbox_close,
-    mailbox_export,
-    recovery_key_set,
-)
-from mailboxes.services.lifecycle import mailbox_access_grant
 from mailboxes.store import dovecot as dovecot_store
-from tests.factories import make_message, make_professional, make_structure
+from tests.factories import grant, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver
 from tests.mailboxes.pgp import Keys
 
@@ -225,7 +221,7 @@ def test_close_exports_every_folder_then_deletes_the_mail(
 ) -> None:
     box = _with_key(box, keys)
     secretary = make_professional(first_name="Sophie", last_name="Petit", profession="")
-    mailbox_access_grant(mailbox=box, user=secretary, kind="delegate", actor=None)
+    grant(box, secretary)
     plain = [make_message(subject=f"Compte rendu {n}", to=box.address) for n in range(3)]
     for raw in plain:
         deliver(box.address, raw)
@@ -308,16 +304,16 @@ def test_mail_arriving_during_the_close_export_is_exported_before_deletion(
     box = _with_key(box, keys)
     deliver(box.address, make_message(to=box.address))
     late = make_message(subject="Arrivé pendant l'export", to=box.address)
-    first_export = export_service._export
+    first_export = closing_service.export_write
 
     def export_then_mail_arrives(*args: Any, **kwargs: Any) -> Any:
         # The gateway still accepts mail for the BAL until the closing commit.
         result = first_export(*args, **kwargs)
-        monkeypatch.setattr(export_service, "_export", first_export)
+        monkeypatch.setattr(closing_service, "export_write", first_export)
         deliver(box.address, late)
         return result
 
-    monkeypatch.setattr(export_service, "_export", export_then_mail_arrives)
+    monkeypatch.setattr(closing_service, "export_write", export_then_mail_arrives)
     with TestCase.captureOnCommitCallbacks(execute=True):
         mailbox_close(mailbox=box, actor=None)
 

@@ -22,9 +22,9 @@ from django.conf import settings
 
 from accounts.models import AuditEvent
 from devtools.pki import Issued
-from mailboxes.gateway.handler import GatewayHandler, GatewaySMTP
-from mailboxes.gateway.server import serve_until, smtp_kwargs, tls_context
 from mailboxes.models import Mailbox
+from mailboxes.transport.gateway.handler import GatewayHandler, GatewaySMTP
+from mailboxes.transport.gateway.server import serve_until, smtp_kwargs, tls_context
 from tests.factories import make_message
 from tests.mailboxes.conftest import _free_port
 from tests.mailboxes.conftest import inbox as _inbox

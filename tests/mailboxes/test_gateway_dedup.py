@@ -1,4 +1,4 @@
-"""A message the gateway already delivered is not delivered twice (mailboxes/gateway/dedup.py):
+"""A message the gateway already delivered is not delivered twice (mailboxes/transport/gateway/dedup.py):
 the sending operator lost our 250 and sends it again; Dovecot itself keeps every copy it is
 given (no Sieve duplicate test), so only our own records can recognise the message."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from devtools.pki import Issued
-from mailboxes.gateway.dedup import attempts_purge, delivery_start
 from mailboxes.models import GatewayAttempt, Mailbox
+from mailboxes.transport.gateway.dedup import attempts_purge, delivery_start
 from tests.factories import make_message
 from tests.mailboxes.conftest import inbox, mx_client
 
@@ -136,7 +136,7 @@ def test_a_database_failure_before_delivery_is_a_temporary_refusal(
 
     from django.db import OperationalError
 
-    from mailboxes.gateway import policy
+    from mailboxes.transport.gateway import policy
 
     def database_down(message_id: str, recipients: list[str]) -> set[str]:
         raise OperationalError("connection refused")
@@ -154,7 +154,7 @@ def test_a_trace_failure_after_delivery_still_answers_250(
     """Delivered is delivered: a 5xx now would make the sender bounce a message the BAL has."""
     from django.db import OperationalError
 
-    from mailboxes.gateway import policy
+    from mailboxes.transport.gateway import policy
 
     def trace_fails(**kwargs: object) -> None:
         raise OperationalError("server closed the connection")

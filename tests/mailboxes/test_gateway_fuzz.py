@@ -570,7 +570,7 @@ def test_fast_address_parsing_answers_as_aiosmtpd(arg: str) -> None:
     """GatewaySMTP._getaddr's fast path gives aiosmtpd's own answer on every shape."""
     from aiosmtpd.smtp import SMTP
 
-    from mailboxes.gateway.handler import GatewaySMTP
+    from mailboxes.transport.gateway.handler import GatewaySMTP
 
     class Handler:
         pass

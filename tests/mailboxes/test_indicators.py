@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.utils import timezone
 
 from accounts.audit import audit_record
+from mailboxes.console.services.indicators import indicators_compute
 from mailboxes.models import DailyIndicator
-from mailboxes.services.indicators import indicators_compute
 
 
 def _received(sender: str, to: list[str], ok: bool = True) -> None:

@@ -13,14 +13,14 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from accounts.models import AuditEvent
-from mailboxes.models import Mailbox
-from mailboxes.services.export import recovery_key_set
-from mailboxes.services.lifecycle import (
-    mailbox_close,
+from mailboxes.console.services.closing import mailbox_close
+from mailboxes.console.services.lifecycle import (
     mailbox_create,
     mailbox_reactivate,
     mailbox_suspend,
 )
+from mailboxes.console.services.recovery_key import recovery_key_set
+from mailboxes.models import Mailbox
 from tests.factories import make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 

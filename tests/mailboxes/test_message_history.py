@@ -12,10 +12,9 @@ from imapclient import IMAPClient
 
 from accounts.journal import message_history
 from accounts.models import AuditEvent, User
+from mailboxes.access import access_mailbox
 from mailboxes.models import Mailbox
-from mailboxes.selectors import access_mailbox
-from mailboxes.services.lifecycle import mailbox_access_grant
-from mailboxes.services.messages import (
+from mailboxes.webmail.services.messages import (
     attachment_open,
     folder_open,
     message_open,
@@ -23,7 +22,7 @@ from mailboxes.services.messages import (
     messages_flag,
     messages_move,
 )
-from tests.factories import make_mailbox, make_message, make_professional, make_structure
+from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 
 pytestmark = pytest.mark.django_db
@@ -46,8 +45,8 @@ def team(dovecot) -> Team:
         structure=ehpad, kind="ORG", local_part="soins", responsible=doctor, display_name="Soins"
     )
     per = make_mailbox(structure=ehpad, local_part="claire.martin", owner=doctor)
-    mailbox_access_grant(mailbox=org, user=nurse, kind="member", can_send=True, actor=None)
-    mailbox_access_grant(mailbox=org, user=doctor, kind="member", can_send=True, actor=None)
+    grant(org, nurse, can_send=True)
+    grant(org, doctor, can_send=True)
     wait_provisioned(org.address, per.address)
     return Team(nurse, doctor, org, per)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mailboxes.console.services.naming import address_propose, local_part_for
 from mailboxes.models import Mailbox
-from mailboxes.services.naming import address_propose, local_part_for
 from tests.factories import make_professional, make_structure
 
 

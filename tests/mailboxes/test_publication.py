@@ -11,10 +11,10 @@ from django.test import Client
 
 from accounts.models import Membership, Structure, User
 from annuaire.extraction import COLUMNS
-from annuaire.publication import METADATA_URL, Publication
+from annuaire.fhir import METADATA_URL, Publication
 from annuaire.services import directory_import
+from mailboxes.console.services.publication import publication_plan
 from mailboxes.models import Mailbox
-from mailboxes.services.publication import publication_plan
 from tests.factories import make_membership, make_professional, make_structure
 
 pytestmark = pytest.mark.django_db
@@ -166,7 +166,7 @@ def test_the_console_page_is_for_the_structure_director(hosted) -> None:
     _structure, director = hosted
     client = Client()
     client.force_login(director)
-    page = client.get("/bal/console/annuaire/").content.decode()
+    page = client.get("/console/annuaire/").content.decode()
     assert "soins@ehpad-les-tilleuls.mssante.fr" in page
     assert "Absente de l&#x27;extraction nationale : à publier." in page
 
@@ -174,4 +174,13 @@ def test_the_console_page_is_for_the_structure_director(hosted) -> None:
     make_membership(nurse, _structure)
     other = Client()
     other.force_login(nurse)
-    assert other.get("/bal/console/annuaire/").status_code == 404
+    assert other.get("/console/annuaire/").status_code == 404
+
+
+def test_the_former_address_of_the_console_page_leads_to_it(hosted) -> None:
+    _structure, director = hosted
+    client = Client()
+    client.force_login(director)
+    moved = client.get("/bal/console/annuaire/")
+    assert moved.status_code == 301 and moved["Location"] == "/console/annuaire/"
+    assert "soins@ehpad-les-tilleuls.mssante.fr" in client.get(moved["Location"]).content.decode()

@@ -28,11 +28,11 @@ from django.utils import timezone
 
 from accounts.models import AuditEvent
 from devtools.pki import Issued
-from mailboxes.gateway.handler import GatewayHandler
-from mailboxes.gateway.server import smtp_kwargs, tls_context
+from mailboxes.console.services.lifecycle import dovecot_users_sync
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
-from mailboxes.services.lifecycle import dovecot_users_sync
-from mailboxes.services.relay import Recipient, message_relay, message_spool, relay_sweep
+from mailboxes.transport.gateway.handler import GatewayHandler
+from mailboxes.transport.gateway.server import smtp_kwargs, tls_context
+from mailboxes.transport.relay import Recipient, message_relay, message_spool, relay_sweep
 from tests.factories import make_professional
 from tests.mailboxes.conftest import _free_port, inbox, wait_provisioned
 from tests.mailboxes.test_gateway import _Controller, wait_for_banner
@@ -547,7 +547,7 @@ def test_a_verified_session_is_reused_and_the_dn_is_checked_each_time(
     pki, relay_settings, listed, box: Mailbox
 ) -> None:
     from annuaire.models import WhitelistEntry
-    from mailboxes.relay.transport import connections_close
+    from mailboxes.transport.smtp import connections_close
 
     handler = CountingPeer()
     controller, port = _start_peer(pki, "peer", handler)
@@ -573,14 +573,14 @@ def test_a_verified_session_is_reused_and_the_dn_is_checked_each_time(
 def test_a_pooled_session_the_peer_closed_is_replaced(
     pki, relay_settings, listed, box: Mailbox
 ) -> None:
-    from mailboxes.relay import transport
+    from mailboxes.transport import smtp
 
     handler = CountingPeer()
     controller, port = _start_peer(pki, "peer", handler)
     relay_settings.RELAY_ROUTES = [f"operateur-test.mssante.fr=127.0.0.1:{port}"]
     try:
         message_relay(public_id=str(_send(box, [Recipient(REMOTE)]).public_id))
-        [conn] = transport._pool().values()
+        [conn] = smtp._pool().values()
         assert conn.smtp.sock is not None
         conn.smtp.sock.shutdown(socket.SHUT_RDWR)  # the peer (or the network) dropped it
         message = _send(box, [Recipient(REMOTE)])
@@ -588,7 +588,7 @@ def test_a_pooled_session_the_peer_closed_is_replaced(
         assert OutboundDelivery.objects.get(message=message).status == Status.RELAYED
         assert len(handler.received) == 2 and handler.ehlo == 4
     finally:
-        transport.connections_close()
+        smtp.connections_close()
         controller.stop()
 
 
@@ -630,7 +630,7 @@ def test_a_report_is_believed_only_from_the_operator_of_the_recipient_domain(
 
     from cryptography import x509
 
-    from mailboxes.services.reports import report_apply
+    from mailboxes.transport.delivery_reports import report_apply
 
     message = _send(box, [Recipient(REMOTE, notify="SUCCESS,FAILURE")], envid="ENV-FORGED-1")
     OutboundDelivery.objects.filter(message=message).update(status=Status.RELAYED)
@@ -695,7 +695,7 @@ def test_domains_served_by_the_same_peer_share_one_transaction_each_dn_checked(
 def test_a_task_also_takes_other_due_messages_and_each_is_sent_once(
     peer: Peer, box: Mailbox
 ) -> None:
-    from mailboxes.services.relay import BATCH_ROWS
+    from mailboxes.transport.relay import BATCH_ROWS
 
     messages = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(3)]
     assert message_relay(public_id=str(messages[1].public_id), also_due=BATCH_ROWS) == 3

@@ -22,8 +22,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import Membership, Structure, User
 from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
-from mailboxes.services.lifecycle import mailbox_access_grant
-from tests.factories import make_mailbox, make_membership, make_professional, make_structure
+from tests.factories import grant, make_mailbox, make_membership, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +49,7 @@ RULES: dict[str, str] = {
     "bal/selecteur/": "own",
     "bal/ecrire/": "own",
     "bal/console/annuaire/": "own",
+    "console/annuaire/": "own",
     "bal/destinataires/suggestions/": "own",
     "bal/destinataires/verifier/": "own",
     "bal/<uuid:public_id>/": "object",
@@ -157,10 +157,8 @@ def world(dovecot) -> World:
         structure=tilleuls, kind="ORG", local_part="soins", responsible=director,
         display_name="Soins",
     )  # fmt: skip
-    mailbox_access_grant(mailbox=soins, user=nurse, kind="member", can_send=True, actor=None)
-    own_delegation = mailbox_access_grant(
-        mailbox=per, user=secretary, kind="delegate", can_send=True, actor=None
-    )
+    grant(soins, nurse, can_send=True)
+    own_delegation = grant(per, secretary, can_send=True)
 
     # The other structure: its director, a doctor with a PER BAL (a message with an
     # attachment), an ORG BAL with a member, an export, a delegation.
@@ -175,12 +173,8 @@ def world(dovecot) -> World:
         structure=clinique, kind="ORG", local_part="accueil", responsible=other_director,
         display_name="Accueil",
     )  # fmt: skip
-    member = mailbox_access_grant(
-        mailbox=accueil, user=colleague, kind="member", can_send=True, actor=None
-    )
-    delegation = mailbox_access_grant(
-        mailbox=per2, user=colleague, kind="delegate", can_send=True, actor=None
-    )
+    member = grant(accueil, colleague, can_send=True)
+    delegation = grant(per2, colleague, can_send=True)
     export = MailboxExport.objects.create(
         mailbox=accueil, purpose="export", path="x", size=1, sha256="0" * 64, messages=0,
         folders=0, key_fingerprint="F" * 40,

@@ -15,12 +15,12 @@ from accounts.audit import audit_record
 from accounts.models import AuditEvent, Structure
 from annuaire.extraction import COLUMNS
 from annuaire.services import directory_import
-from mailboxes.charts import top_bars_svg, usage_bars_svg
+from mailboxes.console.charts import top_bars_svg, usage_bars_svg
+from mailboxes.console.services.lifecycle import mailbox_create
+from mailboxes.console.services.usage import usage_compute
+from mailboxes.console.usage_selectors import usage_csv_rows, usage_series
 from mailboxes.models import Mailbox, MailboxMonthlyUsage, OutboundDelivery, OutboundMessage
-from mailboxes.services.lifecycle import mailbox_create
-from mailboxes.services.relay import Recipient, message_spool
-from mailboxes.services.usage import usage_compute
-from mailboxes.usage_selectors import usage_csv_rows, usage_series
+from mailboxes.transport.relay import Recipient, message_spool
 from tests.factories import SHARED, make_professional, make_structure
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +55,7 @@ def _at(day: date, hour: int = 10) -> datetime:
 
 
 def _received(sender: str, to: list[str], *, when: datetime | None = None, ok: bool = True) -> None:
-    """What the gateway writes after DATA (mailboxes.gateway.policy._trace)."""
+    """What the gateway writes after DATA (mailboxes.transport.gateway.policy._trace)."""
     reply = "250 2.0.0 Message delivered" if ok else "550 5.1.1 Unknown user"
     event = audit_record(
         action="gateway.received",

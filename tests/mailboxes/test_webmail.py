@@ -10,8 +10,8 @@ from django.test import Client
 
 from accounts.models import AuditEvent, User
 from mailboxes.models import Mailbox
-from mailboxes.services.lifecycle import mailbox_access_grant
 from tests.factories import (
+    grant,
     make_mailbox,
     make_membership,
     make_message,
@@ -56,11 +56,9 @@ def world(dovecot) -> World:
         responsible=doctor,
         display_name="Équipe soins",
     )
-    mailbox_access_grant(mailbox=org, user=nurse, kind="member", can_send=True, actor=None)
-    mailbox_access_grant(
-        mailbox=org, user=doctor, kind="member", can_send=True, can_manage=True, actor=None
-    )
-    mailbox_access_grant(mailbox=per, user=secretary, kind="delegate", can_send=True, actor=None)
+    grant(org, nurse, can_send=True)
+    grant(org, doctor, can_send=True, can_manage=True)
+    grant(per, secretary, can_send=True)
     wait_provisioned(per.address, org.address)
     return World(doctor, nurse, secretary, outsider, other_director, per, org)
 
@@ -126,8 +124,8 @@ def test_unknown_and_malformed_ids_are_404(world: World) -> None:
 
 
 def test_a_closed_bal_disappears_for_everyone(world: World, keys, settings, tmp_path) -> None:
-    from mailboxes.services.export import recovery_key_set
-    from mailboxes.services.lifecycle import mailbox_close
+    from mailboxes.console.services.closing import mailbox_close
+    from mailboxes.console.services.recovery_key import recovery_key_set
 
     settings.EXPORT_DIR = tmp_path / "exports"
     recovery_key_set(structure=world.per.structure, armored=keys.public, actor=None)
@@ -307,7 +305,7 @@ def test_garbage_action_forms_are_refused_cleanly(world: World) -> None:
 
 
 def test_suspended_bal_is_read_only(world: World) -> None:
-    from mailboxes.services.lifecycle import mailbox_suspend
+    from mailboxes.console.services.lifecycle import mailbox_suspend
 
     deliver(world.per.address, make_message(subject="Toujours lisible"))
     mailbox_suspend(mailbox=world.per, actor=None)

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.test import Client
 from playwright.sync_api import Dialog, Page, Request, Route
 
-from mailboxes.sanitize import sanitize
+from mailboxes.webmail.sanitize import sanitize
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, inbox, wait_provisioned
 

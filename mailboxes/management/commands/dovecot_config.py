@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from mailboxes.services.lifecycle import dovecot_users_sync
+from mailboxes.console.services.lifecycle import dovecot_users_sync
 from mailboxes.store import dovecot
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Structure
-from mailboxes.services.publication import (
+from mailboxes.console.services.publication import (
     PublicationDisabled,
     publication_plan,
     publication_send,

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 
-from mailboxes.gateway.server import ServerContext, serve_until
+from mailboxes.transport.gateway.server import ServerContext, serve_until
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mailboxes.services.crl import crl_sync
+from mailboxes.transport.crl_sync import crl_sync
 
 
 class Command(BaseCommand):

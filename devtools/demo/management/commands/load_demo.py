@@ -39,9 +39,10 @@ from devtools.demo.data import (
     TEAM_MEMBERS,
 )
 from devtools.psc_mock.identities import load_identities
+from mailboxes.console.services.lifecycle import mailbox_create
+from mailboxes.console.services.people import access_set
+from mailboxes.console.services.usage import usage_compute
 from mailboxes.models import Mailbox, MailboxAccess, MailboxMonthlyUsage
-from mailboxes.services.lifecycle import mailbox_access_grant, mailbox_create
-from mailboxes.services.usage import usage_compute
 from mailboxes.store.imap import MailStore
 
 # Partner domains of the fictitious usage history, with their structures.
@@ -213,9 +214,7 @@ class Command(BaseCommand):
             box = Mailbox.objects.filter(owner__national_id=owner_id).first()
             delegate = User.objects.get(national_id=delegate_id)
             if box and not MailboxAccess.objects.filter(mailbox=box, user=delegate).exists():
-                mailbox_access_grant(
-                    mailbox=box, user=delegate, kind="delegate", can_send=True, actor=None
-                )
+                access_set(mailbox=box, user=delegate, can_send=True, actor=None)
 
     def load_whitelist(self) -> None:
         """A demo whitelist naming the test PKI's peer operator, unless a real list is in force
@@ -320,9 +319,9 @@ class Command(BaseCommand):
             ]
             for user in wanted:
                 if not MailboxAccess.objects.filter(mailbox=box, user=user).exists():
-                    mailbox_access_grant(
-                        mailbox=box, user=user, kind="member", can_send=True,
-                        can_manage=user in directors, actor=None,
+                    access_set(
+                        mailbox=box, user=user, can_send=True, can_manage=user in directors,
+                        actor=None,
                     )  # fmt: skip
         local, name, description = APP_BAL
         if not Mailbox.objects.filter(structure=structure, local_part=local).exists():

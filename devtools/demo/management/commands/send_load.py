@@ -8,9 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from mailboxes.access import access_mailbox
 from mailboxes.models import Mailbox
-from mailboxes.selectors import access_mailbox
-from mailboxes.services.compose import Draft, message_send
+from mailboxes.webmail.services.compose import Draft, message_send
 
 
 class Command(BaseCommand):

@@ -1,0 +1,153 @@
+"""BAL lifecycle: create, suspend, reactivate (closing: ``closing``; rights: ``people``).
+
+Each service owns its transaction, writes its trace, and re-provisions Dovecot after commit.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.audit import audit_record
+from accounts.models import Structure, StructureDomain, User
+from mailboxes.models import Mailbox
+from mailboxes.store import dovecot
+
+if TYPE_CHECKING:
+    pass
+
+
+class LifecycleAction(StrEnum):
+    CREATED = "mailbox.created"
+    SUSPENDED = "mailbox.suspended"
+    REACTIVATED = "mailbox.reactivated"
+    CLOSED = "mailbox.closed"
+
+
+# RFC 5321 §4.1.2 dot-atom, restricted to what MSSanté operators use in practice.
+LOCAL_PART_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?$")
+
+
+def dovecot_users_sync() -> int:
+    """Rewrite Dovecot's list of BALs from the database (active and suspended ones).
+
+    Idempotent and re-derivable: safe to call after every change and at every start.
+    """
+    addresses = list(
+        Mailbox.objects.filter(
+            status__in=[Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED]
+        ).values_list("address", flat=True)
+    )
+    dovecot.write_users(dovecot.instance_from_settings(), addresses)
+    return len(addresses)
+
+
+def _provision_after_commit() -> None:
+    transaction.on_commit(dovecot_users_sync)
+
+
+@transaction.atomic
+def mailbox_create(
+    *,
+    structure: Structure,
+    kind: str,
+    local_part: str,
+    domain: StructureDomain | None = None,
+    display_name: str,
+    owner: User | None = None,
+    responsible: User | None = None,
+    service: str = "",
+    description: str = "",
+    liste_rouge: bool = False,
+    actor: User | None,
+) -> Mailbox:
+    """Create a BAL and make Dovecot serve it.
+
+    Raises ValidationError (French) for a malformed local part, a domain of another structure,
+    a PER without holder or an ORG/APP without responsible, or an address already taken.
+    """
+    local_part = local_part.strip().lower()
+    if not LOCAL_PART_RE.match(local_part) or ".." in local_part:
+        raise ValidationError("La partie locale de l'adresse n'est pas valide.", code="local_part")
+    domain = domain or structure.domains.order_by("domain").first()
+    if domain is None or domain.structure_id != structure.pk:
+        raise ValidationError("Ce domaine n'appartient pas à la structure.", code="domain")
+    if kind == Mailbox.Kind.PER and (owner is None or not owner.national_id):
+        raise ValidationError(
+            "Une BAL personnelle est rattachée à un professionnel identifié "
+            "(RPPS, ADELI ou RPPS+).",
+            code="owner",
+        )
+    if kind in (Mailbox.Kind.ORG, Mailbox.Kind.APP) and responsible is None:
+        raise ValidationError(
+            "Une BAL organisationnelle ou applicative a un professionnel responsable.",
+            code="responsible",
+        )
+    address = f"{local_part}@{domain.domain}"
+    if Mailbox.objects.filter(address=address).exists():
+        raise ValidationError(f"L'adresse {address} existe déjà.", code="address_taken")
+    try:
+        with transaction.atomic():
+            mailbox = Mailbox.objects.create(
+                structure=structure,
+                domain=domain,
+                local_part=local_part,
+                address=address,
+                kind=kind,
+                display_name=display_name,
+                owner=owner if kind == Mailbox.Kind.PER else None,
+                responsible=responsible,
+                service=service,
+                description=description,
+                liste_rouge=liste_rouge,
+            )
+    except IntegrityError as exc:  # a concurrent creation of the same address
+        raise ValidationError(f"L'adresse {address} existe déjà.", code="address_taken") from exc
+    audit_record(
+        action=LifecycleAction.CREATED,
+        actor=actor,
+        actor_label="" if actor else "systeme",
+        target=mailbox,
+        structure=structure,
+        details={"address": address, "kind": kind},
+    )
+    _provision_after_commit()
+    return mailbox
+
+
+def _set_status(
+    mailbox: Mailbox, status: str, action: LifecycleAction, actor: User | None
+) -> Mailbox:
+    mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+    if mailbox.status == Mailbox.Status.CLOSED:
+        raise ValidationError("Cette BAL est fermée.", code="closed")
+    if mailbox.status == status:
+        return mailbox
+    mailbox.status = status
+    mailbox.status_changed_at = timezone.now()
+    mailbox.save(update_fields=["status", "status_changed_at"])
+    audit_record(
+        action=action,
+        actor=actor,
+        actor_label="" if actor else "systeme",
+        target=mailbox,
+        structure_id=mailbox.structure_id,
+    )
+    _provision_after_commit()
+    return mailbox
+
+
+@transaction.atomic
+def mailbox_suspend(*, mailbox: Mailbox, actor: User | None) -> Mailbox:
+    """Suspend a BAL: it stays readable and keeps receiving, nothing can be changed or sent."""
+    return _set_status(mailbox, Mailbox.Status.SUSPENDED, LifecycleAction.SUSPENDED, actor)
+
+
+@transaction.atomic
+def mailbox_reactivate(*, mailbox: Mailbox, actor: User | None) -> Mailbox:
+    return _set_status(mailbox, Mailbox.Status.ACTIVE, LifecycleAction.REACTIVATED, actor)

@@ -1,0 +1,154 @@
+"""A message the gateway already delivered is not delivered again.
+
+An operator that lost our 250 (its worker killed after we answered, a connection cut after
+the reply) sends the same message again. Two records tell what an earlier transaction of the
+same Message-ID did:
+
+- our success trace (``gateway.received``), committed before the 250 leaves: its recipients
+  have the message, they are answered 250 again without a second copy;
+- the attempt marker (``GatewayAttempt``), written before the message goes to Dovecot: a
+  recipient of an attempt that no success trace covers may or may not have it (our gateway
+  was killed after Dovecot stored the message but before the trace committed; Dovecot died
+  after storing but before answering and we said 451). Only those pay an IMAP search of their
+  INBOX by Message-ID before delivering.
+
+Dovecot's Sieve duplicate test (RFC 7352) is not used: its per-BAL database is rewritten under
+a lock at each delivery, which delays deliveries under load, and it does not survive Dovecot's
+own kill.
+
+The marker and the check are one statement and one round trip on PostgreSQL, committed
+without waiting for the WAL flush (like the trace): a database crash may lose the last
+fraction of a second of markers, a gateway crash loses none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import AuditEvent
+from mailboxes.models import GatewayAttempt
+from mailboxes.store.imap import inboxes_holding
+
+TRACE_ACTION = "gateway.received"  # the action of the gateway's per-transaction trace
+WINDOW = timedelta(days=7)  # an SMTP sender retries for at most 5 days (RFC 5321 §4.5.4.1)
+ATTEMPT = "attempt"  # the "result" of a marker row in the check's answer
+
+# Our 451 when the store connection broke after the message was sent to it: Dovecot may have
+# stored it before dying (policy.deliver). Kept for transactions traced before the markers.
+UNCERTAIN = "451 4.3.0 Mail store unavailable"
+
+Row = tuple[str, Any, str]  # result (success, failure or ATTEMPT), recipients, reply
+
+
+def delivery_start(message_id: str, recipients: list[str]) -> set[str]:
+    """Record that the gateway is about to deliver ``message_id`` to ``recipients`` and return
+    those of them that already have it: named by a successful earlier transaction, or found
+    in their INBOX after an attempt that ended without one. Empty, and nothing recorded,
+    without a Message-ID (nothing to recognise the message by)."""
+    if not message_id:
+        return set()
+    wanted = sorted({r.lower() for r in recipients})
+    found: set[str] = set()
+    maybe: set[str] = set()
+    for result, named, reply in _earlier_and_mark(message_id[:128], wanted):
+        addresses = {str(a).lower() for a in _as_list(named)}.intersection(wanted)
+        if result == AuditEvent.Result.SUCCESS:
+            found |= addresses
+        elif result == ATTEMPT or str(reply or "").startswith(UNCERTAIN):
+            maybe |= addresses
+    maybe -= found
+    if maybe:
+        found |= inboxes_holding(message_id, maybe)
+    return found
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, str):  # jsonb read as text (Django's psycopg loaders)
+        value = json.loads(value)
+    return value if isinstance(value, list) else []
+
+
+def _earlier_and_mark(message_id: str, recipients: list[str]) -> Iterable[Row]:
+    options = connection.settings_dict["OPTIONS"]
+    if (
+        connection.vendor == "postgresql"
+        and not options.get("server_side_binding")
+        and connection.get_autocommit()
+    ):
+        return _earlier_and_mark_pg(message_id, recipients)
+    since = timezone.now() - WINDOW
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        rows: list[Row] = [
+            (result, (details or {}).get("to"), (details or {}).get("reply", ""))
+            for result, details in AuditEvent.objects.filter(
+                target_type="message",
+                target_id=message_id,
+                action=TRACE_ACTION,
+                occurred_at__gte=since,
+            ).values_list("result", "details")
+        ]
+        rows += [
+            (ATTEMPT, named, "")
+            for named in GatewayAttempt.objects.filter(
+                message_id=message_id, started_at__gte=since
+            ).values_list("recipients", flat=True)
+        ]
+        GatewayAttempt.objects.create(
+            message_id=message_id, recipients=recipients, started_at=timezone.now()
+        )
+    return rows
+
+
+def _earlier_and_mark_pg(message_id: str, recipients: list[str]) -> list[Row]:
+    """One simple-protocol query: the marker INSERT (a data-modifying CTE runs whether or not
+    it is read), the earlier traces and markers (the statement's snapshot does not see its own
+    insert), then ``SET LOCAL`` for the implicit transaction the server wraps them in. The
+    window is computed by the server: a datetime parameter costs client-side conversion."""
+    with connection.cursor() as cursor:
+        cursor.execute(_pg_sql(), [message_id, json.dumps(recipients), message_id, message_id])
+        return list(cursor.fetchall())
+
+
+_SQL: str | None = None
+
+
+def _pg_sql() -> str:
+    global _SQL
+    if _SQL is None:
+        audit, attempts = AuditEvent._meta.db_table, GatewayAttempt._meta.db_table
+        days = WINDOW.days  # names and constants of ours only; values go as parameters
+        _SQL = (
+            f"WITH mark AS (INSERT INTO {attempts} (message_id, recipients, started_at)"  # noqa: S608
+            " VALUES (%s, %s::jsonb, now()) RETURNING 1)"
+            f" SELECT result, details->'to', details->>'reply' FROM {audit}"
+            " WHERE target_type = 'message' AND target_id = %s"
+            f" AND action = '{TRACE_ACTION}' AND occurred_at >= now() - interval '{days} days'"
+            f" UNION ALL SELECT '{ATTEMPT}', recipients, '' FROM {attempts}"
+            f" WHERE message_id = %s AND started_at >= now() - interval '{days} days';"
+            " SET LOCAL synchronous_commit TO OFF"
+        )
+    return _SQL
+
+
+def attempts_purge(batch: int = 5000) -> int:
+    """Delete the markers older than WINDOW, in batches; returns how many went."""
+    cutoff = timezone.now() - WINDOW
+    removed = 0
+    while True:
+        ids = list(
+            GatewayAttempt.objects.filter(started_at__lt=cutoff).values_list("pk", flat=True)[
+                :batch
+            ]
+        )
+        if not ids:
+            return removed
+        removed += GatewayAttempt.objects.filter(pk__in=ids).delete()[0]

@@ -1,0 +1,64 @@
+"""Reads of the webmail: unread counts, a message's HTML body, what became of what a BAL
+sent, the people it wrote to lately."""
+
+from __future__ import annotations
+
+from mailboxes.access import Grant
+from mailboxes.errors import StoreUnavailable
+from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
+from mailboxes.store.imap import MailStore
+from mailboxes.store.mime import parse_message
+
+
+def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
+    """Unread messages in the INBOX of each BAL (None when the store does not answer)."""
+    rows: list[tuple[Grant, int | None]] = []
+    for grant in grants:
+        try:
+            with MailStore(grant.mailbox.address) as store:
+                rows.append((grant, store.unread()))
+        except StoreUnavailable:
+            rows.append((grant, None))
+    return rows
+
+
+def message_html(grant: Grant, folder: str, uid: int) -> str | None:
+    """The HTML body of a message, unsanitised (the caller sanitises), or None if missing.
+    The read itself was traced when the message page was opened."""
+    with MailStore(grant.mailbox.address) as store:
+        if not store.folder_exists(folder):
+            return None
+        found = store.fetch(folder, uid, mark_seen=False)
+    return parse_message(found[0]).html if found else None
+
+
+def delivery_statuses(mailbox: Mailbox, message_id: str) -> list[OutboundDelivery]:
+    """What became of each recipient of a message this BAL sent (shown on the Sent copy)."""
+    if not message_id:
+        return []
+    return list(
+        OutboundDelivery.objects.filter(
+            message__mailbox=mailbox, message__message_id=message_id
+        ).order_by("recipient")
+    )
+
+
+def recent_correspondents(grants: list[Grant], text: str, limit: int = 3) -> list[str]:
+    """Addresses these BALs wrote to lately (webmail sends), matching every word typed, most
+    recent first: the first suggestions of the compose autocomplete."""
+    words = [w for w in text.lower().replace(",", " ").split() if w][:4]
+    if not words or not grants:
+        return []
+    rows = OutboundDelivery.objects.filter(
+        message__mailbox__in=[g.mailbox for g in grants],
+        message__origin=OutboundMessage.Origin.WEBMAIL,
+    )
+    for word in words:
+        rows = rows.filter(recipient__icontains=word)
+    seen: list[str] = []
+    for address in rows.order_by("-id").values_list("recipient", flat=True)[:200]:
+        if address not in seen:
+            seen.append(address)
+            if len(seen) >= limit:
+                break
+    return seen

@@ -1,0 +1,269 @@
+"""Writing from the webmail: check every recipient, build the message as Référentiel #2 wants
+it, and hand it to the outbound spool (ARCHITECTURE.md, data flow 2).
+
+Rules (mssante-spec §3): UTF-8 text (ECO.2.2.3), `From:` label with `_` separators (ECO.2.2.7,
+§3.5), `X-MSS-NIL` on every mail (ECO.2.4.3), `X-MSS-MES: FIN` to close a patient exchange
+(ECO.2.2.8), DSN request by RFC 3461 NOTIFY (MSS/va1.15), read receipt by
+`Disposition-Notification-To` (RFC 8098), patients only from a valid INS (§3.7), 25 MB at Mon
+Espace Santé (§3.8).
+"""
+
+from __future__ import annotations
+
+import email.policy
+import mimetypes
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+
+from accounts.audit import audit_record
+from accounts.models import StructureDomain, User
+from annuaire.ins import INS
+from annuaire.selectors import MALFORMED, RecipientVerdict, recipient_check
+from mailboxes.access import Access, Grant
+from mailboxes.errors import MailboxSuspended
+from mailboxes.models import Mailbox, OutboundMessage
+from mailboxes.store.imap import SENT, MailStore
+from mailboxes.transport.relay import Recipient, message_spool
+from mssante_portal.errors import PortalError
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+MES_LIMIT = 25 * 1024 * 1024  # Mon Espace Santé refuses more (ENS v1.3, §3.8)
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+
+
+class RecipientsRefused(PortalError):
+    code = "recipients_refused"
+    http_status = 400
+    user_message = "Certains destinataires ne peuvent pas recevoir ce message."
+
+    def __init__(self, verdicts: list[RecipientVerdict]) -> None:
+        super().__init__()
+        self.verdicts = verdicts
+
+
+class PatientConfirmationRequired(PortalError):
+    code = "patient_confirmation"
+    http_status = 400
+    user_message = "Confirmez l'identité du ou des patients avant d'envoyer."
+
+
+class MessageTooLarge(PortalError):
+    code = "message_too_large"
+    http_status = 413
+    user_message = "Le message est trop volumineux."
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class Draft:
+    to: list[str]
+    cc: list[str] = field(default_factory=list)
+    subject: str = ""
+    body: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    delivery_receipt: bool = False
+    read_receipt: bool = False
+    block_reply: bool = False
+    in_reply_to: str = ""
+    references: str = ""
+    patient_confirmed: bool = False
+
+    @property
+    def recipients(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for address in [*self.to, *self.cc]:
+            seen.setdefault(address.strip().lower(), None)
+        return [a for a in seen if a]
+
+
+def safe_filename(name: str) -> str:
+    """An attachment name without path, control characters or reserved characters."""
+    name = unicodedata.normalize("NFC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE_NAME.sub("_", name).strip(" .")
+    if len(name) > 120:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: 110 - len(ext)] + dot + ext) if dot and len(ext) <= 10 else name[:120]
+    return name or "piece-jointe"
+
+
+def recipients_review(addresses: list[str]) -> list[RecipientVerdict]:
+    """Per address, whether it may receive and why not (shown next to each address). The BALs
+    we host must exist and not be closed; the others are judged by the annuaire app."""
+    verdicts = [recipient_check(a) for a in addresses]
+    domains = {v.address.rpartition("@")[2] for v in verdicts}
+    hosted = set(
+        StructureDomain.objects.filter(domain__in=domains).values_list("domain", flat=True)
+    )
+    local = {v.address for v in verdicts if v.address.rpartition("@")[2] in hosted}
+    open_boxes = set(
+        Mailbox.objects.filter(
+            address__in=local, status__in=[Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED]
+        ).values_list("address", flat=True)
+    )
+    result = []
+    for verdict in verdicts:
+        if verdict.address in open_boxes:
+            # Our own domains are trusted by definition, listed or not (yet) in the whitelist.
+            result.append(RecipientVerdict(verdict.address, True))
+        elif verdict.address in local and verdict.reason != MALFORMED:
+            result.append(
+                RecipientVerdict(verdict.address, False, "Aucune BAL de ce nom chez nous.")
+            )
+        else:
+            result.append(verdict)
+    return result
+
+
+def sender_label(mailbox: Mailbox) -> str:
+    """Référentiel #2 ECO.2.2.7 (§3.5): PER `Titre_Prénom_NOM_Entité`, ORG/APP the entity."""
+    if mailbox.kind == Mailbox.Kind.PER and mailbox.owner is not None:
+        owner = mailbox.owner
+        title = {"DR": "Dr", "PR": "Pr"}.get((owner.civility or "").upper(), "")
+        parts = [title, owner.first_name, (owner.last_name or "").upper(), mailbox.structure.name]
+        return "_".join(p.strip().replace("_", " ") for p in parts if p and p.strip())
+    return mailbox.display_name or mailbox.structure.name
+
+
+def _person_label(user: User) -> str:
+    return " ".join(p for p in (user.first_name, (user.last_name or "").upper()) if p) or (
+        user.national_id or user.username
+    )
+
+
+def _address(label: str, address: str) -> Address:
+    local, _, domain = address.rpartition("@")
+    return Address(display_name=label, username=local, domain=domain)
+
+
+def message_build(
+    *, mailbox: Mailbox, actor: User, draft: Draft, patients: list[INS]
+) -> tuple[bytes, str]:
+    """The message as it leaves us, and its Message-ID."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = _address(sender_label(mailbox), mailbox.address)
+    if not (mailbox.kind == Mailbox.Kind.PER and mailbox.owner_id == actor.pk):
+        # Sent by someone else than the holder (ORG/APP member, delegate): say who (RFC 5322
+        # §3.6.2), with the author's own PER BAL when they have one.
+        own = (
+            Mailbox.objects.filter(owner=actor, kind=Mailbox.Kind.PER, status="active")
+            .values_list("address", flat=True)
+            .first()
+        )
+        if own:
+            message["Sender"] = _address(_person_label(actor), own)
+    if draft.to:
+        message["To"] = ", ".join(draft.to)
+    if draft.cc:
+        message["Cc"] = ", ".join(draft.cc)
+    message["Subject"] = draft.subject
+    message["Date"] = format_datetime(datetime.now().astimezone())
+    message_id = make_msgid(domain=mailbox.address.rpartition("@")[2])
+    message["Message-ID"] = message_id
+    if draft.in_reply_to:
+        message["In-Reply-To"] = draft.in_reply_to
+        message["References"] = " ".join(
+            p for p in (draft.references, draft.in_reply_to) if p
+        ).strip()
+    message["X-MSS-NIL"] = settings.MSS_NIL  # Référentiel #2 ECO.2.4.3
+    if patients and draft.block_reply:
+        message["X-MSS-MES"] = "FIN"  # ECO.2.2.8: the patient may not answer this one
+    if draft.read_receipt:
+        message["Disposition-Notification-To"] = mailbox.address  # RFC 8098 §2.1
+    message.set_content(draft.body or "", subtype="plain", charset="utf-8")
+    for item in draft.attachments:
+        maintype, _, subtype = (item.content_type or "application/octet-stream").partition("/")
+        message.add_attachment(
+            item.data,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=item.name,
+        )
+    return message.as_bytes(), message_id
+
+
+def guess_type(name: str, declared: str) -> str:
+    guessed = mimetypes.guess_type(name)[0]
+    return guessed or (declared if re.fullmatch(r"[\w.+-]+/[\w.+-]+", declared or "") else "")
+
+
+def message_send(
+    *, grant: Grant, actor: User, draft: Draft, request: HttpRequest | None = None
+) -> OutboundMessage:
+    """Send ``draft`` from the BAL of ``grant``.
+
+    Raises PermissionDenied without the send right, MailboxSuspended on a suspended BAL,
+    RecipientsRefused (with every verdict) when any address may not receive,
+    PatientConfirmationRequired before the sender confirmed the patients' summaries,
+    MessageTooLarge beyond the limits, StoreUnavailable when the Sent copy cannot be stored
+    (nothing is sent then). On success the message is in the spool (durable) and in Sent.
+    """
+    if not grant.allows(Access.SEND):
+        raise PermissionDenied
+    mailbox = grant.mailbox
+    if mailbox.status != Mailbox.Status.ACTIVE:
+        raise MailboxSuspended()
+    verdicts = recipients_review(draft.recipients)
+    if not verdicts or any(not v.ok for v in verdicts):
+        raise RecipientsRefused(verdicts)
+    patients = [v.patient for v in verdicts if v.patient is not None]
+    if patients and not draft.patient_confirmed:
+        raise PatientConfirmationRequired()
+    raw, message_id = message_build(mailbox=mailbox, actor=actor, draft=draft, patients=patients)
+    limit = MES_LIMIT if patients else settings.COMPOSE_MAX_MESSAGE_BYTES
+    if len(raw) > limit:
+        raise MessageTooLarge(
+            user_message=(
+                f"Le message fait {len(raw) / 1048576:.1f} Mo une fois encodé ; la limite est "
+                f"de {limit // 1048576} Mo" + (" pour Mon Espace Santé." if patients else ".")
+            )
+        )
+    notify = "SUCCESS,FAILURE" if draft.delivery_receipt else ""
+    with transaction.atomic():
+        spooled = message_spool(
+            origin=OutboundMessage.Origin.WEBMAIL,
+            envelope_from=mailbox.address,
+            recipients=[Recipient(a, notify, f"rfc822;{a}") for a in draft.recipients],
+            content=raw,
+            message_id=message_id,
+            mailbox=mailbox,
+            author=actor,
+            ret="HDRS",
+            envid=uuid.uuid4().hex,
+        )
+        audit_record(
+            action="message.sent",
+            actor=actor,
+            target=mailbox,
+            structure=mailbox.structure,
+            request=request,
+            details={
+                "message_id": message_id,
+                "recipients": len(draft.recipients),
+                "patients": len(patients),
+                "size": len(raw),
+                "attachments": len(draft.attachments),
+            },
+        )
+        # Last, still inside the transaction: if Dovecot refuses the Sent copy nothing is sent.
+        with MailStore(mailbox.address) as store:
+            store.append(SENT, raw)
+    return spooled

@@ -1,0 +1,119 @@
+"""Drafts: « Enregistrer le brouillon » keeps the message being written in the BAL's Drafts
+folder (so that any IMAP client sees it too), one copy per draft: each save appends the new
+copy and removes the older ones, found by the draft's token header. Two saves of the same
+draft at once: the second is told to wait, nothing is half-saved. Sending a resumed draft
+removes it."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from email.message import EmailMessage
+from email.utils import getaddresses
+from typing import Any
+
+from django.core.cache import cache
+from django.http import Http404, HttpRequest
+
+from accounts.audit import audit_record
+from accounts.models import User
+from mailboxes.access import Grant
+from mailboxes.errors import MailboxSuspended
+from mailboxes.models import Mailbox
+from mailboxes.store.imap import DRAFTS, MailStore
+from mailboxes.webmail.services.compose import Attachment, Draft, message_build, safe_filename
+from mssante_portal.errors import PortalError
+
+HEADER = "X-MSS-Portal-Draft"
+TOKEN = re.compile(r"^[0-9a-f]{32}$")
+LOCK_SECONDS = 60
+
+
+class DraftBusy(PortalError):
+    user_message = (
+        "Ce brouillon est déjà en cours d'enregistrement (deux enregistrements en même temps) : "
+        "réessayez dans un instant."
+    )
+    code = "draft.busy"
+    http_status = 409
+    permanent = False
+
+
+def _check(grant: Grant, token: str) -> None:
+    if grant.mailbox.status != Mailbox.Status.ACTIVE:
+        raise MailboxSuspended
+    if not TOKEN.match(token):
+        raise Http404
+
+
+def draft_save(
+    *, grant: Grant, actor: User, draft: Draft, token: str, request: HttpRequest | None = None
+) -> int:
+    """Save ``draft`` as the one copy of draft ``token`` in Drafts; returns its UID."""
+    _check(grant, token)
+    mailbox = grant.mailbox
+    lock = f"draft-lock:{mailbox.pk}:{token}"
+    if not cache.add(lock, "1", LOCK_SECONDS):
+        raise DraftBusy
+    try:
+        raw, _message_id = message_build(mailbox=mailbox, actor=actor, draft=draft, patients=[])
+        raw = f"{HEADER}: {token}\r\n".encode() + raw
+        with MailStore(mailbox.address) as store:
+            store.append(DRAFTS, raw, flags=(b"\\Draft", b"\\Seen"))
+            copies = store.search_header(DRAFTS, HEADER, token)
+            newest = copies[-1]
+            store.purge(DRAFTS, copies[:-1])
+        audit_record(
+            action="message.draft_saved",
+            actor=actor,
+            target=mailbox,
+            structure_id=mailbox.structure_id,
+            request=request,
+            details={"folder": DRAFTS, "uid": newest},
+        )
+        return newest
+    finally:
+        cache.delete(lock)
+
+
+def draft_discard(*, grant: Grant, token: str) -> None:
+    """After sending: the draft's copies go."""
+    if not TOKEN.match(token):
+        return
+    with MailStore(grant.mailbox.address) as store:
+        store.purge(DRAFTS, store.search_header(DRAFTS, HEADER, token))
+
+
+def draft_open(*, grant: Grant, uid: int) -> tuple[dict[str, Any], list[Attachment]]:
+    """The compose form's initial values and the attachments of a saved draft."""
+    with MailStore(grant.mailbox.address) as store:
+        found = store.fetch(DRAFTS, uid, mark_seen=False)
+    if found is None:
+        raise Http404
+    message = email.message_from_bytes(found[0], policy=email.policy.default)
+    if not isinstance(message, EmailMessage) or not TOKEN.match(str(message.get(HEADER, ""))):
+        raise Http404  # not one of ours: never resumed
+    body = message.get_body(preferencelist=("plain",))
+    attachments = []
+    for part in message.iter_attachments():
+        data = part.get_payload(decode=True)
+        attachments.append(
+            Attachment(
+                safe_filename(part.get_filename() or ""),
+                part.get_content_type(),
+                data if isinstance(data, bytes) else b"",
+            )
+        )
+    initial = {
+        "a": ", ".join(a for _n, a in getaddresses(message.get_all("To", []))),
+        "cc": ", ".join(a for _n, a in getaddresses(message.get_all("Cc", []))),
+        "objet": str(message.get("Subject", "")),
+        "corps": body.get_content() if body is not None else "",
+        "accuse_lecture": bool(message.get("Disposition-Notification-To")),
+        "en_reponse_a": str(message.get("In-Reply-To", "")),
+        "references": str(message.get("References", "")),
+        "brouillon": str(message[HEADER]),
+        "brouillon_uid": uid,
+    }
+    return initial, attachments

@@ -1,0 +1,310 @@
+"""What a person does with messages in the webmail, each action traced.
+
+Functional traces (Référentiel #2 SC.MSS/CONF.17-18, peers.md §6.1): author (the signed-in
+person, also on an ORG BAL), time, action, BAL, folder and message ids, result. Never content:
+no subject, no address, no body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from django.http import Http404
+
+from accounts.audit import audit_record
+from accounts.models import User
+from mailboxes.access import Grant
+from mailboxes.errors import FolderInvalid, MailboxSuspended
+from mailboxes.models import Mailbox
+from mailboxes.store.imap import TRASH, Criteria, Folder, MailStore, Page, Summary
+from mailboxes.store.mime import Attachment, Parsed, attachment_bytes, parse_message
+from mssante_portal.errors import PortalError
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+
+class MessageAction(StrEnum):
+    LIST = "message.list"
+    READ = "message.read"
+    DOWNLOAD = "message.attachment_download"
+    FLAG = "message.flag"
+    MOVE = "message.move"
+    DELETE = "message.delete"
+    EMPTY_TRASH = "mailbox.trash_emptied"
+
+
+FLAGS = {"seen": b"\\Seen", "flagged": b"\\Flagged"}
+
+
+@contextmanager
+def _traced(
+    *,
+    grant: Grant,
+    actor: User,
+    action: MessageAction,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+) -> Iterator[dict[str, Any]]:
+    """Trace the action with its outcome; the body may add ids to ``details``."""
+    try:
+        yield details
+    except (PortalError, Http404) as exc:
+        code = exc.code if isinstance(exc, PortalError) else "not_found"
+        audit_record(
+            action=action,
+            actor=actor,
+            target=grant.mailbox,
+            structure_id=grant.mailbox.structure_id,
+            success=False,
+            error_code=code,
+            request=request,
+            details=details,
+        )
+        raise
+    audit_record(
+        action=action,
+        actor=actor,
+        target=grant.mailbox,
+        structure_id=grant.mailbox.structure_id,
+        request=request,
+        details=details,
+    )
+
+
+def _writable(grant: Grant) -> None:
+    if grant.mailbox.status == Mailbox.Status.SUSPENDED:
+        raise MailboxSuspended()
+
+
+def _message_ids(store: MailStore, folder: str, uids: Sequence[int]) -> list[str]:
+    """The Message-IDs of ``uids``, read before acting (a moved or deleted UID no longer
+    names its message), so that the trace says which messages were affected
+    (accounts.journal.message_history)."""
+    found = store.message_ids(folder, uids)
+    return [found[uid] for uid in sorted(found)]
+
+
+def _check_folder(store: MailStore, folder: str) -> None:
+    if not folder or len(folder) > 200 or not store.folder_exists(folder):
+        raise FolderInvalid()
+
+
+@contextmanager
+def _session(
+    *,
+    grant: Grant,
+    actor: User,
+    action: MessageAction,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+    folders: Sequence[str] = (),
+    write: bool = False,
+) -> Iterator[tuple[MailStore, dict[str, Any]]]:
+    """A traced IMAP session on the BAL: refuses changes to a suspended BAL and unknown
+    folders before the body runs."""
+    with (
+        _traced(
+            grant=grant, actor=actor, action=action, request=request, details=details
+        ) as traced,
+        MailStore(grant.mailbox.address) as store,
+    ):
+        if write:
+            _writable(grant)
+        for folder in folders:
+            _check_folder(store, folder)
+        yield store, traced
+
+
+def folder_open(
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    page: int = 1,
+    per_page: int = 50,
+    criteria: Criteria | None = None,
+    order: str = "arrival",
+    request: HttpRequest | None = None,
+) -> tuple[list[Folder], Page]:
+    """The folders of the BAL with their counts, and one page of ``folder`` (optionally a
+    search). Raises FolderInvalid, StoreUnavailable."""
+    searching = criteria is not None and not criteria.is_empty()
+    details = {"folder": folder, "page": page, "search": searching}
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.LIST,
+        request=request,
+        details=details,
+        folders=[folder],
+    ) as (store, _):
+        folders = store.folders()
+        listing = store.page(
+            folder,
+            number=page,
+            per_page=per_page,
+            criteria=criteria if searching else None,
+            order=order,
+        )
+    return folders, listing
+
+
+def _read(
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    uid: int,
+    request: HttpRequest | None,
+    mark_seen: bool,
+    details: dict[str, Any],
+) -> tuple[bytes, Summary, Parsed]:
+    """Fetch one message inside a traced session (the trace carries its Message-ID)."""
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.READ,
+        request=request,
+        details={"folder": folder, "uid": uid, **details},
+        folders=[folder],
+    ) as (store, traced):
+        found = store.fetch(folder, uid, mark_seen=mark_seen)
+        if found is None:
+            raise Http404
+        raw, summary = found
+        parsed = parse_message(raw)
+        traced["message_id"] = parsed.message_id
+    return raw, summary, parsed
+
+
+def message_open(
+    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
+) -> tuple[Parsed, Summary]:
+    """Read one message (marks it read, except on a suspended BAL). Raises Http404."""
+    _raw, summary, parsed = _read(
+        grant=grant,
+        actor=actor,
+        folder=folder,
+        uid=uid,
+        request=request,
+        mark_seen=grant.mailbox.status == Mailbox.Status.ACTIVE,
+        details={},
+    )
+    return parsed, summary
+
+
+def message_raw(
+    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
+) -> bytes:
+    """The message as stored, to forward it whole. Raises Http404; traced as a read."""
+    raw, _summary, _parsed = _read(
+        grant=grant,
+        actor=actor,
+        folder=folder,
+        uid=uid,
+        request=request,
+        mark_seen=False,
+        details={"purpose": "forward"},
+    )
+    return raw
+
+
+def attachment_open(
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    uid: int,
+    index: int,
+    request: HttpRequest | None = None,
+) -> tuple[Attachment, bytes]:
+    details = {"folder": folder, "uid": uid, "part": index}
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.DOWNLOAD,
+        request=request,
+        details=details,
+        folders=[folder],
+    ) as (store, traced):
+        found = store.fetch(folder, uid, mark_seen=False)
+        result = attachment_bytes(found[0], index) if found else None
+        if result is None:
+            raise Http404
+        traced["message_id"] = store.message_ids(folder, [uid]).get(uid, "")
+    return result
+
+
+def messages_flag(
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    uids: Sequence[int],
+    flag: str,
+    on: bool,
+    request: HttpRequest | None = None,
+) -> list[int]:
+    """Set or clear \\Seen or \\Flagged. Returns the UIDs that existed."""
+    details = {"folder": folder, "uids": list(uids), "flag": flag, "on": on}
+    with _session(
+        grant=grant, actor=actor, action=MessageAction.FLAG, request=request, details=details,
+        folders=[folder], write=True,
+    ) as (store, traced):  # fmt: skip
+        traced["message_ids"] = _message_ids(store, folder, uids)
+        return store.set_flag(folder, uids, FLAGS[flag], on)
+
+
+def messages_move(
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    uids: Sequence[int],
+    target: str,
+    request: HttpRequest | None = None,
+) -> list[int]:
+    details = {"folder": folder, "uids": list(uids), "target": target}
+    with _session(
+        grant=grant, actor=actor, action=MessageAction.MOVE, request=request, details=details,
+        folders=[folder, target], write=True,
+    ) as (store, traced):  # fmt: skip
+        if target == folder:
+            return []
+        traced["message_ids"] = _message_ids(store, folder, uids)
+        return store.move(folder, uids, target)
+
+
+def messages_delete(
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    uids: Sequence[int],
+    request: HttpRequest | None = None,
+) -> list[int]:
+    """Move to Trash; in Trash, delete for good."""
+    details = {"folder": folder, "uids": list(uids), "permanent": folder == TRASH}
+    with _session(
+        grant=grant, actor=actor, action=MessageAction.DELETE, request=request, details=details,
+        folders=[folder], write=True,
+    ) as (store, traced):  # fmt: skip
+        traced["message_ids"] = _message_ids(store, folder, uids)
+        return store.delete(folder, uids)
+
+
+def trash_empty(*, grant: Grant, actor: User, request: HttpRequest | None = None) -> int:
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=MessageAction.EMPTY_TRASH,
+        request=request,
+        details={},
+        write=True,
+    ) as (store, traced):
+        traced["count"] = count = store.empty_trash()
+    return count

@@ -1,0 +1,278 @@
+"""Webmail, writing side: new message, reply, reply all, forward; recipient checks as you type
+(htmx) and again on send. Parse (a form) -> access (a selector) -> one service -> render."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from accounts.decorators import professional_required
+from accounts.models import User
+from annuaire.selectors import Suggestion, directory_entries, directory_suggest
+from mailboxes.access import Access, Grant, access_mailbox, usable_mailboxes
+from mailboxes.models import Mailbox
+from mailboxes.store.imap import SENT
+from mailboxes.webmail.forms import ComposeForm, attachments_too_large, split_addresses
+from mailboxes.webmail.selectors import recent_correspondents
+from mailboxes.webmail.services import messages as reading
+from mailboxes.webmail.services.compose import (
+    Attachment,
+    Draft,
+    MessageTooLarge,
+    PatientConfirmationRequired,
+    RecipientsRefused,
+    guess_type,
+    message_send,
+    recipients_review,
+    safe_filename,
+)
+from mailboxes.webmail.services.drafts import DraftBusy, draft_discard, draft_open, draft_save
+
+MODES = ("repondre", "tous", "transferer")
+
+
+def _user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)
+    return request.user
+
+
+def _senders(grants: list[Grant]) -> list[Grant]:
+    return [
+        g for g in grants if g.allows(Access.SEND) and g.mailbox.status == Mailbox.Status.ACTIVE
+    ]
+
+
+def _prefill(request: HttpRequest, grant: Grant, actor: User) -> dict[str, Any]:
+    """Initial values for a reply, a reply to all or a forward of ``?uid=&dossier=``."""
+    mode = request.GET.get("mode", "")
+    uid, folder = request.GET.get("uid", ""), request.GET.get("dossier", "INBOX")
+    if mode not in MODES or not uid.isdigit():
+        return {}
+    original, _ = reading.message_open(
+        grant=grant, actor=actor, folder=folder[:200], uid=int(uid), request=request
+    )
+    subject = original.subject or ""
+    quoted = "\n".join(f"> {line}" for line in (original.text or "").splitlines())
+    sender = original.sender[0] if original.sender else None
+    when = original.date.strftime("%d/%m/%Y à %H:%M") if original.date else ""
+    if mode == "transferer":
+        return {
+            "objet": subject if subject.upper().startswith("TR") else f"TR : {subject}",
+            "corps": "\n\nLe message d'origine est joint.\n",
+            "transfert": f"{folder[:200]}:{uid}",
+        }
+    to = [a.email for a in (original.reply_to or original.sender)]
+    cc: list[str] = []
+    if mode == "tous":
+        mine = grant.mailbox.address
+        cc = [a.email for a in [*original.to, *original.cc] if a.email.lower() != mine]
+    return {
+        "a": ", ".join(to),
+        "cc": ", ".join(cc),
+        "objet": subject if subject.upper().startswith("RE") else f"RE : {subject}",
+        "corps": f"\n\nLe {when}, {sender} a écrit :\n{quoted}\n" if sender else "",
+        "en_reponse_a": original.message_id,
+        "references": original.references,
+    }
+
+
+def _forwarded(grant: Grant, actor: User, request: HttpRequest, ref: str) -> list[Attachment]:
+    folder, _, uid = ref.rpartition(":")
+    if not uid.isdigit():
+        return []
+    raw = reading.message_raw(
+        grant=grant, actor=actor, folder=folder, uid=int(uid), request=request
+    )
+    return [Attachment("message-transfere.eml", "message/rfc822", raw)]
+
+
+@professional_required
+@require_http_methods(["GET", "POST"])
+def compose(request: HttpRequest, public_id: str) -> HttpResponse:
+    user = _user(request)
+    grants = usable_mailboxes(user)
+    grant = access_mailbox(user, public_id, among=grants)
+    senders = _senders(grants)
+    if not senders:
+        raise PermissionDenied
+    choices = [
+        (str(g.mailbox.public_id), f"{g.mailbox.display_name} <{g.mailbox.address}>")
+        for g in senders
+    ]
+    context: dict[str, Any] = {
+        "grant": grant,
+        "mailbox": grant.mailbox,
+        "refused": [],
+        "patients": [],
+        "max_attachments": settings.COMPOSE_MAX_ATTACHMENT_BYTES,
+    }
+    if request.method == "GET":
+        default = grant if grant in senders else senders[0]
+        initial = {
+            "de": str(default.mailbox.public_id),
+            "brouillon": uuid.uuid4().hex,
+            **_prefill(request, grant, user),
+        }
+        if "a" in request.GET and "a" not in initial:  # "Écrire" from the annuaire
+            initial["a"] = ", ".join(split_addresses(request.GET["a"][:2000])[:10])
+        if request.GET.get("brouillon", "").isdigit():  # « Reprendre le brouillon »
+            saved, kept = draft_open(grant=grant, uid=int(request.GET["brouillon"]))
+            initial.update(saved, de=str(grant.mailbox.public_id))
+            context["draft_attachments"] = kept
+        context["form"] = ComposeForm(initial=initial, senders=choices)
+        return render(request, "mailboxes/compose.html", context)
+
+    limit = settings.COMPOSE_MAX_ATTACHMENT_BYTES + 2 * 1024 * 1024
+    if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+        # The body was not kept (attachments stay in memory up to the limit only).
+        form = ComposeForm(senders=choices, initial={"de": str(grant.mailbox.public_id)})
+        form.add_error(None, attachments_too_large(int(request.META["CONTENT_LENGTH"])))
+        context["form"] = form
+        return render(request, "mailboxes/compose.html", context, status=413)
+    form = ComposeForm(request.POST, request.FILES, senders=choices)
+    context["form"] = form
+    if not form.is_valid():
+        return render(request, "mailboxes/compose.html", context, status=400)
+    data = form.cleaned_data
+    sender = next(g for g in senders if str(g.mailbox.public_id) == data["de"])
+    attachments = [
+        Attachment(
+            safe_filename(f.name or ""), guess_type(f.name or "", f.content_type or ""), f.read()
+        )
+        for f in data["pieces"]
+    ]
+    if data["transfert"]:
+        attachments += _forwarded(grant, user, request, data["transfert"])
+    if data["brouillon_uid"]:  # a resumed draft keeps its attachments
+        attachments += draft_open(grant=grant, uid=data["brouillon_uid"])[1]
+    draft = Draft(
+        to=data["a"],
+        cc=data["cc"],
+        subject=data["objet"],
+        body=data["corps"],
+        attachments=attachments,
+        delivery_receipt=data["accuse_remise"],
+        read_receipt=data["accuse_lecture"],
+        block_reply=data["bloquer_reponse"],
+        in_reply_to=data["en_reponse_a"],
+        references=data["references"],
+        patient_confirmed=data["confirmation_patient"],
+    )
+    if data["action"] == "brouillon":
+        return _save_draft(request, sender, user, draft, data["brouillon"], form, context)
+    try:
+        message_send(grant=sender, actor=user, draft=draft, request=request)
+    except RecipientsRefused as exc:
+        context["refused"] = [v for v in exc.verdicts if not v.ok]
+        form.add_error(None, exc.user_message)
+    except PatientConfirmationRequired as exc:
+        context["patients"] = [v for v in recipients_review(draft.recipients) if v.patient]
+        form.add_error(None, exc.user_message)
+    except MessageTooLarge as exc:
+        form.add_error(None, exc.user_message)
+    else:
+        if data["brouillon"]:
+            draft_discard(grant=sender, token=data["brouillon"])
+        messages.success(request, "Message envoyé.")
+        target = reverse("mailboxes:folder", args=[sender.mailbox.public_id])
+        return redirect(f"{target}?{urlencode({'dossier': SENT})}")
+    if draft.attachments:
+        context["attachments_lost"] = True
+    return render(request, "mailboxes/compose.html", context, status=400)
+
+
+def _save_draft(
+    request: HttpRequest,
+    sender: Grant,
+    user: User,
+    draft: Draft,
+    token: str,
+    form: ComposeForm,
+    context: dict[str, Any],
+) -> HttpResponse:
+    if not token:
+        form.add_error(None, "Brouillon sans identifiant : rechargez la page.")
+        return render(request, "mailboxes/compose.html", context, status=400)
+    try:
+        uid = draft_save(grant=sender, actor=user, draft=draft, token=token, request=request)
+    except DraftBusy as exc:
+        form.add_error(None, exc.user_message)
+        return render(request, "mailboxes/compose.html", context, status=409)
+    messages.success(request, "Brouillon enregistré dans le dossier Brouillons.")
+    target = reverse("mailboxes:compose", args=[sender.mailbox.public_id])
+    return redirect(f"{target}?{urlencode({'brouillon': uid})}")
+
+
+@professional_required
+@require_GET
+def recipient_suggest(request: HttpRequest) -> HttpResponse:
+    """htmx fragment for « Ajouter un destinataire »: recent correspondents of the BALs the
+    person may send from, then the national directory; 10 at most."""
+    senders = _senders(usable_mailboxes(_user(request)))
+    if not senders:
+        raise Http404
+    text = request.GET.get("q", "").strip()[:100]
+    recent = recent_correspondents(senders, text) if len(text) >= 2 else []
+    known = directory_entries(recent)
+    suggestions = [
+        Suggestion(
+            address,
+            known[address].label if address in known else address,
+            "Correspondant récent",
+            known[address].bal_type if address in known else "",
+        )
+        for address in recent
+    ]
+    suggestions += [s for s in directory_suggest(text) if s.address not in recent]
+    return render(
+        request,
+        "annuaire/_suggestions.html",
+        {"suggestions": suggestions[:10], "text": text},
+    )
+
+
+@professional_required
+@require_GET
+def compose_to(request: HttpRequest) -> HttpResponse:
+    """« Écrire » from the annuaire: the compose page of the person's own BAL (else the first
+    BAL they may send from), addressed to ``?a=``."""
+    user = _user(request)
+    senders = _senders(usable_mailboxes(user))
+    if not senders:
+        raise PermissionDenied
+    own = [g for g in senders if g.mailbox.owner_id == user.pk]
+    grant = (own or senders)[0]
+    target = reverse("mailboxes:compose", args=[grant.mailbox.public_id])
+    return redirect(f"{target}?{urlencode({'a': request.GET.get('a', '')[:2000]})}")
+
+
+@professional_required
+@require_GET
+def recipients_check(request: HttpRequest) -> HttpResponse:
+    """htmx fragment: each address typed so far with its verdict, and the summary decoded from
+    each patient's INS to confirm before sending."""
+    if not _senders(usable_mailboxes(_user(request))):
+        raise Http404
+    addresses = split_addresses(",".join(request.GET.get(k, "")[:20_000] for k in ("a", "cc")))[
+        : settings.COMPOSE_MAX_RECIPIENTS
+    ]
+    ins = request.GET.get("ins", "").strip()[:40]
+    verdicts = recipients_review(addresses + ([f"{ins}@patient.mssante.fr"] if ins else []))
+    return render(
+        request,
+        "mailboxes/_recipients.html",
+        {
+            "verdicts": verdicts,
+            "patients": [v for v in verdicts if v.patient],
+            "confirmed": request.GET.get("confirmation_patient") == "on",
+        },
+    )

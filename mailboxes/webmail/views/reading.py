@@ -1,0 +1,285 @@
+"""Webmail, reading side. Each view: parse (a form) -> access (a selector) -> one service ->
+render. htmx requests get the fragment; full requests get the page (works without JS)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.decorators import professional_required
+from accounts.models import User
+from mailboxes.access import Access, access_mailbox, usable_mailboxes
+from mailboxes.models import Mailbox
+from mailboxes.store.imap import SENT, TRASH
+from mailboxes.webmail.forms import FolderQuery, MessageQuery, MessagesAction, ReceiptAnswer
+from mailboxes.webmail.presenters import rows
+from mailboxes.webmail.sanitize import sanitize
+from mailboxes.webmail.selectors import delivery_statuses, message_html, unread_counts
+from mailboxes.webmail.services import messages as svc
+from mailboxes.webmail.services.receipts import (
+    ReceiptAlreadySettled,
+    ReceiptImpossible,
+    receipt_answer,
+)
+
+SAFE_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
+
+
+def _user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)  # login_required ran first
+    return request.user
+
+
+def _folder_url(public_id: object, folder: str, **extra: object) -> str:
+    query = urlencode({"dossier": folder, **{k: v for k, v in extra.items() if v}})
+    return f"{reverse('mailboxes:folder', args=[public_id])}?{query}"
+
+
+@professional_required
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    """Every BAL the person may use, with its unread count."""
+    rows = unread_counts(usable_mailboxes(_user(request)))
+    return render(request, "mailboxes/index.html", {"rows": rows})
+
+
+@professional_required
+@require_GET
+def switcher(request: HttpRequest) -> HttpResponse:
+    """htmx fragment: the BAL switcher with unread counts (loaded after the page)."""
+    rows = unread_counts(usable_mailboxes(_user(request)))
+    return render(
+        request,
+        "mailboxes/_switcher_counts.html",
+        {"rows": rows, "current": request.GET.get("bal", "")},
+    )
+
+
+@professional_required
+@require_GET
+def folder(request: HttpRequest, public_id: str) -> HttpResponse:
+    grants = usable_mailboxes(_user(request))
+    grant = access_mailbox(_user(request), public_id, among=grants)
+    query = FolderQuery(request.GET)
+    if not query.is_valid() and not query.errors.keys() <= {"du", "au", "page", "tri"}:
+        return HttpResponseBadRequest("Paramètres de recherche invalides.")
+    folders, page = svc.folder_open(
+        grant=grant,
+        actor=_user(request),
+        folder=query.folder,
+        page=query.page_number,
+        criteria=query.criteria(),
+        order=query.order,
+        request=request,
+    )
+    context = {
+        "grant": grant,
+        "mailbox": grant.mailbox,
+        "folders": folders,
+        "page": page,
+        "rows": rows(page, grant.mailbox.public_id),
+        "query": query,
+        "grants": grants,
+        "search_qs": urlencode(
+            {
+                k: v
+                for k, v in request.GET.items()
+                if k in ("de", "objet", "texte", "du", "au", "tri") and v
+            }
+        ),
+        "is_trash": page.folder == TRASH,
+    }
+    template = "mailboxes/_message_list.html" if request.htmx else "mailboxes/folder.html"  # type: ignore[attr-defined]
+    return render(request, template, context)
+
+
+@professional_required
+@require_GET
+def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
+    grant = access_mailbox(_user(request), public_id)
+    query = MessageQuery(request.GET)
+    if not query.is_valid():
+        raise Http404
+    folder_name = query.cleaned_data["dossier"]
+    parsed, summary = svc.message_open(
+        grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
+    )
+    blocked = sanitize(parsed.html).blocked_remote if parsed.html else 0
+    return render(
+        request,
+        "mailboxes/message.html",
+        {
+            "grant": grant,
+            "mailbox": grant.mailbox,
+            "folder": folder_name,
+            "message": parsed,
+            "summary": summary,
+            "uid": uid,
+            "images": query.cleaned_data["images"],
+            "blocked": blocked,
+            "back": _folder_url(grant.mailbox.public_id, folder_name),
+            # RFC 8098: never automatic; asked once per message, of who may send from the BAL.
+            "ask_receipt": bool(parsed.wants_mdn)
+            and not summary.mdn_sent
+            and folder_name != SENT
+            and grant.mailbox.status == Mailbox.Status.ACTIVE
+            and grant.allows(Access.SEND),
+            "deliveries": delivery_statuses(grant.mailbox, parsed.message_id)
+            if folder_name == SENT
+            else [],
+        },
+    )
+
+
+BODY_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:{remote}; frame-ancestors 'self'; "
+    "form-action 'none'; base-uri 'none'; sandbox allow-popups allow-popups-to-escape-sandbox"
+)
+
+
+@professional_required
+@require_GET
+@xframe_options_sameorigin
+def message_body(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
+    """The sanitised HTML body, for the sandboxed iframe of the message page. Its own CSP
+    forbids scripts and any network except what « afficher les images » allows (https only)."""
+    grant = access_mailbox(_user(request), public_id)
+    query = MessageQuery(request.GET)
+    if not query.is_valid():
+        raise Http404
+    allow_remote = query.cleaned_data["images"]
+    html = message_html(grant, query.cleaned_data["dossier"], uid)
+    if html is None:
+        raise Http404
+    response = render(
+        request, "mailboxes/body.html", {"html": sanitize(html, allow_remote=allow_remote).html}
+    )
+    response["Content-Security-Policy"] = BODY_CSP.format(remote=" https:" if allow_remote else "")
+    return response
+
+
+@professional_required
+@require_GET
+def attachment(request: HttpRequest, public_id: str, uid: int, index: int) -> HttpResponse:
+    grant = access_mailbox(_user(request), public_id)
+    query = MessageQuery(request.GET)
+    if not query.is_valid():
+        raise Http404
+    meta, data = svc.attachment_open(
+        grant=grant,
+        actor=_user(request),
+        folder=query.cleaned_data["dossier"],
+        uid=uid,
+        index=index,
+        request=request,
+    )
+    ctype = (
+        meta.content_type
+        if SAFE_CONTENT_TYPE.match(meta.content_type)
+        else "application/octet-stream"
+    )
+    response = HttpResponse(data, content_type=ctype)
+    response["Content-Disposition"] = content_disposition_header(True, meta.filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+ACTION_FLAGS = {
+    "lu": ("seen", True),
+    "non-lu": ("seen", False),
+    "suivi": ("flagged", True),
+    "non-suivi": ("flagged", False),
+}
+DONE = {
+    "lu": "Messages marqués comme lus.",
+    "non-lu": "Messages marqués comme non lus.",
+    "suivi": "Messages marqués pour suivi.",
+    "non-suivi": "Suivi retiré.",
+    "deplacer": "Messages déplacés.",
+    "supprimer": "Messages supprimés.",
+}
+
+
+@professional_required
+@require_POST
+def act(request: HttpRequest, public_id: str) -> HttpResponse:
+    grant = access_mailbox(_user(request), public_id)
+    form = MessagesAction(request.POST)
+    back_folder = request.POST.get("dossier", "INBOX")[:200] or "INBOX"
+    if not form.is_valid():
+        for error in form.errors.values():
+            messages.error(request, " ".join(str(e) for e in error))
+        return redirect(_folder_url(grant.mailbox.public_id, back_folder))
+    d = form.cleaned_data
+    user = _user(request)
+    if d["action"] in ACTION_FLAGS:
+        flag, on = ACTION_FLAGS[d["action"]]
+        svc.messages_flag(
+            grant=grant,
+            actor=user,
+            folder=d["dossier"],
+            uids=d["uids"],
+            flag=flag,
+            on=on,
+            request=request,
+        )
+    elif d["action"] == "deplacer":
+        svc.messages_move(
+            grant=grant,
+            actor=user,
+            folder=d["dossier"],
+            uids=d["uids"],
+            target=d["cible"],
+            request=request,
+        )
+    else:
+        svc.messages_delete(
+            grant=grant, actor=user, folder=d["dossier"], uids=d["uids"], request=request
+        )
+    messages.success(request, DONE[d["action"]])
+    next_url = request.POST.get("suivant", "")
+    if next_url.startswith(reverse("mailboxes:folder", args=[grant.mailbox.public_id])):
+        return redirect(next_url)
+    return redirect(_folder_url(grant.mailbox.public_id, d["dossier"]))
+
+
+@professional_required
+@require_POST
+def empty_trash(request: HttpRequest, public_id: str) -> HttpResponse:
+    grant = access_mailbox(_user(request), public_id)
+    count = svc.trash_empty(grant=grant, actor=_user(request), request=request)
+    messages.success(request, f"Corbeille vidée ({count} message(s) supprimé(s) définitivement).")
+    return redirect(_folder_url(grant.mailbox.public_id, TRASH))
+
+
+@professional_required
+@require_POST
+def receipt(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
+    """The answer to « L'expéditeur demande un accusé de lecture »."""
+    grant = access_mailbox(_user(request), public_id)
+    form = ReceiptAnswer(request.POST)
+    if not form.is_valid():
+        raise Http404
+    folder = form.cleaned_data["dossier"]
+    send = form.cleaned_data["reponse"] == "envoyer"
+    try:
+        receipt_answer(
+            grant=grant, actor=_user(request), folder=folder, uid=uid, send=send, request=request
+        )
+    except (ReceiptImpossible, ReceiptAlreadySettled) as exc:
+        messages.error(request, exc.user_message)
+    else:
+        messages.success(
+            request, "Accusé de lecture envoyé." if send else "Aucun accusé de lecture envoyé."
+        )
+    target = reverse("mailboxes:message", args=[grant.mailbox.public_id, uid])
+    return redirect(f"{target}?{urlencode({'dossier': folder})}")
