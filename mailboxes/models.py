@@ -287,11 +287,11 @@ class MailboxMonthlyUsage(models.Model):
 
 
 class GatewayAttempt(models.Model):
-    """A delivery the gateway began: written before the message goes to Dovecot, in the same
-    round trip as the duplicate check (mailboxes/transport/gateway/dedup.py). A later transaction of the
-    same Message-ID for these recipients that finds no success trace cannot know whether
-    Dovecot stored the message (the gateway was killed, Dovecot died before answering): it
-    looks in the BAL's INBOX first. Never content; purged after ``dedup.WINDOW``."""
+    """A delivery the gateway began: written before the message goes to Dovecot, in the same round
+    trip as the duplicate check (mailboxes/transport/gateway/dedup.py). A later transaction of the
+    same Message-ID for these recipients that finds no success trace cannot know whether Dovecot
+    stored the message (the gateway was killed, Dovecot died before answering): it looks in the
+    BAL's INBOX first. Never content; purged after ``dedup.WINDOW``."""
 
     message_id = models.CharField(max_length=128)
     recipients = models.JSONField(default=list)

@@ -340,7 +340,7 @@ RELAY_RETRY_MAX_SECONDS = env_int("RELAY_RETRY_MAX_SECONDS", 3600, minimum=1)
 RELAY_CLAIM_SECONDS = env_int("RELAY_CLAIM_SECONDS", 600, minimum=10)  # then the sweep re-queues
 RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 60, minimum=1)
 
-# --- Certificate revocation (IGC-Santé CRLs: mssante-spec §1.3-§1.4, mailboxes/transport/crl.py) ---------
+# --- Certificate revocation (IGC-Santé CRLs: mssante-spec §1.3-§1.4, mailboxes/transport/crl.py)
 # Where the CRLs come from (URLs, or paths for closed networks and tests), one per issuing CA;
 # synced by `manage.py sync_crl` and beat. Empty: no sync (the production system check warns).
 TLS_CRL_URLS = env_list("TLS_CRL_URLS", [])

@@ -2,8 +2,8 @@
 A's gateway, B's relay worker and A's Dovecot are killed with SIGKILL and restarted and the
 Redis brokers are flushed; every accepted message arrives exactly once or bounces with a DSN.
 
-A's gateway is among the victims since its attempt markers (mailboxes/transport/gateway/dedup.py) closed
-the last window for a duplicate: 0 in 10,000 messages with 40 gateway kills."""
+A's gateway is among the victims since its attempt markers (mailboxes/transport/gateway/dedup.py)
+closed the last window for a duplicate: 0 in 10,000 messages with 40 gateway kills."""
 
 from __future__ import annotations
 

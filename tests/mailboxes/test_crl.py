@@ -156,8 +156,8 @@ def test_a_running_gateway_applies_a_new_crl_to_new_connections_without_restart(
 def test_an_expired_crl_in_force_closes_the_gateway_to_every_peer_and_alerts(
     pki, crl_settings, listed, tmp_path: Path, box: Mailbox, caplog
 ) -> None:
-    # What OpenSSL does with an expired CRL, on purpose (mailboxes/transport/crl.py: fail closed; the
-    # sender keeps its message and retries).
+    # What OpenSSL does with an expired CRL, on purpose (mailboxes/transport/crl.py: fail closed;
+    # the sender keeps its message and retries).
     expired = _empty_crl(pki, tmp_path, next_update=NOW - dt.timedelta(hours=1))
     pem = x509.load_der_x509_crl(expired.read_bytes()).public_bytes(serialization.Encoding.PEM)
     crls.write_atomically(crl_settings.TLS_CRL_FILE, pem)  # as only a past sync can have put it

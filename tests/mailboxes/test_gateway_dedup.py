@@ -1,6 +1,7 @@
-"""A message the gateway already delivered is not delivered twice (mailboxes/transport/gateway/dedup.py):
-the sending operator lost our 250 and sends it again; Dovecot itself keeps every copy it is
-given (no Sieve duplicate test), so only our own records can recognise the message."""
+"""A message the gateway already delivered is not delivered twice
+(mailboxes/transport/gateway/dedup.py): the sending operator lost our 250 and sends it again;
+Dovecot itself keeps every copy it is given (no Sieve duplicate test), so only our own records can
+recognise the message."""
 
 from __future__ import annotations
 
