@@ -5,20 +5,30 @@ in namespace https://listeblanche.mssante.fr/schema, `Domaine` entries (Nom,
 DNCertificatOperateur, contacts, DateMAJ), an enveloped XMLDSig (RSA-SHA256, exclusive C14N)
 with the signer certificate in KeyInfo. Verified with signxml; entries are read from the
 *signed* tree signxml returns, never from the raw document (no signature-wrapping).
+
+Trust is a key, not a name (STYLE.md): what the document says about its signer (the subject
+and issuer of the certificate it carries) proves nothing, anyone can make such a certificate.
+The certificate must chain to a CA we configured (IGC-Santé) and its key must be one we pinned.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
 from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
-from signxml.exceptions import InvalidInput, InvalidSignature
+from signxml.exceptions import InvalidCertificate, InvalidInput, InvalidSignature
 
 NS = "{https://listeblanche.mssante.fr/schema}"
 DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
@@ -44,6 +54,7 @@ class Entry:
 class Whitelist:
     generated_at: datetime
     signer_subject: str
+    signer_pin: str  # spki_pin of the key that verified the signature
     sha256: str
     entries: list[Entry]
     rejected: list[str]  # entries skipped, with the reason (a signed list is not refused for one)
@@ -113,6 +124,16 @@ def dn_key(dn: str | x509.Name) -> str:
     )
 
 
+def spki_pin(key: x509.Certificate | PublicKeyTypes) -> str:
+    """The pin of a public key (or of a certificate's): the SHA-256 of its DER
+    SubjectPublicKeyInfo, in base64 (RFC 7469 §2.4, ``pin-sha256``). The same as
+    ``openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256
+    -binary | base64``."""
+    public = key.public_key() if isinstance(key, x509.Certificate) else key
+    der = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+
+
 def _date(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -134,12 +155,35 @@ def _signer(root: etree._Element) -> x509.Certificate:
         ) from exc
 
 
-def parse_signed(data: bytes, *, signer_subject: str, signer_issuer: str) -> Whitelist:
+def _verification_time(cert: x509.Certificate, at: datetime, tolerance: timedelta) -> datetime:
+    """``at``, or the nearest end of the signer certificate's validity when ``at`` is outside
+    it by no more than ``tolerance`` (a clock behind or ahead of ANS's, a renewal under way).
+    Never the list's own date: a document does not choose when it is judged."""
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    when = min(max(at, start), end)
+    if abs(when - at) > tolerance:
+        raise WhitelistError(
+            "Le certificat du signataire de la liste blanche n'est pas valide à cette date "
+            f"(valide du {start:%d/%m/%Y %H:%M} au {end:%d/%m/%Y %H:%M} UTC) : "
+            f"{cert.subject.rfc4514_string()}."
+        )
+    return when
+
+
+def parse_signed(
+    data: bytes,
+    *,
+    pins: Collection[str],
+    ca_bundle: str,
+    at: datetime,
+    tolerance: timedelta = timedelta(0),
+) -> Whitelist:
     """Verify and read a whitelist document. Raises WhitelistError.
 
-    The signer must be the pinned one (subject and issuer, compared as parsed DNs) and its
-    certificate valid when the list was generated (`DateDeGeneration`): a list stays
-    verifiable after its signer's certificate expires.
+    The signer's certificate (carried in KeyInfo) must chain to a CA of ``ca_bundle`` (a PEM
+    file: the IGC-Santé chain, never the public web CAs) and the key that verifies the signature
+    must be one of ``pins`` (``spki_pin`` values). Both are checked at ``at`` (now), with
+    ``tolerance`` around the certificate's validity (``_verification_time``).
     """
     if len(data) > MAX_BYTES:
         raise WhitelistError("Le fichier de liste blanche est anormalement volumineux.")
@@ -156,23 +200,36 @@ def parse_signed(data: bytes, *, signer_subject: str, signer_issuer: str) -> Whi
     if generated is None:
         raise WhitelistError("La liste blanche n'a pas de date de génération valide.")
     cert = _signer(root)
-    if dn_key(cert.subject) != dn_key(signer_subject) or dn_key(cert.issuer) != dn_key(
-        signer_issuer
-    ):
-        raise WhitelistError(
-            f"Signataire inattendu : {cert.subject.rfc4514_string()} "
-            f"(émis par {cert.issuer.rfc4514_string()})."
-        )
+    signer = f"{cert.subject.rfc4514_string()} (émis par {cert.issuer.rfc4514_string()})"
+    when = _verification_time(cert, at, tolerance)
     try:
+        # ca_pem_file: signxml checks the chain from the certificates in KeyInfo to this
+        # bundle (its default would be certifi's public web CAs).
         verified = XMLVerifier().verify(
             data,
-            x509_cert=cert.public_bytes(Encoding.PEM).decode(),
-            expect_config=SignatureConfiguration(verification_time=generated),
+            ca_pem_file=ca_bundle,
+            expect_config=SignatureConfiguration(verification_time=when),
         )
+    except InvalidCertificate as exc:
+        raise WhitelistError(
+            "Le certificat du signataire de la liste blanche ne remonte pas à une autorité de "
+            f"confiance configurée (WHITELIST_SIGNER_CA_BUNDLE) : {signer} ({exc})."
+        ) from exc
     except (InvalidSignature, InvalidInput) as exc:
         raise WhitelistError(f"Signature de la liste blanche invalide : {exc}") from exc
+    except (OSError, ValueError) as exc:  # the bundle: missing, unreadable, no certificate
+        raise WhitelistError(
+            f"Autorités de confiance de la liste blanche illisibles ({ca_bundle}) : {exc}"
+        ) from exc
     if isinstance(verified, list):  # only with expect_references > 1, which we do not ask
         raise WhitelistError("La liste blanche porte plusieurs références signées.")
+    pin = spki_pin(load_pem_public_key(verified.signature_key))
+    if pin not in pins:
+        raise WhitelistError(
+            f"Clé du signataire non épinglée : {signer}, empreinte SPKI SHA-256 {pin}. "
+            "Si l'ANS a changé de clé, ajoutez cette empreinte à WHITELIST_SIGNER_PINS "
+            "après l'avoir vérifiée auprès d'elle."
+        )
     signed = verified.signed_xml
     if signed is None or signed.tag != f"{NS}ListeBlancheMSSante":
         raise WhitelistError("La signature ne couvre pas la liste entière.")
@@ -209,6 +266,7 @@ def parse_signed(data: bytes, *, signer_subject: str, signer_issuer: str) -> Whi
     return Whitelist(
         generated_at=generated,
         signer_subject=cert.subject.rfc4514_string(),
+        signer_pin=pin,
         sha256=hashlib.sha256(data).hexdigest(),
         entries=entries,
         rejected=rejected,

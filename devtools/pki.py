@@ -106,6 +106,71 @@ def _leaf(
     return cert, key
 
 
+SIGNER_NAME = ("liste-blanche.test", "ANS TEST")  # CN, O of the test whitelist's signer
+
+
+def _signer_leaf(
+    ca: tuple[x509.Certificate, rsa.RSAPrivateKey],
+    *,
+    key: rsa.RSAPrivateKey | None = None,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    """A document-signing certificate shaped like the national whitelist's signer
+    (../shared/reference/mssante-spec.md §1.2): keyUsage digitalSignature and nonRepudiation,
+    extendedKeyUsage emailProtection, no host name."""
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(*SIGNER_NAME))
+        .issuer_name(ca[0].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, True, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+        .sign(ca[1], hashes.SHA256())
+    )
+    return cert, key
+
+
+def issue_whitelist_signer(
+    folder: Path,
+    stem: str,
+    *,
+    key: Path | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> Issued:
+    """A whitelist signer's certificate from the test CA of ``folder``, written as
+    ``<stem>.crt``/``<stem>.key``: a new key, or the key of file ``key`` (a renewal that keeps
+    the key, so its pin). Valid from ``not_before`` (default: a day ago) to ``not_after``
+    (default: 825 days ahead)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    kept = serialization.load_pem_private_key(key.read_bytes(), password=None) if key else None
+    assert kept is None or isinstance(kept, rsa.RSAPrivateKey)
+    return _write(
+        folder,
+        stem,
+        *_signer_leaf(
+            (ca_cert, ca_key),
+            key=kept,
+            not_before=not_before or now - dt.timedelta(days=1),
+            not_after=not_after or now + dt.timedelta(days=825),
+        ),
+    )
+
+
 CRL_DAYS = 4  # nextUpdate of the test CRL: a few days, like a daily-published IGC-Santé CRL
 
 
@@ -224,9 +289,7 @@ def make_test_pki(folder: Path) -> dict[str, Issued]:
     issued["expired"] = _write(folder, "expired", *_leaf(peer, ca, dns=peer_dns, **expired))
     # The two-operator trust space (devtools/trust_space.py): the body that signs the test
     # whitelist, and a stand-in for Mon Espace Santé's MSSanté server (patient.mssante.fr).
-    issued["signer"] = _write(
-        folder, "signer", *_leaf(_name("liste-blanche.test", "ANS TEST"), ca, dns=[], **valid)
-    )
+    issued["signer"] = _write(folder, "signer", *_signer_leaf(ca, **valid))
     issued["patient"] = _write(
         folder,
         "patient",

@@ -6,9 +6,9 @@ Dovecot, gateway, relay worker, PSC mock and web server, under its own directory
 own certificate from the test PKI (A: « gateway », B: « peer »). A whitelist signed with the
 test PKI's « signer » certificate lists both operators' domains with their certificate DNs and
 ``patient.mssante.fr`` with the DN of a stand-in for Mon Espace Santé (a TLS SMTP server the
-caller starts); both instances pin that signer and sync the list at start. Each relay routes
-the other's domains to the other's gateway (RELAY_ROUTES), so mail really travels over
-mutual TLS between them.
+caller starts); both instances take the test CA as the list's trust anchor, pin the signer's
+key and sync the list at start. Each relay routes the other's domains to the other's gateway
+(RELAY_ROUTES), so mail really travels over mutual TLS between them.
 
 The harness also plays the Annuaire Santé: ``publish_directory`` gathers each operator's
 published BALs (``export_extraction``) and imports them into both directories.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from devtools.pki import Issued, crl_paths, make_test_pki
 from devtools.runner import PY, ROOT, Process, Runner, banner, free_port, http_ok
-from devtools.whitelist_sign import Listed, dn_of, subject_and_issuer, write_signed_whitelist
+from devtools.whitelist_sign import Listed, dn_of, trust_env, write_signed_whitelist
 
 PATIENT_DOMAIN = "patient.mssante.fr"
 
@@ -124,7 +124,6 @@ class TrustSpace:
         for folder in ("queue", "processed", "control"):
             (op.var / "celery" / folder).mkdir(parents=True, exist_ok=True)
         cert = self.pki[op.identity]
-        subject, issuer = subject_and_issuer(self.pki["signer"].cert)
         routes = [f"{d}=127.0.0.1:{other.gateway_port}" for d in other.domains]
         routes.append(f"{PATIENT_DOMAIN}=127.0.0.1:{self.patient_port}")
         op.env = {
@@ -145,8 +144,7 @@ class TrustSpace:
             "TLS_CRL_URLS": str(crl_paths(self.base / "pki")[0]),
             "RELAY_ROUTES": ",".join(routes),
             "RELAY_RETRY_BASE_SECONDS": "2",
-            "WHITELIST_SIGNER_SUBJECT": subject,
-            "WHITELIST_SIGNER_ISSUER": issuer,
+            **trust_env(self.base / "pki"),  # the test CA and the signer's key pinned
             "WHITELIST_URL": str(self.base / "liste-blanche.xml"),
             "PSC_MOCK_ENABLED": "true",
             "PORTAL_DEMO": "true",

@@ -4,7 +4,8 @@ Same format as the national file (`../shared/samples/whitelist/`): root ListeBla
 in https://listeblanche.mssante.fr/schema, DateDeGeneration, Domaine entries, an enveloped
 XMLDSig (RSA-SHA256, exclusive C14N) with the signer certificate in KeyInfo, made with
 signxml, the library that verifies it (annuaire/whitelist.py). Signed with the test PKI's
-« signer » certificate; instances that trust it pin its subject and issuer.
+« signer » certificate; instances that trust it take the test CA as the chain's anchor and pin
+the signer's key (``trust_env``), as production takes IGC-Santé and pins ANS's key.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from lxml import etree
 from signxml import SignatureMethod, XMLSigner
 from signxml.algorithms import CanonicalizationMethod
 
+from annuaire.whitelist import spki_pin
+
 NS = "https://listeblanche.mssante.fr/schema"
+DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
 
 
 @dataclass(frozen=True)
@@ -46,17 +50,38 @@ def write_signed_whitelist(path: Path, entries: list[Listed], *, cert: Path, key
         _child(node, "ResponsableContact", "exploitation@operateur.test")
         _child(node, "SupportContact", "support@operateur.test")
         _child(node, "DateMAJ", now)
+    path.write_bytes(_sign(root, cert=cert, key=key))
+
+
+def resign(data: bytes, *, cert: Path, key: Path) -> bytes:
+    """The whitelist document ``data`` (the national file, say) with its signature replaced by
+    one made with ``cert`` and ``key``: the same entries, another signer."""
+    root = etree.fromstring(data)
+    for signature in root.findall(f"{DSIG}Signature"):
+        root.remove(signature)
+    return _sign(root, cert=cert, key=key)
+
+
+def _sign(root: etree._Element, *, cert: Path, key: Path) -> bytes:
     signed = XMLSigner(
         signature_algorithm=SignatureMethod.RSA_SHA256,
         c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
     ).sign(root, key=key.read_bytes(), cert=cert.read_text())
-    path.write_bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+    return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
 
 
-def subject_and_issuer(cert: Path) -> tuple[str, str]:
-    """The DNs an instance pins to trust lists signed with ``cert``."""
-    loaded = x509.load_pem_x509_certificate(cert.read_bytes())
-    return loaded.subject.rfc4514_string(), loaded.issuer.rfc4514_string()
+def pin_of(cert: Path) -> str:
+    """The pin (SPKI SHA-256) of the key of ``cert``, as WHITELIST_SIGNER_PINS lists it."""
+    return spki_pin(x509.load_pem_x509_certificate(cert.read_bytes()))
+
+
+def trust_env(pki: Path) -> dict[str, str]:
+    """The settings of an instance that trusts the lists signed by the test PKI in folder
+    ``pki``: its CA is the chain's anchor, its « signer » key is the one pinned."""
+    return {
+        "WHITELIST_SIGNER_CA_BUNDLE": str(pki / "ca.crt"),
+        "WHITELIST_SIGNER_PINS": pin_of(pki / "signer.crt"),
+    }
 
 
 def dn_of(cert: Path) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
@@ -62,3 +65,43 @@ def tls_revocation(app_configs: Any, **kwargs: Any) -> list[Warning]:
             )
         ]
     return []
+
+
+@register()
+def whitelist_trust(app_configs: Any, **kwargs: Any) -> list[Error]:
+    """The whitelist's trust anchors: well-formed pins and CA bundles that hold certificates
+    (annuaire/whitelist.py). A mistake here would refuse every list, silently until the
+    staleness alert."""
+    problems: list[Error] = []
+    for pin in settings.WHITELIST_SIGNER_PINS:
+        try:
+            digest = base64.b64decode(pin, validate=True)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            problems.append(
+                Error(
+                    f"WHITELIST_SIGNER_PINS: {pin!r} is not a SPKI SHA-256 pin.",
+                    hint="Base64 of the SHA-256 of the signer's SubjectPublicKeyInfo "
+                    "(.env.example gives the openssl command).",
+                    id="mssante.E006",
+                )
+            )
+    for name in ("WHITELIST_SIGNER_CA_BUNDLE", "WHITELIST_CA_BUNDLE"):
+        path = getattr(settings, name)
+        try:
+            found = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            found, reason = [], str(exc)
+        else:
+            reason = "no certificate"
+        if not found:
+            problems.append(
+                Error(
+                    f"{name}={path!r} holds no CA certificate ({reason}).",
+                    hint="A PEM file with the IGC-Santé CAs; empty for the one shipped in "
+                    "deploy/igc-sante/.",
+                    id="mssante.E007",
+                )
+            )
+    return problems

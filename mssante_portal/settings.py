@@ -276,18 +276,22 @@ WHITELIST_URL = env_str(
     if PORTAL_ENV == "production"
     else "",
 )
-# The pinned signer of the list (subject and issuer DNs, compared RDN by RDN).
-WHITELIST_SIGNER_SUBJECT = env_str(
-    "WHITELIST_SIGNER_SUBJECT",
-    "CN=alb.mssante.fr,OU=347976684200724,O=CAPGEMINI TECHNOLOGY SERVICES,"
-    "ST=Hauts-de-Seine (92),C=FR",
-)
-WHITELIST_SIGNER_ISSUER = env_str(
-    "WHITELIST_SIGNER_ISSUER",
-    "CN=AC IGC-SANTE ELEMENTAIRE ORGANISATIONS,OU=IGC-SANTE,OU=0002 187512751,O=ASIP-SANTE,C=FR",
-)
-# PEM bundle of the IGC-Santé chain, to verify the HTTPS download (empty: system CAs).
-WHITELIST_CA_BUNDLE = env_str("WHITELIST_CA_BUNDLE", "")
+# Trust is a key, not a name (STYLE.md): the list is taken when its signer's certificate chains
+# to a CA of this PEM bundle and its key is pinned below. Default: IGC-Santé, gamme Élémentaire
+# (root and Organisations CA), shipped with the code; never a public web CA bundle.
+_IGC_SANTE_BUNDLE = str(BASE_DIR / "deploy" / "igc-sante" / "elementaire-organisations.pem")
+WHITELIST_SIGNER_CA_BUNDLE = env_str("WHITELIST_SIGNER_CA_BUNDLE") or _IGC_SANTE_BUNDLE
+# The signer's key: SPKI SHA-256 pins (base64, RFC 7469 §2.4; annuaire.whitelist.spki_pin). A
+# key rollover is this one setting: list the new pin next to the old one. Default: the key of
+# ANS's signer of the 2025-02-28 list (CN=alb.mssante.fr, certificate valid until 2026-08-23).
+WHITELIST_SIGNER_PINS = env_list("WHITELIST_SIGNER_PINS") or [
+    "JNoFTqEIytyBUKykYK5yuMMyyYIcq1yq3DVz0UuRgHM="
+]
+# The signer's certificate is checked now; a certificate expired or not yet valid by less than
+# this is still taken (clocks apart, a renewal under way).
+WHITELIST_SIGNER_TOLERANCE_HOURS = env_int("WHITELIST_SIGNER_TOLERANCE_HOURS", 24, minimum=0)
+# PEM bundle verifying the HTTPS download (its server has an IGC-Santé certificate, §1.2).
+WHITELIST_CA_BUNDLE = env_str("WHITELIST_CA_BUNDLE") or _IGC_SANTE_BUNDLE
 # Alert (error log) when the list in force is older than this.
 WHITELIST_MAX_AGE_HOURS = env_int("WHITELIST_MAX_AGE_HOURS", 48, minimum=1)
 

@@ -11,11 +11,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.audit import audit_record
 from annuaire.models import WhitelistEntry, WhitelistSyncRun, WhitelistVersion
 from annuaire.selectors import recipient_cache_clear
 from annuaire.whitelist import MAX_BYTES, Whitelist, WhitelistError, parse_signed
 
 logger = logging.getLogger(__name__)
+
+ACTION = "annuaire.whitelist_sync"
 
 
 def _fetch(source: str) -> bytes:
@@ -23,9 +26,10 @@ def _fetch(source: str) -> bytes:
         if not source.startswith("https://"):
             raise WhitelistError("La liste blanche se télécharge en HTTPS uniquement.")
         try:
-            # The server presents an IGC-Santé chain (§1.2): verify against the configured bundle.
+            # The server presents an IGC-Santé chain (§1.2): verify against the configured bundle
+            # only (a path: requests then ignores certifi and REQUESTS_CA_BUNDLE).
             response = requests.get(
-                source, timeout=30, verify=settings.WHITELIST_CA_BUNDLE or True, stream=True
+                source, timeout=30, verify=settings.WHITELIST_CA_BUNDLE, stream=True
             )
             response.raise_for_status()
             data = response.raw.read(MAX_BYTES + 1, decode_content=True)
@@ -89,20 +93,27 @@ def _swap_in(whitelist: Whitelist, source: str) -> tuple[WhitelistVersion, dict[
 def whitelist_sync(*, source: str | None = None) -> WhitelistSyncRun:
     """Fetch, verify and swap in the operator whitelist from a URL or a file.
 
-    Never raises for a bad download or document: the run is recorded as a failure and the last
-    good list stays in force. A document identical to the current one changes nothing.
+    The signature is trusted when the signer's certificate chains to WHITELIST_SIGNER_CA_BUNDLE
+    and its key is one of WHITELIST_SIGNER_PINS, now (WHITELIST_SIGNER_TOLERANCE_HOURS).
+    Never raises for a bad download or document: the run is recorded as a failure, logged and
+    traced (audit ``annuaire.whitelist_sync``), and the last good list stays in force. A
+    document identical to the current one changes nothing. Side effects: the run, one audit
+    event, the recipient verdict cache cleared.
     """
     source = source or settings.WHITELIST_URL
     run = WhitelistSyncRun.objects.create(
         source=(source or "")[:500], result=WhitelistSyncRun.Result.FAILURE
     )
+    signer: dict[str, str] = {}  # who signed the list taken, for the trace
     try:
         if not source:
             raise WhitelistError("Aucune source de liste blanche configurée (WHITELIST_URL).")
         whitelist = parse_signed(
             _fetch(source),
-            signer_subject=settings.WHITELIST_SIGNER_SUBJECT,
-            signer_issuer=settings.WHITELIST_SIGNER_ISSUER,
+            pins=settings.WHITELIST_SIGNER_PINS,
+            ca_bundle=settings.WHITELIST_SIGNER_CA_BUNDLE,
+            at=timezone.now(),
+            tolerance=timedelta(hours=settings.WHITELIST_SIGNER_TOLERANCE_HOURS),
         )
         current = WhitelistVersion.objects.filter(is_current=True).first()
         if current and current.sha256 == whitelist.sha256:
@@ -111,11 +122,29 @@ def whitelist_sync(*, source: str | None = None) -> WhitelistSyncRun:
         else:
             run.version, run.stats = _swap_in(whitelist, source)
             run.result = WhitelistSyncRun.Result.SUCCESS
+        signer = {"signer": whitelist.signer_subject[:500], "signer_pin": whitelist.signer_pin}
     except WhitelistError as exc:
         run.error = str(exc)
-        logger.error("whitelist sync failed: %s", exc)
+        logger.error("whitelist sync failed, the list in force stays: %s", exc)
     run.finished_at = timezone.now()
-    run.save()
+    failed = run.result == WhitelistSyncRun.Result.FAILURE
+    with transaction.atomic():
+        run.save()
+        audit_record(
+            action=ACTION,
+            actor_label="synchronisation liste blanche",
+            target_type="annuaire.whitelistsyncrun",
+            target_id=str(run.pk),
+            success=not failed,
+            error_code="whitelist_refused" if failed else "",
+            details={
+                "result": run.result,
+                "source": (source or "")[:300],
+                "version": run.version_id,
+                "error": run.error[:1000],
+                **signer,
+            },
+        )
     recipient_cache_clear()
     return run
 
