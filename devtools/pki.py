@@ -289,7 +289,11 @@ def make_test_pki(folder: Path) -> dict[str, Issued]:
     issued["expired"] = _write(folder, "expired", *_leaf(peer, ca, dns=peer_dns, **expired))
     # The two-operator trust space (devtools/trust_space.py): the body that signs the test
     # whitelist, and a stand-in for Mon Espace Santé's MSSanté server (patient.mssante.fr).
-    issued["signer"] = _write(folder, "signer", *_signer_leaf(ca, **valid))
+    issued["signer"] = _write(
+        folder,
+        "signer",
+        *_signer_leaf(ca, not_before=valid["not_before"], not_after=valid["not_after"]),
+    )
     issued["patient"] = _write(
         folder,
         "patient",

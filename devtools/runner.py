@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devtools.whitelist_sign import trust_env
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 STOP_GRACE = 10.0
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         **dovecot_home(var),
     }
     prepare(env)
+    # The test PKI's signer is the whitelist signer this instance trusts (its CA, its key pinned).
+    env.update({k: v for k, v in trust_env(var / "pki").items() if k not in os.environ})
     dovecot_dir = Path(env.get("DOVECOT_DIR", var / "dovecot"))
     runner = Runner(processes(args.port, var, imap_port, gateway_port, dovecot_dir), env)
     signal.signal(signal.SIGINT, lambda *_: runner.stopping.set())

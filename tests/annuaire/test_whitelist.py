@@ -124,9 +124,7 @@ def _real_signer(folder: Path) -> Path:
     assert found
     der = base64.b64decode(re.sub(rb"&#13;|\s", b"", found.group(1)))
     path = folder / "alb.mssante.fr.crt"
-    path.write_bytes(
-        x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
-    )
+    path.write_bytes(x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM))
     return path
 
 

@@ -13,8 +13,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from annuaire.whitelist import dn_key
-from devtools.pki import crl_paths, issue_crl, make_test_pki, refresh_test_crl
+from annuaire.whitelist import dn_key, spki_pin
+from devtools.pki import (
+    crl_paths,
+    issue_crl,
+    issue_whitelist_signer,
+    make_test_pki,
+    refresh_test_crl,
+)
+from devtools.whitelist_sign import pin_of, trust_env
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +106,22 @@ def test_a_kept_pki_gets_a_fresh_crl_before_its_own_ends(tmp_path: Path) -> None
     assert refresh_test_crl(tmp_path) is True
     ends = x509.load_der_x509_crl(der.read_bytes()).next_update_utc
     assert ends is not None and ends - dt.datetime.now(dt.UTC) > dt.timedelta(days=3)
+
+
+def test_the_whitelist_signer_is_pinned_by_the_test_configuration(pki: dict) -> None:
+    folder = Path(pki["ca"].cert).parent
+    signer = x509.load_pem_x509_certificate(Path(pki["signer"].cert).read_bytes())
+    usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and usage.content_commitment  # like ANS's signer (§1.2)
+    assert (
+        signer.issuer == x509.load_pem_x509_certificate(Path(pki["ca"].cert).read_bytes()).subject
+    )
+    env = trust_env(folder)
+    assert env == {
+        "WHITELIST_SIGNER_CA_BUNDLE": str(pki["ca"].cert),
+        "WHITELIST_SIGNER_PINS": spki_pin(signer),
+    }
+    # A renewal keeping the key keeps the pin; a new key does not.
+    renewed = issue_whitelist_signer(folder, "signer-renewed", key=Path(pki["signer"].key))
+    assert pin_of(renewed.cert) == env["WHITELIST_SIGNER_PINS"]
+    assert pin_of(issue_whitelist_signer(folder, "signer-new").cert) != env["WHITELIST_SIGNER_PINS"]

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from devtools.pki import crl_paths, make_test_pki, refresh_test_crl
+from devtools.whitelist_sign import trust_env
 
 
 class Command(BaseCommand):
@@ -35,3 +36,6 @@ class Command(BaseCommand):
         for role, issued in make_test_pki(out).items():
             self.stdout.write(f"{role:<8} {issued.cert}  {issued.subject}")
         self.stdout.write(f"{'lcr':<8} {crl_paths(out)[0]}")
+        # What an instance sets to trust the whitelists this PKI's signer signs.
+        for name, value in trust_env(out).items():
+            self.stdout.write(f"{name}={value}")
