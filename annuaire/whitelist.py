@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -203,6 +204,12 @@ def parse_signed(
     signer = f"{cert.subject.rfc4514_string()} (émis par {cert.issuer.rfc4514_string()})"
     when = _verification_time(cert, at, tolerance)
     try:
+        x509.load_pem_x509_certificates(Path(ca_bundle).read_bytes())
+    except (OSError, ValueError) as exc:  # missing, unreadable, or no certificate in it
+        raise WhitelistError(
+            f"Autorités de confiance de la liste blanche illisibles ({ca_bundle}) : {exc}"
+        ) from exc
+    try:
         # ca_pem_file: signxml checks the chain from the certificates in KeyInfo to this
         # bundle (its default would be certifi's public web CAs).
         verified = XMLVerifier().verify(
@@ -217,10 +224,6 @@ def parse_signed(
         ) from exc
     except (InvalidSignature, InvalidInput) as exc:
         raise WhitelistError(f"Signature de la liste blanche invalide : {exc}") from exc
-    except (OSError, ValueError) as exc:  # the bundle: missing, unreadable, no certificate
-        raise WhitelistError(
-            f"Autorités de confiance de la liste blanche illisibles ({ca_bundle}) : {exc}"
-        ) from exc
     if isinstance(verified, list):  # only with expect_references > 1, which we do not ask
         raise WhitelistError("La liste blanche porte plusieurs références signées.")
     pin = spki_pin(load_pem_public_key(verified.signature_key))

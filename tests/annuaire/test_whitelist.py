@@ -355,6 +355,17 @@ def test_the_download_is_verified_against_the_configured_bundle_only(
     assert accepted.result == "success", accepted.error
 
 
+def test_an_unreadable_trust_bundle_refuses_every_list(
+    trusted, pki: dict[str, Issued], tmp_path: Path
+) -> None:
+    trusted.WHITELIST_SIGNER_CA_BUNDLE = str(tmp_path / "absent.pem")
+
+    run = whitelist_sync(source=str(_small_list(tmp_path / "l.xml", pki["signer"], "a.mssante.fr")))
+
+    assert run.result == "failure" and "Autorités de confiance" in run.error
+    assert not WhitelistVersion.objects.exists()
+
+
 def test_misconfigured_trust_is_caught_at_start(settings, tmp_path: Path) -> None:
     assert not {"mssante.E006", "mssante.E007"} & {m.id for m in run_checks()}
     settings.WHITELIST_SIGNER_PINS = ["CN=alb.mssante.fr"]
