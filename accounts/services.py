@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.audit import Action, audit_record
+from accounts.errors import NationalIdMismatch
 from accounts.identifiers import validate_finess, validate_siret
 from accounts.models import Activity, AuditEvent, Membership, Structure, StructureDomain, User
 from accounts.psc.claims import PscActivity, PscIdentity
@@ -65,10 +66,17 @@ def user_sync_from_psc(*, user: User, identity: PscIdentity) -> User:
     Memberships: an activity at a structure hosted here makes the person a member of it.
     A member whose last activity there disappeared loses that PSC-derived membership; roles
     given by a director or the operator (director, invitation) are never removed here.
+    Raises NationalIdMismatch, writing nothing, when ``identity`` is not the account's own
+    (another national id, or an account without one such as the operator's): the national
+    id keys the account and is never rewritten.
     Side effects: rows of Activity and Membership; membership traces.
     """
+    if user.national_id != identity.national_id:
+        raise NationalIdMismatch(
+            account_national_id=user.national_id or "",
+            presented_national_id=identity.national_id,
+        )
     main = identity.main_exercice
-    user.national_id = identity.national_id
     user.first_name = identity.first_name[:150]
     user.last_name = identity.last_name[:150]
     user.civility = identity.civility

@@ -14,6 +14,8 @@ from django.core.checks import Error, Warning, register
 @register()
 def psc_configuration(app_configs: Any, **kwargs: Any) -> list[Error | Warning]:
     problems: list[Error | Warning] = []
+    # With PORTAL_ENV=production the settings already refuse to load with the mock (any entry
+    # point, gunicorn included); this check covers the other modes run with DEBUG off.
     if settings.PSC_MOCK_ENABLED and not settings.DEBUG and not settings.PORTAL_DEMO:
         problems.append(
             Error(

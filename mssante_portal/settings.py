@@ -85,6 +85,14 @@ INSTALLED_APPS = [
 PSC_MOCK_ENABLED = env_bool("PSC_MOCK_ENABLED", EMBEDDED)
 # A public demonstration may run the mock with DEBUG off, but only when said explicitly.
 PORTAL_DEMO = env_bool("PORTAL_DEMO", False)
+if PSC_MOCK_ENABLED and PORTAL_ENV == "production" and not PORTAL_DEMO:
+    # Refused here, while the settings load, not only by a system check (mssante.E001):
+    # gunicorn imports the settings without running checks, and the mock signs anyone in.
+    raise EnvError(
+        "PSC_MOCK_ENABLED=true is refused with PORTAL_ENV=production: the Pro Santé Connect "
+        "mock signs anyone in. Set PSC_MOCK_ENABLED=false, or PORTAL_DEMO=true for a public "
+        "demonstration without real professionals."
+    )
 if PSC_MOCK_ENABLED:
     INSTALLED_APPS += ["devtools.psc_mock", "devtools.demo"]
 
@@ -97,6 +105,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.SessionTimeoutMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -266,6 +275,7 @@ PSC_MOCK_FAULT = env_choice(
         "unknown_kid",
         "no_subject_name_id",
         "wrong_acr",
+        "no_auth_time",
     ),
 )
 
@@ -393,7 +403,10 @@ DOVECOT_MASTER_PASSWORD = _secret("DOVECOT_MASTER_PASSWORD")
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"  # the PSC redirect back is a top-level GET navigation
+# Absolute lifetime of a session from its sign-in, whatever the activity (a working day)...
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600, minimum=300)
+# ...and the idle time after which it ends (accounts.middleware.SessionTimeoutMiddleware).
+SESSION_IDLE_TIMEOUT = env_int("SESSION_IDLE_TIMEOUT", 30 * 60, minimum=60)
 SECURE = PORTAL_ENV == "production"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SECURE)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", SECURE)

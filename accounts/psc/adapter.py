@@ -6,7 +6,6 @@ the Django admin with its own form. Every outcome of a PSC sign-in is traced.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import requests
@@ -17,11 +16,12 @@ from allauth.socialaccount.models import SocialLogin
 from allauth.socialaccount.providers.base.constants import AuthError
 from allauth.socialaccount.providers.oauth2.client import OAuth2Error
 from django.db import transaction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from accounts.audit import Action, audit_record
 from accounts.decorators import AUTH_AT_SESSION_KEY
+from accounts.errors import NationalIdMismatch
 from accounts.models import User
 from accounts.psc import errors
 from accounts.psc.claims import parse_userinfo
@@ -35,7 +35,6 @@ class PortalAccountAdapter(DefaultAccountAdapter):
 
     def login(self, request: HttpRequest, user: Any) -> None:
         super().login(request, user)
-        request.session[AUTH_AT_SESSION_KEY] = int(time.time())
         audit_record(
             action=Action.LOGIN,
             actor=user,
@@ -43,6 +42,17 @@ class PortalAccountAdapter(DefaultAccountAdapter):
             request=request,
             details={"auth_mode": user.last_auth_mode},
         )
+
+    def post_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> HttpResponse:
+        # The sign-in instant is the one PSC vouches for (the id_token's auth_time, checked
+        # by the provider), not the instant this callback ran; written after the login,
+        # which may have flushed the session of the person signed in before.
+        sociallogin = (kwargs.get("signal_kwargs") or {}).get("sociallogin")
+        if sociallogin is not None:
+            auth_time = sociallogin.account.extra_data["id_token"]["auth_time"]
+            request.session[AUTH_AT_SESSION_KEY] = int(auth_time)
+        response: HttpResponse = super().post_login(request, user, **kwargs)
+        return response
 
 
 def _classify(error: Any, exception: Any, extra_context: dict[str, Any]) -> errors.PscError:
@@ -80,11 +90,15 @@ class PscSocialAccountAdapter(DefaultSocialAccountAdapter):
         failure = _classify(error, exception, extra_context or {})
         request.session.pop(NONCES_SESSION_KEY, None)
         request.session.pop(ID_TOKEN_SESSION_KEY, None)
+        mismatch = failure if isinstance(failure, errors.PscIdentityMismatch) else None
         audit_record(
             action=Action.LOGIN_FAILED,
             success=False,
             error_code=failure.code,
             request=request,
+            # The account the identity tried to enter, and the identity itself.
+            target=mismatch.account if mismatch else None,
+            details={"national_id": mismatch.national_id} if mismatch else None,
         )
         status = (
             200
@@ -115,7 +129,14 @@ class PscSocialAccountAdapter(DefaultSocialAccountAdapter):
                 return  # a new account: save_user() creates and fills it
             with transaction.atomic():
                 sociallogin.connect(request, known)
-        user_sync_from_psc(user=sociallogin.user, identity=identity)
+        try:
+            user_sync_from_psc(user=sociallogin.user, identity=identity)
+        except NationalIdMismatch as exc:
+            # The identity is linked to an account keyed by another national id (a link made
+            # before linking was closed, or by hand): refused before any session opens.
+            raise errors.PscIdentityMismatch(
+                account=sociallogin.user, national_id=identity.national_id
+            ) from exc
 
     def save_user(self, request: HttpRequest, sociallogin: SocialLogin, form: Any = None) -> Any:
         # The new account, its identity and memberships are written together or not at all.

@@ -6,6 +6,8 @@ They subclass allauth's OAuth2Error so that its callback view routes them to
 
 from __future__ import annotations
 
+from typing import Any
+
 from allauth.socialaccount.providers.oauth2.client import OAuth2Error
 from django.utils.translation import gettext_lazy as _
 
@@ -110,3 +112,45 @@ class PscProtocolError(PscError):
 class PscIdpError(PscError):
     code = "idp_error"
     title = _("Pro Santé Connect a refusé la connexion")
+
+
+class PscProcessRefused(PscError):
+    """allauth's ``connect`` and ``redirect`` processes (and anything but a plain sign-in)."""
+
+    code = "process_refused"
+    title = _("Cette connexion n'est pas possible")
+    explanation = _(
+        "Le portail n'accepte qu'une connexion simple avec Pro Santé Connect : une identité "
+        "ne peut pas être rattachée au compte d'une autre personne. Pour utiliser votre "
+        "propre compte, déconnectez-vous puis connectez-vous avec votre carte CPS ou e-CPS."
+    )
+
+
+class PscIdentityMismatch(PscError):
+    """The PSC identity points at an account keyed by another national id."""
+
+    code = "identity_mismatch"
+    title = _("Identité Pro Santé Connect différente du compte")
+    explanation = _(
+        "Cette identité Pro Santé Connect est rattachée à un compte dont l'identifiant "
+        "national est différent ; par sécurité la connexion a été refusée et signalée. "
+        "Contactez le support de votre structure en indiquant l'heure de votre tentative."
+    )
+
+    def __init__(self, *, account: Any, national_id: str) -> None:
+        super().__init__(f"identity {national_id} is linked to another account")
+        self.account = account
+        self.national_id = national_id
+
+
+class PscAuthNotFresh(PscError):
+    """PSC answered with an authentication older than the request (prompt=login ignored)."""
+
+    code = "auth_not_fresh"
+    title = _("Connexion Pro Santé Connect non renouvelée")
+    explanation = _(
+        "Pro Santé Connect a répondu sans vous redemander votre carte CPS ou votre e-CPS ; le "
+        "portail exige une authentification faite à l'instant, elle a donc été refusée. "
+        "Recommencez la connexion ; si le problème persiste, déconnectez-vous de Pro Santé "
+        "Connect puis réessayez."
+    )

@@ -8,6 +8,11 @@ annuaire-psc-ins.md §B):
 - the id_token signature always checked against the JWKS, even though it came over TLS from the
   token endpoint (allauth skips that check, OIDC Core §3.1.3.7 step 6 allows it; we do not);
 - ``acr`` checked against the requested level (§B2: eidas1);
+- a fresh authentication every time: ``prompt=login`` and ``max_age=0`` sent, the id_token's
+  ``auth_time`` required and later than the request (OIDC Core §3.1.2.1, §3.1.3.7 step 13);
+  it becomes the session's sign-in instant, which the console's « connexion récente » reads;
+- only a plain sign-in: allauth's ``connect`` and ``redirect`` processes, and the scopes and
+  parameters it lets a request add, are refused before PSC is contacted;
 - userinfo accepted as JSON or as a signed JWT, by Content-Type (§B3);
 - the account keyed by ``SubjectNameID``, not ``sub`` (§B4).
 """
@@ -15,12 +20,14 @@ annuaire-psc-ins.md §B):
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import jwt
 import requests
 from allauth.socialaccount.adapter import get_adapter
 from allauth.socialaccount.helpers import render_authentication_error
+from allauth.socialaccount.providers.base.constants import AuthProcess
 from allauth.socialaccount.providers.oauth2.client import OAuth2Error
 from allauth.socialaccount.providers.openid_connect.provider import (
     OpenIDConnectProvider,
@@ -34,11 +41,14 @@ from django.urls import reverse
 from accounts.psc import errors
 from accounts.psc.claims import ClaimsError, parse_userinfo
 
-NONCES_SESSION_KEY = "psc_nonces"  # {state id: nonce} of sign-ins in progress
+# Sign-ins in progress: {state id: {"nonce": ..., "sent_at": epoch seconds of the request}}.
+NONCES_SESSION_KEY = "psc_nonces"
 ID_TOKEN_SESSION_KEY = "psc_id_token"  # noqa: S105 (a session key name, not a secret)
 # Levels of assurance we accept when eidas1 is requested (§B2: the id_token acr must be >= the
 # requested level; eidas2/eidas3 appear in older PSC documents).
 ACR_RANKS = {"eidas1": 1, "eidas2": 2, "eidas3": 3}
+# Tolerated clock difference with PSC (seconds), for exp/iat and for auth_time.
+CLOCK_SKEW = 30
 SIGNING_ALGORITHMS = [
     "RS256",
     "RS384",
@@ -102,21 +112,36 @@ class ProSanteConnectAdapter(OpenIDConnectOAuth2Adapter):
                 audience=audience,
                 issuer=self.openid_config["issuer"],
                 options={"require": ["iss", "aud", "exp", "iat"] if require_exp else ["iss"]},
-                leeway=30,
+                leeway=CLOCK_SKEW,
             )
         except jwt.ExpiredSignatureError as exc:
             raise errors.PscIdTokenExpired(str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise errors.PscIdTokenInvalid(str(exc)) from exc
 
-    def _expected_nonce(self, request: HttpRequest) -> str:
+    def _pending_request(self, request: HttpRequest) -> tuple[str, int]:
+        """The nonce sent for this callback's state, and when the request was sent."""
         state_id = request.GET.get("state", "")
         pending = request.session.get(NONCES_SESSION_KEY, {})
-        nonce = pending.pop(state_id, None)
+        sent = pending.pop(state_id, None)
         request.session[NONCES_SESSION_KEY] = pending
-        if not nonce:
+        if not isinstance(sent, dict) or not sent.get("nonce"):
             raise errors.PscNonceMismatch("no nonce stored for this state")
-        return str(nonce)
+        return str(sent["nonce"]), int(sent["sent_at"])
+
+    def _check_auth_time(self, claims: dict[str, Any], *, sent_at: int) -> None:
+        """We asked for prompt=login and max_age=0: PSC must have authenticated the person
+        after our request (OIDC Core §3.1.2.1: auth_time is then REQUIRED; §3.1.3.7 step 13).
+        An older auth_time means a PSC session answered without asking anyone."""
+        auth_time = claims.get("auth_time")
+        if not isinstance(auth_time, int | float) or isinstance(auth_time, bool):
+            raise errors.PscIdTokenInvalid("the id_token has no auth_time")
+        if auth_time < sent_at - CLOCK_SKEW:
+            raise errors.PscAuthNotFresh(
+                f"auth_time {auth_time} is {sent_at - auth_time:.0f} s older than the request"
+            )
+        if auth_time > time.time() + CLOCK_SKEW:
+            raise errors.PscIdTokenInvalid(f"auth_time {auth_time} is in the future")
 
     def _fetch_user_info(self, access_token: str) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {access_token}"}
@@ -144,9 +169,11 @@ class ProSanteConnectAdapter(OpenIDConnectOAuth2Adapter):
         if not id_token:
             raise errors.PscIdTokenInvalid("the token response has no id_token")
         claims = self._verify_jwt(id_token, audience=app.client_id, require_exp=True)
+        nonce, sent_at = self._pending_request(request)
         # OIDC Core §3.1.3.7 step 11: the nonce must be the one we sent for this state.
-        if not secrets.compare_digest(str(claims.get("nonce", "")), self._expected_nonce(request)):
+        if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
             raise errors.PscNonceMismatch("id_token nonce differs from the one sent")
+        self._check_auth_time(claims, sent_at=sent_at)
         wanted = ACR_RANKS.get(settings.PSC_ACR_VALUES, 1)
         if ACR_RANKS.get(str(claims.get("acr", "")), 0) < wanted:
             raise errors.PscAcrInsufficient(
@@ -216,14 +243,30 @@ class ProSanteConnectProvider(OpenIDConnectProvider):
         data: Any = None,
         **kwargs: Any,
     ) -> HttpResponse:
+        """Send the browser to PSC for a plain sign-in; every start goes through here."""
+        if process != AuthProcess.LOGIN:
+            # `connect` would attach the identity about to sign in to the account of whoever
+            # holds this session; `redirect` signs in without a session. Neither exists here.
+            return render_authentication_error(
+                request, self, exception=errors.PscProcessRefused(f"process {process!r}")
+            )
         nonce = secrets.token_urlsafe(32)
         state_id = secrets.token_urlsafe(16)
-        kwargs.setdefault("auth_params", self.get_auth_params())
-        kwargs["auth_params"]["nonce"] = nonce
+        # Only what we configure: allauth would let the request add scopes (?scope=) and
+        # parameters (?auth_params=), enough to skip the prompt or lower the level.
+        kwargs["scope"] = self.get_scope()
+        kwargs["auth_params"] = {
+            **self.get_auth_params(),
+            "nonce": nonce,
+            # OIDC Core §3.1.2.1: authenticate the person now, even if PSC holds a session
+            # (a shared workstation, or « Se reconnecter » before a sensitive action).
+            "prompt": "login",
+            "max_age": "0",
+        }
         pending = request.session.get(NONCES_SESSION_KEY, {})
         # Keep a few concurrent sign-ins (several tabs), not an unbounded list.
         pending = dict(list(pending.items())[-4:])
-        pending[state_id] = nonce
+        pending[state_id] = {"nonce": nonce, "sent_at": int(time.time())}
         request.session[NONCES_SESSION_KEY] = pending
         try:
             return super().redirect(

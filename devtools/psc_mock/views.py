@@ -3,6 +3,11 @@ JWKS, end_session, with PSC's path shapes (../shared/reference/annuaire-psc-ins.
 
 Codes and access tokens are signed, self-contained values (django.core.signing), so any web
 process can serve any step; a code is single-use through the cache.
+
+Like PSC, the mock keeps a single-sign-on session (a signed cookie of its own, under its own
+path): asked again without ``prompt=login``, it answers at once with the ``auth_time`` of that
+session; ``prompt=login`` or an exceeded ``max_age`` make it ask again; ``prompt=none`` never
+asks (OIDC Core §3.1.2.1). The portal's re-authentication is tested against this behaviour.
 """
 
 from __future__ import annotations
@@ -29,11 +34,15 @@ from devtools.psc_mock.keys import public_jwk, rogue_key, signing_key
 
 CODE_SALT = "psc_mock.code"
 TOKEN_SALT = "psc_mock.access"  # noqa: S105 (a signing salt, not a secret)
+SSO_SALT = "psc_mock.sso"
+SSO_COOKIE = "psc_mock_sso"
 CODE_TTL = 60
 TOKEN_TTL = 120
+SSO_TTL = 10 * 3600  # a PSC session lasts a working day
 AUTH_MODES = {"card": "CARD", "ecps": "MOBILE"}  # e-CPS value unconfirmed in the reference [?]
 PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "acr_values",
-          "code_challenge", "code_challenge_method")  # fmt: skip
+          "code_challenge", "code_challenge_method", "prompt", "max_age")  # fmt: skip
+PROMPTS = {"none", "login", "consent", "select_account"}
 
 
 def _origin(request: HttpRequest) -> str:
@@ -72,6 +81,7 @@ def discovery(request: HttpRequest) -> JsonResponse:
                 "iss",
                 "aud",
                 "acr",
+                "auth_time",
                 "nonce",
                 "SubjectNameID",
                 "SubjectRefPro",
@@ -98,6 +108,11 @@ def _validated(request: HttpRequest, data: Any) -> tuple[dict[str, str], str | N
         )
     if params["code_challenge"] and params["code_challenge_method"] != "S256":
         return params, "Méthode PKCE non prise en charge (S256 attendue)."
+    prompts = set(params["prompt"].split())
+    if not prompts <= PROMPTS or ("none" in prompts and len(prompts) > 1):
+        return params, "Paramètre prompt invalide."  # OIDC Core §3.1.2.1
+    if params["max_age"] and not params["max_age"].isdigit():
+        return params, "Paramètre max_age invalide (un nombre de secondes est attendu)."
     return params, None
 
 
@@ -107,12 +122,63 @@ def _back(params: dict[str, str], **values: str) -> HttpResponseRedirect:
     return HttpResponseRedirect(f"{params['redirect_uri']}{sep}{query}")
 
 
+def sso_cookie_value(*, subject_name_id: str, auth_mode: str, auth_time: int) -> str:
+    """The mock's single-sign-on session: who authenticated, how, and when."""
+    return signing.dumps(
+        {"sub": subject_name_id, "mode": auth_mode, "auth_time": auth_time}, salt=SSO_SALT
+    )
+
+
+def _sso_path() -> str:
+    return reverse("psc_mock:authorize").removesuffix("wallet/auth")  # authorize and logout
+
+
+def _sso_session(request: HttpRequest) -> dict[str, Any] | None:
+    try:
+        sso = signing.loads(request.COOKIES.get(SSO_COOKIE, ""), salt=SSO_SALT, max_age=SSO_TTL)
+    except signing.BadSignature:
+        return None
+    if not isinstance(sso, dict) or get_identity(str(sso.get("sub", ""))) is None:
+        return None
+    return sso
+
+
+def _code(params: dict[str, str], *, sub: str, mode: str, auth_time: int) -> HttpResponseRedirect:
+    code = signing.dumps(
+        {
+            "sub": sub,
+            "mode": mode,
+            "client_id": params["client_id"],
+            "redirect_uri": params["redirect_uri"],
+            "nonce": params["nonce"],
+            "challenge": params["code_challenge"],
+            "auth_time": auth_time,
+            "jti": secrets.token_hex(8),
+        },
+        salt=CODE_SALT,
+    )
+    return _back(params, code=code)
+
+
 @require_http_methods(["GET", "POST"])
 def authorize(request: HttpRequest) -> HttpResponse:
     params, error = _validated(request, request.GET if request.method == "GET" else request.POST)
     if error:
         return _authorize_error(request, error)
     if request.method == "GET":
+        # OIDC Core §3.1.2.1: a live session answers at once unless prompt=login asks for a
+        # new authentication or the last one is older than max_age; prompt=none never asks.
+        prompts = set(params["prompt"].split())
+        sso = _sso_session(request)
+        too_old = (
+            sso is not None
+            and params["max_age"] != ""
+            and time.time() - sso["auth_time"] > int(params["max_age"])
+        )
+        if sso is not None and "login" not in prompts and not too_old:
+            return _code(params, sub=sso["sub"], mode=sso["mode"], auth_time=sso["auth_time"])
+        if "none" in prompts:
+            return _back(params, error="login_required")
         return render(
             request, "psc_mock/authorize.html", {"params": params, "identities": picker_rows()}
         )
@@ -131,20 +197,20 @@ def authorize(request: HttpRequest) -> HttpResponse:
             },
             status=400,
         )
-    code = signing.dumps(
-        {
-            "sub": identity["SubjectNameID"],
-            "mode": mode,
-            "client_id": params["client_id"],
-            "redirect_uri": params["redirect_uri"],
-            "nonce": params["nonce"],
-            "challenge": params["code_challenge"],
-            "auth_time": int(time.time()),
-            "jti": secrets.token_hex(8),
-        },
-        salt=CODE_SALT,
+    auth_time = int(time.time())
+    response = _code(params, sub=identity["SubjectNameID"], mode=mode, auth_time=auth_time)
+    response.set_cookie(
+        SSO_COOKIE,
+        sso_cookie_value(
+            subject_name_id=identity["SubjectNameID"], auth_mode=mode, auth_time=auth_time
+        ),
+        max_age=SSO_TTL,
+        path=_sso_path(),
+        secure=request.is_secure(),
+        httponly=True,
+        samesite="Lax",
     )
-    return _back(params, code=code)
+    return response
 
 
 def _client_ok(request: HttpRequest) -> bool:
@@ -216,12 +282,12 @@ def token(request: HttpRequest) -> JsonResponse:
             "azp": settings.PSC_CLIENT_ID,
             "iat": issued,
             "exp": issued + 300,
-            "auth_time": code["auth_time"],
             "nonce": "nonce-falsifie" if fault == "wrong_nonce" else code["nonce"],
             "acr": "eidas0" if fault == "wrong_acr" else "eidas1",
             "preferred_username": code["sub"],
             "sid": secrets.token_hex(8),
             "jti": secrets.token_hex(8),
+            **({} if fault == "no_auth_time" else {"auth_time": code["auth_time"]}),
         }
     )
     access = signing.dumps({"sub": code["sub"], "mode": code["mode"]}, salt=TOKEN_SALT)
@@ -273,16 +339,21 @@ def jwks(request: HttpRequest) -> JsonResponse:
 
 
 def logout(request: HttpRequest) -> HttpResponse:
+    """End the PSC session (RP-initiated logout), then go back where the portal asked."""
     target = request.GET.get("post_logout_redirect_uri", "")
     parts = urlsplit(target)
+    response: HttpResponse
     if target and f"{parts.scheme}://{parts.netloc}" == _origin(request):
         state = request.GET.get("state")
-        return HttpResponseRedirect(
+        response = HttpResponseRedirect(
             f"{target}{'&' if '?' in target else '?'}{urlencode({'state': state})}"
             if state
             else target
         )
-    return render(request, "psc_mock/logged_out.html")
+    else:
+        response = render(request, "psc_mock/logged_out.html")
+    response.delete_cookie(SSO_COOKIE, path=_sso_path(), samesite="Lax")
+    return response
 
 
 def issuer(request: HttpRequest) -> JsonResponse:

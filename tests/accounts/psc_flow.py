@@ -39,15 +39,16 @@ class Step:
     response: requests.Response
 
 
-def start(base_url: str) -> Step:
-    """Open the portal's sign-in page and press « Se connecter avec Pro Santé Connect »."""
-    s = requests.Session()
+def start(base_url: str, *, session: requests.Session | None = None, **fields: str) -> Step:
+    """Open the portal's sign-in page and press « Se connecter avec Pro Santé Connect »
+    (in ``session``, a browser that may already be signed in; ``fields`` are posted too)."""
+    s = session or requests.Session()
     page = s.get(f"{base_url}/connexion/", timeout=10)
     page.raise_for_status()
     token = s.cookies["csrftoken"]
     r = s.post(
         f"{base_url}/comptes/psc/connexion/",
-        data={"csrfmiddlewaretoken": token},
+        data={"csrfmiddlewaretoken": token, **fields},
         allow_redirects=False,
         timeout=20,
     )
@@ -80,11 +81,16 @@ def follow(step: Step) -> Step:
     return Step(step.session, r)
 
 
-def with_query(url: str, **changes: str) -> str:
+def with_query(url: str, *, drop: tuple[str, ...] = (), **changes: str) -> str:
+    """``url`` with query parameters changed, and those named in ``drop`` removed."""
     parts = urlsplit(url)
-    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query = {k: v[0] for k, v in parse_qs(parts.query).items() if k not in drop}
     query.update(changes)
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def sign_in(base_url: str, national_id: str, *, auth_mode: str = "card") -> Step:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
@@ -81,6 +81,32 @@ def test_the_authorize_request_carries_psc_parameters(psc_live: str) -> None:
     assert query["code_challenge_method"] == ["S256"]
     assert len(query["nonce"][0]) >= 32
     assert query["state"][0]
+    # OIDC Core §3.1.2.1: PSC must authenticate the person again, whatever session it holds.
+    assert query["prompt"] == ["login"]
+    assert query["max_age"] == ["0"]
+
+
+def test_a_request_cannot_change_what_is_asked_of_psc(psc_live: str) -> None:
+    """allauth lets the sign-in request add scopes and authorization parameters (?scope=,
+    ?auth_params=): a forged button must not lower the level, skip the prompt or widen
+    the scope."""
+    s = requests.Session()
+    s.get(f"{psc_live}/connexion/", timeout=10)
+    forged = "prompt=none&max_age=86400&acr_values=eidas0&nonce=connu"
+    r = s.post(
+        f"{psc_live}/comptes/psc/connexion/?scope=email,offline_access&auth_params="
+        + quote(forged),
+        data={"csrfmiddlewaretoken": s.cookies["csrftoken"]},
+        allow_redirects=False,
+        timeout=20,
+    )
+
+    query = parse_qs(urlsplit(r.headers["Location"]).query)
+    assert set(query["scope"][0].split()) == {"openid", "scope_all"}
+    assert query["acr_values"] == ["eidas1"]
+    assert query["prompt"] == ["login"]
+    assert query["max_age"] == ["0"]
+    assert query["nonce"] != ["connu"]
 
 
 def _assert_refused(step: psc_flow.Step, base_url: str, title: str, code: str) -> None:
@@ -119,6 +145,8 @@ def test_wrong_state_is_refused(psc_live: str) -> None:
         ("unknown_kid", "Clé de signature inconnue", "unknown_signing_key"),
         ("wrong_acr", "Niveau d'authentification insuffisant", "acr_insufficient"),
         ("no_subject_name_id", "Identité professionnelle incomplète", "userinfo_invalid"),
+        # OIDC Core §2 and §3.1.2.1: auth_time is required when max_age is asked.
+        ("no_auth_time", "Jeton d'identité invalide", "id_token_invalid"),
     ],
 )
 def test_untrustworthy_answers_are_refused(
