@@ -4,8 +4,6 @@ that is not theirs, and a sign-in never rewrites the national id of an account."
 from __future__ import annotations
 
 import html
-import json
-from pathlib import Path
 
 import pytest
 from allauth.socialaccount.models import SocialAccount
@@ -15,11 +13,10 @@ from accounts.models import Activity, AuditEvent, User
 from accounts.psc.claims import parse_userinfo
 from accounts.services import user_sync_from_psc
 from tests.accounts import psc_flow
-from tests.factories import make_professional
+from tests.factories import make_professional, psc_sample
 
 DOCTOR = "899700120019"  # Dr Claire Martin in the mock's identities
 NURSE = "899700120027"
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples" / "psc"
 REFUSED = "Cette connexion n'est pas possible"
 MISMATCH = "Identité Pro Santé Connect différente du compte"
 
@@ -99,7 +96,7 @@ def test_an_identity_linked_to_another_account_is_refused_and_traced(psc_live: s
 
 @pytest.mark.django_db
 def test_sync_never_rewrites_the_national_id_of_an_account() -> None:
-    claims = json.loads((SAMPLES / "userinfo_899700427885_HelperTest.json").read_text())
+    claims = psc_sample("userinfo_899700427885_HelperTest.json")
     doctor = make_professional(national_id=DOCTOR, first_name="Claire", last_name="Martin")
     operator = User.objects.create(username="operateur", is_staff=True, is_superuser=True)
 
