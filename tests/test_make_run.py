@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.accounts import psc_flow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,6 +88,10 @@ def test_embedded_default_starts_serves_and_stops_cleanly() -> None:
             status == 200
             and json.loads(body)["issuer"] == f"{base}/_dev/psc/auth/realms/esante-wallet"
         )
+        # Dr Claire Martin signs in through the mock, as the README tells a newcomer to.
+        signed_in = psc_flow.sign_in(base, "899700120019")
+        assert signed_in.response.status_code == 200, signed_in.response.text[-2000:]
+        assert "Claire" in signed_in.response.text
         assert len(_children(proc.pid)) >= 4  # dovecot, web, worker, beat (and their children)
         assert "Messages de démonstration déposés : 3" in (tmp_path / "run.log").read_text()
         _send_through_gateway(tmp_path / "run.log", tmp_path / "var" / "pki")
