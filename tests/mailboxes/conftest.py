@@ -200,15 +200,16 @@ def mx(pki: dict[str, Issued], listed: None, settings) -> Iterator[int]:
         controller.stop()
 
 
-def mx_client(port: int, pki: dict[str, Issued]) -> smtplib.SMTP:
-    """An SMTP session to the MX over mutual TLS, as the listed operator « peer »."""
+def mx_client(port: int, pki: dict[str, Issued], identity: str = "peer") -> smtplib.SMTP:
+    """An SMTP session to the MX over mutual TLS, as the listed operator « peer » (or another
+    certificate of the test PKI)."""
     import ssl
 
     smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
     smtp.ehlo("smtp.operateur-test.fr")
     context = ssl.create_default_context(cafile=str(pki["ca"].cert))
     context.check_hostname = False
-    context.load_cert_chain(str(pki["peer"].cert), str(pki["peer"].key))
+    context.load_cert_chain(str(pki[identity].cert), str(pki[identity].key))
     smtp.starttls(context=context)
     smtp.ehlo("smtp.operateur-test.fr")
     return smtp

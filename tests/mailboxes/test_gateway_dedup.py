@@ -164,3 +164,124 @@ def test_a_trace_failure_after_delivery_still_answers_250(
     with mx_client(mx, pki) as smtp:
         assert smtp.sendmail(SENDER, [box.address], make_message(to=box.address)) == {}
     assert len(inbox(box.address)) == 1
+
+
+# --- Issue 15: a 250 is a promise, a different message is never taken for a resend -------------
+
+
+def _send(
+    mx: int, pki: dict[str, Issued], to: str, raw: bytes, *, sender: str = SENDER,
+    identity: str = "peer",
+) -> tuple[int, bytes]:  # fmt: skip
+    with mx_client(mx, pki, identity) as smtp:
+        assert smtp.mail(sender)[0] == 250
+        assert smtp.rcpt(to)[0] == 250
+        return smtp.data(raw)
+
+
+def _with_message_id(raw: bytes, message_id: str) -> bytes:
+    return raw.replace(f"Message-ID: {_message_id(raw)}".encode(), f"Message-ID: {message_id}".encode())
+
+
+def _forwarding(original: bytes, to: str, how: str) -> bytes:
+    """A message without a Message-ID field of its own that carries ``original`` (and so its
+    Message-ID line) in its body: quoted in the text, or forwarded as a message/rfc822 part."""
+    head = (
+        f"From: Labo <{SENDER}>\r\nTo: {to}\r\nSubject: Tr: Résultats\r\n"
+        "Date: Tue, 17 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n"
+    ).encode()
+    if how == "quoted":
+        return (
+            head + b"Content-Type: text/plain; charset=utf-8\r\n\r\nVoir ci-dessous.\r\n\r\n"
+            b"----- Message d'origine -----\r\n" + original
+        )
+    return (
+        head + b'Content-Type: multipart/mixed; boundary="sep"\r\n\r\n--sep\r\n'
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nMessage transmis.\r\n--sep\r\n"
+        b"Content-Type: message/rfc822\r\n\r\n" + original + b"\r\n--sep--\r\n"
+    )
+
+
+@pytest.mark.parametrize("how", ["quoted", "forwarded"])
+def test_a_message_without_message_id_carrying_another_in_its_body_is_delivered(
+    mx: int, pki: dict[str, Issued], box: Mailbox, how: str
+) -> None:
+    original = make_message(to=box.address, subject="Résultats", body="Original.")
+    assert _send(mx, pki, box.address, original)[0] == 250
+    carrier = _forwarding(original, box.address, how)
+    assert _send(mx, pki, box.address, carrier)[0] == 250
+    stored = inbox(box.address)
+    assert len(stored) == 2
+    assert any(b"Subject: Tr: R" in message for message in stored)
+
+
+def test_two_message_ids_sharing_their_first_128_characters_are_two_messages(
+    mx: int, pki: dict[str, Issued], box: Mailbox
+) -> None:
+    prefix = "<" + "compte-rendu-de-sortie." * 7  # 162 characters in common
+    first = _with_message_id(make_message(to=box.address, body="Un."), f"{prefix}1@labo.fr>")
+    second = _with_message_id(make_message(to=box.address, body="Deux."), f"{prefix}2@labo.fr>")
+    assert _send(mx, pki, box.address, first)[0] == 250
+    assert _send(mx, pki, box.address, second)[0] == 250
+    assert len(inbox(box.address)) == 2
+    assert _send(mx, pki, box.address, second)[0] == 250  # a true resend of a long id
+    assert len(inbox(box.address)) == 2
+
+
+@pytest.mark.parametrize("differs", ["content", "sender", "peer"])
+def test_a_message_reusing_the_message_id_of_another_is_delivered(
+    mx: int, pki: dict[str, Issued], box: Mailbox, differs: str
+) -> None:
+    """Same Message-ID, and another text, envelope sender or sending operator: not a resend."""
+    from annuaire.models import WhitelistEntry, WhitelistVersion
+    from annuaire.whitelist import dn_key
+
+    first = make_message(to=box.address, subject="Résultats", body="Premier envoi.")
+    second, sender, identity = first, SENDER, "peer"
+    if differs == "content":
+        second = first.replace(b"Premier envoi.", b"Autre message, meme identifiant.")
+    elif differs == "sender":
+        sender = "secretariat@operateur-test.mssante.fr"
+    else:  # the domain's second listed MTA, with its own certificate
+        WhitelistEntry.objects.create(
+            version=WhitelistVersion.objects.get(is_current=True),
+            domain="operateur-test.mssante.fr",
+            dn=pki["gateway"].subject,
+            dn_key=dn_key(pki["gateway"].subject),
+        )
+        identity = "gateway"
+    assert _send(mx, pki, box.address, first)[0] == 250
+    assert _send(mx, pki, box.address, second, sender=sender, identity=identity)[0] == 250
+    assert len(inbox(box.address)) == 2
+
+
+@pytest.mark.parametrize("stored_before_dying", [False, True])
+def test_an_interrupted_attempt_is_not_taken_for_another_message_with_its_message_id(
+    mx: int,
+    pki: dict[str, Issued],
+    box: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+    stored_before_dying: bool,
+) -> None:
+    """The INBOX already holds a message with this Message-ID when an attempt of another one
+    is cut short (Dovecot died before answering, having stored it or not): on the retry, the
+    INBOX search must find this message, not its namesake."""
+    from mailboxes.store import lmtp
+
+    earlier = make_message(to=box.address, subject="Résultats", body="Premier message.")
+    later = earlier.replace(b"Premier message.", b"Second message, meme identifiant.")
+    assert _send(mx, pki, box.address, earlier)[0] == 250
+    real = lmtp.deliver
+
+    def dies(mail_from: str, recipients: list[str], content: bytes) -> dict:
+        if stored_before_dying:
+            real(mail_from, recipients, content)
+        raise lmtp.StoreUnreachable("connection reset during DATA")
+
+    monkeypatch.setattr(lmtp, "deliver", dies)
+    assert _send(mx, pki, box.address, later)[0] == 451
+    monkeypatch.setattr(lmtp, "deliver", real)
+    assert _send(mx, pki, box.address, later)[0] == 250
+    stored = inbox(box.address)
+    assert len(stored) == 2
+    assert sum(b"Second message" in message for message in stored) == 1

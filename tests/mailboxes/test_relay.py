@@ -337,6 +337,31 @@ def test_a_local_delivery_resumed_after_its_worker_died_is_stored_once(
     assert len(inbox(box.address)) == 1
 
 
+
+@pytest.mark.parametrize("differs", ["content", "sender"])
+def test_a_resumed_local_delivery_is_not_taken_for_another_message_with_its_message_id(
+    box: Mailbox, differs: str
+) -> None:
+    """The INBOX already holds a message with this Message-ID, another text or another
+    envelope sender (issue 15): the resumed attempt must store this one, not take it as done."""
+    from tests.mailboxes.conftest import deliver
+
+    if differs == "content":
+        deliver(box.address, RAW.replace(b"Bonjour,", b"Un autre message,"), sender=box.address)
+    else:
+        deliver(box.address, RAW, sender="quelqu-un@autre-operateur.mssante.fr")
+    message = _send(box, [Recipient(box.address)])
+    OutboundDelivery.objects.filter(message=message).update(
+        status=Status.SENDING,
+        claim_token="00000000-0000-0000-0000-000000000003",
+        claimed_until=timezone.now() - timedelta(seconds=1),
+    )
+    assert relay_sweep() == 1
+    message_relay(public_id=str(message.public_id))
+    assert OutboundDelivery.objects.get(message=message).status == Status.DELIVERED
+    assert len(inbox(box.address)) == 2
+
+
 # --- The gateway's side: success reports and recipients Dovecot does not know yet ---------------
 
 
@@ -705,3 +730,38 @@ def test_a_task_also_takes_other_due_messages_and_each_is_sent_once(
     assert set(OutboundDelivery.objects.values_list("status", flat=True)) == {Status.RELAYED}
     assert AuditEvent.objects.filter(action="relay.relayed").count() == 3
     assert not OutboundMessage.objects.exclude(content=b"").exists()  # spool copies dropped
+
+
+def test_a_spooled_message_without_message_id_is_not_taken_for_the_one_its_body_quotes(
+    gateway_port: int, pki, box: Mailbox
+) -> None:
+    """A message with no Message-ID field quotes another one in its body; one of its BALs
+    gets it from the retry spool, in an attempt cut short: the resumed attempt must not take
+    the quoted message, already in that INBOX, for it (issue 15)."""
+    from tests.mailboxes.conftest import deliver
+
+    late = _not_in_dovecot_yet(box, "accueil")
+    quoting = (
+        b"From: Labo <labo@operateur-test.mssante.fr>\r\nTo: <accueil@ehpad.fr>\r\n"
+        b"Subject: Tr: Compte rendu de sortie\r\n\r\n----- Message d'origine -----\r\n" + RAW
+    )
+    with _peer_client(gateway_port, pki) as smtp:
+        smtp.mail("labo@operateur-test.mssante.fr")
+        smtp.rcpt(box.address)
+        smtp.rcpt(late.address)
+        code, reply = smtp.data(quoting)
+    assert code == 250 and b"queued" in reply
+    dovecot_users_sync()
+    wait_provisioned(late.address)
+    deliver(late.address, RAW)  # the quoted message, there already
+    OutboundDelivery.objects.filter(recipient=late.address).update(
+        status=Status.SENDING,
+        claim_token="00000000-0000-0000-0000-000000000004",
+        claimed_until=timezone.now() - timedelta(seconds=1),
+    )
+    assert relay_sweep() == 1
+    [row] = OutboundDelivery.objects.filter(recipient=late.address)
+    message_relay(public_id=str(row.message.public_id))
+    row.refresh_from_db()
+    assert row.status == Status.DELIVERED
+    assert len(inbox(late.address)) == 2
