@@ -289,18 +289,20 @@ class MailboxMonthlyUsage(models.Model):
 class GatewayAttempt(models.Model):
     """A delivery the gateway began: written before the message goes to Dovecot, in the same round
     trip as the duplicate check (mailboxes/transport/gateway/dedup.py). A later transaction of the
-    same Message-ID for these recipients that finds no success trace cannot know whether Dovecot
-    stored the message (the gateway was killed, Dovecot died before answering): it looks in the
-    BAL's INBOX first. Never content; purged after ``dedup.WINDOW``."""
+    same message (same resend key: Message-ID, envelope sender, text, peer) for these recipients
+    that finds no success trace cannot know whether Dovecot stored the message (the gateway was
+    killed, Dovecot died before answering): it looks in the BAL's INBOX first. Never content (a
+    digest of it); purged after ``dedup.WINDOW``."""
 
-    message_id = models.CharField(max_length=128)
+    message_id = models.CharField(max_length=128)  # its first 128 characters, for people
+    resend_key = models.CharField(max_length=64, default="")  # dedup.resend_key
     recipients = models.JSONField(default=list)
     started_at = models.DateTimeField()
 
     class Meta:
         verbose_name = _("tentative de remise (passerelle)")
         verbose_name_plural = _("tentatives de remise (passerelle)")
-        indexes = [models.Index(fields=["message_id"], name="gateway_attempt_message")]
+        indexes = [models.Index(fields=["resend_key"], name="gateway_attempt_key")]
 
     def __str__(self) -> str:
         return f"{self.message_id} ({self.started_at:%Y-%m-%d %H:%M})"

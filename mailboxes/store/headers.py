@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from email.header import Header, decode_header, make_header
 
@@ -52,3 +53,30 @@ def decode_text(value: bytes | str | Header | None) -> str:
         return str(make_header(decode_header(raw))).strip()
     except (UnicodeError, LookupError, ValueError, AssertionError, TypeError):
         return raw.strip()
+
+
+HEADER_END = re.compile(rb"\r?\n\r?\n")
+MESSAGE_ID_FIELD = re.compile(
+    rb"^Message-ID[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+)
+FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def header_section(raw: bytes) -> bytes:
+    """The header section of a message (RFC 5322 §2.1): what comes before the first empty
+    line; the whole message when it has no body, nothing when it starts with the empty line."""
+    if raw[:1] == b"\n" or raw[:2] == b"\r\n":
+        return b""
+    end = HEADER_END.search(raw)
+    return raw[: end.start()] if end else raw
+
+
+def message_id_of(raw: bytes) -> str:
+    """The Message-ID of a message (RFC 5322 §3.6.4), unfolded and whole, from its own header
+    section only: a Message-ID line in the body, a quoted message or a forwarded part
+    (message/rfc822) names another message. "" when the header has none."""
+    found = MESSAGE_ID_FIELD.search(header_section(raw))
+    if found is None:
+        return ""
+    value = FOLD.sub(b"", found.group(1)).strip()
+    return value.decode("utf-8", "replace").replace("\x00", "")  # PostgreSQL text holds no NUL

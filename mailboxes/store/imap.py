@@ -19,7 +19,8 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from mailboxes.errors import StoreUnavailable
-from mailboxes.store.headers import Address, decode_text
+from mailboxes.store import lmtp
+from mailboxes.store.headers import Address, decode_text, message_id_of
 
 SPECIAL_FOLDERS = {
     "INBOX": _("Boîte de réception"),
@@ -397,17 +398,53 @@ def open_store(address: str) -> Iterator[MailStore]:
         yield store
 
 
-def inboxes_holding(message_id: str, addresses: Iterable[str]) -> set[str]:
-    """The BALs among ``addresses`` whose INBOX holds a message with this Message-ID: asked
-    only after an attempt that may have stored it before being cut short (gateway or relay
-    worker killed, Dovecot died before answering). A BAL that cannot be searched now is left
-    out: delivering again risks a duplicate, never a loss."""
+def inboxes_holding(addresses: Iterable[str], *, sender: str, content: bytes) -> set[str]:
+    """The BALs among ``addresses`` whose INBOX holds this very message: ``content`` delivered
+    from the envelope sender ``sender``. Asked only after an attempt that may have stored it
+    before being cut short (gateway or relay worker killed, Dovecot died before answering).
+
+    Found by the Message-ID of ``content``'s header (whole), then each namesake compared with
+    it: another message that reuses the id, or the same text from another sender, is not a
+    copy of this one (issue 15). Empty for a message without a Message-ID: nothing finds its
+    copy. A BAL that cannot be searched now is left out: delivering again risks a duplicate,
+    never a loss."""
+    message_id = message_id_of(content)
+    if not message_id:
+        return set()
+    text = lmtp.as_delivered(content)
+    return_path = b"Return-Path: <" + sender.encode("utf-8", "surrogateescape") + b">\r\n"
     found = set()
     for address in sorted(set(addresses)):
         try:
             with MailStore(address) as store:
-                if store.search_header("INBOX", "Message-ID", message_id):
+                namesakes = store.search_header("INBOX", "Message-ID", message_id)
+                if namesakes and any(
+                    _is_copy(stored, return_path, text)
+                    for _uid, stored, _flags, _date in store.raw_messages("INBOX", namesakes)
+                ):
                     found.add(address)
         except StoreUnavailable:
             continue
     return found
+
+
+TRACE_FIELDS = frozenset({b"return-path", b"delivered-to", b"received"})
+
+
+def _is_copy(stored: bytes, return_path: bytes, text: bytes) -> bool:
+    """Whether ``stored`` (a message as IMAP gives it) is ``text`` delivered with this
+    Return-Path: Dovecot's Return-Path first (RFC 5321 §4.4), then only trace fields (Dovecot's
+    Delivered-To and Received, the gateway's Received), then exactly ``text``."""
+    if len(stored) < len(return_path) + len(text):
+        return False
+    if not stored.startswith(return_path) or not stored.endswith(text):
+        return False
+    added = stored[len(return_path) : len(stored) - len(text)]
+    if added and not added.endswith(b"\r\n"):
+        return False
+    for line in added.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):
+            continue  # the folded rest of the field above (RFC 5322 §2.2.3)
+        if line.partition(b":")[0].strip().lower() not in TRACE_FIELDS:
+            return False
+    return True

@@ -86,18 +86,22 @@ class _Client(smtplib.LMTP):
     def data_per_recipient(self, content: bytes, count: int) -> list[tuple[int, bytes]]:
         """The message after DATA's 354, then ``count`` replies (RFC 2033 §4.2), one per
         accepted RCPT, in order."""
-        crlf = content.count(b"\r\n")
-        if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
-            content = EOLS.sub(b"\r\n", content)  # a bare CR or LF ends a line too
+        content = as_delivered(content)
         if content[:1] == b".":  # RFC 5321 §4.5.2: every line starting with a dot
             content = b"." + content
-        quoted = content.replace(b"\r\n.", b"\r\n..")
-        if not quoted.endswith(b"\r\n"):
-            quoted += b"\r\n"
-        self.send(quoted + b".\r\n")
+        self.send(content.replace(b"\r\n.", b"\r\n..") + b".\r\n")
         replies = [self.getreply() for _ in range(count)]
         self.open_transaction = False
         return replies
+
+
+def as_delivered(content: bytes) -> bytes:
+    """``content`` as Dovecot is given it, and as IMAP gives its copy back: every line ended by
+    CRLF (a bare CR or LF ends a line too, RFC 5321 §2.3.8), the last one included."""
+    crlf = content.count(b"\r\n")
+    if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
+        content = EOLS.sub(b"\r\n", content)
+    return content if content.endswith(b"\r\n") else content + b"\r\n"
 
 
 def _connect() -> _Client:

@@ -202,10 +202,13 @@ def _deliver_local(
     }
     rows = [r for r in rows if r.recipient not in results]
     # An attempt cut short (worker killed, store lost mid-delivery) may have stored the
-    # message: those BALs are searched first, so a resumed attempt never stores it twice.
+    # message: those BALs are searched first, so a resumed attempt never stores it twice. The
+    # gateway's rule (issue 15): this very text from this sender, found by the Message-ID of
+    # its header; a message without one, or a namesake in the INBOX, is delivered.
     uncertain = {r.recipient for r in rows if r.last_reply.startswith(UNCERTAIN_REPLIES)}
-    if uncertain and message.message_id:
-        for address in inboxes_holding(message.message_id, uncertain):
+    if uncertain:
+        held = inboxes_holding(uncertain, sender=message.envelope_from, content=content)
+        for address in held:
             results[address] = smtp.Result(
                 "delivered", "2.0.0", "Already in the mailbox", settings.RELAY_HOSTNAME
             )

@@ -1,7 +1,8 @@
 """A message the gateway already delivered is not delivered twice
 (mailboxes/transport/gateway/dedup.py): the sending operator lost our 250 and sends it again;
 Dovecot itself keeps every copy it is given (no Sieve duplicate test), so only our own records can
-recognise the message."""
+recognise the message. And a different message is never taken for a resend (issue 15): same Message-
+ID (the header's, whole), envelope sender, text and peer, or it is delivered."""
 
 from __future__ import annotations
 
@@ -9,12 +10,22 @@ import pytest
 
 from devtools.pki import Issued
 from mailboxes.models import GatewayAttempt, Mailbox
-from mailboxes.transport.gateway.dedup import attempts_purge, delivery_start
+from mailboxes.transport.gateway.dedup import attempts_purge, delivery_start, resend_key
 from tests.factories import make_message
 from tests.mailboxes.conftest import inbox, mx_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SENDER = "labo@operateur-test.mssante.fr"
+
+
+def _send(
+    mx: int, pki: dict[str, Issued], to: str, raw: bytes, *, sender: str = SENDER,
+    identity: str = "peer",
+) -> tuple[int, bytes]:  # fmt: skip
+    with mx_client(mx, pki, identity) as smtp:
+        assert smtp.mail(sender)[0] == 250
+        assert smtp.rcpt(to)[0] == 250
+        return smtp.data(raw)
 
 
 def test_a_message_sent_again_after_a_lost_reply_is_kept_once(
@@ -37,81 +48,107 @@ def test_a_message_sent_again_after_a_lost_reply_is_kept_once(
     assert len(inbox(box.address)) == 2
 
 
-def test_only_recipients_of_a_successful_transaction_count(box: Mailbox, dovecot) -> None:
-    from accounts.audit import audit_record
-
-    audit_record(action="gateway.received", target_type="message", target_id="<a@b>",
-                 success=False, details={"to": [box.address]})  # fmt: skip
-    assert delivery_start("<a@b>", [box.address]) == set()
-    audit_record(action="gateway.received", target_type="message", target_id="<a@b>",
-                 details={"to": [box.address]})  # fmt: skip
-    assert delivery_start("<a@b>", [box.address.upper(), "x@y.fr"]) == {box.address}
-    assert delivery_start("", [box.address]) == set()
-
-
-def test_a_message_dovecot_stored_before_dying_is_not_stored_again(
-    mx: int, pki: dict[str, Issued], box: Mailbox, dovecot
+def test_only_recipients_of_a_successful_transaction_of_the_same_key_count(
+    box: Mailbox, dovecot
 ) -> None:
-    """Dovecot stored it, then died before answering: we said 451, the sender retries."""
     from accounts.audit import audit_record
-    from tests.mailboxes.conftest import deliver
 
-    raw = make_message(to=box.address, subject="Stocké avant la panne")
-    message_id = raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
-    deliver(box.address, raw, sender=SENDER)  # what Dovecot stored before dying
-    audit_record(
-        action="gateway.received", target_type="message", target_id=message_id, success=False,
-        error_code="451", details={"to": [box.address],
-                                   "reply": "451 4.3.0 Mail store unavailable, try again later"},
-    )  # fmt: skip
-    with mx_client(mx, pki) as smtp:
-        assert smtp.sendmail(SENDER, [box.address], raw) == {}
-    assert len(inbox(box.address)) == 1
+    text = make_message(to=box.address)
+    mid = _message_id(text)
+    key = resend_key(message_id=mid, sender=SENDER, peer="CN=mx", content=text)
+    start = {"key": key, "message_id": mid, "sender": SENDER, "content": text}
+    audit_record(action="gateway.received", target_type="message", target_id=mid,
+                 success=False, details={"to": [box.address], "resend_key": key})  # fmt: skip
+    assert delivery_start(recipients=[box.address], **start) == set()
+    audit_record(action="gateway.received", target_type="message", target_id=mid,
+                 details={"to": [box.address], "resend_key": key})  # fmt: skip
+    assert delivery_start(recipients=[box.address.upper(), "x@y.fr"], **start) == {box.address}
+    other = resend_key(message_id=mid, sender=SENDER, peer="CN=mx", content=text + b"P.S.\r\n")
+    assert delivery_start(recipients=[box.address], **(start | {"key": other})) == set()
+    assert resend_key(message_id="", sender=SENDER, peer="CN=mx", content=text) == ""
+    assert delivery_start(recipients=[box.address], **(start | {"key": ""})) == set()
 
 
 def _message_id(raw: bytes) -> str:
     return raw.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
 
 
+def _store_dies(monkeypatch: pytest.MonkeyPatch, *, after_storing: bool) -> None:
+    """Dovecot breaks the LMTP session during DATA, having stored the message or not."""
+    from mailboxes.store import lmtp
+
+    real = lmtp.deliver
+
+    def dies(mail_from: str, recipients: list[str], content: bytes) -> dict:
+        if after_storing:
+            real(mail_from, recipients, content)
+        raise lmtp.StoreUnreachable("connection reset during DATA")
+
+    monkeypatch.setattr(lmtp, "deliver", dies)
+
+
+def test_a_message_dovecot_stored_before_dying_is_not_stored_again(
+    mx: int, pki: dict[str, Issued], box: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dovecot stored it, then died before answering: we said 451, the sender retries."""
+    raw = make_message(to=box.address, subject="Stocké avant la panne")
+    with monkeypatch.context() as patch:
+        _store_dies(patch, after_storing=True)
+        assert _send(mx, pki, box.address, raw)[0] == 451
+    assert len(inbox(box.address)) == 1
+    with mx_client(mx, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], raw) == {}
+    assert len(inbox(box.address)) == 1
+
+
 def test_each_delivery_is_marked_before_dovecot_sees_it(
     mx: int, pki: dict[str, Issued], box: Mailbox
 ) -> None:
+    from accounts.models import AuditEvent
+
     raw = make_message(to=box.address, subject="Marqué")
     with mx_client(mx, pki) as smtp:
         assert smtp.sendmail(SENDER, [box.address], raw) == {}
-    marks = list(GatewayAttempt.objects.values_list("message_id", "recipients"))
-    assert marks == [(_message_id(raw), [box.address])]
+    [(message_id, recipients, key)] = GatewayAttempt.objects.values_list(
+        "message_id", "recipients", "resend_key"
+    )
+    assert (message_id, recipients) == (_message_id(raw), [box.address])
+    assert len(key) == 64  # the trace names the same transaction
+    assert AuditEvent.objects.get(action="gateway.received").details["resend_key"] == key
 
 
 def test_a_message_stored_before_the_gateway_died_is_not_stored_again(
-    mx: int, pki: dict[str, Issued], box: Mailbox, dovecot
+    mx: int, pki: dict[str, Issued], box: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Our gateway was killed after Dovecot stored the message and before the success trace
-    committed: only its attempt marker is left."""
-    from django.utils import timezone
+    committed: only its attempt marker is left (here the trace fails to commit, which leaves
+    the same state)."""
+    from django.db import OperationalError
 
-    from tests.mailboxes.conftest import deliver
+    from mailboxes.transport.gateway import policy
+
+    def trace_lost(**kwargs: object) -> None:
+        raise OperationalError("server closed the connection")
 
     raw = make_message(to=box.address, subject="Remis avant la panne de la passerelle")
-    deliver(box.address, raw, sender=SENDER)  # what Dovecot stored
-    GatewayAttempt.objects.create(
-        message_id=_message_id(raw), recipients=[box.address], started_at=timezone.now()
-    )
+    with monkeypatch.context() as patch:
+        patch.setattr(policy, "trace", trace_lost)
+        assert _send(mx, pki, box.address, raw)[0] == 250
+    assert len(inbox(box.address)) == 1
     with mx_client(mx, pki) as smtp:
         assert smtp.sendmail(SENDER, [box.address], raw) == {}  # 250: the sender stops
     assert len(inbox(box.address)) == 1
 
 
 def test_a_message_the_gateway_died_before_storing_is_delivered_on_retry(
-    mx: int, pki: dict[str, Issued], box: Mailbox, dovecot
+    mx: int, pki: dict[str, Issued], box: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed before Dovecot had it: the marker alone must not stop the retry."""
-    from django.utils import timezone
-
+    """Dovecot never had it: the marker alone must not stop the retry."""
     raw = make_message(to=box.address, subject="Jamais arrivé")
-    GatewayAttempt.objects.create(
-        message_id=_message_id(raw), recipients=[box.address], started_at=timezone.now()
-    )
+    with monkeypatch.context() as patch:
+        _store_dies(patch, after_storing=False)
+        assert _send(mx, pki, box.address, raw)[0] == 451
+    assert inbox(box.address) == []
     with mx_client(mx, pki) as smtp:
         assert smtp.sendmail(SENDER, [box.address], raw) == {}
     assert len(inbox(box.address)) == 1
@@ -139,7 +176,7 @@ def test_a_database_failure_before_delivery_is_a_temporary_refusal(
 
     from mailboxes.transport.gateway import policy
 
-    def database_down(message_id: str, recipients: list[str]) -> set[str]:
+    def database_down(**kwargs: object) -> set[str]:
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(policy, "delivery_start", database_down)
@@ -169,18 +206,10 @@ def test_a_trace_failure_after_delivery_still_answers_250(
 # --- Issue 15: a 250 is a promise, a different message is never taken for a resend -------------
 
 
-def _send(
-    mx: int, pki: dict[str, Issued], to: str, raw: bytes, *, sender: str = SENDER,
-    identity: str = "peer",
-) -> tuple[int, bytes]:  # fmt: skip
-    with mx_client(mx, pki, identity) as smtp:
-        assert smtp.mail(sender)[0] == 250
-        assert smtp.rcpt(to)[0] == 250
-        return smtp.data(raw)
-
-
 def _with_message_id(raw: bytes, message_id: str) -> bytes:
-    return raw.replace(f"Message-ID: {_message_id(raw)}".encode(), f"Message-ID: {message_id}".encode())
+    return raw.replace(
+        f"Message-ID: {_message_id(raw)}".encode(), f"Message-ID: {message_id}".encode()
+    )
 
 
 def _forwarding(original: bytes, to: str, how: str) -> bytes:
@@ -200,6 +229,23 @@ def _forwarding(original: bytes, to: str, how: str) -> bytes:
         b"Content-Type: text/plain; charset=utf-8\r\n\r\nMessage transmis.\r\n--sep\r\n"
         b"Content-Type: message/rfc822\r\n\r\n" + original + b"\r\n--sep--\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"Subject: a\r\nMessage-ID: <1@x.fr>\r\n\r\nMessage-ID: <2@x.fr>\r\n", "<1@x.fr>"),
+        (b"Subject: a\r\n\r\nMessage-ID: <2@x.fr>\r\n", ""),  # in the body only
+        (b"Subject: a\nmessage-id:\n <folded@x.fr>\nTo: b\n\nbody\n", "<folded@x.fr>"),
+        (b"X-Original-Message-ID: <3@x.fr>\r\nSubject: a\r\n", ""),  # another field
+        (b"\r\nMessage-ID: <4@x.fr>\r\n", ""),  # no header section at all
+        (b"Message-ID: <" + b"x" * 300 + b"@x.fr>\r\n", "<" + "x" * 300 + "@x.fr>"),
+    ],
+)
+def test_the_message_id_is_the_header_s_own_and_whole(raw: bytes, expected: str) -> None:
+    from mailboxes.store.headers import message_id_of
+
+    assert message_id_of(raw) == expected
 
 
 @pytest.mark.parametrize("how", ["quoted", "forwarded"])
@@ -266,21 +312,12 @@ def test_an_interrupted_attempt_is_not_taken_for_another_message_with_its_messag
     """The INBOX already holds a message with this Message-ID when an attempt of another one
     is cut short (Dovecot died before answering, having stored it or not): on the retry, the
     INBOX search must find this message, not its namesake."""
-    from mailboxes.store import lmtp
-
     earlier = make_message(to=box.address, subject="Résultats", body="Premier message.")
     later = earlier.replace(b"Premier message.", b"Second message, meme identifiant.")
     assert _send(mx, pki, box.address, earlier)[0] == 250
-    real = lmtp.deliver
-
-    def dies(mail_from: str, recipients: list[str], content: bytes) -> dict:
-        if stored_before_dying:
-            real(mail_from, recipients, content)
-        raise lmtp.StoreUnreachable("connection reset during DATA")
-
-    monkeypatch.setattr(lmtp, "deliver", dies)
-    assert _send(mx, pki, box.address, later)[0] == 451
-    monkeypatch.setattr(lmtp, "deliver", real)
+    with monkeypatch.context() as patch:
+        _store_dies(patch, after_storing=stored_before_dying)
+        assert _send(mx, pki, box.address, later)[0] == 451
     assert _send(mx, pki, box.address, later)[0] == 250
     stored = inbox(box.address)
     assert len(stored) == 2

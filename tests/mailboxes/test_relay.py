@@ -337,7 +337,6 @@ def test_a_local_delivery_resumed_after_its_worker_died_is_stored_once(
     assert len(inbox(box.address)) == 1
 
 
-
 @pytest.mark.parametrize("differs", ["content", "sender"])
 def test_a_resumed_local_delivery_is_not_taken_for_another_message_with_its_message_id(
     box: Mailbox, differs: str

@@ -18,7 +18,9 @@ from typing import Any, AnyStr, TypeVar
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException
 from django.db import DatabaseError, close_old_connections, connection
 
+from mailboxes.store.headers import message_id_of
 from mailboxes.transport.gateway import policy
+from mailboxes.transport.gateway.dedup import resend_key
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -28,7 +30,6 @@ ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 §3.2.3
 SIMPLE_PATH = re.compile(
     rf"<({ATEXT}(?:\.{ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?=[ \t]|\Z)"
 )
-MESSAGE_ID = re.compile(rb"^Message-ID:\s*(.+?)\r?$", re.IGNORECASE | re.MULTILINE)
 
 
 _hygiene = threading.local()
@@ -106,7 +107,7 @@ ENHANCED = {
     "552 Error: Too much mail data": TOO_MUCH_DATA,
 }
 DATA_CHUNK = 65536  # the most DATA read per await (and the reader's buffer while in DATA)
-HEAD = 65536  # where the Message-ID is looked for
+HEAD = 65536  # what is kept of a refused text, for the Message-ID of its trace
 
 
 def data_refusal(wire: bytes, size_limit: int | None, line_limit: int) -> str | None:
@@ -395,19 +396,22 @@ class GatewayHandler:
             if isinstance(content, bytes)
             else str(content).encode("utf-8", "surrogateescape")
         )
-        message_id = _message_id(raw)
-        message = b""
+        message_id = message_id_of(raw)
+        text: bytes | None = None  # None: it holds a NUL, refused
+        received = b""
         if b"\x00" not in raw:
             if raw.count(b"\n") != raw.count(b"\r\n"):
                 raw = BARE_LF.sub(b"\r\n", raw)  # be liberal: bare LF line ends become CRLF
             client_ip = (session.peer or ("?",))[0]
-            message = policy.received_header(peer, session.host_name or "", str(client_ip)) + raw
+            received = policy.received_header(peer, session.host_name or "", str(client_ip))
+            text = raw
         return await _off_loop(
             _deliver_and_trace,
             peer,
             envelope.mail_from or "",
             list(envelope.rcpt_tos),
-            message,
+            received,
+            text,
             getattr(envelope, "dsn", None),
             message_id,
             len(raw),
@@ -431,7 +435,7 @@ class GatewayHandler:
                 peer=_peer(session),
                 mail_from=envelope.mail_from or "",
                 recipients=list(envelope.rcpt_tos),
-                message_id=_message_id(head),
+                message_id=message_id_of(head),
                 size=size,
                 reply=reply,
                 dsn=getattr(envelope, "dsn", None),
@@ -440,27 +444,27 @@ class GatewayHandler:
             logger.exception("trace of a refused DATA could not be written")
 
 
-def _message_id(raw: bytes) -> str:
-    found = MESSAGE_ID.search(raw, 0, HEAD)
-    message_id = found.group(1).decode("utf-8", "replace").strip() if found else ""
-    return message_id.replace("\x00", "")  # traced: PostgreSQL text holds no NUL
-
-
 def _deliver_and_trace(
     peer: policy.Peer,
     mail_from: str,
     recipients: list[str],
-    message: bytes,
+    received: bytes,
+    text: bytes | None,
     dsn: dict[str, Any] | None,
     message_id: str,
     size: int,
 ) -> str:
-    """One trip to a worker thread per message: deliver, then trace the transaction."""
-    if not message:
+    """One trip to a worker thread per message: deliver ``text`` (None: it held a NUL) with
+    our ``received`` header before it, then trace the transaction. The resend key is computed
+    here, off the event loop (a digest of the whole text)."""
+    key = ""
+    if text is None:
         # RFC 5322 §2.3: NUL is never allowed; permanent, the sender must fix it.
         reply = "554 5.6.0 Message contains NUL characters"
     else:
-        reply = policy.deliver(mail_from, recipients, message, dsn, message_id, peer.subject)
+        key = resend_key(message_id=message_id, sender=mail_from, peer=peer.dn, content=text)
+        reply = policy.deliver(mail_from, recipients, text, dsn, message_id, peer.subject,
+                               received=received, key=key)  # fmt: skip
     try:
         policy.trace(
             peer=peer,
@@ -470,6 +474,7 @@ def _deliver_and_trace(
             size=size,
             reply=reply,
             dsn=dsn,
+            key=key,
         )
     except DatabaseError:
         # The message is delivered (or refused) already: the reply must say so, or the sender

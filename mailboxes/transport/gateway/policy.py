@@ -26,7 +26,7 @@ from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store import lmtp
 from mailboxes.transport import dsn as report_dsn
 from mailboxes.transport.delivery_reports import is_report, report_apply
-from mailboxes.transport.gateway.dedup import TRACE_ACTION, delivery_start
+from mailboxes.transport.gateway.dedup import KEY, TRACE_ACTION, delivery_start
 from mailboxes.transport.notices import mail_arrived
 from mailboxes.transport.relay import Recipient, message_spool
 
@@ -172,9 +172,14 @@ def deliver(
     dsn: dict[str, Any] | None = None,
     message_id: str = "",
     reporter: x509.Name | None = None,
+    *,
+    received: bytes = b"",
+    key: str = "",
 ) -> str:
     """Hand the message to Dovecot over LMTP and answer for it (ARCHITECTURE.md, data flow 1).
 
+    ``content`` is the text as received, ``received`` our trace header to put before it,
+    ``key`` its resend key (dedup.resend_key; "" turns the resend check off).
     250 once every recipient has it, or once those Dovecot refused for now are in the durable
     retry spool (PostgreSQL, same transaction as the success reports). Nothing delivered and
     a store failure: 451, the sender keeps the message. Every recipient refused for good: 550.
@@ -183,13 +188,17 @@ def deliver(
     # are answered again without a second copy; this attempt is recorded before Dovecot sees
     # the message (mailboxes/transport/gateway/dedup.py).
     try:
-        done = delivery_start(message_id, recipients)
+        done = delivery_start(
+            key=key, message_id=message_id, recipients=recipients, sender=mail_from,
+            content=content,
+        )  # fmt: skip
     except DatabaseError:
         logger.exception("duplicate check failed: the sender keeps the message")
         return "451 4.3.0 Temporary failure, try again later"
     recipients = [r for r in recipients if r not in done]
     if not recipients:
         return "250 2.0.0 Message delivered"
+    content = received + content
     try:
         outcomes = lmtp.deliver(mail_from, recipients, content)
     except lmtp.StoreUnreachable:
@@ -260,9 +269,11 @@ def trace(
     size: int,
     reply: str,
     dsn: dict[str, object] | None = None,
+    key: str = "",
 ) -> None:
     """Per-transaction trace (mssante-spec §5.2): peer DN, TLS, envelope, Message-ID, size,
-    reply. Never content. Committed without waiting for the WAL flush (PostgreSQL
+    reply, and the resend key (dedup.resend_key) that a resend is recognised by. Never
+    content. Committed without waiting for the WAL flush (PostgreSQL
     synchronous_commit off for this transaction only): a database crash may lose the last
     fraction of a second of traces, never a message, and the SMTP reply does not wait.
 
@@ -279,6 +290,8 @@ def trace(
         "reply": reply[:200],
         "dsn": dsn or {},
     }
+    if key:
+        details[KEY] = key
     # psycopg's client-side cursors (Django's default) may send several statements at once
     options = connection.settings_dict["OPTIONS"]
     simple_protocol = connection.vendor == "postgresql" and not options.get("server_side_binding")
