@@ -319,8 +319,11 @@ class MailStore:
         return found
 
     def search_header(self, folder: str, name: str, value: str) -> list[int]:
+        """UIDs of ``folder`` with a ``name`` field containing ``value``; a value that is not
+        ASCII (a UTF-8 header, RFC 6532) is searched with CHARSET UTF-8 (RFC 3501 §6.4.4)."""
         self.client.select_folder(folder)
-        return sorted(int(u) for u in self.client.search(["HEADER", name, value]))
+        charset = None if value.isascii() else "UTF-8"
+        return sorted(int(u) for u in self.client.search(["HEADER", name, value], charset))
 
     def purge(self, folder: str, uids: Sequence[int]) -> list[int]:
         """Remove for good, whatever the folder (a draft replaced by its newer copy)."""

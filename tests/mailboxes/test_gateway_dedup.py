@@ -87,11 +87,19 @@ def _store_dies(monkeypatch: pytest.MonkeyPatch, *, after_storing: bool) -> None
     monkeypatch.setattr(lmtp, "deliver", dies)
 
 
+@pytest.mark.parametrize("message_id", ["", "<résultat-7@labo.fr>"])
 def test_a_message_dovecot_stored_before_dying_is_not_stored_again(
-    mx: int, pki: dict[str, Issued], box: Mailbox, monkeypatch: pytest.MonkeyPatch
+    mx: int,
+    pki: dict[str, Issued],
+    box: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+    message_id: str,
 ) -> None:
-    """Dovecot stored it, then died before answering: we said 451, the sender retries."""
+    """Dovecot stored it, then died before answering: we said 451, the sender retries. The
+    INBOX is searched for its Message-ID, in UTF-8 too (RFC 6532)."""
     raw = make_message(to=box.address, subject="Stocké avant la panne")
+    if message_id:
+        raw = _with_message_id(raw, message_id)
     with monkeypatch.context() as patch:
         _store_dies(patch, after_storing=True)
         assert _send(mx, pki, box.address, raw)[0] == 451
