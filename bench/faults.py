@@ -18,6 +18,9 @@ gateway learned to recognise resends (Sieve duplicate test, success traces, INBO
 an uncertain 451); with the attempt markers (mailboxes/transport/gateway/dedup.py) and the relay's
 interrupted-claim check, 0 lost and 0 duplicated with 22 kills of all three victims, and 0 and
 0 with 40 kills of A's gateway alone (--victims a:gateway --min-gap 3 --max-gap 9).
+Measured 2026-12-03 after issue 15 (a resend is the same Message-ID, sender, text and peer;
+the INBOX look compares the text): 0 lost, 0 duplicated of 10,000, 60 kills (16 gateway, 16
+worker, 28 Dovecot), Redis flushed.
 """
 
 from __future__ import annotations
