@@ -56,17 +56,22 @@ def test_only_recipients_of_a_successful_transaction_of_the_same_key_count(
     text = make_message(to=box.address)
     mid = _message_id(text)
     key = resend_key(message_id=mid, sender=SENDER, peer="CN=mx", content=text)
-    start = {"key": key, "message_id": mid, "sender": SENDER, "content": text}
+
+    def start(recipients: list[str], key: str = key) -> set[str]:
+        return delivery_start(
+            key=key, message_id=mid, recipients=recipients, sender=SENDER, content=text
+        )
+
     audit_record(action="gateway.received", target_type="message", target_id=mid,
                  success=False, details={"to": [box.address], "resend_key": key})  # fmt: skip
-    assert delivery_start(recipients=[box.address], **start) == set()
+    assert start([box.address]) == set()
     audit_record(action="gateway.received", target_type="message", target_id=mid,
                  details={"to": [box.address], "resend_key": key})  # fmt: skip
-    assert delivery_start(recipients=[box.address.upper(), "x@y.fr"], **start) == {box.address}
+    assert start([box.address.upper(), "x@y.fr"]) == {box.address}
     other = resend_key(message_id=mid, sender=SENDER, peer="CN=mx", content=text + b"P.S.\r\n")
-    assert delivery_start(recipients=[box.address], **(start | {"key": other})) == set()
+    assert start([box.address], key=other) == set()
     assert resend_key(message_id="", sender=SENDER, peer="CN=mx", content=text) == ""
-    assert delivery_start(recipients=[box.address], **(start | {"key": ""})) == set()
+    assert start([box.address], key="") == set()
 
 
 def _message_id(raw: bytes) -> str:
