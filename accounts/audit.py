@@ -7,10 +7,12 @@ content (no subject, no body, no claim values beyond identifiers).
 
 from __future__ import annotations
 
-from enum import StrEnum
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_noop as _noop
 
 from accounts.models import AuditEvent, Structure
 
@@ -20,20 +22,122 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
-class Action(StrEnum):
-    LOGIN = "auth.login"
-    LOGIN_FAILED = "auth.login_failed"
-    LOGOUT = "auth.logout"
-    STRUCTURE_CREATED = "structure.created"
-    MEMBERSHIP_ADDED = "membership.added"
-    MEMBERSHIP_ROLE_CHANGED = "membership.role_changed"
-    MEMBERSHIP_REMOVED = "membership.removed"
+class Action(models.TextChoices):
+    """Every action a trace may carry, with its French label (translated when shown:
+    ``accounts.journal.action_label``). The one vocabulary of the audit trail: writers use
+    these members, the journal reads their labels, and ``audit_record`` refuses anything else.
+    """
+
+    # Sign-in (accounts.psc, accounts.views)
+    LOGIN = "auth.login", _noop("Connexion")
+    LOGIN_FAILED = "auth.login_failed", _noop("Échec de connexion")
+    LOGOUT = "auth.logout", _noop("Déconnexion")
+    # Structures and people (accounts.services, mailboxes.console)
+    STRUCTURE_CREATED = "structure.created", _noop("Création de la structure")
+    RECOVERY_KEY_SET = "structure.recovery_key_set", _noop("Dépôt de la clé de recouvrement")
+    MEMBERSHIP_ADDED = "membership.added", _noop("Ajout d'un membre à la structure")
+    MEMBERSHIP_INVITED = "membership.invited", _noop("Invitation d'un membre")
+    MEMBERSHIP_ROLE_CHANGED = "membership.role_changed", _noop("Changement de rôle")
+    MEMBERSHIP_REMOVED = "membership.removed", _noop("Retrait d'un membre de la structure")
+    AUDIT_PURGED = "audit.purged", _noop("Purge du journal")
+    # Reading and handling messages (mailboxes.webmail)
+    MESSAGE_LIST = "message.list", _noop("Consultation d'un dossier")
+    MESSAGE_READ = "message.read", _noop("Lecture d'un message")
+    MESSAGE_BODY_READ = "message.body_read", _noop("Affichage du corps d'un message")
+    MESSAGE_ATTACHMENT_DOWNLOAD = (
+        "message.attachment_download",
+        _noop("Téléchargement d'une pièce jointe"),
+    )
+    MESSAGE_FLAG = "message.flag", _noop("Marquage de messages")
+    MESSAGE_MOVE = "message.move", _noop("Déplacement de messages")
+    MESSAGE_DELETE = "message.delete", _noop("Suppression de messages")
+    TRASH_EMPTIED = "mailbox.trash_emptied", _noop("Corbeille vidée")
+    # Writing: compose, drafts, read receipts (RFC 8098)
+    MESSAGE_SENT = "message.sent", _noop("Envoi d'un message")
+    DRAFT_SAVED = "message.draft_saved", _noop("Enregistrement d'un brouillon")
+    DRAFT_OPENED = "message.draft_opened", _noop("Ouverture d'un brouillon")
+    MDN_SENT = "message.mdn_sent", _noop("Envoi d'un accusé de lecture")
+    MDN_DECLINED = "message.mdn_declined", _noop("Refus d'un accusé de lecture")
+    # A BAL's life and rights (mailboxes.console)
+    MAILBOX_CREATED = "mailbox.created", _noop("Création de la BAL")
+    MAILBOX_UPDATED = "mailbox.updated", _noop("Modification de la BAL")
+    MAILBOX_SUSPENDED = "mailbox.suspended", _noop("Suspension de la BAL")
+    MAILBOX_REACTIVATED = "mailbox.reactivated", _noop("Réactivation de la BAL")
+    MAILBOX_CLOSED = "mailbox.closed", _noop("Fermeture de la BAL")
+    MAILBOX_MAIL_DELETED = "mailbox.mail_deleted", _noop(
+        "Suppression des messages de la BAL fermée"
+    )
+    ACCESS_GRANTED = "mailbox.access_granted", _noop("Attribution d'un accès à la BAL")
+    ACCESS_CHANGED = "mailbox.access_changed", _noop("Modification des droits d'accès à la BAL")
+    ACCESS_REVOKED = "mailbox.access_revoked", _noop("Retrait d'un accès à la BAL")
+    MAILBOX_EXPORTED = "mailbox.exported", _noop("Export de la BAL")
+    EXPORT_DOWNLOADED = "mailbox.export_downloaded", _noop("Téléchargement d'un export de la BAL")
+    NOTICE_CONFIGURED = "mailbox.notice_configured", _noop("Réglage de l'avis de nouveau message")
+    NOTICE_SENT = "mailbox.notice_sent", _noop("Envoi d'un avis de nouveau message")
+    # Annuaire (mailboxes.console.services.publication)
+    BAL_PUBLISHED = "annuaire.bal_published", _noop("Publication de la BAL dans l'annuaire")
+    # Transport: the gateway, the relay (relay.<OutboundDelivery.Status>), the CRL sync
+    GATEWAY_RECEIVED = "gateway.received", _noop("Réception d'un message (passerelle)")
+    RELAY_QUEUED = "relay.queued", _noop("Relais : nouvel essai programmé")
+    RELAY_SENDING = "relay.sending", _noop("Relais : envoi en cours")
+    RELAY_RELAYED = "relay.relayed", _noop("Relais : transmis à l'opérateur du destinataire")
+    RELAY_DELIVERED = "relay.delivered", _noop("Relais : remis")
+    RELAY_FAILED = "relay.failed", _noop("Relais : échec")
+    CRL_SYNC = "tls.crl_sync", _noop("Synchronisation des listes de révocation")
+
+
+class TargetType(models.TextChoices):
+    """What a trace is about. A model instance passed as ``target`` is named by its
+    ``app_label.model`` (the first five); the others are given as ``target_type``."""
+
+    MAILBOX = "mailboxes.mailbox", _noop("BAL")
+    USER = "accounts.user", _noop("Personne")
+    STRUCTURE = "accounts.structure", _noop("Structure")
+    MEMBERSHIP = "accounts.membership", _noop("Appartenance à une structure")
+    EXPORT = "mailboxes.mailboxexport", _noop("Export de BAL")
+    # target_id is the Message-ID (gateway and relay traces)
+    MESSAGE = "message", _noop("Message")
+    # target_id is the CRL file in force
+    CRL = "tls.crl", _noop("Liste de révocation")
+
+
+_ACTIONS = frozenset(Action.values)
+_TARGET_TYPES = frozenset(TargetType.values) | {""}
+
+
+class UnknownAuditVocabulary(ValueError):
+    """A writer used an action or a target type outside ``Action``/``TargetType``: a
+    programming error, refused so that no trace is written that the journal cannot name."""
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
+    """The client's address: the peer of the connection, or, when that peer is one of
+    TRUSTED_PROXIES, the nearest ``X-Forwarded-For`` hop that is not a trusted proxy.
+
+    X-Forwarded-For is read from the right (each proxy appends the address it saw), so that
+    a client cannot choose its address by sending the header itself; the walk stops at a
+    malformed entry and keeps the last valid address.
+    """
     if request is None:
         return None
-    return request.META.get("REMOTE_ADDR") or None
+    current = _address(request.META.get("REMOTE_ADDR", ""))
+    trusted = settings.TRUSTED_PROXIES
+    if current is None or not trusted:
+        return str(current) if current is not None else None
+    hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    while any(current in net for net in trusted) and hops:
+        previous = _address(hops.pop())
+        if previous is None:
+            break
+        current = previous
+    return str(current)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
 
 
 def audit_event(
@@ -56,12 +160,19 @@ def audit_event(
     if target is not None:
         target_type = target_type or target._meta.label_lower
         target_id = target_id or str(getattr(target, "public_id", target.pk))
+    action, target_type = str(action), str(target_type)  # members hash by name, not value
+    if action not in _ACTIONS:
+        raise UnknownAuditVocabulary(f"audit action {action!r} is not in accounts.audit.Action")
+    if target_type not in _TARGET_TYPES:
+        raise UnknownAuditVocabulary(
+            f"audit target type {target_type!r} is not in accounts.audit.TargetType"
+        )
     if actor is not None and not actor_label:
         actor_label = actor.national_id or actor.username
     return AuditEvent(
         actor=actor,
         actor_label=actor_label[:150],
-        action=str(action),
+        action=action,
         target_type=target_type,
         target_id=target_id[:128],
         structure_id=structure.pk if structure is not None else structure_id,
@@ -89,8 +200,11 @@ def audit_record(
 ) -> AuditEvent:
     """Write one trace.
 
-    ``target`` (a model instance with a ``public_id``) or ``target_type``/``target_id`` name what
-    was acted on. ``details`` holds identifiers only, never message or claim content.
+    ``action``: an ``Action``. ``target`` (a model instance with a ``public_id``) or
+    ``target_type`` (a ``TargetType``) and ``target_id`` name what was acted on. ``details``
+    holds identifiers only, never message or claim content. Raises UnknownAuditVocabulary for
+    an action or target type outside the vocabulary. ``request`` gives the client address
+    (``client_ip``).
     """
     event = audit_event(
         action=action,

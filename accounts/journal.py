@@ -17,77 +17,36 @@ from zoneinfo import ZoneInfo
 from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.utils.translation import gettext
-from django.utils.translation import gettext_noop as _noop
 
+from accounts.audit import Action, TargetType
 from accounts.models import AuditEvent
 
 PARIS = ZoneInfo("Europe/Paris")
 # target_type of the traces written about a BAL (audit_record(target=mailbox)).
-MAILBOX_TARGET = "mailboxes.mailbox"
+MAILBOX_TARGET = TargetType.MAILBOX.value
 # target_type of the gateway and relay traces, whose target_id is the Message-ID.
-MESSAGE_TARGET = "message"
+MESSAGE_TARGET = TargetType.MESSAGE.value
 
-# Marked for translation here, translated when shown (action_label): values stay plain str.
-ACTION_LABELS: dict[str, str] = {
-    # accounts.audit.Action
-    "auth.login": _noop("Connexion"),
-    "auth.login_failed": _noop("Échec de connexion"),
-    "auth.logout": _noop("Déconnexion"),
-    "structure.created": _noop("Création de la structure"),
-    "structure.recovery_key_set": _noop("Dépôt de la clé de recouvrement"),
-    "membership.added": _noop("Ajout d'un membre à la structure"),
-    "membership.invited": _noop("Invitation d'un membre"),
-    "membership.role_changed": _noop("Changement de rôle"),
-    "membership.removed": _noop("Retrait d'un membre de la structure"),
-    "audit.purged": _noop("Purge du journal"),
-    # mailboxes.webmail.services.messages.MessageAction
-    "message.list": _noop("Consultation d'un dossier"),
-    "message.read": _noop("Lecture d'un message"),
-    "message.attachment_download": _noop("Téléchargement d'une pièce jointe"),
-    "message.flag": _noop("Marquage de messages"),
-    "message.move": _noop("Déplacement de messages"),
-    "message.delete": _noop("Suppression de messages"),
-    "mailbox.trash_emptied": _noop("Corbeille vidée"),
-    # compose, drafts, read receipts (RFC 8098)
-    "message.sent": _noop("Envoi d'un message"),
-    "message.draft_saved": _noop("Enregistrement d'un brouillon"),
-    "message.mdn_sent": _noop("Envoi d'un accusé de lecture"),
-    "message.mdn_declined": _noop("Refus d'un accusé de lecture"),
-    # mailboxes.console.services.lifecycle.LifecycleAction and the console
-    "mailbox.created": _noop("Création de la BAL"),
-    "mailbox.updated": _noop("Modification de la BAL"),
-    "mailbox.suspended": _noop("Suspension de la BAL"),
-    "mailbox.reactivated": _noop("Réactivation de la BAL"),
-    "mailbox.closed": _noop("Fermeture de la BAL"),
-    "mailbox.access_granted": _noop("Attribution d'un accès à la BAL"),
-    "mailbox.access_changed": _noop("Modification des droits d'accès à la BAL"),
-    "mailbox.mail_deleted": _noop("Suppression des messages de la BAL fermée"),
-    "mailbox.notice_configured": _noop("Réglage de l'avis de nouveau message"),
-    "mailbox.access_revoked": _noop("Retrait d'un accès à la BAL"),
-    "mailbox.exported": _noop("Export de la BAL"),
-    "mailbox.notice_sent": _noop("Envoi d'un avis de nouveau message"),
-    # annuaire
-    "annuaire.bal_published": _noop("Publication de la BAL dans l'annuaire"),
-    # gateway and relay (mailboxes.transport: gateway.policy, relay: relay.<status>)
-    "gateway.received": _noop("Réception d'un message (passerelle)"),
-    "relay.queued": _noop("Relais : nouvel essai programmé"),
-    "relay.sending": _noop("Relais : envoi en cours"),
-    "relay.relayed": _noop("Relais : transmis à l'opérateur du destinataire"),
-    "relay.delivered": _noop("Relais : remis"),
-    "relay.failed": _noop("Relais : échec"),
-}
+# Action -> its label, marked for translation in accounts.audit and translated when shown
+# (action_label): values stay plain str.
+ACTION_LABELS: dict[str, str] = {str(action.value): str(action.label) for action in Action}
 
-# The traces about one message on a BAL, as written by mailboxes.services (messages, compose,
-# mdn). Plain strings: accounts does not import mailboxes (tests check they match).
-HISTORY_ACTIONS = (
-    "message.read",
-    "message.attachment_download",
-    "message.flag",
-    "message.move",
-    "message.delete",
-    "message.sent",
-    "message.mdn_sent",
-    "message.mdn_declined",
+# The traces about one message on a BAL (reads, handling, sending, drafts, read receipts).
+HISTORY_ACTIONS = tuple(
+    str(action.value)
+    for action in (
+        Action.MESSAGE_READ,
+        Action.MESSAGE_BODY_READ,
+        Action.MESSAGE_ATTACHMENT_DOWNLOAD,
+        Action.MESSAGE_FLAG,
+        Action.MESSAGE_MOVE,
+        Action.MESSAGE_DELETE,
+        Action.MESSAGE_SENT,
+        Action.DRAFT_SAVED,
+        Action.DRAFT_OPENED,
+        Action.MDN_SENT,
+        Action.MDN_DECLINED,
+    )
 )
 # At most this many candidate traces are examined for one message's history.
 HISTORY_WINDOW = 5000

@@ -15,6 +15,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -164,7 +165,9 @@ class Activity(models.Model):
 class AuditEvent(models.Model):
     """A functional trace: who did what to what, when, and how it ended. Never content.
 
-    Written only through ``accounts.audit.audit_record``.
+    Written only through ``accounts.audit.audit_record``. Append-only: on PostgreSQL a trigger
+    refuses UPDATE and DELETE; old traces go through ``accounts.services.audit_purge``
+    (migration 0003).
     """
 
     class Result(models.TextChoices):
@@ -172,7 +175,8 @@ class AuditEvent(models.Model):
         FAILURE = "failure", _("échec")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    occurred_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set when the trace is built (never changed after: the row is append-only).
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

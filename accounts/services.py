@@ -6,13 +6,13 @@ Each service owns its transaction and writes its trace in it (accounts.audit).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -242,25 +242,41 @@ def sessions_purge_expired() -> int:
     return deleted
 
 
-AUDIT_PURGED = "audit.purged"
+AUDIT_PURGED = Action.AUDIT_PURGED
 AUDIT_PURGE_BATCH = 5000
+
+
+def _purge_batch(cutoff: datetime) -> int:
+    """Delete at most AUDIT_PURGE_BATCH traces older than ``cutoff``, oldest first.
+
+    On PostgreSQL only the database function may delete traces (the append-only trigger of
+    migration 0003 refuses any other DELETE); SQLite (embedded mode) has no trigger.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT accounts_audit_purge(%s, %s)", [cutoff, AUDIT_PURGE_BATCH])
+            return int(cursor.fetchone()[0])
+    old = AuditEvent.objects.filter(occurred_at__lt=cutoff).order_by("occurred_at")
+    batch = list(old.values_list("pk", flat=True)[:AUDIT_PURGE_BATCH])
+    return AuditEvent.objects.filter(pk__in=batch).delete()[0] if batch else 0
 
 
 def audit_purge(*, older_than_days: int | None = None) -> int:
     """Delete the traces older than ``older_than_days`` (default settings.AUDIT_RETENTION_DAYS,
-    six months) and return how many went.
+    six months; at least one day, which the database enforces too) and return how many went.
 
-    Deleted by primary key in batches of AUDIT_PURGE_BATCH, each batch its own statement and
-    transaction: no giant DELETE holding locks on the whole table, and a run cut short is
-    simply finished by the next one (safe to run twice). Side effect: one ``audit.purged``
-    trace with the count and the cutoff, written after the purge so it survives it.
+    Deleted in batches of AUDIT_PURGE_BATCH, each batch its own statement and transaction:
+    no giant DELETE holding locks on the whole table, and a run cut short is simply finished
+    by the next one (safe to run twice). Raises ValueError for less than one day. Side
+    effect: one ``audit.purged`` trace with the count and the cutoff, written after the purge
+    so it survives it.
     """
     days = settings.AUDIT_RETENTION_DAYS if older_than_days is None else older_than_days
+    if days < 1:
+        raise ValueError("audit traces are kept at least one day")
     cutoff = timezone.now() - timedelta(days=days)
-    old = AuditEvent.objects.filter(occurred_at__lt=cutoff).order_by("occurred_at")
     deleted = 0
-    while batch := list(old.values_list("pk", flat=True)[:AUDIT_PURGE_BATCH]):
-        count, _ = AuditEvent.objects.filter(pk__in=batch).delete()
+    while count := _purge_batch(cutoff):
         deleted += count
     audit_record(
         action=AUDIT_PURGED,

@@ -16,7 +16,15 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 
-from mssante_portal.env import EnvError, env_bool, env_choice, env_int, env_list, env_str
+from mssante_portal.env import (
+    EnvError,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_networks,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -418,6 +426,10 @@ SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 )
 X_FRAME_OPTIONS = "DENY"
+# The reverse proxies in front of the portal (addresses or networks). When the connection
+# comes from one of them, the client address (traces, rate limits, the admin's networks) is
+# the nearest X-Forwarded-For hop that is not one of them; empty: the connection's peer.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", [])
 
 # Strict Content-Security-Policy (django-csp 4): no inline script or style anywhere.
 CONTENT_SECURITY_POLICY = {
@@ -440,7 +452,7 @@ CONTENT_SECURITY_POLICY = {
 # Encrypted BAL exports (before closing, or on request) are written here.
 EXPORT_DIR = Path(env_str("EXPORT_DIR", str(VAR_DIR / "exports"))).resolve()
 # Functional traces are kept this many days, then purged (6 months by default).
-AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183)
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183, minimum=1)
 # Sensitive console actions (close, export, delegation, role change) need a Pro Santé Connect
 # sign-in younger than this (seconds); otherwise the person signs in again.
 CONSOLE_REAUTH_MAX_AGE = env_int("CONSOLE_REAUTH_MAX_AGE", 900)

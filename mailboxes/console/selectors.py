@@ -14,6 +14,7 @@ from django.db.models import Max, Q
 from django.http import Http404
 from django.utils import timezone
 
+from accounts.audit import TargetType
 from accounts.models import AuditEvent, Membership, Structure, User
 from accounts.selectors import directed_structures
 from annuaire.selectors import directory_per_entries
@@ -81,7 +82,7 @@ def console_mailboxes(structure: Structure, *, kind: str = "", status: str = "")
         people.setdefault(access.mailbox_id, []).append(access)
     last = dict(
         AuditEvent.objects.filter(
-            target_type="mailboxes.mailbox", target_id__in=[str(b.public_id) for b in boxes]
+            target_type=TargetType.MAILBOX, target_id__in=[str(b.public_id) for b in boxes]
         )
         .exclude(actor__isnull=True)
         .values("target_id")

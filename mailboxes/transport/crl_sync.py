@@ -15,12 +15,12 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 
-from accounts.audit import audit_record
+from accounts.audit import Action, TargetType, audit_record
 from mailboxes.transport import crl as crls
 from mailboxes.transport.crl import CrlError, CrlInfo
 
 logger = logging.getLogger(__name__)
-ACTION = "tls.crl_sync"
+ACTION = Action.CRL_SYNC
 
 
 @dataclass
@@ -117,7 +117,7 @@ def crl_sync(*, sources: list[str] | None = None) -> CrlSync:
     audit_record(
         action=ACTION,
         actor_label="synchronisation LCR",
-        target_type="tls.crl",
+        target_type=TargetType.CRL,
         target_id=settings.TLS_CRL_FILE,
         success=run.result != "failure",
         error_code="crl_refused" if run.result == "failure" else "",

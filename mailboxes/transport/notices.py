@@ -28,7 +28,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import StructureDomain, User
 from annuaire.selectors import whitelist_knows_domain
 from mailboxes.models import Mailbox
@@ -110,7 +110,7 @@ def notice_send(*, mailbox_id: int) -> bool:
         [box.notice_email],
     )
     audit_record(
-        action="mailbox.notice_sent",
+        action=Action.NOTICE_SENT,
         actor_label="systeme",
         target=box,
         structure_id=box.structure_id,
@@ -158,7 +158,7 @@ def notice_configure(
     box.notice_interval_minutes = interval_minutes
     box.save(update_fields=["notice_email", "notice_interval_minutes"])
     audit_record(
-        action="mailbox.notice_configured",
+        action=Action.NOTICE_CONFIGURED,
         actor=actor,
         target=box,
         structure_id=box.structure_id,

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from accounts.audit import audit_event, audit_record_many
+from accounts.audit import Action, TargetType, audit_event, audit_record_many
 from accounts.models import StructureDomain, User
 from annuaire.selectors import whitelist_dn_keys
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
@@ -428,9 +428,9 @@ def _record(messages: dict[int, OutboundMessage], rows: list[Claimed], results: 
     audit_record_many(
         [
             audit_event(
-                action=f"relay.{status}",
+                action=Action(f"relay.{status}"),
                 actor_label="relais",
-                target_type="message",
+                target_type=TargetType.MESSAGE,
                 target_id=messages[pk].message_id[:128] or str(messages[pk].public_id),
                 structure_id=messages[pk].mailbox.structure_id if messages[pk].mailbox_id else None,  # type: ignore[union-attr]
                 success=status != Status.FAILED,

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import Structure, User
 from mailboxes.console.services import lifecycle
 from mailboxes.console.services.export import Exported, export_write
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAIL_DELETED = "mailbox.mail_deleted"
+MAIL_DELETED = Action.MAILBOX_MAIL_DELETED
 
 
 def _actor_label(actor: User | None) -> str:
@@ -36,7 +36,7 @@ def _close_refused(
     mailbox: Mailbox, actor: User | None, request: HttpRequest | None, code: str
 ) -> None:
     audit_record(
-        action=lifecycle.LifecycleAction.CLOSED,
+        action=Action.MAILBOX_CLOSED,
         actor=actor,
         actor_label=_actor_label(actor),
         target=mailbox,
@@ -130,7 +130,7 @@ def mailbox_close(
         locked.save(update_fields=["status", "status_changed_at"])
         revoked = MailboxAccess.objects.filter(mailbox=locked).delete()[0]
         audit_record(
-            action=lifecycle.LifecycleAction.CLOSED,
+            action=Action.MAILBOX_CLOSED,
             actor=actor,
             actor_label=_actor_label(actor),
             target=locked,

@@ -30,7 +30,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import Structure, User
 from mailboxes.console.services.recovery_key import keyring
 from mailboxes.errors import RecoveryKeyMissing, RecoveryKeyUnusable
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPORTED = "mailbox.exported"
+EXPORTED = Action.MAILBOX_EXPORTED
 # mboxrd: every line starting with zero or more ">" then "From " gets one more ">"; a reader
 # removes one, which makes the quoting reversible (unlike mboxo).
 FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)

@@ -6,27 +6,19 @@ Each service owns its transaction, writes its trace, and re-provisions Dovecot a
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import Structure, StructureDomain, User
 from mailboxes.models import Mailbox
 from mailboxes.store import dovecot
 
 if TYPE_CHECKING:
     pass
-
-
-class LifecycleAction(StrEnum):
-    CREATED = "mailbox.created"
-    SUSPENDED = "mailbox.suspended"
-    REACTIVATED = "mailbox.reactivated"
-    CLOSED = "mailbox.closed"
 
 
 # RFC 5321 §4.1.2 dot-atom, restricted to what MSSanté operators use in practice.
@@ -109,7 +101,7 @@ def mailbox_create(
     except IntegrityError as exc:  # a concurrent creation of the same address
         raise ValidationError(f"L'adresse {address} existe déjà.", code="address_taken") from exc
     audit_record(
-        action=LifecycleAction.CREATED,
+        action=Action.MAILBOX_CREATED,
         actor=actor,
         actor_label="" if actor else "systeme",
         target=mailbox,
@@ -121,7 +113,7 @@ def mailbox_create(
 
 
 def _set_status(
-    mailbox: Mailbox, status: str, action: LifecycleAction, actor: User | None
+    mailbox: Mailbox, status: str, action: Action, actor: User | None
 ) -> Mailbox:
     mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
     if mailbox.status == Mailbox.Status.CLOSED:
@@ -145,9 +137,9 @@ def _set_status(
 @transaction.atomic
 def mailbox_suspend(*, mailbox: Mailbox, actor: User | None) -> Mailbox:
     """Suspend a BAL: it stays readable and keeps receiving, nothing can be changed or sent."""
-    return _set_status(mailbox, Mailbox.Status.SUSPENDED, LifecycleAction.SUSPENDED, actor)
+    return _set_status(mailbox, Mailbox.Status.SUSPENDED, Action.MAILBOX_SUSPENDED, actor)
 
 
 @transaction.atomic
 def mailbox_reactivate(*, mailbox: Mailbox, actor: User | None) -> Mailbox:
-    return _set_status(mailbox, Mailbox.Status.ACTIVE, LifecycleAction.REACTIVATED, actor)
+    return _set_status(mailbox, Mailbox.Status.ACTIVE, Action.MAILBOX_REACTIVATED, actor)

@@ -76,7 +76,7 @@ def access_set(
         },
     )
     audit_record(
-        action="mailbox.access_granted" if created else "mailbox.access_changed",
+        action=Action.ACCESS_GRANTED if created else Action.ACCESS_CHANGED,
         actor=actor,
         actor_label="" if actor else "systeme",
         target=mailbox,
@@ -104,7 +104,7 @@ def access_revoke(
     user = access.user
     MailboxAccess.objects.filter(pk=access.pk).delete()
     audit_record(
-        action="mailbox.access_revoked",
+        action=Action.ACCESS_REVOKED,
         actor=actor,
         target=mailbox,
         structure_id=mailbox.structure_id,
@@ -156,7 +156,7 @@ def mailbox_update(
         setattr(box, key, value)
     box.save(update_fields=list(changes))
     audit_record(
-        action="mailbox.updated",
+        action=Action.MAILBOX_UPDATED,
         actor=actor,
         target=box,
         structure_id=box.structure_id,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import requests
 from django.conf import settings
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import Structure, User
 from annuaire.fhir import BalRecord, Publication, publication_build
 from annuaire.selectors import directory_entries
@@ -71,7 +71,8 @@ class Sent:
 
 
 def publication_send(*, publications: list[Publication], actor: User | None = None) -> list[Sent]:
-    """PATCH each payload to the configured FHIR endpoint; one trace per BAL (never content)."""
+    """PATCH each payload to the configured FHIR endpoint; one trace per BAL (never content),
+    on the BAL itself so that its structure's journal shows it."""
     base = settings.ANNUAIRE_PUBLICATION_URL.rstrip("/")
     if not base:
         raise PublicationDisabled
@@ -79,6 +80,10 @@ def publication_send(*, publications: list[Publication], actor: User | None = No
         "Content-Type": "application/fhir+json",
         "Accept": "application/fhir+json",
         "ESANTE-API-KEY": settings.ANNUAIRE_PUBLICATION_API_KEY,
+    }
+    boxes = {
+        box.address: box
+        for box in Mailbox.objects.filter(address__in=[p.record.address for p in publications])
     }
     results = []
     for publication in publications:
@@ -93,15 +98,20 @@ def publication_send(*, publications: list[Publication], actor: User | None = No
         except requests.RequestException as exc:
             sent = Sent(publication, 0, str(exc)[:200])
         ok = 200 <= sent.status < 300
+        box = boxes.get(publication.record.address)
         audit_record(
-            action="annuaire.bal_published",
+            action=Action.BAL_PUBLISHED,
             actor=actor,
             actor_label="" if actor else "publish_bals",
-            target_type="mailbox",
-            target_id=publication.record.address,
+            target=box,
+            structure_id=box.structure_id if box else None,
             success=ok,
             error_code="" if ok else f"http_{sent.status}",
-            details={"operation": publication.operation, "status": sent.status},
+            details={
+                "address": publication.record.address,
+                "operation": publication.operation,
+                "status": sent.status,
+            },
         )
         results.append(sent)
     return results

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import Structure, User
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 GPG_BINARY = "/usr/bin/gpg"
 MAX_KEY_TEXT = 1024 * 1024  # an armoured public key with many signatures stays far below
-KEY_SET = "structure.recovery_key_set"
+KEY_SET = Action.RECOVERY_KEY_SET
 
 
 def _actor_label(actor: User | None) -> str:

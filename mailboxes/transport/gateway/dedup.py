@@ -37,11 +37,13 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from accounts.audit import Action, TargetType
 from accounts.models import AuditEvent
 from mailboxes.models import GatewayAttempt
 from mailboxes.store.imap import inboxes_holding
 
-TRACE_ACTION = "gateway.received"  # the action of the gateway's per-transaction trace
+# The action of the gateway's per-transaction trace (plain text: it goes into SQL below).
+TRACE_ACTION = Action.GATEWAY_RECEIVED.value
 KEY = "resend_key"  # where the trace's details keep the key
 WINDOW = timedelta(days=7)  # an SMTP sender retries for at most 5 days (RFC 5321 §4.5.4.1)
 ATTEMPT = "attempt"  # the "result" of a marker row in the check's answer
@@ -110,7 +112,7 @@ def _earlier_and_mark(key: str, message_id: str, recipients: list[str]) -> Itera
         rows: list[Row] = [
             (result, (details or {}).get("to"))
             for result, details in AuditEvent.objects.filter(
-                target_type="message",
+                target_type=TargetType.MESSAGE,
                 target_id=message_id,
                 action=TRACE_ACTION,
                 occurred_at__gte=since,
@@ -153,7 +155,7 @@ def _pg_sql() -> str:
             f"WITH mark AS (INSERT INTO {attempts} (message_id, resend_key, recipients,"  # noqa: S608
             " started_at) VALUES (%s, %s, %s::jsonb, now()) RETURNING 1)"
             f" SELECT result, details->'to' FROM {audit}"
-            " WHERE target_type = 'message' AND target_id = %s"
+            f" WHERE target_type = '{TargetType.MESSAGE.value}' AND target_id = %s"
             f" AND action = '{TRACE_ACTION}' AND details->>'{KEY}' = %s"
             f" AND occurred_at >= now() - interval '{days} days'"
             f" UNION ALL SELECT '{ATTEMPT}', recipients FROM {attempts}"

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from accounts.audit import audit_event, audit_record_many
+from accounts.audit import TargetType, audit_event, audit_record_many
 from accounts.models import AuditEvent, StructureDomain
 from annuaire.selectors import whitelist_allows, whitelist_lists_certificate
 from mailboxes.models import Mailbox, OutboundMessage
@@ -299,7 +299,7 @@ def trace(
         event = audit_event(
             action=TRACE_ACTION,
             actor_label=peer.dn[:150] or "inconnu",
-            target_type="message",
+            target_type=TargetType.MESSAGE,
             target_id=message_id[:128],
             success=success,
             error_code="" if success else reply[:3],
@@ -332,7 +332,8 @@ def _trace_sql() -> str:
         _TRACE_SQL = (
             f"INSERT INTO {table} (public_id, occurred_at, actor_label,"  # noqa: S608
             " action, target_type, target_id, result, error_code, details)"
-            f" VALUES (%s, now(), %s, '{TRACE_ACTION}', 'message', %s, %s, %s, %s::jsonb);"
+            f" VALUES (%s, now(), %s, '{TRACE_ACTION}', '{TargetType.MESSAGE.value}', %s, %s, %s,"
+            " %s::jsonb);"
             " SET LOCAL synchronous_commit TO OFF"
         )
     return _TRACE_SQL

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import StructureDomain, User
 from annuaire.ins import INS
 from annuaire.selectors import MALFORMED, RecipientVerdict, recipient_check
@@ -250,7 +250,7 @@ def message_send(
             envid=uuid.uuid4().hex,
         )
         audit_record(
-            action="message.sent",
+            action=Action.MESSAGE_SENT,
             actor=actor,
             target=mailbox,
             structure=mailbox.structure,

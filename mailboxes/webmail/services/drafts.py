@@ -16,7 +16,7 @@ from typing import Any
 from django.core.cache import cache
 from django.http import Http404, HttpRequest
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import User
 from mailboxes.access import Grant
 from mailboxes.errors import MailboxSuspended
@@ -65,7 +65,7 @@ def draft_save(
             newest = copies[-1]
             store.purge(DRAFTS, copies[:-1])
         audit_record(
-            action="message.draft_saved",
+            action=Action.DRAFT_SAVED,
             actor=actor,
             target=mailbox,
             structure_id=mailbox.structure_id,

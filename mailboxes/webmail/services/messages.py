@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from django.http import Http404
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import User
 from mailboxes.access import Grant
 from mailboxes.errors import FolderInvalid, MailboxSuspended
@@ -27,16 +26,6 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
 
-class MessageAction(StrEnum):
-    LIST = "message.list"
-    READ = "message.read"
-    DOWNLOAD = "message.attachment_download"
-    FLAG = "message.flag"
-    MOVE = "message.move"
-    DELETE = "message.delete"
-    EMPTY_TRASH = "mailbox.trash_emptied"
-
-
 FLAGS = {"seen": b"\\Seen", "flagged": b"\\Flagged"}
 
 
@@ -45,7 +34,7 @@ def _traced(
     *,
     grant: Grant,
     actor: User,
-    action: MessageAction,
+    action: Action,
     request: HttpRequest | None,
     details: dict[str, Any],
 ) -> Iterator[dict[str, Any]]:
@@ -98,7 +87,7 @@ def _session(
     *,
     grant: Grant,
     actor: User,
-    action: MessageAction,
+    action: Action,
     request: HttpRequest | None,
     details: dict[str, Any],
     folders: Sequence[str] = (),
@@ -137,7 +126,7 @@ def folder_open(
     with _session(
         grant=grant,
         actor=actor,
-        action=MessageAction.LIST,
+        action=Action.MESSAGE_LIST,
         request=request,
         details=details,
         folders=[folder],
@@ -167,7 +156,7 @@ def _read(
     with _session(
         grant=grant,
         actor=actor,
-        action=MessageAction.READ,
+        action=Action.MESSAGE_READ,
         request=request,
         details={"folder": folder, "uid": uid, **details},
         folders=[folder],
@@ -226,7 +215,7 @@ def attachment_open(
     with _session(
         grant=grant,
         actor=actor,
-        action=MessageAction.DOWNLOAD,
+        action=Action.MESSAGE_ATTACHMENT_DOWNLOAD,
         request=request,
         details=details,
         folders=[folder],
@@ -252,7 +241,7 @@ def messages_flag(
     """Set or clear \\Seen or \\Flagged. Returns the UIDs that existed."""
     details = {"folder": folder, "uids": list(uids), "flag": flag, "on": on}
     with _session(
-        grant=grant, actor=actor, action=MessageAction.FLAG, request=request, details=details,
+        grant=grant, actor=actor, action=Action.MESSAGE_FLAG, request=request, details=details,
         folders=[folder], write=True,
     ) as (store, traced):  # fmt: skip
         traced["message_ids"] = _message_ids(store, folder, uids)
@@ -270,7 +259,7 @@ def messages_move(
 ) -> list[int]:
     details = {"folder": folder, "uids": list(uids), "target": target}
     with _session(
-        grant=grant, actor=actor, action=MessageAction.MOVE, request=request, details=details,
+        grant=grant, actor=actor, action=Action.MESSAGE_MOVE, request=request, details=details,
         folders=[folder, target], write=True,
     ) as (store, traced):  # fmt: skip
         if target == folder:
@@ -290,7 +279,7 @@ def messages_delete(
     """Move to Trash; in Trash, delete for good."""
     details = {"folder": folder, "uids": list(uids), "permanent": folder == TRASH}
     with _session(
-        grant=grant, actor=actor, action=MessageAction.DELETE, request=request, details=details,
+        grant=grant, actor=actor, action=Action.MESSAGE_DELETE, request=request, details=details,
         folders=[folder], write=True,
     ) as (store, traced):  # fmt: skip
         traced["message_ids"] = _message_ids(store, folder, uids)
@@ -301,7 +290,7 @@ def trash_empty(*, grant: Grant, actor: User, request: HttpRequest | None = None
     with _session(
         grant=grant,
         actor=actor,
-        action=MessageAction.EMPTY_TRASH,
+        action=Action.TRASH_EMPTIED,
         request=request,
         details={},
         write=True,

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import Action, audit_record
 from accounts.models import User
 from mailboxes.access import Access, Grant
 from mailboxes.errors import MailboxSuspended
@@ -126,7 +126,7 @@ def receipt_answer(
                     author=actor,
                 )
                 audit_record(
-                    action="message.mdn_sent",
+                    action=Action.MDN_SENT,
                     actor=actor,
                     target=mailbox,
                     structure_id=mailbox.structure_id,
@@ -135,7 +135,7 @@ def receipt_answer(
                 )
         else:
             audit_record(
-                action="message.mdn_declined",
+                action=Action.MDN_DECLINED,
                 actor=actor,
                 target=mailbox,
                 structure_id=mailbox.structure_id,
