@@ -8,7 +8,8 @@ values (their ``public_id`` as text, and their addresses for the CSV).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.utils.translation import gettext
 
 from accounts.audit import Action, TargetType
-from accounts.models import AuditEvent
+from accounts.models import AuditEvent, User
 
 PARIS = ZoneInfo("Europe/Paris")
 # target_type of the traces written about a BAL (audit_record(target=mailbox)).
@@ -129,15 +130,68 @@ def _mentioning(events: QuerySet[AuditEvent], key: str) -> QuerySet[AuditEvent]:
     )
 
 
-def _names(event: AuditEvent, key: str) -> bool:
-    """Whether the trace names the message ``key`` (exact, after _message_key)."""
+def named_messages(event: AuditEvent) -> list[str]:
+    """The Message-IDs a trace names, as recorded: ``details["message_id"]`` (a read),
+    ``details["message_ids"]`` (flag, move, delete), or the target of a gateway or relay trace."""
     details: Any = event.details if isinstance(event.details, dict) else {}
     named = [details.get("message_id")]
     if isinstance(details.get("message_ids"), list):
         named += details["message_ids"]
     if event.target_type == MESSAGE_TARGET:
         named.append(event.target_id)
-    return any(isinstance(n, str) and _message_key(n) == key for n in named)
+    found: list[str] = []
+    for n in named:
+        if isinstance(n, str) and _message_key(n) and n not in found:
+            found.append(n)
+    return found
+
+
+def _names(event: AuditEvent, key: str) -> bool:
+    """Whether the trace names the message ``key`` (exact, after _message_key)."""
+    return any(_message_key(n) == key for n in named_messages(event))
+
+
+def _person_id(event: AuditEvent) -> str:
+    """The public id of the person a trace is about (membership, right, role), if any."""
+    details: Any = event.details if isinstance(event.details, dict) else {}
+    value = details.get("user")
+    if event.target_type == TargetType.USER:
+        value = value or event.target_id
+    try:
+        return str(uuid.UUID(str(value))) if value else ""
+    except ValueError:
+        return ""
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """One line of the journal screen: the trace, its French label, the BAL it is about
+    (public id, empty otherwise), the messages it names and the person it is about."""
+
+    event: AuditEvent
+    label: str
+    mailbox_id: str
+    message_ids: list[str]
+    person: User | None
+
+
+def journal_rows(events: Iterable[AuditEvent]) -> list[JournalRow]:
+    """The detail of each trace for the journal screen, with the persons named in one query.
+    Message subjects are not here: traces never hold content (the console looks them up in
+    the BAL, for those who may read it)."""
+    events = list(events)
+    wanted = {pid for pid in map(_person_id, events) if pid}
+    people = {str(u.public_id): u for u in User.objects.filter(public_id__in=wanted)}
+    return [
+        JournalRow(
+            event=event,
+            label=action_label(event.action),
+            mailbox_id=event.target_id if event.target_type == MAILBOX_TARGET else "",
+            message_ids=named_messages(event),
+            person=people.get(_person_id(event)),
+        )
+        for event in events
+    ]
 
 
 def journal_events(

@@ -77,6 +77,16 @@ def home_profile(user: User) -> HomeProfile:
     )
 
 
+def administered_structures(user: User) -> list[Structure]:
+    """The structures whose console and journal this person may see: those they direct;
+    every structure for the operator's staff (a professional account marked staff)."""
+    if not user.is_authenticated or not user.national_id:
+        return []
+    if user.is_staff:
+        return list(Structure.objects.order_by("name"))
+    return directed_structures(user)
+
+
 def directed_structures(user: User) -> list[Structure]:
     """The structures this person directs (the console's scope)."""
     return list(

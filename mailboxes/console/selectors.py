@@ -16,21 +16,19 @@ from django.utils import timezone
 
 from accounts.audit import TargetType
 from accounts.models import AuditEvent, Membership, Structure, User
-from accounts.selectors import directed_structures
+from accounts.selectors import administered_structures
 from annuaire.selectors import directory_per_entries
-from mailboxes.access import USABLE, public_id_parse
+from mailboxes.access import USABLE, public_id_parse, usable_mailboxes
+from mailboxes.errors import StoreUnavailable
 from mailboxes.models import Mailbox, MailboxAccess
+from mailboxes.store.imap import MailStore
 from mailboxes.store.sizes import home_sizes
 
 
 def console_structures(user: User) -> list[Structure]:
-    """The structures this person administers: those they direct; every structure for the
-    operator's staff (a professional account marked staff)."""
-    if not user.is_authenticated or not user.national_id:
-        return []
-    if user.is_staff:
-        return list(Structure.objects.order_by("name"))
-    return directed_structures(user)
+    """The structures this person administers (``accounts.selectors.administered_structures``:
+    the webmail asks it too, to link a message to its history)."""
+    return administered_structures(user)
 
 
 def console_structure(user: User, public_id: uuid.UUID | str) -> Structure:
@@ -207,4 +205,25 @@ def professional_candidates(structure: Structure, text: str, limit: int = 10) ->
                 False,
             )
         )
+    return found
+
+
+def journal_subjects(user: User, wanted: dict[str, set[str]]) -> dict[tuple[str, str], str]:
+    """The subjects of the messages the journal names, keyed by (BAL public id, Message-ID),
+    only on the BALs this person may read themselves: a director sees who read what, not
+    what the mail of a BAL they may not read is about. ``wanted``: BAL public id -> the
+    Message-IDs of its traces. One IMAP session per BAL; a BAL whose store does not answer
+    simply shows no subject."""
+    readable = {str(g.mailbox.public_id): g.mailbox for g in usable_mailboxes(user)}
+    found: dict[tuple[str, str], str] = {}
+    for box_id, message_ids in wanted.items():
+        box = readable.get(box_id)
+        if box is None or not message_ids:
+            continue
+        try:
+            with MailStore(box.address) as store:
+                subjects = store.subjects(message_ids)
+        except StoreUnavailable:
+            continue
+        found.update({(box_id, mid): subject for mid, subject in subjects.items()})
     return found

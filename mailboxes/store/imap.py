@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any
 
 from django.conf import settings
@@ -361,6 +363,36 @@ class MailStore:
                     break
         return found
 
+    def subjects(self, message_ids: Iterable[str]) -> dict[str, str]:
+        """The subject of the messages of this BAL with these Message-IDs, by Message-ID as
+        written in the trace, whatever their folder (the journal's detail column, for people
+        who may read the BAL). Read-only: SEARCH then BODY.PEEK (RFC 3501 §6.4.4-5)."""
+        wanted = {_id_key(m): m for m in message_ids if _id_key(m)}
+        found: dict[str, str] = {}
+        for name in [f.name for f in self.folders()]:
+            missing = [k for k in wanted if wanted[k] not in found]
+            if not missing:
+                break
+            self.client.select_folder(name, readonly=True)
+            for start in range(0, len(missing), 20):  # short command lines
+                chunk = missing[start : start + 20]
+                criteria: list[Any] = ["HEADER", "Message-ID", chunk[0]]
+                for key in chunk[1:]:
+                    criteria = ["OR", ["HEADER", "Message-ID", key], criteria]
+                uids = self.client.search(criteria)
+                if not uids:
+                    continue
+                fields = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]"
+                for data in self.client.fetch(uids, [fields]).values():
+                    block = next(
+                        (v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b""
+                    )
+                    headers = BytesHeaderParser(policy=compat32).parsebytes(block or b"")
+                    key = _id_key(decode_text(headers.get("Message-ID")))
+                    if key in wanted and wanted[key] not in found:
+                        found[wanted[key]] = decode_text(headers.get("Subject"))[:MAX_SUBJECT]
+        return found
+
     # -- export ----------------------------------------------------------------------------
 
     def folder_uids(self, folder: str) -> tuple[int, list[int]]:
@@ -393,6 +425,11 @@ class MailStore:
                 if uid in sizes:
                     batch.append(uid)
                     total += size
+
+
+def _id_key(message_id: str) -> str:
+    """A Message-ID without brackets and whitespace (RFC 5322 §3.6.4), for comparisons."""
+    return "".join(message_id.split()).removeprefix("<").removesuffix(">")
 
 
 @contextmanager

@@ -1,5 +1,5 @@
-"""Reads of the webmail: unread counts, a message's HTML body, what became of what a BAL
-sent, the people it wrote to lately."""
+"""Reads of the webmail: unread counts, what became of what a BAL sent, the people it wrote
+to lately. Reads of message content are services (``services.messages``): they are traced."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from mailboxes.access import Grant
 from mailboxes.errors import StoreUnavailable
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.store.imap import MailStore
-from mailboxes.store.mime import parse_message
 
 
 def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
@@ -20,16 +19,6 @@ def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
         except StoreUnavailable:
             rows.append((grant, None))
     return rows
-
-
-def message_html(grant: Grant, folder: str, uid: int) -> str | None:
-    """The HTML body of a message, unsanitised (the caller sanitises), or None if missing.
-    The read itself was traced when the message page was opened."""
-    with MailStore(grant.mailbox.address) as store:
-        if not store.folder_exists(folder):
-            return None
-        found = store.fetch(folder, uid, mark_seen=False)
-    return parse_message(found[0]).html if found else None
 
 
 def delivery_statuses(mailbox: Mailbox, message_id: str) -> list[OutboundDelivery]:

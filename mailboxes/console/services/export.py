@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
 from accounts.audit import Action, audit_record
@@ -278,6 +279,39 @@ def export_write(
 def export_path(export: MailboxExport) -> Path:
     """Where the encrypted file of ``export`` is on disk."""
     return Path(settings.EXPORT_DIR) / export.path
+
+
+def export_open(
+    *, export: MailboxExport, actor: User, request: HttpRequest | None = None
+) -> BinaryIO:
+    """The encrypted file of ``export``, opened for download. Raises Http404 when it is gone
+    from disk. Traced (``mailbox.export_downloaded``, on the BAL, failures too): the archive
+    holds every message of the BAL, readable by whoever has the recovery key."""
+    mailbox = export.mailbox
+    details = {"export": str(export.public_id), "sha256": export.sha256}
+    try:
+        handle = export_path(export).open("rb")
+    except OSError:
+        audit_record(
+            action=Action.EXPORT_DOWNLOADED,
+            actor=actor,
+            target=mailbox,
+            structure_id=mailbox.structure_id,
+            success=False,
+            error_code="export_missing",
+            request=request,
+            details=details,
+        )
+        raise Http404 from None
+    audit_record(
+        action=Action.EXPORT_DOWNLOADED,
+        actor=actor,
+        target=mailbox,
+        structure_id=mailbox.structure_id,
+        request=request,
+        details=details,
+    )
+    return handle
 
 
 def mailbox_export(

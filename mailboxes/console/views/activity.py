@@ -6,6 +6,7 @@ import csv
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from urllib.parse import urlencode
 
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -18,19 +19,23 @@ from accounts.decorators import professional_required
 from accounts.journal import (
     ACTION_LABELS,
     JournalFilter,
+    JournalRow,
     action_label,
     journal_csv_rows,
     journal_events,
+    journal_rows,
     message_history,
 )
 from accounts.models import Structure, User
 from mailboxes.console.charts import top_bars_svg, usage_bars_svg
 from mailboxes.console.forms import IndicatorsForm, JournalForm, set_choices
-from mailboxes.console.selectors import console_mailbox, console_structure
+from mailboxes.console.selectors import console_mailbox, console_structure, journal_subjects
 from mailboxes.console.usage_selectors import usage_csv_rows, usage_series
 from mailboxes.models import Mailbox
 
 PAGE_SIZE = 50
+# Message-IDs shown in one row's detail (a move of 200 messages names them all in its trace).
+DETAIL_MESSAGES = 3
 
 
 def _user(request: HttpRequest) -> User:
@@ -95,6 +100,7 @@ def journal(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
     if flt.message_id and flt.mailbox_ids:
         box = console_mailbox(current, flt.mailbox_ids[0])
         history = message_history(mailbox_id=str(box.public_id), message_id=flt.message_id)
+    rows = journal_rows(page)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -104,7 +110,7 @@ def journal(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
             "structure": current,
             "form": form,
             "page": page,
-            "rows": [(e, action_label(e.action), boxes.get(e.target_id, "")) for e in page],
+            "rows": _detailed(_user(request), rows, boxes),
             "history": [(e, action_label(e.action)) for e in history]
             if history is not None
             else None,
@@ -112,6 +118,41 @@ def journal(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
         },
         status=status,
     )
+
+
+def _detailed(
+    user: User, rows: list[JournalRow], boxes: dict[str, str]
+) -> list[dict[str, object]]:
+    """Each row with its BAL's address and its messages: Message-ID, the subject when the
+    person may read that BAL (journal_subjects), and the link to the message's history."""
+    wanted: dict[str, set[str]] = {}
+    for row in rows:
+        if row.mailbox_id in boxes:
+            wanted.setdefault(row.mailbox_id, set()).update(row.message_ids[:DETAIL_MESSAGES])
+    subjects = journal_subjects(user, wanted)
+    detailed = []
+    for row in rows:
+        messages = [
+            {
+                "message_id": mid,
+                "subject": subjects.get((row.mailbox_id, mid)),
+                "history": urlencode({"bal": row.mailbox_id, "message_id": mid})
+                if row.mailbox_id in boxes
+                else "",
+            }
+            for mid in row.message_ids[:DETAIL_MESSAGES]
+        ]
+        detailed.append(
+            {
+                "event": row.event,
+                "label": row.label,
+                "bal": boxes.get(row.mailbox_id, ""),
+                "messages": messages,
+                "more": max(0, len(row.message_ids) - DETAIL_MESSAGES),
+                "person": row.person,
+            }
+        )
+    return detailed
 
 
 class _Echo:

@@ -497,10 +497,7 @@ def export_download(
     export = MailboxExport.objects.filter(public_id=export_id, mailbox__structure=current).first()
     if export is None:
         raise Http404
-    try:
-        handle = export_svc.export_path(export).open("rb")
-    except OSError:
-        raise Http404 from None
+    handle = export_svc.export_open(export=export, actor=_user(request), request=request)
     response = FileResponse(
         handle,
         as_attachment=True,

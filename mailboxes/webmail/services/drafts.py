@@ -57,7 +57,7 @@ def draft_save(
     if not cache.add(lock, "1", LOCK_SECONDS):
         raise DraftBusy
     try:
-        raw, _message_id = message_build(mailbox=mailbox, actor=actor, draft=draft, patients=[])
+        raw, message_id = message_build(mailbox=mailbox, actor=actor, draft=draft, patients=[])
         raw = f"{HEADER}: {token}\r\n".encode() + raw
         with MailStore(mailbox.address) as store:
             store.append(DRAFTS, raw, flags=(b"\\Draft", b"\\Seen"))
@@ -70,11 +70,32 @@ def draft_save(
             target=mailbox,
             structure_id=mailbox.structure_id,
             request=request,
-            details={"folder": DRAFTS, "uid": newest},
+            details={"folder": DRAFTS, "uid": newest, "message_id": message_id},
         )
         return newest
     finally:
         cache.delete(lock)
+
+
+def _draft_trace(
+    grant: Grant,
+    actor: User,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+    *,
+    error: Exception | None = None,
+) -> None:
+    code = "" if error is None else getattr(error, "code", "not_found")
+    audit_record(
+        action=Action.DRAFT_OPENED,
+        actor=actor,
+        target=grant.mailbox,
+        structure_id=grant.mailbox.structure_id,
+        success=error is None,
+        error_code=code,
+        request=request,
+        details=details,
+    )
 
 
 def draft_discard(*, grant: Grant, token: str) -> None:
@@ -85,15 +106,31 @@ def draft_discard(*, grant: Grant, token: str) -> None:
         store.purge(DRAFTS, store.search_header(DRAFTS, HEADER, token))
 
 
-def draft_open(*, grant: Grant, uid: int) -> tuple[dict[str, Any], list[Attachment]]:
-    """The compose form's initial values and the attachments of a saved draft."""
-    with MailStore(grant.mailbox.address) as store:
-        found = store.fetch(DRAFTS, uid, mark_seen=False)
-    if found is None:
-        raise Http404
-    message = email.message_from_bytes(found[0], policy=email.policy.default)
-    if not isinstance(message, EmailMessage) or not TOKEN.match(str(message.get(HEADER, ""))):
-        raise Http404  # not one of ours: never resumed
+def draft_open(
+    *,
+    grant: Grant,
+    actor: User,
+    uid: int,
+    purpose: str = "resume",
+    request: HttpRequest | None = None,
+) -> tuple[dict[str, Any], list[Attachment]]:
+    """The compose form's initial values and the attachments of a saved draft. Raises Http404
+    for a missing draft or a message of Drafts that is not one of ours. A read of content:
+    traced (``message.draft_opened``, ``purpose`` "resume" or "send"), failures too."""
+    details: dict[str, Any] = {"folder": DRAFTS, "uid": uid, "purpose": purpose}
+    try:
+        with MailStore(grant.mailbox.address) as store:
+            found = store.fetch(DRAFTS, uid, mark_seen=False)
+        if found is None:
+            raise Http404
+        message = email.message_from_bytes(found[0], policy=email.policy.default)
+        if not isinstance(message, EmailMessage) or not TOKEN.match(str(message.get(HEADER, ""))):
+            raise Http404  # not one of ours: never resumed
+        details["message_id"] = str(message.get("Message-ID", "")).strip()[:998]
+    except (PortalError, Http404) as exc:
+        _draft_trace(grant, actor, request, details, error=exc)
+        raise
+    _draft_trace(grant, actor, request, details)
     body = message.get_body(preferencelist=("plain",))
     attachments = []
     for part in message.iter_attachments():

@@ -202,6 +202,28 @@ def message_raw(
     return raw
 
 
+def message_body_open(
+    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
+) -> str | None:
+    """The HTML body of a message, unsanitised (the caller sanitises), None when it has none.
+    Raises Http404 for a missing message. Traced on its own (``message.body_read``): the frame
+    is a URL of its own, fetched with or without the message page."""
+    with _session(
+        grant=grant,
+        actor=actor,
+        action=Action.MESSAGE_BODY_READ,
+        request=request,
+        details={"folder": folder, "uid": uid},
+        folders=[folder],
+    ) as (store, traced):
+        found = store.fetch(folder, uid, mark_seen=False)
+        if found is None:
+            raise Http404
+        parsed = parse_message(found[0])
+        traced["message_id"] = parsed.message_id
+    return parsed.html
+
+
 def attachment_open(
     *,
     grant: Grant,

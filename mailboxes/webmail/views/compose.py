@@ -125,7 +125,9 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         if "a" in request.GET and "a" not in initial:  # "Écrire" from the annuaire
             initial["a"] = ", ".join(split_addresses(request.GET["a"][:2000])[:10])
         if request.GET.get("brouillon", "").isdigit():  # « Reprendre le brouillon »
-            saved, kept = draft_open(grant=grant, uid=int(request.GET["brouillon"]))
+            saved, kept = draft_open(
+                grant=grant, actor=user, uid=int(request.GET["brouillon"]), request=request
+            )
             initial.update(saved, de=str(grant.mailbox.public_id))
             context["draft_attachments"] = kept
         context["form"] = ComposeForm(initial=initial, senders=choices)
@@ -153,7 +155,9 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     if data["transfert"]:
         attachments += _forwarded(grant, user, request, data["transfert"])
     if data["brouillon_uid"]:  # a resumed draft keeps its attachments
-        attachments += draft_open(grant=grant, uid=data["brouillon_uid"])[1]
+        attachments += draft_open(
+            grant=grant, actor=user, uid=data["brouillon_uid"], purpose="send", request=request
+        )[1]
     draft = Draft(
         to=data["a"],
         cc=data["cc"],

@@ -16,13 +16,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import professional_required
 from accounts.models import User
+from accounts.selectors import administered_structures
 from mailboxes.access import Access, access_mailbox, usable_mailboxes
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import SENT, TRASH
 from mailboxes.webmail.forms import FolderQuery, MessageQuery, MessagesAction, ReceiptAnswer
 from mailboxes.webmail.presenters import rows
 from mailboxes.webmail.sanitize import sanitize
-from mailboxes.webmail.selectors import delivery_statuses, message_html, unread_counts
+from mailboxes.webmail.selectors import delivery_statuses, unread_counts
 from mailboxes.webmail.services import messages as svc
 from mailboxes.webmail.services.receipts import (
     ReceiptAlreadySettled,
@@ -135,8 +136,20 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             "deliveries": delivery_statuses(grant.mailbox, parsed.message_id)
             if folder_name == SENT
             else [],
+            "history_url": _history_url(_user(request), grant.mailbox, parsed.message_id),
         },
     )
+
+
+def _history_url(user: User, mailbox: Mailbox, message_id: str) -> str:
+    """The message's history in the structure's journal, for those who may see that journal
+    (``administered_structures``); empty for everyone else, and for a message without id."""
+    if not message_id:
+        return ""
+    if all(s.pk != mailbox.structure_id for s in administered_structures(user)):
+        return ""
+    target = reverse("console:journal", args=[mailbox.structure.public_id])
+    return f"{target}?{urlencode({'bal': str(mailbox.public_id), 'message_id': message_id})}"
 
 
 BODY_CSP = (
@@ -156,7 +169,13 @@ def message_body(request: HttpRequest, public_id: str, uid: int) -> HttpResponse
     if not query.is_valid():
         raise Http404
     allow_remote = query.cleaned_data["images"]
-    html = message_html(grant, query.cleaned_data["dossier"], uid)
+    html = svc.message_body_open(
+        grant=grant,
+        actor=_user(request),
+        folder=query.cleaned_data["dossier"],
+        uid=uid,
+        request=request,
+    )
     if html is None:
         raise Http404
     response = render(
