@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from accounts.decorators import professional_required
+from accounts.ratelimit import ANNUAIRE_SEARCH, ANNUAIRE_SUGGEST, rate_limited
 from annuaire.forms import DirectorySearchForm
 from annuaire.selectors import (
     directory_choices,
@@ -18,6 +19,7 @@ from annuaire.selectors import (
 
 @require_GET
 @professional_required
+@rate_limited(ANNUAIRE_SEARCH)
 def search(request: HttpRequest) -> HttpResponse:
     form = DirectorySearchForm(request.GET or None, choices=directory_choices())
     context: dict[str, object] = {
@@ -40,6 +42,7 @@ def search(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @professional_required
+@rate_limited(ANNUAIRE_SUGGEST)
 def suggest(request: HttpRequest) -> HttpResponse:
     """The 10 best BALs for what is typed (htmx fragment)."""
     text = request.GET.get("q", "")[:100]

@@ -10,6 +10,7 @@ Three run modes (PORTAL_ENV):
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -71,7 +72,7 @@ if SITE_URL and urlsplit(SITE_URL).hostname and urlsplit(SITE_URL).hostname not 
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [SITE_URL] if SITE_URL else [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_config.PortalAdminConfig",  # django.contrib.admin, second factor required
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -83,6 +84,7 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
+    "allauth.mfa",
     "mssante_portal",
     "accounts",
     "accounts.psc",
@@ -214,7 +216,8 @@ LOGIN_REDIRECT_URL = "accounts:home"
 ACCOUNT_ADAPTER = "accounts.psc.adapter.PortalAccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.psc.adapter.PscSocialAccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"username"}
-ACCOUNT_SIGNUP_FIELDS = ["username*"]
+# password1: the break-glass account signs in with a password (sign-up itself is closed).
+ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*"]
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_USER_MODEL_USERNAME_FIELD = "username"
 ACCOUNT_USER_DISPLAY = "accounts.selectors.user_display"
@@ -223,6 +226,33 @@ SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
 SOCIALACCOUNT_QUERY_EMAIL = False
 SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_LOGIN_ON_GET = False  # the button posts a form (CSRF), as allauth recommends
+
+
+def _rates(name: str, default: str) -> str:
+    """allauth's rate syntax, checked at start: ``<count>/<duration>[/ip|user]`` items."""
+    value = env_str(name, default).replace(" ", "")
+    if not re.fullmatch(r"(\d+/\d*[smhd](/(ip|user))?)(,\d+/\d*[smhd](/(ip|user))?)*", value):
+        raise EnvError(f"{name}={value!r} is not a list of rates such as 30/m/user,60/m/ip")
+    return value
+
+
+# Rate limits of accounts.ratelimit (counters in the cache), per person and per client address.
+# The break-glass password sign-in keeps allauth's own limits on failed attempts (10/m per
+# address, 5 per 5 min per account).
+PORTAL_RATE_LIMITS = {
+    "psc_login": _rates("RATE_LIMIT_PSC_LOGIN", "20/m/ip,100/h/ip"),
+    "annuaire_search": _rates("RATE_LIMIT_ANNUAIRE_SEARCH", "30/m/user,120/m/ip"),
+    "annuaire_suggest": _rates("RATE_LIMIT_ANNUAIRE_SUGGEST", "120/m/user,480/m/ip"),
+}
+
+# The break-glass operator account (Django admin): a second factor through allauth.mfa, TOTP
+# or a WebAuthn key (recovery codes as a spare), required by accounts.admin_site.
+MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+MFA_TOTP_ISSUER = "Portail MSSanté"
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = PORTAL_ENV != "production"  # http://127.0.0.1 in dev
+# Networks the admin answers from (addresses or CIDR, comma-separated); empty: any. Elsewhere
+# every admin URL is a 404.
+OPERATOR_ADMIN_NETWORKS = env_networks("OPERATOR_ADMIN_NETWORKS", [])
 
 # PSC facts: ../shared/reference/annuaire-psc-ins.md §B. The discovery document lives at the
 # non-standard `.well-known/wallet-openid-configuration` path (§B1).

@@ -9,6 +9,7 @@ urlpatterns = [
     path("annuaire/", include("annuaire.urls")),
     path("console/", include("mailboxes.console.urls")),
     path("operateur/admin/", admin.site.urls),
+    path("operateur/", include("accounts.operator_urls")),
 ]
 
 if settings.PSC_MOCK_ENABLED:

@@ -40,3 +40,13 @@ def _fresh_recipient_verdicts() -> Any:
     recipient_cache_clear()
     yield
     recipient_cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> Any:
+    """Rate-limit counters live in the cache (per user and per address, and every test client
+    is 127.0.0.1): each test starts with none, so that one test never spends another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

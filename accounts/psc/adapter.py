@@ -19,7 +19,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from accounts.audit import Action, audit_record
+from accounts.audit import Action, audit_record, client_ip
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.errors import NationalIdMismatch
 from accounts.models import User
@@ -32,6 +32,10 @@ from accounts.services import user_sync_from_psc
 class PortalAccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         return False  # no local accounts; PSC sign-ups go through the social adapter
+
+    def get_client_ip(self, request: HttpRequest) -> str:
+        """The address allauth's rate limits count: the trusted proxy hop (client_ip)."""
+        return client_ip(request) or "0.0.0.0"  # noqa: S104 (a key, not a bind address)
 
     def login(self, request: HttpRequest, user: Any) -> None:
         super().login(request, user)

@@ -7,8 +7,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from accounts.psc.provider import ProSanteConnectAdapter
+from accounts.ratelimit import PSC_LOGIN, rate_limited
 
-login = OAuth2LoginView.adapter_view(ProSanteConnectAdapter)
+# Each start costs a PKCE pair, a nonce and a state in the session: limited per address.
+login = rate_limited(PSC_LOGIN)(OAuth2LoginView.adapter_view(ProSanteConnectAdapter))
 callback = OAuth2CallbackView.adapter_view(ProSanteConnectAdapter)
 
 

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.decorators import professional_required
 from accounts.models import User
+from accounts.ratelimit import ANNUAIRE_SUGGEST, rate_limited
 from annuaire.selectors import Suggestion, directory_entries, directory_suggest
 from mailboxes.access import Access, Grant, access_mailbox, usable_mailboxes
 from mailboxes.models import Mailbox
@@ -218,6 +219,7 @@ def _save_draft(
 
 @professional_required
 @require_GET
+@rate_limited(ANNUAIRE_SUGGEST)
 def recipient_suggest(request: HttpRequest) -> HttpResponse:
     """htmx fragment for « Ajouter un destinataire »: recent correspondents of the BALs the
     person may send from, then the national directory; 10 at most."""
