@@ -45,6 +45,24 @@ RULES: dict[str, str] = {
     "comptes/psc/retour/": "public",
     "comptes/psc/inscription/": "public",
     "comptes/psc/compte-inactif/": "public",
+    # The break-glass operator's sign-in and second factor (accounts.operator_urls); the
+    # second-factor step of a sign-in is public like the sign-in itself.
+    "operateur/connexion/": "public",
+    "operateur/deconnexion/": "public",
+    "operateur/double-authentification/authenticate/": "public",
+    "operateur/reauthentification/": "own",
+    "operateur/double-authentification/": "own",
+    "operateur/double-authentification/reauthenticate/": "own",
+    "operateur/double-authentification/totp/activate/": "own",
+    "operateur/double-authentification/totp/deactivate/": "own",
+    "operateur/double-authentification/recovery-codes/": "own",
+    "operateur/double-authentification/recovery-codes/generate/": "own",
+    "operateur/double-authentification/recovery-codes/download/": "own",
+    "operateur/double-authentification/webauthn/": "own",
+    "operateur/double-authentification/webauthn/add/": "own",
+    "operateur/double-authentification/webauthn/reauthenticate/": "own",
+    "operateur/double-authentification/webauthn/keys/<int:pk>/remove/": "object",
+    "operateur/double-authentification/webauthn/keys/<int:pk>/edit/": "object",
     "bal/": "own",
     "bal/selecteur/": "own",
     "bal/ecrire/": "own",
@@ -314,7 +332,9 @@ def test_anonymous_is_sent_to_sign_in_everywhere_but_public_pages(world: World) 
                 continue
             assert response.status_code in (302, 405), (method, url, response.status_code)
             if response.status_code == 302:
-                assert response["Location"].startswith(login), (method, url)
+                # The operator's pages may send to the operator's own sign-in.
+                signs_in = (login, "/operateur/") if route.startswith("operateur/") else (login,)
+                assert response["Location"].startswith(signs_in), (method, url)
 
 
 def test_own_pages_never_fail_nor_show_foreign_mail(world: World) -> None:
