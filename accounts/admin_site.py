@@ -46,7 +46,7 @@ def has_second_factor(user: Any) -> bool:
 
 def passed_second_factor(request: HttpRequest) -> bool:
     """Whether this session's sign-in (or a re-authentication) included a second factor."""
-    records = get_authentication_records(request, request.user)  # type: ignore[arg-type]
+    records = get_authentication_records(request, request.user)
     return any(r.get("method") == "mfa" for r in records) and has_second_factor(request.user)
 
 

@@ -64,8 +64,9 @@ class Action(models.TextChoices):
     MAILBOX_SUSPENDED = "mailbox.suspended", _noop("Suspension de la BAL")
     MAILBOX_REACTIVATED = "mailbox.reactivated", _noop("Réactivation de la BAL")
     MAILBOX_CLOSED = "mailbox.closed", _noop("Fermeture de la BAL")
-    MAILBOX_MAIL_DELETED = "mailbox.mail_deleted", _noop(
-        "Suppression des messages de la BAL fermée"
+    MAILBOX_MAIL_DELETED = (
+        "mailbox.mail_deleted",
+        _noop("Suppression des messages de la BAL fermée"),
     )
     ACCESS_GRANTED = "mailbox.access_granted", _noop("Attribution d'un accès à la BAL")
     ACCESS_CHANGED = "mailbox.access_changed", _noop("Modification des droits d'accès à la BAL")

@@ -384,9 +384,7 @@ class MailStore:
                     continue
                 fields = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]"
                 for data in self.client.fetch(uids, [fields]).values():
-                    block = next(
-                        (v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b""
-                    )
+                    block = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"")
                     headers = BytesHeaderParser(policy=compat32).parsebytes(block or b"")
                     key = _id_key(decode_text(headers.get("Message-ID")))
                     if key in wanted and wanted[key] not in found:

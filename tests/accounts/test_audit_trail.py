@@ -60,7 +60,9 @@ def test_a_model_target_outside_the_vocabulary_is_refused_too() -> None:
         kind="PER",
         owner=doctor,
     )
-    assert audit_record(action=Action.MAILBOX_UPDATED, target=box).target_type == "mailboxes.mailbox"
+    assert (
+        audit_record(action=Action.MAILBOX_UPDATED, target=box).target_type == "mailboxes.mailbox"
+    )
     with pytest.raises(UnknownAuditVocabulary):
         audit_record(action=Action.MEMBERSHIP_ADDED, target=box.domain)
 
@@ -85,7 +87,9 @@ def test_an_update_through_the_orm_is_refused_by_the_database() -> None:
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         event.save()
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        AuditEvent.objects.filter(pk=event.pk).update(occurred_at=timezone.now() - timedelta(days=400))
+        AuditEvent.objects.filter(pk=event.pk).update(
+            occurred_at=timezone.now() - timedelta(days=400)
+        )
 
     stored = AuditEvent.objects.get(pk=event.pk)
     assert (stored.actor_label, stored.details) == ("Claire", {"uid": 1})
@@ -100,9 +104,12 @@ def test_a_delete_through_the_orm_or_sql_is_refused_even_for_old_traces() -> Non
         AuditEvent.objects.filter(pk=recent.pk).delete()
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         old.delete()
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM accounts_auditevent")
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM accounts_auditevent")
 
     assert AuditEvent.objects.filter(pk__in=[recent.pk, old.pk]).count() == 2
 
@@ -118,9 +125,12 @@ def test_the_purge_goes_through_the_database_function_and_only_for_old_traces() 
     assert AuditEvent.objects.filter(pk=kept.pk).exists()
     assert AuditEvent.objects.filter(action=Action.AUDIT_PURGED).count() == 1
     # The function itself refuses to erase the last day, whatever it is asked.
-    with pytest.raises(DatabaseError, match="younger than one day"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT accounts_audit_purge(now(), 100)")
+    with (
+        pytest.raises(DatabaseError, match="younger than one day"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SELECT accounts_audit_purge(now(), 100)")
     with pytest.raises(ValueError):
         audit_purge(older_than_days=0)
     assert AuditEvent.objects.filter(pk=kept.pk).exists()
@@ -146,8 +156,9 @@ def _ip(settings, trusted: list[str], remote: str, forwarded: str | None) -> str
     import ipaddress
 
     settings.TRUSTED_PROXIES = [ipaddress.ip_network(n) for n in trusted]
-    headers = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded is not None else {}
-    request = RequestFactory().get("/", REMOTE_ADDR=remote, **headers)
+    request = RequestFactory().get("/", REMOTE_ADDR=remote)
+    if forwarded is not None:
+        request.META["HTTP_X_FORWARDED_FOR"] = forwarded
     return audit_record(action=Action.LOGOUT, request=request).ip_address
 
 

@@ -48,7 +48,9 @@ def test_annuaire_searches_are_limited_per_person_then_per_address(settings) -> 
 
 
 @pytest.mark.parametrize(
-    "path", ["/annuaire/suggestions/", "/bal/destinataires/suggestions/"], ids=["annuaire", "compose"]
+    "path",
+    ["/annuaire/suggestions/", "/bal/destinataires/suggestions/"],
+    ids=["annuaire", "compose"],
 )
 def test_autocompletion_is_limited_and_htmx_gets_a_toast(settings, path: str) -> None:
     from tests.factories import make_mailbox, make_structure

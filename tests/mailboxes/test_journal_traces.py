@@ -174,7 +174,7 @@ def test_downloading_an_export_is_traced(
 
 
 class _Fhir(BaseHTTPRequestHandler):
-    def do_PATCH(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_PATCH(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.send_response(200)
         self.send_header("Content-Type", "application/fhir+json")
@@ -200,9 +200,7 @@ def test_publication_traces_reach_the_structures_journal(ehpad: Ehpad, fhir: str
     sent = publication_send(publications=publication_plan(structures=[ehpad.structure]))
     assert sent and all(s.status == 200 for s in sent)
 
-    page = _journal(
-        signed_in(ehpad.director), ehpad.structure, action="annuaire.bal_published"
-    )
+    page = _journal(signed_in(ehpad.director), ehpad.structure, action="annuaire.bal_published")
 
     assert page.count("Publication de la BAL dans l'annuaire") >= 2  # one row per BAL
     assert ehpad.soins.address in page and ehpad.per.address in page
@@ -246,7 +244,7 @@ def test_the_detail_names_the_person_a_right_was_given_to(ehpad: Ehpad) -> None:
 
     row = _row(page, "Julien Bernard")
     assert "Personne : Julien Bernard" in row
-    assert ehpad.nurse.national_id in row
+    assert str(ehpad.nurse.national_id) in row
 
 
 def test_a_message_page_leads_to_its_history_for_those_who_may_see_the_journal(

@@ -112,9 +112,7 @@ def mailbox_create(
     return mailbox
 
 
-def _set_status(
-    mailbox: Mailbox, status: str, action: Action, actor: User | None
-) -> Mailbox:
+def _set_status(mailbox: Mailbox, status: str, action: Action, actor: User | None) -> Mailbox:
     mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
     if mailbox.status == Mailbox.Status.CLOSED:
         raise ValidationError("Cette BAL est fermée.", code="closed")

@@ -120,9 +120,7 @@ def journal(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
     )
 
 
-def _detailed(
-    user: User, rows: list[JournalRow], boxes: dict[str, str]
-) -> list[dict[str, object]]:
+def _detailed(user: User, rows: list[JournalRow], boxes: dict[str, str]) -> list[dict[str, object]]:
     """Each row with its BAL's address and its messages: Message-ID, the subject when the
     person may read that BAL (journal_subjects), and the link to the message's history."""
     wanted: dict[str, set[str]] = {}
