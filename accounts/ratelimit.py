@@ -1,7 +1,9 @@
 """Rate limits of the portal's costly or guessable entry points (sign-in start, annuaire search
 and autocompletion), per person and per client address.
 
-Fixed windows counted in Django's cache (Redis in production: shared by every web process),
+Windows counted in Django's cache (Redis in production: shared by every web process), each
+starting at its first use (the counter's key expires ``duration`` later; Redis INCR keeps
+the expiry),
 configured in ``settings.PORTAL_RATE_LIMITS`` (``<count>/<duration>/<ip|user>`` items); the
 address is ``accounts.audit.client_ip`` (the trusted proxy hop). An exceeded limit raises
 ``TooManyRequests``, which the error middleware shows as a French page or an htmx toast.
@@ -10,7 +12,6 @@ allauth's own limits (the break-glass password sign-in) only count POSTs, hence 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -57,7 +58,6 @@ def _rates(action: str) -> list[tuple[int, int, str]]:
 def allowed(request: HttpRequest, action: str) -> bool:
     """Count one use of ``action`` by this request's person and address; False once a limit
     of the current window is exceeded. A limit ``user`` counts only signed-in people."""
-    now = int(time.time())
     ok = True
     for count, seconds, per in _rates(action):
         if per == "user":
@@ -66,12 +66,12 @@ def allowed(request: HttpRequest, action: str) -> bool:
             who = f"user:{request.user.pk}"
         else:
             who = f"ip:{client_ip(request) or 'inconnue'}"
-        key = f"ratelimit:{action}:{count}/{seconds}:{who}:{now // seconds}"
-        cache.add(key, 0, timeout=seconds + 1)
+        key = f"ratelimit:{action}:{count}/{seconds}:{who}"
+        cache.add(key, 0, timeout=seconds)
         try:
             used = cache.incr(key)
         except ValueError:  # expired between add and incr: a new window
-            cache.add(key, 1, timeout=seconds + 1)
+            cache.add(key, 1, timeout=seconds)
             used = 1
         ok = ok and used <= count
     return ok

@@ -125,3 +125,28 @@ def make_message(
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
         f"{extra_headers}\r\n{body}\r\n"
     ).encode()
+
+
+def sign_in_operator(client: Any, user: User, password: str) -> None:
+    """The break-glass operator signed in as production asks: password at
+    /operateur/connexion/, then a TOTP code (a TOTP authenticator is set up first if the
+    account has none). Leaves ``client`` with a session that opens the admin."""
+    from allauth.mfa.models import Authenticator
+    from allauth.mfa.totp.internal.auth import (
+        TOTP,
+        format_hotp_value,
+        generate_totp_secret,
+        hotp_value,
+        yield_hotp_counters_from_time,
+    )
+    from allauth.mfa.utils import decrypt
+
+    totp = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
+    secret = decrypt(totp.data["secret"]) if totp else generate_totp_secret()
+    if totp is None:
+        TOTP.activate(user, secret)
+    step = client.post("/operateur/connexion/", {"login": user.username, "password": password})
+    assert step.status_code == 302, "the password was refused"
+    code = format_hotp_value(hotp_value(secret, next(yield_hotp_counters_from_time())))
+    done = client.post(step["Location"], {"code": code})
+    assert done.status_code == 302, "the TOTP code was refused"

@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import AuditEvent, Membership, Structure, User
-from tests.factories import make_membership, make_professional, make_structure
+from tests.factories import make_membership, make_professional, make_structure, sign_in_operator
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +84,7 @@ def test_break_glass_operator_reaches_the_admin_and_role_changes_are_traced(clie
     operator = User.objects.create_superuser("operateur", password="x-Long-Passw0rd!")
     structure = make_structure()
     nurse = make_professional()
-    client.force_login(operator)
+    sign_in_operator(client, operator, "x-Long-Passw0rd!")
 
     assert client.get("/operateur/admin/accounts/structure/").status_code == 200
     r = client.post(
@@ -99,7 +99,8 @@ def test_break_glass_operator_reaches_the_admin_and_role_changes_are_traced(clie
 
 
 def test_admin_refuses_a_structure_with_a_bad_finess(client: Client) -> None:
-    client.force_login(User.objects.create_superuser("operateur", password="x-Long-Passw0rd!"))
+    operator = User.objects.create_superuser("operateur", password="x-Long-Passw0rd!")
+    sign_in_operator(client, operator, "x-Long-Passw0rd!")
 
     r = client.post(
         "/operateur/admin/accounts/structure/add/",
@@ -146,7 +147,8 @@ def test_load_demo_is_idempotent() -> None:
 
 
 def test_break_glass_operator_reaches_the_admin_only(client: Client) -> None:
-    client.force_login(User.objects.create_superuser("operateur", password="x-Long-Passw0rd!"))
+    operator = User.objects.create_superuser("operateur", password="x-Long-Passw0rd!")
+    sign_in_operator(client, operator, "x-Long-Passw0rd!")
 
     for url in ("/", "/bal/"):
         r = client.get(url)
