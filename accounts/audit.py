@@ -77,6 +77,7 @@ class Action(models.TextChoices):
     NOTICE_SENT = "mailbox.notice_sent", _noop("Envoi d'un avis de nouveau message")
     # Annuaire (mailboxes.console.services.publication)
     BAL_PUBLISHED = "annuaire.bal_published", _noop("Publication de la BAL dans l'annuaire")
+    WHITELIST_SYNC = "annuaire.whitelist_sync", _noop("Synchronisation de la liste blanche")
     # Transport: the gateway, the relay (relay.<OutboundDelivery.Status>), the CRL sync
     GATEWAY_RECEIVED = "gateway.received", _noop("Réception d'un message (passerelle)")
     RELAY_QUEUED = "relay.queued", _noop("Relais : nouvel essai programmé")
@@ -100,6 +101,8 @@ class TargetType(models.TextChoices):
     MESSAGE = "message", _noop("Message")
     # target_id is the CRL file in force
     CRL = "tls.crl", _noop("Liste de révocation")
+    # target_id is the WhitelistSyncRun's id
+    WHITELIST_SYNC_RUN = "annuaire.whitelistsyncrun", _noop("Synchronisation de la liste blanche")
 
 
 _ACTIONS = frozenset(Action.values)

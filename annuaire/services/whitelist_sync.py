@@ -11,14 +11,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import audit_record
+from accounts.audit import Action, TargetType, audit_record
 from annuaire.models import WhitelistEntry, WhitelistSyncRun, WhitelistVersion
 from annuaire.selectors import recipient_cache_clear
 from annuaire.whitelist import MAX_BYTES, Whitelist, WhitelistError, parse_signed
 
 logger = logging.getLogger(__name__)
 
-ACTION = "annuaire.whitelist_sync"
+ACTION = Action.WHITELIST_SYNC
 
 
 def _fetch(source: str) -> bytes:
@@ -133,7 +133,7 @@ def whitelist_sync(*, source: str | None = None) -> WhitelistSyncRun:
         audit_record(
             action=ACTION,
             actor_label="synchronisation liste blanche",
-            target_type="annuaire.whitelistsyncrun",
+            target_type=TargetType.WHITELIST_SYNC_RUN,
             target_id=str(run.pk),
             success=not failed,
             error_code="whitelist_refused" if failed else "",
