@@ -24,6 +24,18 @@ class MailboxSuspended(PortalError):
     http_status = 403
 
 
+class ControlCharacters(PortalError):
+    """A value bound for the message store holds a C0 control character or DEL: refused,
+    never sent (a CR/LF would end the IMAP command and start another one)."""
+
+    user_message = (
+        "La demande contient un retour à la ligne ou un caractère de contrôle, qui ne sont pas "
+        "permis ici : corrigez la saisie puis recommencez."
+    )
+    code = "control_characters"
+    http_status = 400
+
+
 class FolderInvalid(PortalError):
     user_message = "Ce dossier n'existe pas dans cette boîte aux lettres."
     code = "folder_invalid"

@@ -2,25 +2,34 @@
 
 Callers must have checked access themselves (mailboxes.access.access_mailbox): Dovecot only
 knows that the portal is allowed to open every BAL.
+
+Every IMAP command goes through one guard (``_Guarded``): no argument may hold a C0 control
+character or DEL, whoever calls. imapclient writes a search value inside a quoted string as it
+is, so a CR/LF there ends the command line and Dovecot runs the rest as new commands; search
+values are also sent as literals (RFC 3501 §4.3), which are counted and cannot end a command.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from imapclient import IMAPClient
+from imapclient.datetime_util import format_criteria_date
 from imapclient.exceptions import IMAPClientError
+from imapclient.imapclient import _literal
+from imapclient.response_parser import parse_message_list
 
-from mailboxes.errors import StoreUnavailable
+from mailboxes.errors import ControlCharacters, StoreUnavailable
 from mailboxes.store import lmtp
 from mailboxes.store.headers import Address, decode_text, message_id_of
 
@@ -32,17 +41,66 @@ SPECIAL_FOLDERS = {
 }
 FOLDER_ORDER = ["INBOX", "Drafts", "Sent", "Trash"]
 SORT_ORDERS = {
-    "date": ["REVERSE", "DATE"],
-    "date-asc": ["DATE"],
-    "sender": ["FROM"],
-    "subject": ["SUBJECT"],
-    "size": ["REVERSE", "SIZE"],
+    "date": [b"REVERSE", b"DATE"],
+    "date-asc": [b"DATE"],
+    "sender": [b"FROM"],
+    "subject": [b"SUBJECT"],
+    "size": [b"REVERSE", b"SIZE"],
 }
 TRASH = "Trash"
 SENT = "Sent"
 DRAFTS = "Drafts"
 MDN_SENT = b"$MDNSent"  # RFC 3503: the read-receipt question of a message is settled
 MAX_SUBJECT = 500  # characters shown in a list row
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL
+_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def has_control_characters(value: str) -> bool:
+    """Whether ``value`` holds a C0 control character (CR, LF, NUL, TAB...) or DEL."""
+    return CONTROL_CHARACTERS.search(value) is not None
+
+
+class MessageContent(bytes):
+    """A whole message for APPEND, the one argument that may hold line breaks: imapclient
+    sends it as a literal (RFC 3501 §6.3.11), whose length is announced before it."""
+
+
+def _refuse_control_characters(value: object) -> None:
+    if isinstance(value, MessageContent):
+        return
+    if isinstance(value, str):
+        if CONTROL_CHARACTERS.search(value):
+            raise ControlCharacters()
+    elif isinstance(value, bytes | bytearray):
+        if _CONTROL_BYTES.search(value):
+            raise ControlCharacters()
+    elif isinstance(value, dict):
+        _refuse_control_characters([*value.keys(), *value.values()])
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _refuse_control_characters(item)
+
+
+class _Guarded:
+    """The IMAPClient of a MailStore seen through the one check every command goes through:
+    an argument holding a control character raises ControlCharacters before anything is
+    sent, so the session stays usable and Dovecot never sees it."""
+
+    def __init__(self, client: IMAPClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            _refuse_control_characters(args)
+            _refuse_control_characters(kwargs)
+            return attribute(*args, **kwargs)
+
+        return guarded
 
 
 @dataclass(frozen=True)
@@ -101,20 +159,18 @@ class Criteria:
     def is_empty(self) -> bool:
         return not (self.sender or self.subject or self.body or self.since or self.before)
 
-    def imap(self) -> list[Any]:
-        """IMAP SEARCH keys (RFC 3501 §6.4.4); BEFORE is exclusive, so the day after is used."""
-        keys: list[Any] = []
-        if self.sender:
-            keys += ["FROM", self.sender]
-        if self.subject:
-            keys += ["SUBJECT", self.subject]
-        if self.body:
-            keys += ["BODY", self.body]
+    def imap(self) -> list[bytes]:
+        """IMAP SEARCH keys (RFC 3501 §6.4.4), each text a literal (§4.3) in UTF-8; BEFORE is
+        exclusive, so the day after is used."""
+        keys: list[bytes] = []
+        for key, text in ((b"FROM", self.sender), (b"SUBJECT", self.subject), (b"BODY", self.body)):
+            if text:
+                keys += [key, _literal(text.encode("utf-8"))]
         if self.since:
-            keys += ["SINCE", self.since]
-        if self.before:
-            keys += ["BEFORE", date.fromordinal(self.before.toordinal() + 1)]
-        return keys or ["ALL"]
+            keys += [b"SINCE", format_criteria_date(self.since)]
+        if self.before and self.before < date.max:  # before the end of time: no key
+            keys += [b"BEFORE", format_criteria_date(self.before + timedelta(days=1))]
+        return keys or [b"ALL"]
 
 
 def _addresses(items: Sequence[Any] | None) -> list[Address]:
@@ -173,13 +229,15 @@ class MailStore:
 
     def __enter__(self) -> MailStore:
         try:
-            client = IMAPClient(
+            raw = IMAPClient(
                 settings.DOVECOT_IMAP_HOST,
                 port=settings.DOVECOT_IMAP_PORT,
                 ssl=False,
                 timeout=settings.DOVECOT_TIMEOUT,
             )
-            client.normalise_times = False  # keep the sender's offset; we convert for display
+            raw.normalise_times = False  # keep the sender's offset; we convert for display
+            # Typed as the client it wraps: every method is the client's, checked first.
+            client = cast(IMAPClient, _Guarded(raw))
             client.login(
                 f"{self.address}{'*'}{settings.DOVECOT_MASTER_USER}",
                 settings.DOVECOT_MASTER_PASSWORD,
@@ -207,12 +265,15 @@ class MailStore:
 
     # -- folders ---------------------------------------------------------------------------
 
-    def folders(self) -> list[Folder]:
-        names = [
+    def folder_names(self) -> list[str]:
+        """The BAL's selectable folders (LIST "" "*", RFC 3501 §6.3.8)."""
+        return [
             name for flags, _delim, name in self.client.list_folders() if b"\\Noselect" not in flags
         ]
+
+    def folders(self) -> list[Folder]:
         result = []
-        for name in names:
+        for name in self.folder_names():
             status = self.client.folder_status(name, [b"MESSAGES", b"UNSEEN"])
             result.append(
                 Folder(
@@ -230,11 +291,28 @@ class MailStore:
         return int(self.client.folder_status(folder, [b"UNSEEN"])[b"UNSEEN"])
 
     def folder_exists(self, folder: str) -> bool:
-        return bool(self.client.folder_exists(folder))
+        """Whether ``folder`` is one of the BAL's folders. Compared with the real list, never
+        sent as a LIST pattern, where ``*`` and ``%`` match any name (RFC 3501 §6.3.8); INBOX
+        in any case (§5.1)."""
+        _refuse_control_characters(folder)
+        names = self.folder_names()
+        return folder in names or (folder.upper() == "INBOX" and "INBOX" in names)
 
     def append(self, folder: str, raw: bytes, flags: Sequence[bytes] = (b"\\Seen",)) -> None:
         """Store a message we wrote (the Sent copy, a draft) in ``folder`` (RFC 3501 §6.3.11)."""
-        self.client.append(folder, raw, flags=list(flags))
+        self.client.append(folder, MessageContent(raw), flags=list(flags))
+
+    def _search(self, keys: list[bytes], *, sort: list[bytes] | None = None) -> list[int]:
+        """UID SEARCH (RFC 3501 §6.4.4), or UID SORT by ``sort`` (RFC 5256). Built here because
+        imapclient's search() and sort() put texts in quoted strings; its command writer sends
+        a ``_literal`` as a literal (imapclient is pinned: these two names are not public)."""
+        texts = any(isinstance(key, _literal) for key in keys)
+        if sort is None:
+            args = [b"CHARSET", b"UTF-8", *keys] if texts else keys
+            return list(parse_message_list(self.client._raw_command_untagged(b"SEARCH", args)))
+        order = b"(" + b" ".join(sort) + b")"
+        found = self.client._raw_command_untagged(b"SORT", [order, b"UTF-8", *keys], unpack=True)
+        return [int(uid) for uid in (found or b"").split()]
 
     # -- listing ---------------------------------------------------------------------------
 
@@ -250,13 +328,11 @@ class MailStore:
         """One page of ``folder``. Default order: last arrived first (UIDs grow with arrival,
         RFC 3501 §2.3.1.1); other orders use server-side SORT (RFC 5256)."""
         self.client.select_folder(folder, readonly=True)
-        keys = criteria.imap() if criteria else ["ALL"]
+        keys = criteria.imap() if criteria else [b"ALL"]
         if order == "arrival":
-            uids = sorted(
-                self.client.search(keys, charset="UTF-8" if criteria else None), reverse=True
-            )
+            uids = sorted(self._search(keys), reverse=True)
         else:
-            uids = self.client.sort(SORT_ORDERS[order], keys, charset="UTF-8")
+            uids = self._search(keys, sort=SORT_ORDERS[order])
         total = len(uids)
         number = max(1, min(number, max(1, -(-total // per_page))))
         chunk = uids[(number - 1) * per_page : number * per_page]
@@ -321,11 +397,11 @@ class MailStore:
         return found
 
     def search_header(self, folder: str, name: str, value: str) -> list[int]:
-        """UIDs of ``folder`` with a ``name`` field containing ``value``; a value that is not
-        ASCII (a UTF-8 header, RFC 6532) is searched with CHARSET UTF-8 (RFC 3501 §6.4.4)."""
+        """UIDs of ``folder`` with a ``name`` field containing ``value`` (sent as literals with
+        CHARSET UTF-8, so a UTF-8 header, RFC 6532, is found too)."""
         self.client.select_folder(folder)
-        charset = None if value.isascii() else "UTF-8"
-        return sorted(int(u) for u in self.client.search(["HEADER", name, value], charset))
+        keys = [b"HEADER", _literal(name.encode("utf-8")), _literal(value.encode("utf-8"))]
+        return sorted(self._search(keys))
 
     def purge(self, folder: str, uids: Sequence[int]) -> list[int]:
         """Remove for good, whatever the folder (a draft replaced by its newer copy)."""
@@ -461,8 +537,8 @@ def inboxes_holding(addresses: Iterable[str], *, sender: str, content: bytes) ->
                     for _uid, stored, _flags, _date in store.raw_messages("INBOX", namesakes)
                 ):
                     found.add(address)
-        except StoreUnavailable:
-            continue
+        except (StoreUnavailable, ControlCharacters):
+            continue  # a Message-ID with a line break cannot be searched, so cannot be found
     return found
 
 

@@ -11,7 +11,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from annuaire.ins import InvalidINS, parse_ins
-from mailboxes.store.imap import Criteria
+from mailboxes.errors import ControlCharacters
+from mailboxes.store.imap import Criteria, has_control_characters
 
 DATE_FORMATS = ["%Y-%m-%d", "%d/%m/%Y"]
 # French URL values -> store orders (mailboxes.store.imap.SORT_ORDERS, "arrival" by default)
@@ -25,10 +26,51 @@ ORDERS = {
 }
 
 
-class FolderQuery(forms.Form):
-    dossier = forms.CharField(max_length=200, required=False)
-    page = forms.IntegerField(min_value=1, max_value=100_000, required=False)
-    tri = forms.ChoiceField(choices=[(k, k) for k in ORDERS], required=False)
+CONTROL_ERROR = (
+    "« {label} » contient un retour à la ligne ou un caractère de contrôle : retirez-le."
+)
+
+
+def refuse_control_characters(value: str) -> None:
+    """Field validator for a value that reaches the message store (mailboxes.store.imap)."""
+    if has_control_characters(value):
+        raise forms.ValidationError(
+            "Cette valeur contient un retour à la ligne ou un caractère de contrôle, qui ne sont "
+            "pas permis.",
+            code="control",
+        )
+
+
+class WebmailForm(forms.Form):
+    """A query string or an action of the webmail: no field may hold a C0 control character
+    or DEL (none is ever typed there; a CR/LF is an attempt to inject IMAP commands). Checked
+    on the raw values, before a field strips or coerces them."""
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if not self.is_bound:
+            return
+        for name, field in self.fields.items():
+            raw = (
+                self.data.getlist(name) if hasattr(self.data, "getlist") else [self.data.get(name)]
+            )
+            if any(isinstance(v, str) and has_control_characters(v) for v in raw):
+                message = CONTROL_ERROR.format(label=field.label or name)
+                self.add_error(name, forms.ValidationError(message, code="control"))
+
+    def refuse_control_characters(self) -> None:
+        """Raise ControlCharacters (400, its French message naming the field) when a field
+        held a control character; the view then stops before the store is asked anything."""
+        for errors in self.errors.as_data().values():
+            for error in errors:
+                if error.code == "control":
+                    raise ControlCharacters(error.messages[0])
+
+
+class FolderQuery(WebmailForm):
+    dossier = forms.CharField(label="Dossier", max_length=200, required=False)
+    page = forms.IntegerField(label="Page", min_value=1, max_value=100_000, required=False)
+    tri = forms.ChoiceField(label="Tri", choices=[(k, k) for k in ORDERS], required=False)
     de = forms.CharField(label="Expéditeur", max_length=200, required=False)
     objet = forms.CharField(label="Objet", max_length=200, required=False)
     texte = forms.CharField(label="Texte", max_length=200, required=False)
@@ -76,14 +118,26 @@ class FolderQuery(forms.Form):
         )
 
 
-class MessageQuery(forms.Form):
-    dossier = forms.CharField(max_length=200)
-    images = forms.BooleanField(required=False)
+class MessageQuery(WebmailForm):
+    dossier = forms.CharField(label="Dossier", max_length=200)
+    images = forms.BooleanField(label="Images", required=False)
 
 
-class ReceiptAnswer(forms.Form):
-    dossier = forms.CharField(max_length=200)
-    reponse = forms.ChoiceField(choices=[("envoyer", "Envoyer"), ("refuser", "Ne pas envoyer")])
+class ReceiptAnswer(WebmailForm):
+    dossier = forms.CharField(label="Dossier", max_length=200)
+    reponse = forms.ChoiceField(
+        label="Réponse", choices=[("envoyer", "Envoyer"), ("refuser", "Ne pas envoyer")]
+    )
+
+
+class ComposeQuery(WebmailForm):
+    """What the compose page is opened for: a reply, a reply to all or a forward of one
+    message (``mode``, ``uid``, ``dossier``), or a saved draft (``brouillon``)."""
+
+    mode = forms.CharField(label="Mode", required=False)
+    uid = forms.CharField(label="Message", required=False)
+    dossier = forms.CharField(label="Dossier", required=False)
+    brouillon = forms.CharField(label="Brouillon", required=False)
 
 
 ACTIONS = [
@@ -96,13 +150,14 @@ ACTIONS = [
 ]
 
 
-class MessagesAction(forms.Form):
-    dossier = forms.CharField(max_length=200)
+class MessagesAction(WebmailForm):
+    dossier = forms.CharField(label="Dossier", max_length=200)
     action = forms.ChoiceField(
-        choices=ACTIONS, error_messages={"invalid_choice": "Action inconnue."}
+        label="Action", choices=ACTIONS, error_messages={"invalid_choice": "Action inconnue."}
     )
-    cible = forms.CharField(max_length=200, required=False)
-    uids = forms.CharField(required=False, widget=forms.MultipleHiddenInput)
+    cible = forms.CharField(label="Dossier de destination", max_length=200, required=False)
+    uids = forms.CharField(label="Messages", required=False, widget=forms.MultipleHiddenInput)
+    suivant = forms.CharField(label="Page suivante", required=False)
 
     def __init__(self, data: Any = None, **kwargs: Any) -> None:
         super().__init__(data, **kwargs)
@@ -181,7 +236,12 @@ class ComposeForm(forms.Form):
     confirmation_patient = forms.BooleanField(required=False)
     en_reponse_a = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput)
     references = forms.CharField(required=False, max_length=8000, widget=forms.HiddenInput)
-    transfert = forms.CharField(required=False, max_length=250, widget=forms.HiddenInput)
+    transfert = forms.CharField(
+        required=False,
+        max_length=250,
+        widget=forms.HiddenInput,
+        validators=[refuse_control_characters],  # « dossier:uid » of the message forwarded
+    )
     # Drafts: the draft's token (one per message being written) and its saved copy, if any.
     brouillon = forms.RegexField(regex=r"^[0-9a-f]{32}$", required=False, widget=forms.HiddenInput)
     brouillon_uid = forms.IntegerField(

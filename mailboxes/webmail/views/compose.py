@@ -22,7 +22,12 @@ from annuaire.selectors import Suggestion, directory_entries, directory_suggest
 from mailboxes.access import Access, Grant, access_mailbox, usable_mailboxes
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import SENT
-from mailboxes.webmail.forms import ComposeForm, attachments_too_large, split_addresses
+from mailboxes.webmail.forms import (
+    ComposeForm,
+    ComposeQuery,
+    attachments_too_large,
+    split_addresses,
+)
 from mailboxes.webmail.selectors import recent_correspondents
 from mailboxes.webmail.services import messages as reading
 from mailboxes.webmail.services.compose import (
@@ -52,10 +57,11 @@ def _senders(grants: list[Grant]) -> list[Grant]:
     ]
 
 
-def _prefill(request: HttpRequest, grant: Grant, actor: User) -> dict[str, Any]:
+def _prefill(
+    request: HttpRequest, grant: Grant, actor: User, query: dict[str, str]
+) -> dict[str, Any]:
     """Initial values for a reply, a reply to all or a forward of ``?uid=&dossier=``."""
-    mode = request.GET.get("mode", "")
-    uid, folder = request.GET.get("uid", ""), request.GET.get("dossier", "INBOX")
+    mode, uid, folder = query["mode"], query["uid"], query["dossier"] or "INBOX"
     if mode not in MODES or not uid.isdigit():
         return {}
     original, _ = reading.message_open(
@@ -117,17 +123,20 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         "max_attachments": settings.COMPOSE_MAX_ATTACHMENT_BYTES,
     }
     if request.method == "GET":
+        query = ComposeQuery(request.GET)
+        query.refuse_control_characters()
+        opened = query.cleaned_data if query.is_valid() else dict.fromkeys(query.fields, "")
         default = grant if grant in senders else senders[0]
         initial = {
             "de": str(default.mailbox.public_id),
             "brouillon": uuid.uuid4().hex,
-            **_prefill(request, grant, user),
+            **_prefill(request, grant, user, opened),
         }
         if "a" in request.GET and "a" not in initial:  # "Écrire" from the annuaire
             initial["a"] = ", ".join(split_addresses(request.GET["a"][:2000])[:10])
-        if request.GET.get("brouillon", "").isdigit():  # « Reprendre le brouillon »
+        if opened["brouillon"].isdigit():  # « Reprendre le brouillon »
             saved, kept = draft_open(
-                grant=grant, actor=user, uid=int(request.GET["brouillon"]), request=request
+                grant=grant, actor=user, uid=int(opened["brouillon"]), request=request
             )
             initial.update(saved, de=str(grant.mailbox.public_id))
             context["draft_attachments"] = kept

@@ -70,6 +70,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
     grants = usable_mailboxes(_user(request))
     grant = access_mailbox(_user(request), public_id, among=grants)
     query = FolderQuery(request.GET)
+    query.refuse_control_characters()
     if not query.is_valid() and not query.errors.keys() <= {"du", "au", "page", "tri"}:
         return HttpResponseBadRequest("Paramètres de recherche invalides.")
     folders, page = svc.folder_open(
@@ -107,6 +108,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
 def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
     grant = access_mailbox(_user(request), public_id)
     query = MessageQuery(request.GET)
+    query.refuse_control_characters()
     if not query.is_valid():
         raise Http404
     folder_name = query.cleaned_data["dossier"]
@@ -166,6 +168,7 @@ def message_body(request: HttpRequest, public_id: str, uid: int) -> HttpResponse
     forbids scripts and any network except what « afficher les images » allows (https only)."""
     grant = access_mailbox(_user(request), public_id)
     query = MessageQuery(request.GET)
+    query.refuse_control_characters()
     if not query.is_valid():
         raise Http404
     allow_remote = query.cleaned_data["images"]
@@ -190,6 +193,7 @@ def message_body(request: HttpRequest, public_id: str, uid: int) -> HttpResponse
 def attachment(request: HttpRequest, public_id: str, uid: int, index: int) -> HttpResponse:
     grant = access_mailbox(_user(request), public_id)
     query = MessageQuery(request.GET)
+    query.refuse_control_characters()
     if not query.is_valid():
         raise Http404
     meta, data = svc.attachment_open(
@@ -233,6 +237,7 @@ DONE = {
 def act(request: HttpRequest, public_id: str) -> HttpResponse:
     grant = access_mailbox(_user(request), public_id)
     form = MessagesAction(request.POST)
+    form.refuse_control_characters()
     back_folder = request.POST.get("dossier", "INBOX")[:200] or "INBOX"
     if not form.is_valid():
         for error in form.errors.values():
@@ -265,7 +270,7 @@ def act(request: HttpRequest, public_id: str) -> HttpResponse:
             grant=grant, actor=user, folder=d["dossier"], uids=d["uids"], request=request
         )
     messages.success(request, DONE[d["action"]])
-    next_url = request.POST.get("suivant", "")
+    next_url = d["suivant"]
     if next_url.startswith(reverse("mailboxes:folder", args=[grant.mailbox.public_id])):
         return redirect(next_url)
     return redirect(_folder_url(grant.mailbox.public_id, d["dossier"]))
@@ -286,6 +291,7 @@ def receipt(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
     """The answer to « L'expéditeur demande un accusé de lecture »."""
     grant = access_mailbox(_user(request), public_id)
     form = ReceiptAnswer(request.POST)
+    form.refuse_control_characters()
     if not form.is_valid():
         raise Http404
     folder = form.cleaned_data["dossier"]
