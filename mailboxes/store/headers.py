@@ -1,10 +1,25 @@
-"""Header values as text: shared by the IMAP listing and the MIME reader."""
+"""Header values as text: shared by the IMAP listing and the MIME reader.
+
+Headers come from any peer and are often broken. Decoding never raises: a value that cannot be
+decoded is shown as it came (templates escape it), and the text returned can go anywhere a
+page puts it, a response header included (no control character, no lone surrogate).
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.errors import MessageError
 from email.header import Header, decode_header, make_header
+
+# RFC 5322 §2.2.3: unfolding removes a CRLF followed by white space.
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+# A date shown in any time zone (offsets stay within a day) without leaving datetime's range.
+_EARLIEST = datetime.min + timedelta(days=2)
+_LATEST = datetime.max - timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -14,6 +29,31 @@ class Address:
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+def well_formed(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD: a broken UTF-7 or UTF-16 sequence
+    decodes to one, and a page holding it cannot be encoded for the response."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def printable(text: str) -> str:
+    """One line of text: unfolded, each run of control characters (a CR/LF an encoded word
+    carried, NUL, ESC...) made one space, lone surrogates replaced."""
+    return well_formed(_CONTROLS.sub(" ", _FOLD.sub("", text)))
+
+
+def header_date(value: object) -> datetime | None:
+    """A header's date if it can be shown in any time zone, else None (« inconnue »): a Date of
+    31 Dec 9999 -1200 overflows when converted to local time, and the zone imapclient builds
+    from « +9999 » raises when asked its offset (RFC 5322 §3.3 allows ±9959 only)."""
+    if not isinstance(value, datetime):
+        return None
+    try:
+        value.utcoffset()
+    except ValueError:
+        return None
+    return value if _EARLIEST <= value.replace(tzinfo=None) <= _LATEST else None
 
 
 def _bytes_text(data: bytes, charset: str | None) -> str:
@@ -26,19 +66,20 @@ def _bytes_text(data: bytes, charset: str | None) -> str:
     return data.decode("cp1252", "replace")
 
 
-def decode_text(value: bytes | str | Header | None) -> str:
-    """An RFC 2047 header value as text; undecodable bytes are replaced, never fatal."""
-    if value is None:
-        return ""
+# What the standard library raises on a malformed encoded word (RFC 2047): HeaderParseError
+# (a MessageError) for bad base64, LookupError for an unknown charset, UnicodeError...
+_UNDECODABLE = (MessageError, UnicodeError, LookupError, ValueError, AssertionError, TypeError)
+
+
+def _decoded(value: bytes | str | Header) -> str:
     if isinstance(value, Header):  # compat32 gives these for 8-bit header bytes
         try:
-            parts = decode_header(value)
-        except (UnicodeError, LookupError, ValueError, TypeError):
-            return str(value).strip()
-        return "".join(
-            _bytes_text(chunk, charset) if isinstance(chunk, bytes) else chunk
-            for chunk, charset in parts
-        ).strip()
+            return "".join(
+                _bytes_text(chunk, charset) if isinstance(chunk, bytes) else chunk
+                for chunk, charset in decode_header(value)
+            )
+        except _UNDECODABLE:
+            return ""  # compat32 built it from bytes it could read: not seen in practice
     if isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value):
         # 8-bit bytes parsed with surrogateescape (RFC 6532 UTF-8 headers, or legacy garbage)
         value = value.encode("utf-8", "surrogateescape")
@@ -50,9 +91,17 @@ def decode_text(value: bytes | str | Header | None) -> str:
     else:
         raw = value
     try:
-        return str(make_header(decode_header(raw))).strip()
-    except (UnicodeError, LookupError, ValueError, AssertionError, TypeError):
-        return raw.strip()
+        return str(make_header(decode_header(raw)))
+    except _UNDECODABLE:
+        return raw  # shown as it came: the template escapes it
+
+
+def decode_text(value: bytes | str | Header | None) -> str:
+    """An RFC 2047 header value as one line of text (``printable``); never raises: what
+    cannot be decoded is returned raw, undecodable bytes are replaced."""
+    if value is None:
+        return ""
+    return printable(_decoded(value)).strip()
 
 
 HEADER_END = re.compile(rb"\r?\n\r?\n")

@@ -31,7 +31,7 @@ from imapclient.response_parser import parse_message_list
 
 from mailboxes.errors import ControlCharacters, StoreUnavailable
 from mailboxes.store import lmtp
-from mailboxes.store.headers import Address, decode_text, message_id_of
+from mailboxes.store.headers import Address, decode_text, header_date, message_id_of
 
 SPECIAL_FOLDERS = {
     "INBOX": _("Boîte de réception"),
@@ -204,13 +204,13 @@ def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
     envelope = data.get(b"ENVELOPE")
     flags = set(data.get(b"FLAGS", ()))
     senders = _addresses(envelope.from_ if envelope else None)
-    when = envelope.date if envelope else None
+    when = header_date(envelope.date if envelope else None)
     return Summary(
         uid=uid,
         subject=decode_text(envelope.subject if envelope else None)[:MAX_SUBJECT],
         sender=senders[0] if senders else None,
         recipients=_addresses(envelope.to if envelope else None),
-        date=when if isinstance(when, datetime) else None,
+        date=when,
         size=int(data.get(b"RFC822.SIZE", 0)),
         seen=b"\\Seen" in flags,
         flagged=b"\\Flagged" in flags,

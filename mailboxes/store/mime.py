@@ -14,7 +14,7 @@ from datetime import datetime
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
-from mailboxes.store.headers import Address, decode_text
+from mailboxes.store.headers import Address, decode_text, header_date, well_formed
 
 MAX_HEADER_CHARS = 2000  # a subject or address list longer than this is cut for display
 MAX_BODY_CHARS = 2_000_000
@@ -70,8 +70,8 @@ def _date(msg: Message) -> datetime | None:
     if not value:
         return None
     try:
-        return parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError):
+        return header_date(parsedate_to_datetime(str(value)))
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
 
@@ -82,7 +82,8 @@ def _decode(part: Message) -> str:
     charset = part.get_content_charset()
     if charset:
         try:
-            return payload.decode(charset, "replace")[:MAX_BODY_CHARS]
+            # A broken UTF-7 or UTF-16 body decodes to lone surrogates: replaced.
+            return well_formed(payload.decode(charset, "replace")[:MAX_BODY_CHARS])
         except LookupError:
             pass  # unknown charset name: guess as for an undeclared one
     try:  # undeclared (RFC 2045 says US-ASCII; real senders mean UTF-8 or Windows-1252)
@@ -93,11 +94,14 @@ def _decode(part: Message) -> str:
 
 
 def _filename(part: Message) -> str:
+    """The attachment's base name: a sender may write a path (``../../x``, ``C:\\x``); control
+    characters are gone already (decode_text), and « . » or « .. » is no name."""
     try:
         name = part.get_filename()
     except (TypeError, ValueError, LookupError):
         name = None
-    return decode_text(name)[:255] if name else ""
+    base = decode_text(name).replace("\\", "/").rsplit("/", 1)[-1].strip() if name else ""
+    return "" if base in (".", "..") else base[:255]
 
 
 def iter_parts(msg: Message) -> list[Message]:
@@ -161,7 +165,8 @@ def parse_message(raw: bytes) -> Parsed:
                 subject = ""
                 if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                     subject = _header(inner[0], "Subject")
-                filename = f"{subject or 'message'}.eml"
+                # The subject names the file: a « / » in it is not a path.
+                filename = f"{subject or 'message'}.eml".replace("/", "-").replace("\\", "-")
             parsed.attachments.append(
                 Attachment(
                     index=index,

@@ -6,6 +6,7 @@ set the `$MDNSent` keyword so that the question is asked once per message, whoev
 
 from __future__ import annotations
 
+import re
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, make_msgid
@@ -25,6 +26,10 @@ from mailboxes.store.mime import parse_message
 from mailboxes.transport.relay import Recipient, message_spool
 from mailboxes.webmail.services.compose import recipients_review, sender_label
 from mssante_portal.errors import PortalError
+
+# RFC 5322 §3.6.4: msg-id = "<" id-left "@" id-right ">", no white space. Anything else in the
+# original's Message-ID (a peer's garbage) is left out of the report rather than quoted.
+MSG_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 
 
 class ReceiptAlreadySettled(PortalError):
@@ -105,6 +110,7 @@ def receipt_answer(
         if not targets:
             raise ReceiptImpossible("Ce message ne demande pas d'accusé de lecture.")
         if send:
+            original_id = parsed.message_id if MSG_ID.fullmatch(parsed.message_id) else ""
             refused = [v for v in recipients_review(targets) if not v.ok]
             if refused:
                 raise ReceiptImpossible(
@@ -119,7 +125,7 @@ def receipt_answer(
                     content=_report(
                         mailbox=mailbox,
                         to=targets,
-                        original_id=parsed.message_id,
+                        original_id=original_id,
                         subject=parsed.subject or "(sans objet)",
                     ),
                     mailbox=mailbox,
