@@ -22,13 +22,13 @@ from imapclient import IMAPClient
 
 from accounts.models import AuditEvent, User
 from mailboxes.access import access_mailbox
-from mailboxes.console.services.lifecycle import mailbox_access_grant
 from mailboxes.errors import ControlCharacters
 from mailboxes.models import Mailbox, OutboundMessage
+from mailboxes.store.headers import message_id_of
 from mailboxes.store.imap import Criteria, MailStore, inboxes_holding
 from mailboxes.webmail.forms import FolderQuery, MessageQuery, MessagesAction, ReceiptAnswer
 from mailboxes.webmail.services import messages as svc
-from tests.factories import make_mailbox, make_message, make_professional, make_structure
+from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +63,7 @@ def bal(dovecot) -> Bal:
     owner = make_professional(first_name="Claire", last_name="Martin")
     reader = make_professional(first_name="Sophie", last_name="Petit", profession="")
     box = make_mailbox(structure=make_structure(), owner=owner, local_part="claire.martin")
-    mailbox_access_grant(mailbox=box, user=reader, kind="delegate", can_send=False, actor=None)
+    grant(box, reader)
     wait_provisioned(box.address)
     deliver(box.address, make_message(subject="Bilan sanguin"))
     deliver(
@@ -255,7 +255,12 @@ def test_a_message_id_with_a_line_break_is_never_searched(bal: Bal) -> None:
     """The gateway and the relay ask which INBOX already holds a Message-ID a peer sent."""
     before = snapshot(bal.box.address)
 
-    assert inboxes_holding(f"<a@b>\r\n{COMMANDS}", [bal.box.address]) == set()
+    # A bare CR is not a line end for the header parser: the Message-ID carries the commands.
+    smuggled = COMMANDS.replace("\r\n", "\r")
+    content = f"Message-ID: <a@b>\r{smuggled}\r\nSubject: x\r\n\r\nCorps\r\n".encode()
+    assert "\r" in message_id_of(content)
+
+    assert inboxes_holding([bal.box.address], sender="x@b.fr", content=content) == set()
 
     assert snapshot(bal.box.address) == before
 
