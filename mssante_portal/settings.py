@@ -374,6 +374,12 @@ GATEWAY_CA_BUNDLE = env_str("GATEWAY_CA_BUNDLE", str(VAR_DIR / "pki" / "ca.crt")
 GATEWAY_MAX_SIZE = env_int("GATEWAY_MAX_SIZE", 25 * 1024 * 1024, minimum=1024)  # MES: 25 MB (§3.8)
 GATEWAY_MAX_RECIPIENTS = env_int("GATEWAY_MAX_RECIPIENTS", 100, minimum=1)
 GATEWAY_DRAIN_SECONDS = env_int("GATEWAY_DRAIN_SECONDS", 30, minimum=1)
+# Sessions per gateway process, in all and from one client address (then 421 4.7.0).
+GATEWAY_MAX_SESSIONS = env_int("GATEWAY_MAX_SESSIONS", 100, minimum=1)
+GATEWAY_MAX_SESSIONS_PER_ADDRESS = env_int("GATEWAY_MAX_SESSIONS_PER_ADDRESS", 20, minimum=1)
+# Before TLS (RFC 3207): seconds from the connection to a completed handshake, and command lines.
+GATEWAY_STARTTLS_TIMEOUT = env_int("GATEWAY_STARTTLS_TIMEOUT", 30, minimum=1)
+GATEWAY_STARTTLS_COMMANDS = env_int("GATEWAY_STARTTLS_COMMANDS", 10, minimum=2)
 
 GATEWAY_PROCESSES = env_int("GATEWAY_PROCESSES", 1, minimum=1)  # set to the number of cores
 

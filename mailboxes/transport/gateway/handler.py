@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import threading
 import time
@@ -16,11 +17,20 @@ from collections.abc import Callable
 from typing import Any, AnyStr, TypeVar
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException
+from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from mailboxes.store.headers import message_id_of
 from mailboxes.transport.gateway import policy
 from mailboxes.transport.gateway.dedup import resend_key
+from mailboxes.transport.gateway.replies import (
+    DSN_MAIL,
+    DSN_RCPT,
+    address_refusal,
+    enhanced,
+    malformed_path,
+    split_dsn,
+)
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -76,35 +86,14 @@ def _peer(session: Session) -> policy.Peer:
     return peer
 
 
-def _unusable(address: str) -> bool:
-    """Control characters (NUL among them) or bytes that are not UTF-8 (aiosmtpd keeps them as
-    surrogates): no valid mailbox (RFC 5321 §4.1.2, RFC 6531 §3.3) and nothing PostgreSQL can
-    store in a trace, so the transaction would fail after delivery."""
-    return any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in address)
-
-
-DSN_MAIL = ("RET", "ENVID")  # RFC 3461 §4.3, §4.4
-DSN_RCPT = ("NOTIFY", "ORCPT")  # RFC 3461 §4.1, §4.2
-
-
-def _split_dsn(arg: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-    """Remove the DSN parameters from a MAIL/RCPT argument; return the rest and their values."""
-    kept, found = [], {}
-    for token in arg.split(" "):
-        key, sep, value = token.partition("=")
-        if sep and key.upper() in names:
-            found[key.upper()] = value
-        else:
-            kept.append(token)
-    return " ".join(kept), found
-
-
 LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6: 998 characters at most)"
 TOO_MUCH_DATA = "552 5.3.4 Message too big for this system"
-ENHANCED = {
-    "500 Line too long": LINE_TOO_LONG,
-    "500 Command line too long": "500 5.5.2 Command line too long",
+# aiosmtpd's replies whose wording we set ourselves; the others get their enhanced code from
+# replies.enhanced().
+REWORDED = {
+    "500 Line too long (see RFC5321 4.5.3.1.6)": LINE_TOO_LONG,
     "552 Error: Too much mail data": TOO_MUCH_DATA,
+    "553 5.1.3 Error: malformed address": "553 5.1.3 Malformed address",
 }
 DATA_CHUNK = 65536  # the most DATA read per await (and the reader's buffer while in DATA)
 HEAD = 65536  # what is kept of a refused text, for the Message-ID of its trace
@@ -146,58 +135,170 @@ class AlertingTLS(sslproto.SSLProtocol):
 
 
 class DrainState:
-    """Sessions in progress, and whether the gateway is shutting down."""
+    """Sessions in progress, in all and per client address, and whether the gateway is
+    shutting down. Both counts are capped (GATEWAY_MAX_SESSIONS, ..._PER_ADDRESS; per
+    process): one peer, or a crowd, cannot take every session of the MX."""
 
     def __init__(self) -> None:
         self.draining = False
         self.active: set[GatewaySMTP] = set()
+        self.per_address: dict[str, int] = {}
+        self.max_sessions = int(settings.GATEWAY_MAX_SESSIONS)
+        self.max_per_address = int(settings.GATEWAY_MAX_SESSIONS_PER_ADDRESS)
+
+    def admit(self, session: GatewaySMTP, address: str) -> str | None:
+        """Count a new session from ``address``; the reply refusing it instead, if any."""
+        if self.draining:
+            return "421 4.3.2 Service shutting down, try again later"  # RFC 5321 §3.8
+        if len(self.active) >= self.max_sessions:
+            return "421 4.7.0 Too many sessions, try again later"
+        count = self.per_address.get(address, 0)
+        if count >= self.max_per_address:
+            return "421 4.7.0 Too many sessions from your address, try again later"
+        self.active.add(session)
+        self.per_address[address] = count + 1
+        return None
+
+    def release(self, session: GatewaySMTP, address: str) -> bool:
+        """Uncount a session; False if it was not counted (refused, or released already)."""
+        if session not in self.active:
+            return False
+        self.active.discard(session)
+        left = self.per_address.pop(address) - 1
+        if left:
+            self.per_address[address] = left
+        return True
+
+
+HELP = "214 2.0.0 Commands: DATA EHLO HELO MAIL NOOP QUIT RCPT RSET VRFY"
 
 
 class GatewaySMTP(SMTP):
-    """aiosmtpd's SMTP with the DSN extension (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT
-    on RCPT are accepted and kept with the envelope (``envelope.dsn``) for post-processing.
-    While draining, new connections are told 421 (RFC 5321 §3.8) and open ones finish."""
+    """aiosmtpd's SMTP, exact: every reply carries an RFC 3463 enhanced code (RFC 2034), AUTH
+    is off (peers authenticate by certificate), one TLS handshake per session (RFC 3207 §4.2).
+    A client has GATEWAY_STARTTLS_TIMEOUT seconds and GATEWAY_STARTTLS_COMMANDS command lines
+    to start TLS. The DSN extension (RFC 3461): RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT
+    are kept with the envelope (``envelope.dsn``) for post-processing. With a DrainState,
+    sessions are capped, and while draining new connections are told 421 and open ones
+    finish."""
 
     state: DrainState | None = None
+    _client = ""  # the client's IP address
+    _hello = False  # replying to HELO or EHLO
+    _starttls_deadline = 0.0
+    _lines_left = 0  # command lines the client may still send before TLS
 
     def connection_made(self, transport: Any) -> None:
-        if self.state is not None and self.state.draining:
-            transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
-            transport.close()
-            return
-        if self.state is not None:
-            self.state.active.add(self)
+        if self._original_transport is None:  # a new connection (in TLS, it is called again)
+            peer = transport.get_extra_info("peername")
+            self._client = str(peer[0]) if peer else "?"
+            refusal = self.state.admit(self, self._client) if self.state is not None else None
+            if refusal is not None:
+                transport.write(refusal.encode() + b"\r\n")
+                transport.close()
+                return
+            self._starttls_deadline = self.loop.time() + settings.GATEWAY_STARTTLS_TIMEOUT
+            self._lines_left = settings.GATEWAY_STARTTLS_COMMANDS
+        else:
+            vars(self._reader).pop("readuntil", None)  # in TLS: no budget, aiosmtpd's reader
         super().connection_made(transport)
 
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: Any) -> None:
+        super()._cb_client_connected(reader, writer)
+        # Until TLS, every line read counts (refused ones too): an instance attribute in
+        # front of the reader's method, removed once TLS is up (no cost per command there).
+        vars(reader)["readuntil"] = self._readuntil_before_tls
+
+    async def _readuntil_before_tls(self, separator: bytes = b"\n") -> bytes:
+        line = await asyncio.StreamReader.readuntil(self._reader, separator)
+        self._lines_left -= 1
+        if self._lines_left < 0:
+            # RFC 3207 §4: before TLS, only EHLO, NOOP, STARTTLS and QUIT make sense
+            logger.info("%s: too many commands before STARTTLS", self._client)
+            self._goodbye("421 4.7.0 Too many commands before STARTTLS")
+            raise asyncio.CancelledError  # ends the session as QUIT does
+        return line
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.state is not None:
-            self.state.active.discard(self)
+        if self.state is not None and not self.state.release(self, self._client):
+            return  # refused at once, or lost already: aiosmtpd never started or has ended
         super().connection_lost(exc)
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer (reset by each valid command), except before TLS: a deadline
+        from the connection, which no command extends."""
+        if self._tls_protocol is None:
+            if self._timeout_handle is None:
+                super()._reset_timeout(max(0.001, self._starttls_deadline - self.loop.time()))
+            return
+        super()._reset_timeout(duration)
+
+    def _timeout_cb(self) -> None:
+        logger.info("%s: connection timeout", self._client)
+        self._goodbye("421 4.4.2 Timeout, closing connection")  # RFC 5321 §4.5.3.2
+
+    def _goodbye(self, reply: str) -> None:
+        """A last reply, then close (RFC 5321 §3.8)."""
+        transport = self.transport
+        if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+            transport.write(reply.encode() + b"\r\n")
+            transport.close()
+
     async def push(self, status: AnyStr) -> None:
-        """aiosmtpd's own refusals, with RFC 3463 enhanced codes like ours. A reply line never
-        carries a control character: aiosmtpd echoes unknown commands, whose bytes the client
-        chose (a bare CR would split the line; RFC 5321 §4.2)."""
+        """Every reply with its RFC 3463 enhanced code (RFC 2034 §3: but the greeting and the
+        replies to HELO and EHLO), aiosmtpd's own included. A reply line never carries a
+        control character: aiosmtpd echoes unknown commands, whose bytes the client chose (a
+        bare CR would split the line; RFC 5321 §4.2)."""
         if isinstance(status, str):
             status = CONTROL.sub("?", status)
-            for prefix, better in ENHANCED.items():
-                if status.startswith(prefix):
-                    await super().push(better)
-                    return
+            if not self._hello:
+                status = REWORDED.get(status) or enhanced(status)
         await super().push(status)
 
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._hello = bool(hostname)
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._hello = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._hello = bool(hostname)
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._hello = False
+
+    async def smtp_HELP(self, arg: str) -> None:
+        """RFC 5321 §4.1.1.8: the commands we serve, whatever the topic; never AUTH."""
+        await self.push(HELP)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        """Off, though aiosmtpd has it: an MX of the trust space authenticates its peers by
+        their certificate, and does not advertise AUTH."""
+        await self.push("502 5.5.1 AUTH not available: peers authenticate by certificate")
+
     async def smtp_STARTTLS(self, arg: str) -> None:
-        """aiosmtpd's STARTTLS (RFC 3207) with AlertingTLS as the TLS layer."""
+        """aiosmtpd's STARTTLS (RFC 3207) with AlertingTLS as the TLS layer, once per session
+        (§4.2), the handshake within the time left before the STARTTLS deadline."""
+        if self._tls_protocol is not None:
+            await self.push("503 5.5.1 TLS already active")
+            return
         if arg:
-            await self.push("501 Syntax: STARTTLS")
+            await self.push("501 5.5.4 Syntax: STARTTLS")
             return
         if not self.tls_context:
-            await self.push("454 TLS not available")
+            await self.push("454 4.7.0 TLS not available")
             return
-        await self.push("220 Ready to start TLS")
+        await self.push("220 2.0.0 Ready to start TLS")
         waiter = self.loop.create_future()
+        # A stalled handshake is cut by asyncio's own timeout (our timer cannot close a
+        # connection in the middle of a handshake cleanly).
+        left = max(1, math.ceil(self._starttls_deadline - self.loop.time()))
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
         self._tls_protocol = AlertingTLS(self.loop, self, self.tls_context, waiter,
-                                         server_side=True)  # fmt: skip
+                                         server_side=True, ssl_handshake_timeout=left)  # fmt: skip
         self._original_transport = self.transport
         assert self._original_transport is not None
         self._original_transport.set_protocol(self._tls_protocol)
@@ -305,10 +406,13 @@ class GatewaySMTP(SMTP):
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         dsn: dict[str, str] = {}
-        if arg:
-            arg, dsn = _split_dsn(arg, DSN_MAIL)
-            if any(_unusable(value) for value in dsn.values()):
-                await self.push("501 5.5.4 Invalid DSN parameter")  # RFC 3461 §4: xtext
+        if arg and self.session is not None and self.session.host_name:
+            if malformed_path(arg, "FROM:"):
+                await self.push("501 5.5.4 Syntax: MAIL FROM:<address> (RFC 5321 4.1.2)")
+                return
+            arg, dsn, refusal = split_dsn(arg, DSN_MAIL)
+            if refusal:
+                await self.push(refusal)
                 return
         await super().smtp_MAIL(arg)
         if self.envelope is not None and self.envelope.mail_from is not None:
@@ -316,12 +420,16 @@ class GatewaySMTP(SMTP):
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         dsn: dict[str, str] = {}
-        if arg:
-            arg, dsn = _split_dsn(arg, DSN_RCPT)
-            if any(_unusable(value) for value in dsn.values()):
-                await self.push("501 5.5.4 Invalid DSN parameter")  # RFC 3461 §4: xtext
+        envelope = self.envelope
+        if arg and envelope is not None and envelope.mail_from is not None:
+            if malformed_path(arg, "TO:"):
+                await self.push("501 5.5.4 Syntax: RCPT TO:<address> (RFC 5321 4.1.2)")
                 return
-        before = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
+            arg, dsn, refusal = split_dsn(arg, DSN_RCPT)
+            if refusal:
+                await self.push(refusal)
+                return
+        before = len(envelope.rcpt_tos) if envelope is not None else 0
         await super().smtp_RCPT(arg)
         envelope = self.envelope
         if envelope is not None and len(envelope.rcpt_tos) > before and hasattr(envelope, "dsn"):
@@ -329,6 +437,16 @@ class GatewaySMTP(SMTP):
 
 
 class GatewayHandler:
+    async def handle_exception(self, error: Exception) -> str:
+        """A failure of ours (the database unreachable...): temporary, so that the sender
+        keeps the message, and nothing about it on the wire (aiosmtpd would send the
+        exception's text with a 500)."""
+        if isinstance(error, TLSSetupException):  # a refused handshake: no reply is sent
+            logger.info("TLS handshake failed: %s", error.__cause__)
+        else:
+            logger.error("gateway session failed", exc_info=error)
+        return "451 4.3.0 Temporary failure, try again later"
+
     async def handle_EHLO(
         self,
         server: SMTP,
@@ -351,8 +469,9 @@ class GatewayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        if _unusable(address):
-            return "501 5.1.7 Bad sender address syntax"
+        refusal = address_refusal(address, utf8=envelope.smtp_utf8, sender=True)
+        if refusal:
+            return refusal
         # One whitelist decision per sender domain and session: a peer sends many messages
         # over one connection, and its certificate is fixed for the session.
         verdicts: dict[str, str | None] = session.__dict__.setdefault("mss_verdicts", {})
@@ -375,8 +494,9 @@ class GatewayHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if _unusable(address):
-            return "501 5.1.3 Bad recipient address syntax"
+        refusal = address_refusal(address, utf8=envelope.smtp_utf8, sender=False)
+        if refusal:
+            return refusal
         if len(envelope.rcpt_tos) >= policy.max_recipients():
             return "452 4.5.3 Too many recipients"
         found, refusal = policy.known_recipient(address)
