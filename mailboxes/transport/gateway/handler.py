@@ -442,7 +442,8 @@ class GatewayHandler:
         keeps the message, and nothing about it on the wire (aiosmtpd would send the
         exception's text with a 500)."""
         if isinstance(error, TLSSetupException):  # a refused handshake: no reply is sent
-            logger.info("TLS handshake failed: %s", error.__cause__)
+            # An error for the operator too (an expired CRL refuses every peer: crl.py).
+            logger.error("TLS handshake refused: %s", error.__cause__)
         else:
             logger.error("gateway session failed", exc_info=error)
         return "451 4.3.0 Temporary failure, try again later"
