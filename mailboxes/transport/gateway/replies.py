@@ -35,7 +35,7 @@ def enhanced(reply: str) -> str:
     """``reply`` with the enhanced code of its reply code when it has none, and without
     aiosmtpd's "Error: " prefix. Unchanged: the greeting (220, RFC 2034 §3) and intermediate
     replies (3xx: RFC 3463 has no class 3)."""
-    if ENHANCED_REPLY.match(reply) or reply[:1] not in "245" or reply[:3] == "220":
+    if ENHANCED_REPLY.match(reply) or reply[:1] not in ("2", "4", "5") or reply[:3] == "220":
         return reply
     code, separator, text = reply[:3], reply[3:4] or " ", reply[4:]
     if text.startswith("Error: "):
@@ -56,11 +56,14 @@ def malformed_path(arg: str, keyword: str) -> bool:
     return PATH.match(arg[len(keyword) :].lstrip(" ")) is None
 
 
+UNUSABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def unusable(text: str) -> bool:
     """Control characters (NUL among them) or bytes that are not UTF-8 (aiosmtpd keeps them as
     surrogates): no valid mailbox (RFC 5321 §4.1.2, RFC 6531 §3.3) and nothing PostgreSQL can
     store in a trace, so the transaction would fail after delivery."""
-    return any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in text)
+    return UNUSABLE.search(text) is not None
 
 
 def address_refusal(address: str, *, utf8: bool, sender: bool) -> str | None:
