@@ -64,6 +64,8 @@ class Structure(models.Model):
     recovery_key = models.TextField(_("clé OpenPGP de recouvrement"), blank=True)
     recovery_key_fingerprint = models.CharField(max_length=64, blank=True)
     recovery_key_uploaded_at = models.DateTimeField(null=True, blank=True)
+    # The key it replaced: exports made before the replacement need that key's private half.
+    recovery_key_previous_fingerprint = models.CharField(max_length=64, blank=True)
 
     class Meta:
         verbose_name = _("structure")

@@ -1,8 +1,8 @@
 """Who may do what on a BAL: the grants of a person (holder, member, delegate) and the
-access check every BAL page goes through.
+access check every BAL page and every webmail service goes through.
 
 Rule (ARCHITECTURE.md): a BAL a person may not use answers 404 exactly like one that does not
-exist; ``PermissionDenied`` only when they may see it but not do this.
+exist; ``RightMissing`` (403, in French) only when they may read it but not do this.
 """
 
 from __future__ import annotations
@@ -11,31 +11,66 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import F, FilteredRelation, Q
 from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import User
+from mailboxes.errors import RightMissing
 from mailboxes.models import Mailbox
 
 
 class Access(StrEnum):
-    READ = "read"
-    SEND = "send"
-    MANAGE = "manage"
+    """The four rights on a BAL. Reading is part of every grant; organise, send and manage
+    are granted one by one (``MailboxAccess``); the holder of a PER BAL has all four."""
+
+    READ = "read"  # lists, messages, attachments
+    ORGANISE = "organise"  # flags, move, put in the Trash (RFC 4314 rights s, w, t)
+    SEND = "send"  # write from the BAL, drafts, read receipts
+    MANAGE = "manage"  # empty the Trash, delete for good (RFC 4314 e), the BAL's delegations
+
+
+MISSING = {
+    Access.READ: "Vous ne pouvez pas lire cette boîte aux lettres.",
+    Access.ORGANISE: (
+        "Vous pouvez lire cette boîte aux lettres mais pas classer ses messages (marquer, "
+        "déplacer, mettre à la corbeille) : demandez ce droit à son ou sa titulaire, ou à la "
+        "direction de votre structure."
+    ),
+    Access.SEND: (
+        "Vous pouvez lire cette boîte aux lettres mais pas écrire en son nom : demandez le "
+        "droit d'envoi à son ou sa titulaire, ou à la direction de votre structure."
+    ),
+    Access.MANAGE: (
+        "Seule une personne qui gère cette boîte aux lettres peut vider la corbeille, "
+        "supprimer définitivement des messages ou gérer ses délégations."
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Grant:
     mailbox: Mailbox
     read: bool
+    organise: bool
     send: bool
     manage: bool
     relation: str  # "owner", "member", "delegate"
 
     def allows(self, need: Access) -> bool:
-        return {"read": self.read, "send": self.send, "manage": self.manage}[need]
+        return {
+            Access.READ: self.read,
+            Access.ORGANISE: self.organise,
+            Access.SEND: self.send,
+            Access.MANAGE: self.manage,
+        }[need]
+
+
+def require(grant: Grant, need: Access) -> None:
+    """Raise RightMissing (403, French message naming the right) unless ``grant`` holds
+    ``need``. Every webmail service asks it before touching the store."""
+    if not grant.allows(need):
+        raise RightMissing(MISSING[need])
 
 
 USABLE = [Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED]
@@ -51,7 +86,10 @@ def public_id_parse(value: uuid.UUID | str) -> uuid.UUID:
 
 def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
     """The person's grants, in one query: PER BALs they hold, and BALs where they have a
-    right (member, delegate) that includes reading and has not reached its end date."""
+    right (member, delegate) that includes reading and has not reached its end date.
+
+    A PER BAL whose holder has never signed in with Pro Santé Connect (created by a director
+    from a national id) grants nothing to anyone else until that first sign-in."""
     if not user.is_authenticated:
         return []
     boxes = (
@@ -66,9 +104,16 @@ def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
             )
         )
         .filter(status__in=USABLE)
-        .filter(Q(kind=Mailbox.Kind.PER, owner=user) | Q(mine__can_read=True))
+        .filter(
+            Q(kind=Mailbox.Kind.PER, owner=user)
+            | (
+                Q(mine__can_read=True)
+                & (~Q(kind=Mailbox.Kind.PER) | Q(owner__psc_refreshed_at__isnull=False))
+            )
+        )
         .annotate(
             access_kind=F("mine__kind"),
+            access_organise=F("mine__can_organise"),
             access_send=F("mine__can_send"),
             access_manage=F("mine__can_manage"),
         )
@@ -79,10 +124,17 @@ def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
     grants = []
     for box in boxes:
         if box.kind == Mailbox.Kind.PER and box.owner_id == user.pk:
-            grants.append(Grant(box, True, True, True, "owner"))
+            grants.append(Grant(box, True, True, True, True, "owner"))
         else:
             grants.append(
-                Grant(box, True, bool(box.access_send), bool(box.access_manage), box.access_kind)
+                Grant(
+                    box,
+                    read=True,
+                    organise=bool(box.access_organise),
+                    send=bool(box.access_send),
+                    manage=bool(box.access_manage),
+                    relation=box.access_kind,
+                )
             )
     return sorted(grants, key=lambda g: (g.mailbox.kind != Mailbox.Kind.PER, g.mailbox.address))
 
@@ -100,7 +152,7 @@ def access_mailbox(
     among: list[Grant] | None = None,
 ) -> Grant:
     """The person's grant on one BAL. Raises Http404 when missing or not theirs,
-    PermissionDenied when they may read it but not ``need``. ``among``: the person's grants
+    RightMissing when they may read it but not ``need``. ``among``: the person's grants
     already read by the caller (``usable_mailboxes``), to spare a query."""
     key = public_id_parse(public_id)
     if among is not None:
@@ -110,17 +162,12 @@ def access_mailbox(
     if not grants:
         raise Http404
     grant = grants[0]
-    if not grant.allows(need):
-        raise PermissionDenied
+    require(grant, need)
     return grant
 
 
-def owned_mailbox(user: User, public_id: uuid.UUID | str) -> Mailbox:
-    """A PER BAL the person holds (to manage its delegations). Http404 otherwise."""
-    key = public_id_parse(public_id)
-    box = Mailbox.objects.filter(
-        public_id=key, kind=Mailbox.Kind.PER, owner=user, status__in=USABLE
-    ).first()
-    if box is None:
-        raise Http404
-    return box
+def grant_for(user: User, mailbox: Mailbox) -> Grant | None:
+    """The person's grant on ``mailbox``, or None: what services ask before acting on a BAL
+    for someone (its delegations)."""
+    grants = _grants(user, mailbox.public_id)
+    return grants[0] if grants else None

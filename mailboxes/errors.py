@@ -36,6 +36,15 @@ class ControlCharacters(PortalError):
     http_status = 400
 
 
+class RightMissing(PortalError):
+    """The person may use this BAL but does not hold the right this action needs
+    (mailboxes.access.require names which, in French)."""
+
+    user_message = "Vous n'avez pas le droit de faire cela dans cette boîte aux lettres."
+    code = "right_missing"
+    http_status = 403
+
+
 class FolderInvalid(PortalError):
     user_message = "Ce dossier n'existe pas dans cette boîte aux lettres."
     code = "folder_invalid"

@@ -88,8 +88,10 @@ class Mailbox(models.Model):
 
 
 class MailboxAccess(models.Model):
-    """A person's right on a BAL that is not theirs: member of an ORG BAL, or delegate of a
-    PER BAL (the console issue manages delegations; the model is here from the start)."""
+    """A person's rights on a BAL that is not theirs: member of an ORG/APP BAL, or delegate of
+    a PER BAL. Four rights (mailboxes.access.Access): read (always), organise (flags, move, put
+    in the Trash), send, manage (empty the Trash, delete for good, the BAL's delegations; never
+    on a PER BAL, whose holder alone delegates it)."""
 
     class Kind(models.TextChoices):
         MEMBER = "member", _("Membre")
@@ -102,6 +104,7 @@ class MailboxAccess(models.Model):
     )
     kind = models.CharField(max_length=10, choices=Kind)
     can_read = models.BooleanField(_("lire"), default=True)
+    can_organise = models.BooleanField(_("classer"), default=False)
     can_send = models.BooleanField(_("envoyer"), default=False)
     can_manage = models.BooleanField(_("gérer"), default=False)
     # Delegations may end by themselves; after this instant the right no longer exists.
@@ -125,6 +128,17 @@ class MailboxAccess(models.Model):
     def __str__(self) -> str:
         return f"{self.user} -> {self.mailbox} ({self.kind})"
 
+    @property
+    def rights_label(self) -> str:
+        """The rights in words, as the console, the holder's page and notices show them."""
+        rights = [
+            (self.can_read, _("lecture")),
+            (self.can_organise, _("classement")),
+            (self.can_send, _("envoi")),
+            (self.can_manage, _("gestion")),
+        ]
+        return ", ".join(str(label) for held, label in rights if held)
+
 
 class OutboundMessage(models.Model):
     """The outbound spool (ARCHITECTURE.md, data flow 2): a message accepted for delivery and
@@ -135,6 +149,7 @@ class OutboundMessage(models.Model):
         WEBMAIL = "webmail", _("Webmail")
         GATEWAY = "gateway", _("Passerelle (nouvel essai de remise locale)")
         REPORT = "report", _("Avis de remise (DSN) produit par l'opérateur")
+        NOTICE = "notice", _("Avis du portail à une BAL (délégations, clé de recouvrement)")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     origin = models.CharField(max_length=10, choices=Origin)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from django.test import TestCase
+from django.utils import timezone
 
 from accounts.models import Membership, Structure, StructureDomain, User
 from mailboxes.console.services.lifecycle import mailbox_create
@@ -44,7 +45,10 @@ def make_professional(
     first_name: str = "Claire",
     last_name: str = "Martin",
     profession: str = "10",
+    signed_in: bool = True,
 ) -> User:
+    """A professional as after their first Pro Santé Connect sign-in (``signed_in``), or
+    only known by national id, as an invitation leaves them."""
     national_id = national_id or f"8997009{next(_seq):05d}"
     user = User.objects.create(
         username=national_id,
@@ -52,6 +56,7 @@ def make_professional(
         first_name=first_name,
         last_name=last_name,
         profession_code=profession,
+        psc_refreshed_at=timezone.now() if signed_in else None,
     )
     user.set_unusable_password()
     user.save()
@@ -70,21 +75,24 @@ def grant(
     mailbox: Mailbox,
     user: User,
     *,
+    can_organise: bool = False,
     can_send: bool = False,
     can_manage: bool = False,
     expires_at: datetime | None = None,
 ) -> MailboxAccess:
-    """A right on ``mailbox`` through the console's service (a member of an ORG/APP BAL, a
-    delegate of a PER BAL), making ``user`` a member of its structure first when needed."""
+    """Rights on ``mailbox`` through the service production uses (``access_set``), making
+    ``user`` a member of its structure first when needed: a PER BAL is delegated by its
+    holder, an ORG/APP BAL's members are set by the operator's tooling."""
     if not Membership.objects.filter(user=user, structure_id=mailbox.structure_id).exists():
         make_membership(user, Structure.objects.get(pk=mailbox.structure_id))
     return access_set(
         mailbox=mailbox,
         user=user,
+        can_organise=can_organise,
         can_send=can_send,
         can_manage=can_manage,
         expires_at=expires_at,
-        actor=None,
+        actor=mailbox.owner if mailbox.kind == Mailbox.Kind.PER else None,
     )
 
 

@@ -60,24 +60,44 @@ class BalEditForm(forms.Form):
     responsible = PersonChoice(label="Professionnel responsable", required=False)
 
 
+RIGHTS = {  # each choice and the rights it gives (mailboxes.access.Access), reading included
+    "read": ("Lecture", {"can_organise": False, "can_send": False, "can_manage": False}),
+    "organise": (
+        "Lecture et classement",
+        {"can_organise": True, "can_send": False, "can_manage": False},
+    ),
+    "send": (
+        "Lecture, classement et envoi",
+        {"can_organise": True, "can_send": True, "can_manage": False},
+    ),
+    "manage": (
+        "Lecture, classement, envoi et gestion",
+        {"can_organise": True, "can_send": True, "can_manage": True},
+    ),
+}
+
+
+def rights_choices(*, manage: bool) -> list[tuple[str, str]]:
+    """The rights a form offers: « gestion » only for ORG/APP BALs (a PER BAL's delegations
+    are its holder's alone)."""
+    return [(k, label) for k, (label, _flags) in RIGHTS.items() if manage or k != "manage"]
+
+
 class AccessForm(forms.Form):
     """Add a member (ORG/APP) or a delegate (PER), or change their rights."""
 
     person = PersonChoice(label="Personne")
-    rights = forms.ChoiceField(
-        label="Droits",
-        choices=[
-            ("read", "Lecture"),
-            ("send", "Lecture et envoi"),
-            ("manage", "Lecture, envoi et gestion"),
-        ],
-    )
+    rights = forms.ChoiceField(label="Droits", choices=rights_choices(manage=True))
     until = forms.DateField(
         label="Jusqu'au (inclus, facultatif)",
         input_formats=DATE_FORMATS,
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
     )
+
+    def chosen_rights(self) -> dict[str, bool]:
+        """The chosen rights as ``access_set`` takes them."""
+        return dict(RIGHTS[self.cleaned_data["rights"]][1])
 
     def expires_at(self) -> datetime | None:
         day = self.cleaned_data.get("until")

@@ -43,6 +43,7 @@ class Parsed:
     references: str = ""
     patient_closed: bool = False  # X-MSS-MES: FIN (Référentiel #2 ECO.2.2.8)
     wants_mdn: str = ""  # Disposition-Notification-To (RFC 8098)
+    written_by: list[Address] = field(default_factory=list)  # Sender (RFC 5322 §3.6.2)
 
 
 def _parse(raw: bytes) -> Message:
@@ -145,6 +146,7 @@ def parse_message(raw: bytes) -> Parsed:
         references=" ".join(_header(msg, "References").split())[:4000],
         patient_closed=_header(msg, "X-MSS-MES").strip().upper() == "FIN",
         wants_mdn=_header(msg, "Disposition-Notification-To")[:320],
+        written_by=_addresses(msg, "Sender")[:1],
     )
     for index, part in enumerate(iter_parts(msg)):
         ctype = part.get_content_type()

@@ -227,7 +227,8 @@ def test_a_member_sending_from_an_org_bal_is_named_in_sender(doctor) -> None:
     assert _post(user, org, a=REMOTE).status_code == 302
     [copy] = _sent(org)
     assert str(copy["From"]) == f"Équipe soins <{org.address}>"
-    assert str(copy["Sender"]) == f"Claire MARTIN <{box.address}>"
+    # The author by name and structure (ECO.2.2.7 label), at their own BAL.
+    assert str(copy["Sender"]) == f"Dr_Claire_MARTIN_EHPAD Les Tilleuls <{box.address}>"
 
 
 def test_the_recipient_check_fragment_shows_verdicts_and_the_patient_summary(doctor) -> None:

@@ -45,8 +45,8 @@ def team(dovecot) -> Team:
         structure=ehpad, kind="ORG", local_part="soins", responsible=doctor, display_name="Soins"
     )
     per = make_mailbox(structure=ehpad, local_part="claire.martin", owner=doctor)
-    grant(org, nurse, can_send=True)
-    grant(org, doctor, can_send=True)
+    grant(org, nurse, can_organise=True, can_send=True)
+    grant(org, doctor, can_organise=True, can_send=True)
     wait_provisioned(org.address, per.address)
     return Team(nurse, doctor, org, per)
 

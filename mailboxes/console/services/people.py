@@ -1,9 +1,12 @@
 """People of a structure and their rights on its BALs (the console's « Personnes »).
 
-Members of ORG/APP BALs (read / send / manage), delegations of a PER BAL (granted by the
-holder or the director, read or read+send, optional end date), invitations by national id,
-BAL details. Every change is a service with its trace naming the actor; rights take effect at
-once (the grants are read per request, revocation is a DELETE).
+Members of ORG/APP BALs and delegates of a PER BAL hold four rights (mailboxes.access.Access):
+read, organise, send, manage. Who may change them: for a PER BAL its holder alone (the
+console shows delegations, it cannot grant them), never to themselves, and only once the
+holder has signed in; for an ORG/APP BAL a director of the structure or a member who manages
+it. The holder of a PER BAL is told of every change by a notice in their BAL. Invitations by
+national id, BAL details. Every change is a service with its trace naming the actor; rights
+take effect at once (the grants are read per request, revocation is a DELETE).
 """
 
 from __future__ import annotations
@@ -11,24 +14,101 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from accounts.audit import Action, audit_record
 from accounts.identifiers import NATIONAL_ID_RE
 from accounts.models import Membership, Structure, StructureDomain, User
 from accounts.services import membership_set_role
 from annuaire.selectors import directory_professional
+from mailboxes.access import MISSING, Access, grant_for
 from mailboxes.console.services.lifecycle import mailbox_create
+from mailboxes.console.services.portal_mail import person_named, portal_mail_send, when_text
+from mailboxes.errors import RightMissing
 from mailboxes.models import Mailbox, MailboxAccess
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
+NOT_THE_HOLDER = (
+    "Seul le ou la titulaire d'une BAL personnelle peut la déléguer, depuis « Délégations » "
+    "dans sa propre messagerie."
+)
+
 
 def _member_of(structure_id: int, user: User) -> bool:
     return Membership.objects.filter(structure_id=structure_id, user=user).exists()
+
+
+def _directs(structure_id: int, user: User) -> bool:
+    return Membership.objects.filter(
+        structure_id=structure_id, user=user, role=Membership.Role.DIRECTOR
+    ).exists()
+
+
+def _may_change_rights(mailbox: Mailbox, actor: User | None, *, revoking: bool = False) -> None:
+    """Raise RightMissing unless ``actor`` may change who uses ``mailbox``: the holder of a
+    PER BAL (a director may also take a delegation back, never give one); for an ORG/APP BAL
+    a director of the structure, a member with the manage right, or the operator's tooling
+    (``actor`` None)."""
+    if mailbox.kind == Mailbox.Kind.PER:
+        if actor is not None and actor.pk == mailbox.owner_id:
+            return
+        if revoking and actor is not None and _directs(mailbox.structure_id, actor):
+            return
+        raise RightMissing(NOT_THE_HOLDER)
+    if actor is None or _directs(mailbox.structure_id, actor):
+        return
+    grant = grant_for(actor, mailbox)
+    if grant is None or not grant.allows(Access.MANAGE):
+        raise RightMissing(MISSING[Access.MANAGE])
+
+
+def holder_has_signed_in(mailbox: Mailbox) -> bool:
+    """Whether the holder of a PER BAL proved their identity with Pro Santé Connect at least
+    once (a BAL created from a national id waits for it before anyone else may use it)."""
+    owner = mailbox.owner
+    return owner is not None and owner.psc_refreshed_at is not None
+
+
+def _holder_told(mailbox: Mailbox, *, what: str, actor: User | None) -> None:
+    """The notice to the holder of a PER BAL after a change of its delegations: what changed,
+    who did it, and everyone who can use the BAL now, until when."""
+    if mailbox.kind != Mailbox.Kind.PER or mailbox.status == Mailbox.Status.CLOSED:
+        return
+    people = [
+        a
+        for a in MailboxAccess.objects.filter(mailbox=mailbox)
+        .select_related("user")
+        .order_by("user__last_name", "user__first_name")
+        if a.expires_at is None or a.expires_at > timezone.now()
+    ]
+    lines = [
+        f"- {a.user.display_name} : {a.rights_label}"
+        + (
+            f", jusqu'au {date_format(timezone.localtime(a.expires_at), 'j F Y')}"
+            if a.expires_at
+            else ", sans date de fin"
+        )
+        for a in people
+    ]
+    page = settings.SITE_URL + reverse("mailboxes:delegations", args=[mailbox.public_id])
+    body = (
+        f"Bonjour,\n\nLes délégations de votre BAL {mailbox.address} ont changé le "
+        f"{when_text(timezone.now())} :\n{what}\n\nModification faite par : "
+        f"{person_named(actor)}.\n\nPersonnes qui peuvent utiliser votre BAL aujourd'hui, "
+        "en plus de vous :\n"
+        + ("\n".join(lines) if lines else "- personne")
+        + f"\n\nPour voir ou retirer une délégation : {page}\n"
+        "Si vous n'êtes pas à l'origine de ce changement, retirez la délégation et prévenez la "
+        "direction de votre structure."
+    )
+    portal_mail_send(to=[mailbox], subject="Les délégations de votre BAL ont changé", body=body)
 
 
 @transaction.atomic
@@ -36,22 +116,34 @@ def access_set(
     *,
     mailbox: Mailbox,
     user: User,
+    can_organise: bool = False,
     can_send: bool,
     can_manage: bool = False,
     expires_at: datetime | None = None,
     actor: User | None,
     request: HttpRequest | None = None,
 ) -> MailboxAccess:
-    """Give ``user`` a right on ``mailbox`` or change it: a member of an ORG/APP BAL, or a
-    delegate of a PER BAL (never « gérer », optionally until ``expires_at``). ``actor`` None:
-    the operator's own tooling (traced as « systeme »).
+    """Give ``user`` rights on ``mailbox`` or change them: a member of an ORG/APP BAL, or a
+    delegate of a PER BAL (never « gérer », optionally until ``expires_at``). Reading is
+    always part of it; managing implies organising. ``actor`` None: the operator's own
+    tooling (traced as « systeme »), for ORG/APP BALs only.
 
-    Raises ValidationError (French) for a closed BAL, a person outside the structure, the
-    holder of the PER BAL, or an end date in the past.
+    Raises RightMissing when ``actor`` may not change this BAL's rights (see
+    ``_may_change_rights``); ValidationError (French) for a closed BAL, a right given to
+    oneself, a person outside the structure, the holder of the PER BAL, a PER BAL whose
+    holder has never signed in, or an end date in the past. The holder of a PER BAL gets a
+    notice in it.
     """
     mailbox = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
     if mailbox.status == Mailbox.Status.CLOSED:
         raise ValidationError("Cette BAL est fermée.", code="closed")
+    _may_change_rights(mailbox, actor)
+    if actor is not None and actor.pk == user.pk:
+        raise ValidationError(
+            "Personne ne peut s'accorder à soi-même des droits sur une BAL : demandez-les à "
+            "une autre personne habilitée.",
+            code="self",
+        )
     if not _member_of(mailbox.structure_id, user):
         raise ValidationError(
             "Cette personne ne fait pas partie de la structure : invitez-la d'abord.",
@@ -60,17 +152,25 @@ def access_set(
     per = mailbox.kind == Mailbox.Kind.PER
     if per and mailbox.owner_id == user.pk:
         raise ValidationError("Le titulaire a déjà tous les droits sur sa BAL.", code="owner")
+    if per and not holder_has_signed_in(mailbox):
+        raise ValidationError(
+            "Le ou la titulaire ne s'est pas encore connecté·e avec Pro Santé Connect : "
+            "personne ne peut utiliser sa BAL avant sa première connexion.",
+            code="holder_pending",
+        )
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError("La date de fin de la délégation est passée.", code="expired")
     kind = MailboxAccess.Kind.DELEGATE if per else MailboxAccess.Kind.MEMBER
+    manage = can_manage and not per
     access, created = MailboxAccess.objects.update_or_create(
         mailbox=mailbox,
         user=user,
         defaults={
             "kind": kind,
             "can_read": True,
+            "can_organise": can_organise or manage,
             "can_send": can_send,
-            "can_manage": can_manage and not per,
+            "can_manage": manage,
             "expires_at": expires_at if per else None,
             "granted_by": actor,
         },
@@ -86,10 +186,20 @@ def access_set(
             "user": str(user.public_id),
             "national_id": user.national_id or "",
             "kind": kind,
+            "organise": access.can_organise,
             "send": access.can_send,
             "manage": access.can_manage,
             "until": expires_at.isoformat() if expires_at and per else "",
         },
+    )
+    _holder_told(
+        mailbox,
+        what=(
+            f"{user.display_name} peut maintenant utiliser votre BAL ({access.rights_label})."
+            if created
+            else f"Les droits de {user.display_name} sont maintenant : {access.rights_label}."
+        ),
+        actor=actor,
     )
     return access
 
@@ -99,9 +209,11 @@ def access_revoke(
     *, access: MailboxAccess, actor: User, request: HttpRequest | None = None
 ) -> None:
     """Remove a member or a delegate: from the next request on, the BAL is gone from their
-    switcher and its pages answer 404."""
+    switcher and its pages answer 404. Raises RightMissing when ``actor`` may not (a
+    director may take back a delegation of a PER BAL, to protect it; its holder is told)."""
     mailbox = access.mailbox
     user = access.user
+    _may_change_rights(mailbox, actor, revoking=True)
     MailboxAccess.objects.filter(pk=access.pk).delete()
     audit_record(
         action=Action.ACCESS_REVOKED,
@@ -111,6 +223,7 @@ def access_revoke(
         request=request,
         details={"user": str(user.public_id), "national_id": user.national_id or ""},
     )
+    _holder_told(mailbox, what=f"{user.display_name} ne peut plus utiliser votre BAL.", actor=actor)
 
 
 @transaction.atomic
@@ -254,9 +367,22 @@ def membership_remove(
             "La structure doit garder au moins un directeur ou une directrice.",
             code="last_director",
         )
-    MailboxAccess.objects.filter(
+    rights = MailboxAccess.objects.filter(
         mailbox__structure_id=membership.structure_id, user_id=membership.user_id
-    ).delete()
+    )
+    delegated = [
+        a.mailbox for a in rights.filter(kind=MailboxAccess.Kind.DELEGATE).select_related("mailbox")
+    ]
+    rights.delete()
+    for mailbox in delegated:
+        _holder_told(
+            mailbox,
+            what=(
+                f"{membership.user.display_name} ne fait plus partie de la structure : sa "
+                "délégation est retirée."
+            ),
+            actor=actor,
+        )
     audit_record(
         action=Action.MEMBERSHIP_REMOVED,
         actor=actor,

@@ -14,7 +14,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import Action, audit_record
-from accounts.models import Structure, User
+from accounts.models import Membership, Structure, User
+from mailboxes.console.services.portal_mail import person_named, portal_mail_send, when_text
+from mailboxes.models import Mailbox
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -109,7 +111,9 @@ def recovery_key_set(
     """Record the OpenPGP public key that the structure's BAL exports are encrypted to.
 
     The key is checked in a throwaway keyring: exactly one public key, no secret key material,
-    able to encrypt (not expired, not revoked). A previous key is replaced.
+    able to encrypt (not expired, not revoked). A previous key is replaced and its fingerprint
+    kept (exports made before need its private half). Every director of the structure is told
+    by a notice in their personal BAL.
     Raises ValidationError (French; codes garbage, secret_key, several_keys, unusable_key)
     after a failure trace, storing nothing. Traces ``structure.recovery_key_set``.
     """
@@ -124,9 +128,12 @@ def recovery_key_set(
         structure.recovery_key = normalized
         structure.recovery_key_fingerprint = fingerprint
         structure.recovery_key_uploaded_at = timezone.now()
-        structure.save(
-            update_fields=["recovery_key", "recovery_key_fingerprint", "recovery_key_uploaded_at"]
-        )
+        fields = ["recovery_key", "recovery_key_fingerprint", "recovery_key_uploaded_at"]
+        if previous and previous != fingerprint:
+            structure.recovery_key_previous_fingerprint = previous
+            fields.append("recovery_key_previous_fingerprint")
+        structure.save(update_fields=fields)
+        notified, unreachable = _directors_told(structure, actor, previous, fingerprint)
         audit_record(
             action=KEY_SET,
             actor=actor,
@@ -134,6 +141,48 @@ def recovery_key_set(
             target=structure,
             structure=structure,
             request=request,
-            details={"fingerprint": fingerprint, "previous": previous},
+            details={
+                "fingerprint": fingerprint,
+                "previous": previous,
+                "notified": notified,
+                "unreachable": unreachable,
+            },
         )
     return structure
+
+
+def _directors_told(
+    structure: Structure, actor: User | None, previous: str, fingerprint: str
+) -> tuple[list[str], list[str]]:
+    """A notice to every director of the structure, in their personal BAL (the structure's,
+    else one they hold elsewhere here). Returns (the BALs notified, the national ids of
+    directors without a personal BAL, who cannot be told by mail)."""
+    directors = list(
+        Membership.objects.filter(structure=structure, role=Membership.Role.DIRECTOR)
+        .select_related("user")
+        .order_by("user__last_name")
+    )
+    boxes = Mailbox.objects.filter(
+        kind=Mailbox.Kind.PER,
+        status=Mailbox.Status.ACTIVE,
+        owner__in=[m.user_id for m in directors],
+    ).order_by("address")
+    chosen: dict[int, Mailbox] = {}
+    for box in sorted(boxes, key=lambda b: b.structure_id != structure.pk):
+        chosen.setdefault(box.owner_id or 0, box)
+    replaced = f"Elle remplace la clé d'empreinte {previous}." if previous else ""
+    body = (
+        f"Bonjour,\n\nLa clé de recouvrement de {structure.name} a été "
+        f"{'remplacée' if previous else 'déposée'} le {when_text(timezone.now())} par "
+        f"{person_named(actor)}.\n\nEmpreinte de la nouvelle clé : {fingerprint}\n{replaced}"
+        "\n\nLes prochains exports et fermetures de BAL seront chiffrés pour cette clé. "
+        "Si ce changement n'est pas voulu, déposez à nouveau la clé de la structure depuis la "
+        "console (« Clé de recouvrement ») et vérifiez le journal."
+    )
+    portal_mail_send(
+        to=list(chosen.values()),
+        subject=f"Clé de recouvrement de {structure.name} {'remplacée' if previous else 'déposée'}",
+        body=body,
+    )
+    unreachable = [m.user.national_id or "" for m in directors if m.user_id not in chosen]
+    return sorted(b.address for b in chosen.values()), unreachable

@@ -18,12 +18,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.decorators import (
-    auth_is_recent,
-    professional_required,
-    reauthenticate,
-    recent_auth_required,
-)
+from accounts.decorators import professional_required, recent_auth_required
 from accounts.models import Structure, User
 from accounts.selectors import directed_structures
 from annuaire.selectors import directory_last_import
@@ -268,6 +263,7 @@ def _bal_context(current: Structure, box: Mailbox, **extra: Any) -> dict[str, An
     return {
         "structure": current,
         "box": box,
+        "holder_pending": box.kind == Mailbox.Kind.PER and not people.holder_has_signed_in(box),
         "people": mailbox_people(box),
         "access_form": access_form,
         "edit_form": edit,
@@ -324,30 +320,23 @@ def bal_edit(request: HttpRequest, structure_id: uuid.UUID, bal_id: uuid.UUID) -
 
 @professional_required
 @require_POST
+@recent_auth_required
 def bal_access(request: HttpRequest, structure_id: uuid.UUID, bal_id: uuid.UUID) -> HttpResponse:
-    """Add a member (ORG/APP) or change their rights. Delegations of a PER BAL go through
-    ``bal_delegate`` (a sensitive action)."""
+    """Add a member of an ORG/APP BAL or change their rights (a sensitive action). A PER
+    BAL's delegations are its holder's: the service answers 403 to anyone else."""
     current = console_structure(_user(request), structure_id)
     box = console_mailbox(current, bal_id)
-    if box.kind == Mailbox.Kind.PER and not auth_is_recent(request):
-        return reauthenticate(request)  # a delegation is a sensitive action
-    return _access_set(request, current, box)
-
-
-def _access_set(request: HttpRequest, current: Structure, box: Mailbox) -> HttpResponse:
     form = AccessForm(request.POST)
     set_choices(form, "person", _person_choices(current))
     if not form.is_valid():
         messages.error(request, "Choisissez une personne de la structure et ses droits.")
         return redirect(_bal_url(current, box))
-    rights = form.cleaned_data["rights"]
     user = structure_person(current, form.cleaned_data["person"])
     try:
         people.access_set(
             mailbox=box,
             user=user,
-            can_send=rights in ("send", "manage"),
-            can_manage=rights == "manage",
+            **form.chosen_rights(),
             expires_at=form.expires_at(),
             actor=_user(request),
             request=request,
@@ -361,9 +350,11 @@ def _access_set(request: HttpRequest, current: Structure, box: Mailbox) -> HttpR
 
 @professional_required
 @require_POST
+@recent_auth_required
 def bal_access_revoke(
     request: HttpRequest, structure_id: uuid.UUID, bal_id: uuid.UUID, access_id: uuid.UUID
 ) -> HttpResponse:
+    """Take a right back (a sensitive action); on a PER BAL its holder is told."""
     current = console_structure(_user(request), structure_id)
     box = console_mailbox(current, bal_id)
     access = console_access(box, access_id)

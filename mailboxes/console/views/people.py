@@ -1,5 +1,6 @@
 """The console's people: who belongs to the structure, directors, invitations, the recovery
-key; and, on the webmail side, the delegations a holder grants on their own PER BAL."""
+key; and, on the webmail side, the delegations a holder grants on their own PER BAL (and the
+members a manager of an ORG/APP BAL sets)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,22 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.decorators import professional_required, recent_auth_required
+from accounts.decorators import (
+    auth_is_recent,
+    professional_required,
+    reauthenticate,
+    recent_auth_required,
+)
 from accounts.models import Membership, User
-from mailboxes.access import owned_mailbox
-from mailboxes.console.forms import AccessForm, InviteForm, RecoveryKeyForm, RoleForm, set_choices
+from mailboxes.access import Access, access_mailbox
+from mailboxes.console.forms import (
+    AccessForm,
+    InviteForm,
+    RecoveryKeyForm,
+    RoleForm,
+    rights_choices,
+    set_choices,
+)
 from mailboxes.console.selectors import (
     console_access,
     console_structure,
@@ -109,6 +122,7 @@ def person_role(
 
 @professional_required
 @require_POST
+@recent_auth_required
 def person_remove(
     request: HttpRequest, structure_id: uuid.UUID, membership_id: uuid.UUID
 ) -> HttpResponse:
@@ -128,8 +142,11 @@ def person_remove(
 @professional_required
 @require_http_methods(["GET", "POST"])
 def recovery_key(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
-    """The structure's OpenPGP public key that BAL exports are encrypted to."""
+    """The structure's OpenPGP public key that BAL exports are encrypted to. The page opens
+    to any director; setting or replacing the key is a sensitive action."""
     current = console_structure(_user(request), structure_id)
+    if request.method == "POST" and not auth_is_recent(request):
+        return reauthenticate(request)
     form = RecoveryKeyForm(request.POST or None, request.FILES or None)
     status = 200
     if request.method == "POST":
@@ -154,28 +171,34 @@ def recovery_key(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
     )
 
 
-# --- Delegations of a PER BAL, granted by its holder (webmail side) -------------------------
+# --- Delegations of a BAL, on the webmail side: a PER BAL's holder, an ORG/APP BAL's managers --
+
+
+def _rights_form(box: Mailbox, me: User, data: object = None) -> AccessForm:
+    form = AccessForm(data)  # type: ignore[arg-type]
+    set_choices(form, "person", _colleagues(box, me))
+    set_choices(form, "rights", rights_choices(manage=box.kind != Mailbox.Kind.PER))
+    return form
 
 
 @professional_required
 @require_GET
 def delegations(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
-    box = owned_mailbox(_user(request), public_id)
-    form = AccessForm()
-    set_choices(form, "person", _colleagues(box, _user(request)))
-    set_choices(form, "rights", [("read", "Lecture"), ("send", "Lecture et envoi")])
+    """Who can use the BAL, with which rights and until when (MANAGE)."""
+    box = access_mailbox(_user(request), public_id, Access.MANAGE).mailbox
     return render(
         request,
         "mailboxes/delegations.html",
-        {"box": box, "people": mailbox_people(box), "form": form},
+        {"box": box, "people": mailbox_people(box), "form": _rights_form(box, _user(request))},
     )
 
 
 def _colleagues(box: Mailbox, me: User) -> list[tuple[str, str]]:
+    """The structure's people one may give rights to: never oneself, never the holder."""
     return [
         (str(m.user.public_id), f"{m.user.display_name} ({m.user.national_id})")
         for m in structure_people(box.structure)
-        if m.user_id != me.pk and m.user.national_id
+        if m.user_id not in (me.pk, box.owner_id) and m.user.national_id
     ]
 
 
@@ -183,11 +206,10 @@ def _colleagues(box: Mailbox, me: User) -> list[tuple[str, str]]:
 @require_POST
 @recent_auth_required
 def delegation_grant(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
-    box = owned_mailbox(_user(request), public_id)
-    form = AccessForm(request.POST)
-    set_choices(form, "person", _colleagues(box, _user(request)))
+    box = access_mailbox(_user(request), public_id, Access.MANAGE).mailbox
+    form = _rights_form(box, _user(request), request.POST)
     back = reverse("mailboxes:delegations", args=[box.public_id])
-    if not form.is_valid() or form.cleaned_data["rights"] == "manage":
+    if not form.is_valid():
         messages.error(request, "Choisissez une personne de la structure et ses droits.")
         return redirect(back)
     user = structure_person(box.structure, form.cleaned_data["person"])
@@ -195,7 +217,7 @@ def delegation_grant(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
         people.access_set(
             mailbox=box,
             user=user,
-            can_send=form.cleaned_data["rights"] == "send",
+            **form.chosen_rights(),
             expires_at=form.expires_at(),
             actor=_user(request),
             request=request,
@@ -203,7 +225,7 @@ def delegation_grant(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, f"{user.display_name} peut maintenant utiliser votre BAL.")
+        messages.success(request, f"{user.display_name} peut maintenant utiliser cette BAL.")
     return redirect(back)
 
 
@@ -212,8 +234,8 @@ def delegation_grant(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
 def delegation_revoke(
     request: HttpRequest, public_id: uuid.UUID, access_id: uuid.UUID
 ) -> HttpResponse:
-    box = owned_mailbox(_user(request), public_id)
+    box = access_mailbox(_user(request), public_id, Access.MANAGE).mailbox
     access = console_access(box, access_id)
     people.access_revoke(access=access, actor=_user(request), request=request)
-    messages.success(request, f"La délégation de {access.user.display_name} est retirée.")
+    messages.success(request, f"L'accès de {access.user.display_name} est retiré.")
     return redirect("mailboxes:delegations", box.public_id)

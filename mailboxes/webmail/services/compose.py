@@ -23,14 +23,13 @@ from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from accounts.audit import Action, audit_record
 from accounts.models import StructureDomain, User
 from annuaire.ins import INS
 from annuaire.selectors import MALFORMED, RecipientVerdict, recipient_check
-from mailboxes.access import Access, Grant
+from mailboxes.access import Access, Grant, require
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store.imap import SENT, MailStore
@@ -133,25 +132,41 @@ def recipients_review(addresses: list[str]) -> list[RecipientVerdict]:
     return result
 
 
+def _professional_label(user: User, structure_name: str) -> str:
+    """Référentiel #2 ECO.2.2.7 (§3.5): `Titre_Prénom_NOM_Entité`."""
+    title = {"DR": "Dr", "PR": "Pr"}.get((user.civility or "").upper(), "")
+    parts = [title, user.first_name, (user.last_name or "").upper(), structure_name]
+    label = "_".join(p.strip().replace("_", " ") for p in parts if p and p.strip())
+    return label or user.national_id or user.username
+
+
 def sender_label(mailbox: Mailbox) -> str:
     """Référentiel #2 ECO.2.2.7 (§3.5): PER `Titre_Prénom_NOM_Entité`, ORG/APP the entity."""
     if mailbox.kind == Mailbox.Kind.PER and mailbox.owner is not None:
-        owner = mailbox.owner
-        title = {"DR": "Dr", "PR": "Pr"}.get((owner.civility or "").upper(), "")
-        parts = [title, owner.first_name, (owner.last_name or "").upper(), mailbox.structure.name]
-        return "_".join(p.strip().replace("_", " ") for p in parts if p and p.strip())
+        return _professional_label(mailbox.owner, mailbox.structure.name)
     return mailbox.display_name or mailbox.structure.name
-
-
-def _person_label(user: User) -> str:
-    return " ".join(p for p in (user.first_name, (user.last_name or "").upper()) if p) or (
-        user.national_id or user.username
-    )
 
 
 def _address(label: str, address: str) -> Address:
     local, _, domain = address.rpartition("@")
     return Address(display_name=label, username=local, domain=domain)
+
+
+def author_header(*, mailbox: Mailbox, actor: User) -> Address | None:
+    """The `Sender:` of a message written from ``mailbox`` by ``actor``: None for the holder of
+    a PER BAL writing from it; for anyone else (ORG/APP member, delegate) always the author
+    (RFC 5322 §3.6.2), labelled with their name and the BAL's structure as ECO.2.2.7 labels a
+    PER BAL, at their own PER BAL when they have one, else at this BAL."""
+    if mailbox.kind == Mailbox.Kind.PER and mailbox.owner_id == actor.pk:
+        return None
+    own = sorted(
+        Mailbox.objects.filter(
+            owner=actor, kind=Mailbox.Kind.PER, status=Mailbox.Status.ACTIVE
+        ).values_list("structure_id", "address"),
+        key=lambda row: (row[0] != mailbox.structure_id, row[1]),
+    )
+    address = own[0][1] if own else mailbox.address
+    return _address(_professional_label(actor, mailbox.structure.name), address)
 
 
 def message_build(
@@ -160,16 +175,9 @@ def message_build(
     """The message as it leaves us, and its Message-ID."""
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = _address(sender_label(mailbox), mailbox.address)
-    if not (mailbox.kind == Mailbox.Kind.PER and mailbox.owner_id == actor.pk):
-        # Sent by someone else than the holder (ORG/APP member, delegate): say who (RFC 5322
-        # §3.6.2), with the author's own PER BAL when they have one.
-        own = (
-            Mailbox.objects.filter(owner=actor, kind=Mailbox.Kind.PER, status="active")
-            .values_list("address", flat=True)
-            .first()
-        )
-        if own:
-            message["Sender"] = _address(_person_label(actor), own)
+    author = author_header(mailbox=mailbox, actor=actor)
+    if author is not None:
+        message["Sender"] = author
     if draft.to:
         message["To"] = ", ".join(draft.to)
     if draft.cc:
@@ -210,14 +218,13 @@ def message_send(
 ) -> OutboundMessage:
     """Send ``draft`` from the BAL of ``grant``.
 
-    Raises PermissionDenied without the send right, MailboxSuspended on a suspended BAL,
+    Raises RightMissing without the send right, MailboxSuspended on a suspended BAL,
     RecipientsRefused (with every verdict) when any address may not receive,
     PatientConfirmationRequired before the sender confirmed the patients' summaries,
     MessageTooLarge beyond the limits, StoreUnavailable when the Sent copy cannot be stored
     (nothing is sent then). On success the message is in the spool (durable) and in Sent.
     """
-    if not grant.allows(Access.SEND):
-        raise PermissionDenied
+    require(grant, Access.SEND)
     mailbox = grant.mailbox
     if mailbox.status != Mailbox.Status.ACTIVE:
         raise MailboxSuspended()

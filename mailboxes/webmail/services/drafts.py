@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest
 
 from accounts.audit import Action, audit_record
 from accounts.models import User
-from mailboxes.access import Grant
+from mailboxes.access import Access, Grant, require
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import DRAFTS, MailStore
@@ -41,6 +41,7 @@ class DraftBusy(PortalError):
 
 
 def _check(grant: Grant, token: str) -> None:
+    require(grant, Access.SEND)  # a draft is a message written in the BAL's name
     if grant.mailbox.status != Mailbox.Status.ACTIVE:
         raise MailboxSuspended
     if not TOKEN.match(token):
@@ -100,6 +101,7 @@ def _draft_trace(
 
 def draft_discard(*, grant: Grant, token: str) -> None:
     """After sending: the draft's copies go."""
+    require(grant, Access.SEND)
     if not TOKEN.match(token):
         return
     with MailStore(grant.mailbox.address) as store:

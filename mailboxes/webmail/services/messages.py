@@ -1,5 +1,9 @@
 """What a person does with messages in the webmail, each action traced.
 
+Each action asks the person's grant for its right before the store is touched (reading: READ;
+flags, move, put in the Trash: ORGANISE; delete for good, empty the Trash: MANAGE); a refusal
+is a failure trace and changes nothing.
+
 Functional traces (Référentiel #2 SC.MSS/CONF.17-18, peers.md §6.1): author (the signed-in
 person, also on an ORG BAL), time, action, BAL, folder and message ids, result. Never content:
 no subject, no address, no body.
@@ -15,7 +19,7 @@ from django.http import Http404
 
 from accounts.audit import Action, audit_record
 from accounts.models import User
-from mailboxes.access import Grant
+from mailboxes.access import Access, Grant, require
 from mailboxes.errors import FolderInvalid, MailboxSuspended
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import TRASH, Criteria, Folder, MailStore, Page, Summary
@@ -91,21 +95,20 @@ def _session(
     request: HttpRequest | None,
     details: dict[str, Any],
     folders: Sequence[str] = (),
-    write: bool = False,
+    need: Access = Access.READ,
 ) -> Iterator[tuple[MailStore, dict[str, Any]]]:
-    """A traced IMAP session on the BAL: refuses changes to a suspended BAL and unknown
-    folders before the body runs."""
-    with (
-        _traced(
-            grant=grant, actor=actor, action=action, request=request, details=details
-        ) as traced,
-        MailStore(grant.mailbox.address) as store,
-    ):
-        if write:
-            _writable(grant)
-        for folder in folders:
-            _check_folder(store, folder)
-        yield store, traced
+    """A traced IMAP session on the BAL: refuses a missing right (before connecting),
+    changes to a suspended BAL and unknown folders before the body runs."""
+    with _traced(
+        grant=grant, actor=actor, action=action, request=request, details=details
+    ) as traced:
+        require(grant, need)
+        with MailStore(grant.mailbox.address) as store:
+            if need != Access.READ:
+                _writable(grant)
+            for folder in folders:
+                _check_folder(store, folder)
+            yield store, traced
 
 
 def folder_open(
@@ -173,14 +176,16 @@ def _read(
 def message_open(
     *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
 ) -> tuple[Parsed, Summary]:
-    """Read one message (marks it read, except on a suspended BAL). Raises Http404."""
+    """Read one message. Marks it read for who may organise the BAL on an active BAL: a
+    read-only delegate leaves the holder's unread mail unread (RFC 4314: without the « s »
+    right, FETCH does not set \\Seen). Raises Http404."""
     _raw, summary, parsed = _read(
         grant=grant,
         actor=actor,
         folder=folder,
         uid=uid,
         request=request,
-        mark_seen=grant.mailbox.status == Mailbox.Status.ACTIVE,
+        mark_seen=grant.mailbox.status == Mailbox.Status.ACTIVE and grant.allows(Access.ORGANISE),
         details={},
     )
     return parsed, summary
@@ -260,11 +265,11 @@ def messages_flag(
     on: bool,
     request: HttpRequest | None = None,
 ) -> list[int]:
-    """Set or clear \\Seen or \\Flagged. Returns the UIDs that existed."""
+    """Set or clear \\Seen or \\Flagged (ORGANISE). Returns the UIDs that existed."""
     details = {"folder": folder, "uids": list(uids), "flag": flag, "on": on}
     with _session(
         grant=grant, actor=actor, action=Action.MESSAGE_FLAG, request=request, details=details,
-        folders=[folder], write=True,
+        folders=[folder], need=Access.ORGANISE,
     ) as (store, traced):  # fmt: skip
         traced["message_ids"] = _message_ids(store, folder, uids)
         return store.set_flag(folder, uids, FLAGS[flag], on)
@@ -279,10 +284,11 @@ def messages_move(
     target: str,
     request: HttpRequest | None = None,
 ) -> list[int]:
+    """Move messages to another folder, the Trash included (ORGANISE)."""
     details = {"folder": folder, "uids": list(uids), "target": target}
     with _session(
         grant=grant, actor=actor, action=Action.MESSAGE_MOVE, request=request, details=details,
-        folders=[folder, target], write=True,
+        folders=[folder, target], need=Access.ORGANISE,
     ) as (store, traced):  # fmt: skip
         if target == folder:
             return []
@@ -298,24 +304,26 @@ def messages_delete(
     uids: Sequence[int],
     request: HttpRequest | None = None,
 ) -> list[int]:
-    """Move to Trash; in Trash, delete for good."""
-    details = {"folder": folder, "uids": list(uids), "permanent": folder == TRASH}
+    """Move to Trash (ORGANISE); in Trash, delete for good (MANAGE)."""
+    permanent = folder == TRASH
+    details = {"folder": folder, "uids": list(uids), "permanent": permanent}
     with _session(
         grant=grant, actor=actor, action=Action.MESSAGE_DELETE, request=request, details=details,
-        folders=[folder], write=True,
+        folders=[folder], need=Access.MANAGE if permanent else Access.ORGANISE,
     ) as (store, traced):  # fmt: skip
         traced["message_ids"] = _message_ids(store, folder, uids)
         return store.delete(folder, uids)
 
 
 def trash_empty(*, grant: Grant, actor: User, request: HttpRequest | None = None) -> int:
+    """Delete every message of the Trash for good (MANAGE). Returns how many."""
     with _session(
         grant=grant,
         actor=actor,
         action=Action.TRASH_EMPTIED,
         request=request,
         details={},
-        write=True,
+        need=Access.MANAGE,
     ) as (store, traced):
         traced["count"] = count = store.empty_trash()
     return count

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.audit import Action, audit_record
 from accounts.models import User
-from mailboxes.access import Access, Grant
+from mailboxes.access import Access, Grant, require
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store.imap import MDN_SENT, MailStore
@@ -90,12 +90,12 @@ def receipt_answer(
     send: bool,
     request: HttpRequest | None = None,
 ) -> None:
-    """Settle the read-receipt question of one message: send the MDN (``send``) or not."""
+    """Settle the read-receipt question of one message: send the MDN (``send``) or not.
+    Raises RightMissing without the send right (either answer is the BAL's)."""
+    require(grant, Access.SEND)  # an MDN is sent in the BAL's name (RFC 8098 §2.1)
     mailbox = grant.mailbox
     if mailbox.status != Mailbox.Status.ACTIVE:
         raise MailboxSuspended
-    if not grant.allows(Access.SEND):
-        raise ReceiptImpossible("Seul quelqu'un qui peut écrire depuis cette boîte peut répondre.")
     with MailStore(mailbox.address) as store:
         if not store.folder_exists(folder):
             raise ReceiptImpossible("Ce dossier n'existe pas.")

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,7 +18,8 @@ from accounts.decorators import professional_required
 from accounts.models import User
 from accounts.ratelimit import ANNUAIRE_SUGGEST, rate_limited
 from annuaire.selectors import Suggestion, directory_entries, directory_suggest
-from mailboxes.access import Access, Grant, access_mailbox, usable_mailboxes
+from mailboxes.access import MISSING, Access, Grant, access_mailbox, usable_mailboxes
+from mailboxes.errors import RightMissing
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import SENT
 from mailboxes.webmail.forms import (
@@ -110,7 +110,7 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     grant = access_mailbox(user, public_id, among=grants)
     senders = _senders(grants)
     if not senders:
-        raise PermissionDenied
+        raise RightMissing(MISSING[Access.SEND])
     choices = [
         (str(g.mailbox.public_id), f"{g.mailbox.display_name} <{g.mailbox.address}>")
         for g in senders
@@ -150,6 +150,9 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         form.add_error(None, attachments_too_large(int(request.META["CONTENT_LENGTH"])))
         context["form"] = form
         return render(request, "mailboxes/compose.html", context, status=413)
+    if request.POST.get("de"):
+        # A BAL the person reads but may not write from: 403 with the reason, not a form error.
+        access_mailbox(user, request.POST["de"], Access.SEND, among=grants)
     form = ComposeForm(request.POST, request.FILES, senders=choices)
     context["form"] = form
     if not form.is_valid():
@@ -263,7 +266,7 @@ def compose_to(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     senders = _senders(usable_mailboxes(user))
     if not senders:
-        raise PermissionDenied
+        raise RightMissing("Vous n'avez aucune boîte aux lettres depuis laquelle écrire.")
     own = [g for g in senders if g.mailbox.owner_id == user.pk]
     grant = (own or senders)[0]
     target = reverse("mailboxes:compose", args=[grant.mailbox.public_id])

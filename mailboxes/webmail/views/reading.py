@@ -98,6 +98,9 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
             }
         ),
         "is_trash": page.folder == TRASH,
+        # Selecting messages is only offered to who may act on them here (Access).
+        "can_act": grant.allows(Access.ORGANISE)
+        or (page.folder == TRASH and grant.allows(Access.MANAGE)),
     }
     template = "mailboxes/_message_list.html" if request.htmx else "mailboxes/folder.html"  # type: ignore[attr-defined]
     return render(request, template, context)

@@ -214,7 +214,11 @@ class Command(BaseCommand):
             box = Mailbox.objects.filter(owner__national_id=owner_id).first()
             delegate = User.objects.get(national_id=delegate_id)
             if box and not MailboxAccess.objects.filter(mailbox=box, user=delegate).exists():
-                access_set(mailbox=box, user=delegate, can_send=True, actor=None)
+                # The holder delegates (nobody else may); reading, organising and sending.
+                access_set(
+                    mailbox=box, user=delegate, can_organise=True, can_send=True,
+                    actor=box.owner,
+                )  # fmt: skip
 
     def load_whitelist(self) -> None:
         """A demo whitelist naming the test PKI's peer operator, unless a real list is in force
@@ -320,8 +324,8 @@ class Command(BaseCommand):
             for user in wanted:
                 if not MailboxAccess.objects.filter(mailbox=box, user=user).exists():
                     access_set(
-                        mailbox=box, user=user, can_send=True, can_manage=user in directors,
-                        actor=None,
+                        mailbox=box, user=user, can_organise=True, can_send=True,
+                        can_manage=user in directors, actor=None,
                     )  # fmt: skip
         local, name, description = APP_BAL
         if not Mailbox.objects.filter(structure=structure, local_part=local).exists():
