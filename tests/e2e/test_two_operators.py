@@ -144,7 +144,7 @@ def test_two_operators_one_trust_space(
     director.get_by_role("button", name="Créer la BAL").click()
     expect(director.get_by_text(f"La BAL {SOINS} est créée.")).to_be_visible()
     choose(director, "Personne", NURSE)
-    director.get_by_label("Droits").select_option(label="Lecture et envoi")
+    director.get_by_label("Droits").select_option(label="Lecture, classement et envoi")
     director.get_by_role("button", name="Ajouter ou modifier").click()
     expect(director.locator("#droits table")).to_contain_text(NURSE)
     shot(director, "01-A-directeur-cree-soins-et-ajoute-infirmier")

@@ -4,6 +4,7 @@ list, opens it and can write from it."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.test import Client
 from playwright.sync_api import Browser, Page, expect
 
+from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import Membership, User
 from mailboxes.models import Mailbox, MailboxAccess
 from tests.factories import make_membership, make_professional, make_structure
@@ -20,8 +22,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _sign_in(page: Page, base_url: str, user: User) -> None:
+    """A session as right after a Pro Santé Connect sign-in (adding a member asks for one)."""
     client = Client()
     client.force_login(user)
+    session = client.session
+    session[AUTH_AT_SESSION_KEY] = int(time.time())
+    session.save()
     page.context.add_cookies(
         [
             {
@@ -69,14 +75,14 @@ def test_director_creates_an_org_bal_adds_a_nurse_who_then_sees_it(
     ).to_be_visible()
 
     page.get_by_label("Personne").select_option(label=f"Inès Moreau ({nurse.national_id})")
-    page.get_by_label("Droits").select_option(label="Lecture et envoi")
+    page.get_by_label("Droits").select_option(label="Lecture, classement et envoi")
     page.get_by_role("button", name="Ajouter ou modifier").click()
     expect(
         page.get_by_text("Inès Moreau a maintenant accès à soins@ehpad-les-tilleuls.mssante.fr.")
     ).to_be_visible()
     members = page.locator("#droits table")
     expect(members).to_contain_text("Inès Moreau")
-    expect(members).to_contain_text("lecture, envoi")
+    expect(members).to_contain_text("lecture, classement, envoi")
 
     box = Mailbox.objects.get(address="soins@ehpad-les-tilleuls.mssante.fr")
     assert MailboxAccess.objects.get(mailbox=box, user=nurse).can_send
