@@ -25,9 +25,9 @@ class Access(StrEnum):
     are granted one by one (``MailboxAccess``); the holder of a PER BAL has all four."""
 
     READ = "read"  # lists, messages, attachments
-    ORGANISE = "organise"  # flags, move, put in the Trash (RFC 4314 rights s, w, t)
+    ORGANISE = "organise"  # flags (\Seen included), move, put in the Trash
     SEND = "send"  # write from the BAL, drafts, read receipts
-    MANAGE = "manage"  # empty the Trash, delete for good (RFC 4314 e), the BAL's delegations
+    MANAGE = "manage"  # empty the Trash, delete for good, the BAL's delegations
 
 
 MISSING = {
