@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0002_structure_recovery_key'),
+        ('accounts', '0003_audit_append_only'),
     ]
 
     operations = [

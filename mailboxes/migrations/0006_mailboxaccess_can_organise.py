@@ -16,7 +16,7 @@ def organise_for_those_who_worked_the_bal(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailboxes', '0004_gateway_attempt'),
+        ('mailboxes', '0005_gateway_attempt_resend_key'),
     ]
 
     operations = [
