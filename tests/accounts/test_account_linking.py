@@ -99,6 +99,7 @@ def test_sync_never_rewrites_the_national_id_of_an_account() -> None:
     claims = psc_sample("userinfo_899700427885_HelperTest.json")
     doctor = make_professional(national_id=DOCTOR, first_name="Claire", last_name="Martin")
     operator = User.objects.create(username="operateur", is_staff=True, is_superuser=True)
+    signed_in_at = doctor.psc_refreshed_at
 
     for account in (doctor, operator):
         with pytest.raises(NationalIdMismatch):
@@ -109,7 +110,7 @@ def test_sync_never_rewrites_the_national_id_of_an_account() -> None:
     assert (doctor.national_id, doctor.first_name, doctor.psc_refreshed_at) == (
         DOCTOR,
         "Claire",
-        None,
+        signed_in_at,
     )
     assert operator.national_id in ("", None)
     assert not Activity.objects.exists()
