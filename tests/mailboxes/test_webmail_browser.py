@@ -71,3 +71,52 @@ def test_html_mail_in_a_real_browser(dovecot, live_server, page: Page) -> None:
     assert any(
         "traceur.exemple/p.gif" in url for url in remote
     )  # asked for: now fetched (and fails offline)
+
+
+LINKS = """From: Centre d'imagerie <imagerie@cir.mssante.fr>\r
+To: claire.martin@ehpad-les-tilleuls.mssante.fr\r
+Subject: Liens\r
+MIME-Version: 1.0\r
+Content-Type: text/html; charset=utf-8\r
+\r
+<p id="haut"><a href="/bal/">Portail</a> <a href="#haut">Haut</a>\r
+<a href="//attacker.invalid/x">Sans schéma</a> <a href="https:bal/">Relatif</a>\r
+<a href="https://exemple.invalid/reco">Recommandation</a></p>\r
+"""
+
+
+def test_only_absolute_links_open_and_in_a_new_tab(dovecot, live_server, page: Page) -> None:
+    doctor = make_professional()
+    box = make_mailbox(structure=make_structure(), owner=doctor)
+    wait_provisioned(box.address)
+    deliver(box.address, LINKS.encode())
+    client = Client()
+    client.force_login(doctor)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+    )
+    page.context.route(
+        re.compile(r"^https?://(exemple|attacker)\.invalid/.*"),
+        lambda route: route.fulfill(body="page externe", content_type="text/plain"),
+    )
+    popups: list[Page] = []
+    page.context.on("page", lambda popup: popups.append(popup))
+    message_url = f"{live_server.url}/bal/{box.public_id}/messages/1/?dossier=INBOX"
+    page.goto(message_url)
+    body = page.frame_locator("iframe.message-body")
+
+    for name in ("Portail", "Haut", "Sans schéma", "Relatif"):
+        body.get_by_text(name).click()
+    page.wait_for_timeout(500)
+    assert popups == []  # relative and fragment links lead nowhere, no portal page opens
+    assert page.url == message_url
+    assert page.frames[1].url.endswith("/messages/1/contenu/?dossier=INBOX")
+
+    with page.context.expect_page() as opened:
+        body.get_by_role("link", name="Recommandation").click()
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert tab.url == "https://exemple.invalid/reco"
+    assert tab.evaluate("window.opener") is None
+    assert page.url == message_url  # in a new tab: the message stays open
