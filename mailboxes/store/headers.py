@@ -1,4 +1,5 @@
-"""Header values as text: shared by the IMAP listing and the MIME reader.
+"""Header values as text: shared by the IMAP listing and the MIME reader; and the one way the
+messages we build get their headers (``header_set``).
 
 Headers come from any peer and are often broken. Decoding never raises: a value that cannot be
 decoded is shown as it came (templates escape it), and the text returned can go anywhere a
@@ -7,11 +8,15 @@ page puts it, a response header included (no control character, no lone surrogat
 
 from __future__ import annotations
 
+import email.policy
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.errors import MessageError
 from email.header import Header, decode_header, make_header
+from email.headerregistry import Address as MailAddress
+from email.message import Message
+from typing import Any
 
 # RFC 5322 §2.2.3: unfolding removes a CRLF followed by white space.
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
@@ -129,3 +134,74 @@ def message_id_of(raw: bytes) -> str:
         return ""
     value = FOLD.sub(b"", found.group(1)).strip()
     return value.decode("utf-8", "replace").replace("\x00", "")  # PostgreSQL text holds no NUL
+
+
+# What would end a header line, for a reader or for Python's own parser (str.splitlines), and the
+# other control characters: none belongs in a header we write.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+_DECODER = email.policy.SMTP
+_MAX_DECODES = 16
+# Header values the policy parses as address lists: their text is addresses we checked, and
+# decoding it as a whole could change who they name; only display names are free text.
+_ADDRESS_HEADERS = frozenset(
+    {"from", "sender", "reply-to", "to", "cc", "bcc", "disposition-notification-to"}
+)
+_LINES = re.compile(r"\r\n|\r|\n")
+
+
+class HeaderRefused(ValueError):
+    """A header that would not be exactly one header line; never written."""
+
+
+def header_text(value: str) -> str:
+    """``value`` as the text a header may carry. The email policy decodes RFC 2047 encoded words
+    in what it is given (even in a display name), and some CPython 3.11 releases write the
+    decoded text out raw: a word that decodes to CR LF would start a header of its own. So the
+    text is decoded the way the policy decodes it, again until nothing changes (a word may
+    encode another), and every line break or control character becomes a space."""
+    text = _BREAKS.sub(" ", value)
+    for _ in range(_MAX_DECODES):
+        try:
+            decoded = _BREAKS.sub(" ", str(_DECODER.header_factory("subject", text)))
+        except (ValueError, LookupError, UnicodeError, IndexError, TypeError):
+            break
+        if decoded == text:
+            return text
+        text = decoded
+    # Not stable, or not decodable: leave the policy nothing to decode.
+    return text.replace("=?", "= ?")
+
+
+def header_set(message: Message[Any, Any], name: str, value: str | MailAddress) -> None:
+    """Write one header of a message we build. Free text (the value, or a display name) goes
+    through ``header_text``; the result must fold to exactly one header line in the message's
+    policy, whatever the interpreter's patch level, or HeaderRefused is raised and nothing is
+    written (RFC 5322 §2.2: a header field is one line, folded only before white space)."""
+    if isinstance(value, MailAddress):
+        value = MailAddress(
+            display_name=header_text(value.display_name),
+            username=value.username,
+            domain=value.domain,
+        )
+    elif name.lower() not in _ADDRESS_HEADERS:
+        value = header_text(value)
+    try:
+        message[name] = value
+    except ValueError as exc:  # the policy's own refusal (CR or LF in an address, say)
+        raise HeaderRefused(f"{name}: {exc}") from exc
+    stored = message.get_all(name) or []
+    lines = _LINES.split(message.policy.fold(name, stored[-1]).rstrip("\r\n")) if stored else []
+    if (
+        not lines
+        or not lines[0].lower().startswith(name.lower() + ":")
+        or any(line[:1] not in (" ", "\t") for line in lines[1:])
+    ):
+        _drop_last(message, name)
+        raise HeaderRefused(f"{name} would not be a single header line")
+
+
+def _drop_last(message: Message[Any, Any], name: str) -> None:
+    values = message.get_all(name) or []
+    del message[name]
+    for kept in values[:-1]:
+        message[name] = kept

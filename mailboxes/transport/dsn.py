@@ -19,6 +19,8 @@ from email.utils import format_datetime, make_msgid
 
 from django.conf import settings
 
+from mailboxes.store.headers import header_set
+
 FULL_RETURN_LIMIT = 1024 * 1024  # above this, a bounce returns headers only
 
 
@@ -96,24 +98,25 @@ def _status_part(report: Report) -> Message:
     part = Message()
     part.set_type("message/delivery-status")
     blocks: list[Message | str] = []
+    # The fields are headers too (RFC 3464 §2.1): one line each, like every header we write.
     per_message = Message()
     if report.envid:
-        per_message["Original-Envelope-Id"] = report.envid  # RFC 3464 §2.2.1
-    per_message["Reporting-MTA"] = f"dns; {settings.RELAY_HOSTNAME}"
+        header_set(per_message, "Original-Envelope-Id", report.envid)  # RFC 3464 §2.2.1
+    header_set(per_message, "Reporting-MTA", f"dns; {settings.RELAY_HOSTNAME}")
     if report.arrival is not None:
-        per_message["Arrival-Date"] = format_datetime(report.arrival)
+        header_set(per_message, "Arrival-Date", format_datetime(report.arrival))
     blocks.append(per_message)
     for r in report.recipients:
         block = Message()
         if r.original_recipient:
-            block["Original-Recipient"] = r.original_recipient
-        block["Final-Recipient"] = f"rfc822; {r.final_recipient}"
-        block["Action"] = r.action
-        block["Status"] = r.status
+            header_set(block, "Original-Recipient", r.original_recipient)
+        header_set(block, "Final-Recipient", f"rfc822; {r.final_recipient}")
+        header_set(block, "Action", r.action)
+        header_set(block, "Status", r.status)
         if r.remote_mta:
-            block["Remote-MTA"] = f"dns; {r.remote_mta}"
+            header_set(block, "Remote-MTA", f"dns; {r.remote_mta}")
         if r.diagnostic:
-            block["Diagnostic-Code"] = r.diagnostic.replace("\r", " ").replace("\n", " ")[:900]
+            header_set(block, "Diagnostic-Code", r.diagnostic[:900])
         blocks.append(block)
     part.set_payload(blocks)
     return part
@@ -125,14 +128,15 @@ def build(report: Report) -> bytes:
     subject = _original_subject(report.original)
     prefix = "Non remis" if failed else "Remis"
     message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = f"Service de messagerie MSSanté <MAILER-DAEMON@{settings.RELAY_HOSTNAME}>"
-    message["To"] = report.to
-    message["Subject"] = f"{prefix} : {subject}" if subject else prefix
-    message["Date"] = format_datetime(datetime.now().astimezone())
-    message["Message-ID"] = make_msgid(domain=settings.RELAY_HOSTNAME)
-    message["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5: never answered automatically
+    sender = f"Service de messagerie MSSanté <MAILER-DAEMON@{settings.RELAY_HOSTNAME}>"
+    header_set(message, "From", sender)
+    header_set(message, "To", report.to)
+    header_set(message, "Subject", f"{prefix} : {subject}" if subject else prefix)
+    header_set(message, "Date", format_datetime(datetime.now().astimezone()))
+    header_set(message, "Message-ID", make_msgid(domain=settings.RELAY_HOSTNAME))
+    header_set(message, "Auto-Submitted", "auto-replied")  # RFC 3834 §5: never answered
     for name, value in report.extra_headers.items():
-        message[name] = value
+        header_set(message, name, value)
     message.set_content(_human(report), subtype="plain", charset="utf-8")
     message.make_mixed()
     message.replace_header("Content-Type", "multipart/report")

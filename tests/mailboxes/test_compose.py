@@ -3,6 +3,7 @@ Référentiel #2 wants it, the spool, the Sent copy, the trace; bad input refuse
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 from email.message import EmailMessage
@@ -19,8 +20,10 @@ from accounts.models import AuditEvent, User
 from annuaire.ins import InvalidINS, parse_ins
 from annuaire.models import WhitelistEntry, WhitelistVersion
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
+from mailboxes.store.headers import HeaderRefused, header_set
 from mailboxes.store.imap import MailStore
 from mailboxes.transport.relay import message_relay
+from mailboxes.webmail.services.compose import Draft, message_build
 from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 
@@ -243,6 +246,113 @@ def test_the_recipient_check_fragment_shows_verdicts_and_the_patient_summary(doc
     assert "Une femme, née en mars 1979" in page and 'name="confirmation_patient"' in page
 
 
+# --- Encoded words that decode to line breaks (RFC 2047) ---------------------------------------
+
+
+def _ew(text: str, encoding: str = "b", charset: str = "utf-8") -> str:
+    """``text`` as one RFC 2047 encoded word."""
+    if encoding == "b":
+        return f"=?{charset}?b?{base64.b64encode(text.encode(charset)).decode()}?="
+    quoted = "".join(
+        c if c.isalnum() or c in "@.:" else "_" if c == " " else f"={b:02X}"
+        for c in text
+        for b in c.encode(charset)
+    )
+    return f"=?{charset}?q?{quoted}?="
+
+
+# Each decodes (once, or after a second decoding for the nested one) to text with a line break
+# followed by a header of its own; some CPython 3.11 releases write that text out raw.
+INJECTIONS = {
+    "q-crlf": "=?utf-8?q?a=0D=0ABcc:_x@evil.example?=",
+    "q-lf": "=?UTF-8?Q?a=0ABcc:_x@evil.example?=",
+    "q-cr": "=?iso-8859-1?q?a=0DBcc:_x@evil.example?=",
+    "b64": _ew("a\r\nBcc: x@evil.example"),
+    "blank-line": "Bonjour " + _ew("\r\n\r\nBcc: x@evil.example", "q"),
+    "nested": _ew(_ew("a\r\nBcc: x@evil.example", "q")),
+    "u2028": _ew("a\u2028Bcc: x@evil.example"),
+    "nul-vt": _ew("a\x00\x0bBcc: x@evil.example"),
+}
+EXPECTED = {"from", "to", "subject", "date", "message-id", "x-mss-nil", "mime-version"}
+
+
+def _header_names(raw: bytes) -> list[str]:
+    """The header names of ``raw`` as a receiving MTA reads them (up to the first blank line)."""
+    head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    parsed = email.message_from_bytes(head + b"\n\n", policy=email.policy.default)
+    return [name.lower() for name in parsed]
+
+
+def _one_of_each(raw: bytes) -> None:
+    names = _header_names(raw)
+    assert "bcc" not in names, names
+    assert names.count("subject") == 1 and names.count("from") == 1, names
+    assert set(names) >= EXPECTED, names  # no blank line ended the headers early
+
+
+CASES = [("subject", key) for key in INJECTIONS] + [
+    (where, key)
+    for where in ("holder", "structure", "org", "sender")
+    for key in ("q-crlf", "b64", "blank-line", "nested", "u2028")
+]
+
+
+@pytest.mark.parametrize(("where", "key"), CASES, ids=[f"{w}-{k}" for w, k in CASES])
+def test_encoded_words_decoding_to_line_breaks_never_add_a_header(
+    dovecot, where: str, key: str
+) -> None:
+    value = INJECTIONS[key]
+    user = make_professional(
+        first_name=value if where == "sender" else "Claire",
+        last_name=value if where == "holder" else "Martin",
+    )
+    structure = make_structure(name=value if where == "structure" else "EHPAD Les Tilleuls")
+    box = make_mailbox(structure=structure, owner=user)
+    if where in ("org", "sender"):  # a member writing from an ORG BAL is named in Sender
+        box = make_mailbox(
+            structure=structure,
+            kind="ORG",
+            local_part="accueil",
+            responsible=user,
+            display_name=value if where == "org" else "Accueil",
+        )
+    subject = value if where == "subject" else "Compte rendu"
+
+    raw, _ = message_build(
+        mailbox=box, actor=user, draft=Draft(to=[REMOTE], subject=subject), patients=[]
+    )
+
+    _one_of_each(raw)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    shown = str(parsed["Subject"]) + str(parsed["From"]) + str(parsed.get("Sender", ""))
+    if where != "holder":  # (the holder's name is upper-cased first, ECO.2.2.7)
+        assert "x@evil.example" in shown  # the text stays readable, in its own header
+
+
+@pytest.mark.parametrize(
+    "to", ["a@exemple.fr\r\nBcc: x@evil.example", "=?utf-8?q?a=0D=0A?= <a@exemple.fr>"]
+)
+def test_an_address_header_that_would_be_two_lines_is_refused_and_not_written(to: str) -> None:
+    message = EmailMessage(policy=email.policy.SMTP)
+    header_set(message, "To", "b@exemple.fr")
+
+    with pytest.raises(HeaderRefused):
+        header_set(message, "To", to)
+
+    assert message.get_all("To") == ["b@exemple.fr"] and b"evil" not in message.as_bytes()
+
+
+def test_a_subject_that_decodes_to_a_header_is_sent_as_one_subject(doctor) -> None:
+    user, box = doctor
+
+    response = _post(user, box, a=REMOTE, objet=INJECTIONS["q-crlf"])
+
+    assert response.status_code == 302
+    _one_of_each(bytes(OutboundMessage.objects.get().content))
+    [copy] = _sent(box)
+    assert "Bcc" not in copy and "x@evil.example" in str(copy["Subject"])
+
+
 # --- Read receipts we send (RFC 8098) --------------------------------------------------------
 
 
@@ -306,6 +416,30 @@ def test_declining_a_receipt_sends_nothing_and_is_not_asked_again(doctor) -> Non
     )
     assert "demande un accusé de lecture" not in page
     assert AuditEvent.objects.filter(action="message.mdn_declined", actor=paul).exists()
+
+
+def test_a_read_receipt_for_a_subject_that_decodes_to_a_header_adds_none(doctor) -> None:
+    _user, box = doctor
+    paul = make_professional(first_name="Paul", last_name="Roux")
+    colleague = make_mailbox(structure=box.structure, owner=paul, local_part="paul.roux")
+    wait_provisioned(colleague.address)
+    deliver(
+        colleague.address,
+        make_message(
+            to=colleague.address,
+            sender=f"Claire Martin <{box.address}>",
+            subject=INJECTIONS["nested"],
+            extra_headers=f"Disposition-Notification-To: {box.address}\r\n",
+        ),
+    )
+
+    answer = _client(paul).post(
+        f"/bal/{colleague.public_id}/messages/1/accuse/", {"dossier": "INBOX", "reponse": "envoyer"}
+    )
+
+    assert answer.status_code == 302
+    report = OutboundMessage.objects.get(origin=OutboundMessage.Origin.REPORT)
+    _one_of_each(bytes(report.content))
 
 
 def test_a_reader_without_the_send_right_is_not_asked(doctor) -> None:

@@ -25,6 +25,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 from django.conf import settings
 from django.utils import timezone
+from mailboxes.relay import dsn
 
 from accounts.models import AuditEvent
 from devtools.pki import Issued
@@ -281,6 +282,37 @@ def test_a_bal_we_host_is_delivered_over_lmtp_and_reported_when_asked(
     assert str(report["Subject"]).startswith("Remis")
     assert _status_fields(report)["Action"] == "delivered"
     assert not peer.received
+
+
+def test_a_report_adds_no_header_whatever_the_original_and_the_envelope_say() -> None:
+    # The original's subject decodes (twice) to « a CRLF Bcc: ... »; the envelope values hold
+    # raw line breaks (as decoded from xtext).
+    nested = "=?utf-8?b?PT91dGYtOD9xP2E9MEQ9MEFCY2M6X3hAZXZpbC5leGFtcGxlPz0=?="
+    original = RAW.replace(b"Compte rendu de sortie", nested.encode())
+    report = dsn.build(
+        dsn.Report(
+            to="claire.martin@ehpad-les-tilleuls.mssante.fr",
+            original=original,
+            envid="ENV-1\r\nX-Evil: envid",
+            recipients=[
+                dsn.ReportRecipient(
+                    final_recipient=REMOTE,
+                    action="failed",
+                    status="5.1.1",
+                    diagnostic="smtp; 550 5.1.1 unknown",
+                    original_recipient=f"rfc822;{REMOTE}\r\nX-Evil: orcpt",
+                    remote_mta="mx.exemple\nX-Evil: mta",
+                )
+            ],
+        )
+    )
+
+    parsed = email.message_from_bytes(report)
+    assert parsed.get_all("Subject") is not None and len(parsed.get_all("Subject")) == 1
+    assert "Bcc" not in parsed and "x@evil.example" in str(parsed["Subject"])
+    fields = _status_fields(parsed)
+    assert not [name for name in fields if name.lower() == "x-evil"], fields
+    assert fields["Original-Recipient"].startswith(f"rfc822;{REMOTE}")
 
 
 def test_a_report_that_fails_is_never_answered_with_another_report(

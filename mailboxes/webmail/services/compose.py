@@ -32,6 +32,7 @@ from annuaire.selectors import MALFORMED, RecipientVerdict, recipient_check
 from mailboxes.access import Access, Grant, require
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
+from mailboxes.store.headers import header_set
 from mailboxes.store.imap import SENT, MailStore
 from mailboxes.transport.relay import Recipient, message_spool
 from mssante_portal.errors import PortalError
@@ -172,30 +173,30 @@ def author_header(*, mailbox: Mailbox, actor: User) -> Address | None:
 def message_build(
     *, mailbox: Mailbox, actor: User, draft: Draft, patients: list[INS]
 ) -> tuple[bytes, str]:
-    """The message as it leaves us, and its Message-ID."""
+    """The message as it leaves us, and its Message-ID. Every header goes through
+    ``header_set`` (one header line each, whatever the subject or the names decode to)."""
     message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = _address(sender_label(mailbox), mailbox.address)
+    header_set(message, "From", _address(sender_label(mailbox), mailbox.address))
     author = author_header(mailbox=mailbox, actor=actor)
     if author is not None:
-        message["Sender"] = author
+        header_set(message, "Sender", author)
     if draft.to:
-        message["To"] = ", ".join(draft.to)
+        header_set(message, "To", ", ".join(draft.to))
     if draft.cc:
-        message["Cc"] = ", ".join(draft.cc)
-    message["Subject"] = draft.subject
-    message["Date"] = format_datetime(datetime.now().astimezone())
+        header_set(message, "Cc", ", ".join(draft.cc))
+    header_set(message, "Subject", draft.subject)
+    header_set(message, "Date", format_datetime(datetime.now().astimezone()))
     message_id = make_msgid(domain=mailbox.address.rpartition("@")[2])
-    message["Message-ID"] = message_id
+    header_set(message, "Message-ID", message_id)
     if draft.in_reply_to:
-        message["In-Reply-To"] = draft.in_reply_to
-        message["References"] = " ".join(
-            p for p in (draft.references, draft.in_reply_to) if p
-        ).strip()
-    message["X-MSS-NIL"] = settings.MSS_NIL  # Référentiel #2 ECO.2.4.3
+        header_set(message, "In-Reply-To", draft.in_reply_to)
+        references = " ".join(p for p in (draft.references, draft.in_reply_to) if p)
+        header_set(message, "References", references.strip())
+    header_set(message, "X-MSS-NIL", settings.MSS_NIL)  # Référentiel #2 ECO.2.4.3
     if patients and draft.block_reply:
-        message["X-MSS-MES"] = "FIN"  # ECO.2.2.8: the patient may not answer this one
+        header_set(message, "X-MSS-MES", "FIN")  # ECO.2.2.8: the patient may not answer this one
     if draft.read_receipt:
-        message["Disposition-Notification-To"] = mailbox.address  # RFC 8098 §2.1
+        header_set(message, "Disposition-Notification-To", mailbox.address)  # RFC 8098 §2.1
     message.set_content(draft.body or "", subtype="plain", charset="utf-8")
     for item in draft.attachments:
         maintype, _, subtype = (item.content_type or "application/octet-stream").partition("/")

@@ -21,6 +21,7 @@ from accounts.models import User
 from mailboxes.access import Access, Grant, require
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
+from mailboxes.store.headers import header_set, header_text
 from mailboxes.store.imap import MDN_SENT, MailStore
 from mailboxes.store.mime import parse_message
 from mailboxes.transport.relay import Recipient, message_spool
@@ -46,16 +47,20 @@ class ReceiptImpossible(PortalError):
 def _report(*, mailbox: Mailbox, to: list[str], original_id: str, subject: str) -> bytes:
     own = mailbox.address
     local, _, domain = own.rpartition("@")
+    # The original's, as decoded: also written in the text and in the report fields below.
+    subject, original_id = header_text(subject), header_text(original_id)
     message = EmailMessage()
-    message["From"] = Address(display_name=sender_label(mailbox), username=local, domain=domain)
-    message["To"] = ", ".join(to)
-    message["Subject"] = f"Accusé de lecture : {subject}"[:250]
-    message["Date"] = format_datetime(timezone.now())
-    message["Message-ID"] = make_msgid(domain=domain)
+    header_set(
+        message, "From", Address(display_name=sender_label(mailbox), username=local, domain=domain)
+    )
+    header_set(message, "To", ", ".join(to))
+    header_set(message, "Subject", f"Accusé de lecture : {subject}"[:250])
+    header_set(message, "Date", format_datetime(timezone.now()))
+    header_set(message, "Message-ID", make_msgid(domain=domain))
     if original_id:
-        message["In-Reply-To"] = original_id
-        message["References"] = original_id
-    message["X-MSS-NIL"] = settings.MSS_NIL
+        header_set(message, "In-Reply-To", original_id)
+        header_set(message, "References", original_id)
+    header_set(message, "X-MSS-NIL", settings.MSS_NIL)
     message.set_content(
         f"Votre message « {subject} » a été affiché dans la boîte {own}.\n\n"
         "Cet accusé indique seulement que le message a été ouvert ; il ne signifie pas qu'il a "
