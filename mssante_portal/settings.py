@@ -397,6 +397,9 @@ RELAY_RETRY_BASE_SECONDS = env_int("RELAY_RETRY_BASE_SECONDS", 60, minimum=1)
 RELAY_RETRY_MAX_SECONDS = env_int("RELAY_RETRY_MAX_SECONDS", 3600, minimum=1)
 RELAY_CLAIM_SECONDS = env_int("RELAY_CLAIM_SECONDS", 600, minimum=10)  # then the sweep re-queues
 RELAY_TIMEOUT_SECONDS = env_int("RELAY_TIMEOUT_SECONDS", 60, minimum=1)
+# TLS 1.2 suites of the gateway and of the relay (TLS 1.3 suites are all AEAD with forward
+# secrecy): the ANSSI profile until ANS publishes the list (mssante-spec §1.5).
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 # --- Certificate revocation (IGC-Santé CRLs: mssante-spec §1.3-§1.4, mailboxes/transport/crl.py)
 # Where the CRLs come from (URLs, or paths for closed networks and tests), one per issuing CA;

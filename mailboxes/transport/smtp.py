@@ -9,6 +9,7 @@ No fallback to the public internet: a domain outside the whitelist is a permanen
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
 import threading
@@ -100,6 +101,7 @@ def _client_context(
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # §1.5
+    context.set_ciphers(settings.TLS_CIPHERS)  # the gateway's policy, both ways
     context.load_cert_chain(cert, key)
     # Référentiel #2 ECO.1.1.5/ECO.1.1.6: the peer's server certificate must not be revoked.
     # A revoked (or, CRL expired, any) peer fails the handshake: a temporary failure, the
@@ -359,10 +361,10 @@ def _transaction(
 ) -> dict[str, Result]:
     dsn = smtp.has_extn("dsn")
     options = [f"SIZE={len(content)}"] if smtp.has_extn("size") else []
-    if dsn and ret:
+    if dsn and ret in ("FULL", "HDRS"):  # RFC 3461 §4.3
         options.append(f"RET={ret}")
-    if dsn and envid:
-        options.append(f"ENVID={envid}")
+    if dsn and envid and len(xtext(envid)) <= 100:  # RFC 3461 §4.4: xtext, 100 at most
+        options.append(f"ENVID={xtext(envid)}")
     if smtp.has_extn("smtputf8") and not (mail_from + "".join(r.address for r in rcpts)).isascii():
         options.append("SMTPUTF8")
     rcpt_options = []
@@ -370,8 +372,9 @@ def _transaction(
         extra = []
         if dsn and rcpt.notify:
             extra.append(f"NOTIFY={rcpt.notify}")
-        if dsn and rcpt.orcpt:
-            extra.append(f"ORCPT={rcpt.orcpt}")
+        orcpt = _orcpt(rcpt.orcpt)
+        if dsn and orcpt:
+            extra.append(f"ORCPT={orcpt}")
         rcpt_options.append(extra)
     if smtp.has_extn("pipelining") and "SMTPUTF8" not in options:
         # RFC 2920: MAIL and every RCPT in one write, the replies read in order.
@@ -413,6 +416,45 @@ def _transaction(
     for rcpt in accepted:
         outcomes[rcpt.address] = result
     return outcomes
+
+
+# RFC 3461 §4: xtext. Printable ASCII but « + » and « = » as is, every other octet as « +XX ».
+_XCHAR = frozenset(chr(c) for c in range(33, 127)) - {"+", "="}
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*")
+_HEXCHAR = re.compile(r"\+([0-9A-Fa-f]{2})")
+_ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")  # an atom (RFC 3461 §4.2)
+
+
+def xtext(value: str) -> str:
+    """``value`` as xtext, its UTF-8 octets outside xchar encoded (RFC 3461 §4)."""
+    return "".join(c if c in _XCHAR else "".join(f"+{b:02X}" for b in c.encode()) for c in value)
+
+
+def xtext_decode(value: str) -> str | None:
+    """The text an xtext parameter stands for, or None when it is not xtext or not printable
+    US-ASCII once decoded (what ORCPT and ENVID must be, RFC 3461 §4.2 and §4.4)."""
+    if not _XTEXT.fullmatch(value):
+        return None
+    text = _HEXCHAR.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return text if all(" " <= c <= "~" for c in text) else None
+
+
+def orcpt_decode(value: str) -> str:
+    """A received ORCPT (``addr-type;xtext``) as we keep it, ``addr-type;address``; "" when
+    it is not one."""
+    addr_type, sep, address = value.partition(";")
+    decoded = xtext_decode(address) if sep and _ADDR_TYPE.fullmatch(addr_type) else None
+    return f"{addr_type};{decoded}" if decoded else ""
+
+
+def _orcpt(kept: str) -> str:
+    """The ORCPT parameter for what we keep (``addr-type;address``): the address as xtext
+    (RFC 3461 §4.2, 500 characters at most); "" when there is none to send."""
+    addr_type, sep, address = kept.partition(";")
+    if not sep or not address or not _ADDR_TYPE.fullmatch(addr_type):
+        return ""
+    encoded = f"{addr_type};{xtext(address)}"
+    return encoded if len(encoded) <= 500 else ""
 
 
 def _quote(address: str) -> str:

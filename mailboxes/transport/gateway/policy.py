@@ -29,6 +29,7 @@ from mailboxes.transport.delivery_reports import is_report, report_apply
 from mailboxes.transport.gateway.dedup import KEY, TRACE_ACTION, delivery_start
 from mailboxes.transport.notices import mail_arrived
 from mailboxes.transport.relay import Recipient, message_spool
+from mailboxes.transport.smtp import orcpt_decode, xtext_decode
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +133,15 @@ def received_header(peer: Peer, helo: str, client_ip: str) -> bytes:
 
 
 def _dsn_of(dsn: dict[str, Any] | None, rcpt: str) -> tuple[str, str]:
+    """NOTIFY and ORCPT of a recipient, ORCPT decoded from xtext (RFC 3461 §4.2): kept and
+    reported as text, encoded again by the relay."""
     params = ((dsn or {}).get("rcpt") or {}).get(rcpt) or {}
-    return str(params.get("NOTIFY", "")).upper(), str(params.get("ORCPT", ""))
+    return str(params.get("NOTIFY", "")).upper(), orcpt_decode(str(params.get("ORCPT", "")))
+
+
+def _envid_of(dsn: dict[str, Any] | None) -> str:
+    """ENVID decoded from xtext (RFC 3461 §4.4); "" when it is not printable text."""
+    return xtext_decode(str(((dsn or {}).get("mail") or {}).get("ENVID", ""))) or ""
 
 
 def _success_report(
@@ -149,7 +157,7 @@ def _success_report(
         report_dsn.Report(
             to=mail_from,
             original=content,
-            envid=str(mail.get("ENVID", "")),
+            envid=_envid_of(dsn),
             ret=str(mail.get("RET", "")).upper(),
             arrival=timezone.now(),
             recipients=[
@@ -240,7 +248,7 @@ def deliver(
                     content=content,
                     message_id=message_id,
                     ret=str(mail.get("RET", "")).upper(),
-                    envid=str(mail.get("ENVID", "")),
+                    envid=_envid_of(dsn),
                 )
             if report is not None:
                 message_spool(

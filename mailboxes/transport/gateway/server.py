@@ -31,8 +31,7 @@ def tls_context(
     context.load_cert_chain(cert, key)
     context.verify_mode = ssl.CERT_REQUIRED
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    # ANSSI profile until ANS publishes the list (§1.5): forward secrecy and AEAD only.
-    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    context.set_ciphers(settings.TLS_CIPHERS)  # the relay offers the same
     # mssante-spec §1.4 inbound step 1: reject revoked client certificates (IGC-Santé CRL).
     crl.load_into(context, settings.TLS_CRL_FILE if crl_file is None else crl_file)
     return context
