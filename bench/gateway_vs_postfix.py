@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -85,7 +86,7 @@ def wait_banner(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing answers on {port}")
 
 
-def postfix_start(base: Path, port: int, lmtp_port: int, pki: dict) -> Path:
+def postfix_start(base: Path, port: int, lmtp_socket: Path, pki: dict) -> Path:
     conf = base / "postfix"
     conf.mkdir()
     (base / "pf-queue").mkdir()
@@ -103,7 +104,7 @@ mydestination =
 relay_domains =
 mynetworks = 127.0.0.0/8
 virtual_mailbox_domains = {DOMAIN}
-virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
+virtual_transport = lmtp:unix:{lmtp_socket}
 smtpd_tls_security_level = encrypt
 smtpd_tls_ask_ccert = yes
 smtpd_tls_req_ccert = yes
@@ -122,6 +123,8 @@ lmtp_destination_concurrency_limit = 10
     master = Path("/etc/postfix/master.cf").read_text()
     master = master.replace("smtp      inet  n       -       y       -       -       smtpd",
                             f"127.0.0.1:{port} inet n - n - - smtpd")  # fmt: skip
+    # Its LMTP client reaches Dovecot's socket, outside the queue folder: not chrooted.
+    master = re.sub(r"^(lmtp\s+unix\s+\S+\s+\S+\s+)y(\s)", r"\1n\2", master, flags=re.M)
     master += "\npostlog   unix-dgram n  -       n       -       1       postlogd\n"
     (conf / "master.cf").write_text(master)
     subprocess.run(["postfix", "-c", str(conf), "start"], check=True, capture_output=True)
@@ -227,7 +230,7 @@ def main() -> int:
             "DOVECOT_DIR": str(base / "dovecot"),
             "DOVECOT_MAIL_ROOT": str(base / "mail"),
             "DOVECOT_IMAP_PORT": str(free_port()),
-            "DOVECOT_LMTP_PORT": str(free_port()),
+            "DOVECOT_SOCKET_USER": "postfix",  # Postfix's LMTP client; the gateway is root
         }
     )
     url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mssante")
@@ -289,7 +292,7 @@ def main() -> int:
     conf = None
     try:
         wait_banner(ours_port)
-        conf = postfix_start(base, postfix_port, settings.DOVECOT_LMTP_PORT, pki)
+        conf = postfix_start(base, postfix_port, instance.lmtp_socket, pki)
         time.sleep(3)  # let Dovecot settle (users file)
         for port in (ours_port, postfix_port):  # warm-up, not counted: processes, caches
             run_round(port, pki, instance.mail_root, 200)

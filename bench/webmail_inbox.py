@@ -114,7 +114,6 @@ def main() -> int:
             "DOVECOT_DIR": str(base / "dovecot"),
             "DOVECOT_MAIL_ROOT": str(base / "mail"),
             "DOVECOT_IMAP_PORT": str(free_port()),
-            "DOVECOT_LMTP_PORT": str(free_port()),
         }
     )
     url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mssante")
@@ -170,7 +169,7 @@ def main() -> int:
         rng = random.Random(42)
         started = time.perf_counter()
         pool = message_templates(box.address, rng)
-        with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
+        with smtplib.LMTP(str(dovecot.instance_from_settings().lmtp_socket)) as lmtp:
             for i in range(args.messages):
                 lmtp.sendmail("labo@bio.mssante.fr", [box.address], realistic_message(i, pool))
         fill = time.perf_counter() - started

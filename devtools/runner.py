@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         var / "celery" / "control",
     ):
         folder.mkdir(parents=True, exist_ok=True)
-    imap_port, lmtp_port, gateway_port = free_port(), free_port(), free_port()
+    imap_port, gateway_port = free_port(), free_port()
     site = f"http://127.0.0.1:{args.port}"
     env = {
         **os.environ,
@@ -199,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         "PORTAL_VAR_DIR": str(var),
         "PORTAL_SITE_URL": site,
         "DOVECOT_IMAP_PORT": str(imap_port),
-        "DOVECOT_LMTP_PORT": str(lmtp_port),
         "GATEWAY_PORT": str(gateway_port),
         "TLS_CRL_URLS": os.environ.get("TLS_CRL_URLS", str(var / "pki" / "ca.crl")),
         "PYTHONUNBUFFERED": "1",

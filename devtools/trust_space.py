@@ -56,7 +56,6 @@ class Operator:
     var: Path = Path()
     port: int = 0
     imap_port: int = 0
-    lmtp_port: int = 0
     gateway_port: int = 0
     env: dict[str, str] = field(default_factory=dict)
     runner: Runner | None = None
@@ -134,7 +133,6 @@ class TrustSpace:
             "DATABASE_URL": f"sqlite:///{op.var / 'portal.sqlite3'}",
             "REDIS_URL": "",
             "DOVECOT_IMAP_PORT": str(op.imap_port),
-            "DOVECOT_LMTP_PORT": str(op.lmtp_port),
             "GATEWAY_PORT": str(op.gateway_port),
             "GATEWAY_HOSTNAME": f"mx.{op.domains[0]}",
             "GATEWAY_CERT": str(cert.cert),
@@ -212,7 +210,7 @@ class TrustSpace:
         self.pki = make_test_pki(self.base / "pki")
         for op in (self.a, self.b):
             op.var = self.base / op.key
-            op.port, op.imap_port, op.lmtp_port, op.gateway_port = (free_port() for _ in range(4))
+            op.port, op.imap_port, op.gateway_port = (free_port() for _ in range(3))
         self._configure(self.a, self.b)
         self._configure(self.b, self.a)
         if self.services:

@@ -432,10 +432,13 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 50
 # --- Dovecot, the message store (ARCHITECTURE.md) ---------------------------------------------
 DOVECOT_DIR = Path(env_str("DOVECOT_DIR", str(VAR_DIR / "dovecot")))
 DOVECOT_MAIL_ROOT = Path(env_str("DOVECOT_MAIL_ROOT", str(VAR_DIR / "mail")))
-DOVECOT_IMAP_HOST = env_str("DOVECOT_IMAP_HOST", "127.0.0.1")  # where the portal connects
-DOVECOT_LISTEN = env_str("DOVECOT_LISTEN", "127.0.0.1")  # where the generated Dovecot listens
+# The portal reaches Dovecot only through its sockets in DOVECOT_DIR/run (lmtp, imap-portal);
+# this network listener is for IMAP clients (and tests' own looks), on loopback by default.
+DOVECOT_LISTEN = env_str("DOVECOT_LISTEN", "127.0.0.1")
 DOVECOT_IMAP_PORT = env_int("DOVECOT_IMAP_PORT", 10143, minimum=1)
-DOVECOT_LMTP_PORT = env_int("DOVECOT_LMTP_PORT", 10024, minimum=1)
+# The only user that may open those sockets: the one the portal's processes run as. Empty: the
+# user that writes the configuration (set it when Dovecot is started by root for another user).
+DOVECOT_SOCKET_USER = env_str("DOVECOT_SOCKET_USER", "")
 DOVECOT_MASTER_USER = env_str("DOVECOT_MASTER_USER", "portal")
 # Unprivileged system user that owns the Maildirs when Dovecot is started as root.
 DOVECOT_MAIL_USER = env_str("DOVECOT_MAIL_USER", "mssante")

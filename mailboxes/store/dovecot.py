@@ -4,6 +4,9 @@ Dovecot never reads our tables. Its interface is two files the portal writes und
 ``DOVECOT_DIR``: ``users`` (every active or suspended BAL, with a password that can never
 match) and ``master-users`` (the portal's master user). The portal logs in as
 ``<bal address>*<master user>`` after its own access check (ARCHITECTURE.md, data flow 3).
+The portal reaches it only through two unix sockets in the instance folder (``run/lmtp`` for
+delivery, ``run/imap-portal`` for reading), which only the portal's user may open: no network
+path for LMTP, which has no authentication, nor for the master password.
 Pitfalls of a rootless instance: ../shared/reference/platform-notes.md §2.
 """
 
@@ -37,17 +40,28 @@ def ssha512(secret: bytes) -> str:
     return "{SSHA512}" + base64.b64encode(hashlib.sha512(secret + salt).digest() + salt).decode()
 
 
+SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path on Linux, without its final NUL
+
+
 @dataclass(frozen=True)
 class Instance:
     base_dir: Path
     mail_root: Path
     imap_port: int
-    lmtp_port: int
     listen: str = "127.0.0.1"
 
     @property
     def config_path(self) -> Path:
         return self.base_dir / "dovecot.conf"
+
+    # The listeners of the template, relative to Dovecot's base_dir (<instance>/run).
+    @property
+    def lmtp_socket(self) -> Path:
+        return self.base_dir / "run" / "lmtp"
+
+    @property
+    def imap_socket(self) -> Path:
+        return self.base_dir / "run" / "imap-portal"
 
     @property
     def users_path(self) -> Path:
@@ -100,9 +114,21 @@ def instance_from_settings() -> Instance:
         base_dir=Path(settings.DOVECOT_DIR),
         mail_root=Path(settings.DOVECOT_MAIL_ROOT),
         imap_port=settings.DOVECOT_IMAP_PORT,
-        lmtp_port=settings.DOVECOT_LMTP_PORT,
         listen=settings.DOVECOT_LISTEN,
     )
+
+
+def socket_user() -> str:
+    """Who may open the LMTP and portal IMAP sockets: DOVECOT_SOCKET_USER (the user the portal's
+    processes run as, when Dovecot is started by another), else whoever writes the config."""
+    name = settings.DOVECOT_SOCKET_USER or pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        pwd.getpwnam(name)
+    except KeyError as exc:
+        raise InstanceError(
+            f"DOVECOT_SOCKET_USER : l'utilisateur {name} n'existe pas sur cette machine."
+        ) from exc
+    return name
 
 
 def _atomic_write(path: Path, content: str, mode: int, group: int | None = None) -> None:
@@ -143,6 +169,12 @@ def write_instance(instance: Instance, *, master_user: str, master_password: str
     instance.mail_root.mkdir(parents=True, exist_ok=True)
     _check_traversable(instance.base_dir)
     _check_traversable(instance.mail_root)
+    for sock in (instance.lmtp_socket, instance.imap_socket):
+        if len(str(sock).encode()) > SOCKET_PATH_MAX:
+            raise InstanceError(
+                f"Le chemin de la socket {sock} dépasse {SOCKET_PATH_MAX} octets : "
+                "choisissez un DOVECOT_DIR plus court."
+            )
     if os.geteuid() == 0:
         os.chown(instance.mail_root, ident.mail_uid, ident.mail_gid)
     # A stale penalty socket from a killed run stalls every auth for 5 s (platform-notes §2).
@@ -159,7 +191,7 @@ def write_instance(instance: Instance, *, master_user: str, master_password: str
         login_user=ident.login_user,
         postmaster_domain=settings.DOVECOT_POSTMASTER_DOMAIN,
         imap_port=instance.imap_port,
-        lmtp_port=instance.lmtp_port,
+        socket_user=socket_user(),
         mail_root=instance.mail_root,
     )
     _atomic_write(instance.config_path, config, 0o644)
@@ -228,11 +260,14 @@ def remove_mail_home(instance: Instance, address: str) -> bool:
 
 
 def wait_ready(instance: Instance, timeout: float = 15) -> None:
-    """Wait for the IMAP greeting: an open port is not enough (platform-notes §2)."""
+    """Wait for the greeting on the portal's IMAP socket: a socket that accepts is not enough
+    (platform-notes §2)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((instance.listen, instance.imap_port), timeout=1) as sock:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1)
+                sock.connect(str(instance.imap_socket))
                 if b"ready" in sock.recv(256):
                     return
         except OSError:

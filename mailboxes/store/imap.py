@@ -12,6 +12,7 @@ values are also sent as literals (RFC 3501 §4.3), which are counted and cannot 
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -26,11 +27,13 @@ from django.utils.translation import gettext_lazy as _
 from imapclient import IMAPClient
 from imapclient.datetime_util import format_criteria_date
 from imapclient.exceptions import IMAPClientError
+from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.imapclient import _literal
 from imapclient.response_parser import parse_message_list
 
 from mailboxes.errors import ControlCharacters, StoreUnavailable
 from mailboxes.store import lmtp
+from mailboxes.store.dovecot import instance_from_settings
 from mailboxes.store.headers import Address, decode_text, header_date, message_id_of
 
 SPECIAL_FOLDERS = {
@@ -220,8 +223,30 @@ def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
     )
 
 
+class _UnixIMAP4(IMAP4WithTimeout):
+    """imaplib's IMAP4 over a unix socket; ``host`` is its path."""
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout if timeout is not None else self._timeout)
+            sock.connect(self.host)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+
+class _SocketIMAPClient(IMAPClient):
+    """IMAPClient on Dovecot's portal socket (``run/imap-portal``, opened by the portal's user
+    only): the master password never crosses a network (mailboxes/store/dovecot.py)."""
+
+    def _create_IMAP4(self) -> IMAP4WithTimeout:
+        return _UnixIMAP4(self.host, 0, getattr(self._timeout, "connect", None))
+
+
 class MailStore:
-    """One IMAP session on one BAL. Use as a context manager."""
+    """One IMAP session on one BAL, over Dovecot's portal socket. Use as a context manager."""
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -229,9 +254,8 @@ class MailStore:
 
     def __enter__(self) -> MailStore:
         try:
-            raw = IMAPClient(
-                settings.DOVECOT_IMAP_HOST,
-                port=settings.DOVECOT_IMAP_PORT,
+            raw = _SocketIMAPClient(
+                str(instance_from_settings().imap_socket),
                 ssl=False,
                 timeout=settings.DOVECOT_TIMEOUT,
             )

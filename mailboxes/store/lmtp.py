@@ -9,6 +9,9 @@ Connections are kept per thread and reused (RSET only after a transaction left o
 handshake on both sides. A transaction's commands go in one write (RFC 2920 PIPELINING), so a
 message costs two round trips to Dovecot, not five. A stale connection is only ever replaced
 *before* DATA is sent, so a retry can never deliver a message twice.
+
+Dovecot's LMTP has no authentication: it listens only on a unix socket in the instance folder
+that the portal's user alone may open (mailboxes/store/dovecot.py), never on the network.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from django.conf import settings
+from mailboxes.store.dovecot import instance_from_settings
 
 IDLE_SECONDS = 20  # Dovecot closes idle LMTP sessions; do not reuse ours past this
 _local = threading.local()
@@ -54,6 +57,7 @@ def _outcome(code: int, text: bytes) -> Outcome:
 
 
 class _Client(smtplib.LMTP):
+    target: str = ""  # the socket it is connected to
     last_used: float = 0.0
     open_transaction: bool = False  # a MAIL was accepted and no DATA finished since
 
@@ -104,19 +108,23 @@ def as_delivered(content: bytes) -> bytes:
     return content if content.endswith(b"\r\n") else content + b"\r\n"
 
 
-def _connect() -> _Client:
-    client = _Client(settings.DOVECOT_IMAP_HOST, settings.DOVECOT_LMTP_PORT, timeout=30)
+def _connect(target: str) -> _Client:
+    client = _Client(target, timeout=30)  # a path: smtplib.LMTP opens a unix socket
+    client.target = target
     client.ehlo_or_helo_if_needed()
     return client
 
 
 def _client(fresh: bool) -> _Client:
+    target = str(instance_from_settings().lmtp_socket)
     client: _Client | None = getattr(_local, "client", None)
-    if client is not None and (fresh or time.monotonic() - client.last_used > IDLE_SECONDS):
+    if client is not None and (
+        fresh or client.target != target or time.monotonic() - client.last_used > IDLE_SECONDS
+    ):
         _discard()
         client = None
     if client is None:
-        client = _connect()
+        client = _connect(target)
         _local.client = client
     return client
 

@@ -35,13 +35,11 @@ def dovecot_instance() -> Iterator[store.Instance]:
         pytest.fail("dovecot is not installed (make test installs dovecot-imapd and dovecot-lmtpd)")
     base = Path(tempfile.mkdtemp(prefix="mssante-dovecot-"))
     saved = {
-        k: getattr(settings, k)
-        for k in ("DOVECOT_DIR", "DOVECOT_MAIL_ROOT", "DOVECOT_IMAP_PORT", "DOVECOT_LMTP_PORT")
+        k: getattr(settings, k) for k in ("DOVECOT_DIR", "DOVECOT_MAIL_ROOT", "DOVECOT_IMAP_PORT")
     }
     settings.DOVECOT_DIR = base
     settings.DOVECOT_MAIL_ROOT = base / "mail"
     settings.DOVECOT_IMAP_PORT = _free_port()
-    settings.DOVECOT_LMTP_PORT = _free_port()
     instance = store.instance_from_settings()
     store.write_instance(
         instance,
@@ -85,7 +83,7 @@ def deliver(
     deadline = time.monotonic() + 2
     while True:
         try:
-            with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
+            with smtplib.LMTP(str(store.instance_from_settings().lmtp_socket)) as lmtp:
                 lmtp.sendmail(sender, [address], raw)
             return
         except smtplib.SMTPRecipientsRefused:
@@ -99,7 +97,7 @@ def wait_provisioned(*addresses: str) -> None:
     deadline = time.monotonic() + 3
     pending = set(addresses)
     while pending:
-        with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
+        with smtplib.LMTP(str(store.instance_from_settings().lmtp_socket)) as lmtp:
             for address in list(pending):
                 lmtp.mail("sonde@localhost")
                 code, _ = lmtp.rcpt(address)

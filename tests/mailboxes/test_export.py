@@ -132,7 +132,7 @@ def _decrypt(keys: Keys, export: MailboxExport, into: Path) -> tuple[dict[str, A
 
 
 def _lmtp_code(address: str) -> int:
-    with smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp:
+    with smtplib.LMTP(str(dovecot_store.instance_from_settings().lmtp_socket)) as lmtp:
         lmtp.mail("sonde@localhost")
         return int(lmtp.rcpt(address)[0])
 
@@ -363,10 +363,10 @@ def test_a_key_that_can_no_longer_encrypt_leaves_no_export(
 
 
 def test_a_store_failure_leaves_no_export_and_keeps_the_bal(
-    box: Mailbox, keys: Keys, export_dir: Path, settings: Any
+    box: Mailbox, keys: Keys, export_dir: Path, settings: Any, tmp_path: Path
 ) -> None:
     box = _with_key(box, keys)
-    settings.DOVECOT_IMAP_PORT = 1  # nothing listens there
+    settings.DOVECOT_DIR = tmp_path  # no Dovecot socket there
 
     with TestCase.captureOnCommitCallbacks(execute=True), pytest.raises(StoreUnavailable):
         mailbox_close(mailbox=box, actor=None)

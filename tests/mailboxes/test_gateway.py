@@ -169,9 +169,9 @@ def test_oversize_is_refused_with_552(gateway: int, pki, box: Mailbox, settings)
 
 
 def test_store_down_answers_451_so_the_sender_keeps_the_message(
-    gateway: int, pki, box: Mailbox, settings
+    gateway: int, pki, box: Mailbox, settings, tmp_path: Path
 ) -> None:
-    settings.DOVECOT_LMTP_PORT = _free_port()
+    settings.DOVECOT_DIR = tmp_path  # no Dovecot socket there
 
     with _client(gateway, pki) as smtp, pytest.raises(smtplib.SMTPDataError) as exc:
         smtp.sendmail(SENDER, [box.address], make_message(to=box.address))
@@ -285,8 +285,8 @@ def _gateway_env(pki: dict[str, Issued]) -> dict[str, str]:
         **os.environ,
         "PORTAL_ENV": "test",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DOVECOT_DIR": str(settings.DOVECOT_DIR),
         "DOVECOT_IMAP_PORT": str(settings.DOVECOT_IMAP_PORT),
-        "DOVECOT_LMTP_PORT": str(settings.DOVECOT_LMTP_PORT),
         "GATEWAY_CERT": str(pki["gateway"].cert),
         "GATEWAY_KEY": str(pki["gateway"].key),
         "GATEWAY_CA_BUNDLE": str(pki["ca"].cert),

@@ -126,7 +126,7 @@ def test_suspended_bal_stays_in_dovecot_close_removes_it_reactivate_refused_afte
 
 def test_unknown_bal_is_refused_by_lmtp(dovecot) -> None:
     with (
-        smtplib.LMTP("127.0.0.1", settings.DOVECOT_LMTP_PORT) as lmtp,
+        smtplib.LMTP(str(dovecot.lmtp_socket)) as lmtp,
         pytest.raises(smtplib.SMTPRecipientsRefused) as exc,
     ):
         lmtp.sendmail("a@b.mssante.fr", ["personne@ehpad-les-tilleuls.mssante.fr"], make_message())

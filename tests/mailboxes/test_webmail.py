@@ -365,10 +365,8 @@ def test_search_by_sender_subject_body_and_dates(world: World) -> None:
     assert AuditEvent.objects.filter(action="message.list", details__search=True).count() == 4
 
 
-def test_store_down_gives_a_french_503_not_a_500(world: World, settings) -> None:
-    from tests.mailboxes.conftest import _free_port
-
-    settings.DOVECOT_IMAP_PORT = _free_port()
+def test_store_down_gives_a_french_503_not_a_500(world: World, settings, tmp_path) -> None:
+    settings.DOVECOT_DIR = tmp_path  # no Dovecot socket there
     r = _client(world.doctor).get(f"/bal/{world.per.public_id}/?dossier=INBOX")
 
     assert r.status_code == 503

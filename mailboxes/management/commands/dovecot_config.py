@@ -27,5 +27,5 @@ class Command(BaseCommand):
         count = dovecot_users_sync()
         self.stdout.write(
             f"Dovecot : {instance.config_path} ({count} BAL, "
-            f"IMAP {instance.imap_port}, LMTP {instance.lmtp_port})"
+            f"IMAP {instance.imap_port}, sockets {instance.lmtp_socket} {instance.imap_socket})"
         )

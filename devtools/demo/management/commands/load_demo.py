@@ -43,6 +43,7 @@ from mailboxes.console.services.lifecycle import mailbox_create
 from mailboxes.console.services.people import access_set
 from mailboxes.console.services.usage import usage_compute
 from mailboxes.models import Mailbox, MailboxAccess, MailboxMonthlyUsage
+from mailboxes.store import dovecot
 from mailboxes.store.imap import MailStore
 
 # Partner domains of the fictitious usage history, with their structures.
@@ -383,7 +384,7 @@ class Command(BaseCommand):
             message["Date"] = formatdate(localtime=True)
             message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1].rstrip(">"))
             message.set_content(body)
-            with smtplib.LMTP(settings.DOVECOT_IMAP_HOST, settings.DOVECOT_LMTP_PORT) as lmtp:
+            with smtplib.LMTP(str(dovecot.instance_from_settings().lmtp_socket)) as lmtp:
                 lmtp.send_message(message)
             delivered += 1
         self.stdout.write(f"Messages de démonstration déposés : {delivered}")
