@@ -6,6 +6,11 @@ stops the import with its name; an added column is ignored.
 
 This module only reads: it streams the file line by line (never whole in memory) and yields
 clean rows or rejects with their line number. Loading is `annuaire.services.extraction_import`.
+
+What it reads is bounded before anything is loaded: the text (the `.txt`, or the one inside the
+`.zip`, by the size its archive declares; zipfile never inflates past it) must fit in
+ANNUAIRE_MAX_SIZE_MB, an archive must not inflate more than MAX_RATIO times, and no line may
+pass MAX_LINE octets. A zip bomb or an endless line stops the import; the directory stays.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
@@ -66,6 +72,11 @@ FIELDS: tuple[str, ...] = tuple(COLUMNS.values())
 DERIVED: tuple[str, ...] = ("domain", "town", "name_norm", "given_norm", "search_norm", "row_hash")
 BAL_TYPES = frozenset({"PER", "ORG", "APP", "CAB"})
 MAX_FIELD = 500  # longer than any published value; a longer one is a broken row
+# 31 fields of MAX_FIELD at most; the published lines are ~170 octets.
+MAX_LINE = 65536
+# Inflated size over compressed size: ~4.4 for the published archive (89 MB from 20 MB), over
+# 1000 for a zip bomb.
+MAX_RATIO = 50
 NAME_RE = re.compile(r"^Extraction_Correspondance_MSSante_(\d{12})\.(txt|zip)$")
 
 
@@ -189,16 +200,20 @@ def rows(
     """Clean rows, unchanged lines (hash in ``known``) and rejects, in file order, with their
     line numbers (the header is line 1). Raises ExtractionError for a file that cannot be read
     at all (empty, foreign header, truncated)."""
-    first = stream.readline()
+    read = stream.readline
+    first = read(MAX_LINE)
     if not first:
         raise ExtractionError("Le fichier est vide.")
+    _bounded(first, 1)
     names = _header(first)
     width = len(names)
     index = [names.index(column) for column in COLUMNS]
     at = names.index("Adresse BAL")
     number = 1
     pending: bytes | None = None
-    for raw in stream:
+    for raw in iter(lambda: read(MAX_LINE), b""):
+        if len(raw) == MAX_LINE:  # a full read may have stopped inside the line
+            _bounded(raw, number + 1)
         if pending is not None:
             yield _row(pending, number, width, index, at, known)
         number += 1
@@ -210,6 +225,24 @@ def rows(
                 "l'annuaire en vigueur est conservé."
             )
         yield _row(pending, number, width, index, at, known)
+
+
+def _bounded(raw: bytes, number: int) -> None:
+    """Refuse the file at a line longer than MAX_LINE (read no further into it)."""
+    if len(raw) >= MAX_LINE and not raw.endswith(b"\n"):
+        raise ExtractionError(
+            f"La ligne {number} dépasse {MAX_LINE} octets : ce n'est pas une extraction, "
+            "l'annuaire en vigueur est conservé."
+        )
+
+
+def _too_big(size: int) -> None:
+    limit = settings.ANNUAIRE_MAX_SIZE_MB
+    if size > limit * 1024 * 1024:
+        raise ExtractionError(
+            f"L'extraction ({size / 1048576:.0f} Mo) dépasse la taille maximale de {limit} Mo "
+            "(ANNUAIRE_MAX_SIZE_MB) : l'annuaire en vigueur est conservé."
+        )
 
 
 def _row(
@@ -263,8 +296,18 @@ def open_extraction(path: Path) -> Iterator[tuple[IO[bytes], int]]:
                     raise ExtractionError(
                         "L'archive doit contenir exactement un fichier .txt d'extraction."
                     )
-                with archive.open(members[0]) as member:
-                    yield io.BufferedReader(member, 1 << 20), members[0].file_size  # type: ignore[type-var]
+                # Sizes as the archive's directory declares them: zipfile inflates no more
+                # than file_size (the rest fails its CRC check, BadZipFile below).
+                info = members[0]
+                _too_big(info.file_size)
+                if info.file_size > MAX_RATIO * max(info.compress_size, 1):
+                    ratio = info.file_size / max(info.compress_size, 1)
+                    raise ExtractionError(
+                        f"Archive suspecte, taux de compression anormal ({ratio:.0f} pour 1, "
+                        f"{MAX_RATIO} au plus) : l'annuaire en vigueur est conservé."
+                    )
+                with archive.open(info) as member:
+                    yield io.BufferedReader(member, 1 << 20), info.file_size  # type: ignore[type-var]
         else:
             with path.open("rb", buffering=1 << 20) as handle:
                 magic = handle.read(4)
@@ -274,7 +317,9 @@ def open_extraction(path: Path) -> Iterator[tuple[IO[bytes], int]]:
                         "Archive tronquée (répertoire central absent) : "
                         "l'annuaire en vigueur est conservé."
                     )
-                yield handle, path.stat().st_size
+                size = path.stat().st_size
+                _too_big(size)
+                yield handle, size
     except zipfile.BadZipFile as exc:  # a CRC or size mismatch: a truncated or damaged archive
         raise ExtractionError(
             f"Archive endommagée ou tronquée ({exc}) : l'annuaire en vigueur est conservé."

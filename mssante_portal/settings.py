@@ -359,6 +359,9 @@ ANNUAIRE_CA_BUNDLE = env_str("ANNUAIRE_CA_BUNDLE", "")
 ANNUAIRE_UNKNOWN_POLICY = env_choice("ANNUAIRE_UNKNOWN_POLICY", "warn", ("warn", "refuse"))
 # A file keeping fewer BAL than this share of the directory in force is refused (truncated).
 ANNUAIRE_MIN_KEEP_PERCENT = env_int("ANNUAIRE_MIN_KEEP_PERCENT", 50, minimum=0)
+# The largest extraction text accepted (the published one is ~90 MB): a bigger file, or an
+# archive that would inflate to more, is refused before anything is read.
+ANNUAIRE_MAX_SIZE_MB = env_int("ANNUAIRE_MAX_SIZE_MB", 1024, minimum=1)
 # Publication of our BALs to the national directory (FHIR PATCH, mssante-spec §4): off if empty.
 ANNUAIRE_PUBLICATION_URL = env_str("ANNUAIRE_PUBLICATION_URL", "")
 ANNUAIRE_PUBLICATION_API_KEY = env_str("ANNUAIRE_PUBLICATION_API_KEY", "")

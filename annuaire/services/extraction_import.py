@@ -70,17 +70,13 @@ class _Counting:
             self._progress(self._pending)
             self._pending = 0
 
-    def readline(self) -> bytes:
-        line = self._stream.readline()
+    def readline(self, size: int = -1) -> bytes:
+        line = self._stream.readline(size)
         self._count(len(line))
-        return line
-
-    def __iter__(self) -> Iterator[bytes]:
-        for line in self._stream:
-            self._count(len(line))
-            yield line
-        if self._progress and self._pending:
+        if not line and self._progress and self._pending:  # the end: report the rest
             self._progress(self._pending)
+            self._pending = 0
+        return line
 
 
 def _staging_table() -> str:
@@ -503,11 +499,17 @@ def directory_import_url(*, url: str, force: bool = False) -> DirectoryImport:
             name = match.group(1) if match else "extraction-correspondance-mssante.txt"
             with tempfile.TemporaryDirectory(dir=tmp_dir) as work:
                 target = Path(work) / Path(name).name
+                limit, written = settings.ANNUAIRE_MAX_SIZE_MB * 1024 * 1024, 0
                 with target.open("wb") as out:
                     for chunk in response.iter_content(1 << 20):
+                        written += len(chunk)
+                        if written > limit:  # the text, zipped or not, is never bigger
+                            raise OSError(
+                                f"plus de {settings.ANNUAIRE_MAX_SIZE_MB} Mo (ANNUAIRE_MAX_SIZE_MB)"
+                            )
                         out.write(chunk)
                 return directory_import(path=target, source=url, force=force)
-    except requests.RequestException as exc:
+    except (requests.RequestException, OSError) as exc:  # OSError: too big, or disk full
         error = ExtractionError(
             f"Téléchargement de l'extraction impossible : {exc}. "
             "L'annuaire en vigueur est conservé."

@@ -3,6 +3,9 @@ bad files refused with the directory in force kept, the diff between two files r
 
 from __future__ import annotations
 
+import http.server
+import ssl
+import threading
 import zipfile
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from annuaire.extraction import COLUMNS, ExtractionError, Reject, rows
 from annuaire.models import DirectoryChange, DirectoryEntry, DirectoryImport
 from annuaire.services import directory_import
 from devtools import annuaire_gen
+from devtools.pki import make_test_pki
 from tests.factories import SHARED
 
 pytestmark = pytest.mark.django_db
@@ -287,3 +291,153 @@ def test_rows_yields_rejects_not_exceptions_for_bad_lines(tmp_path: Path) -> Non
     parsed = list(rows(path.open("rb")))
     assert isinstance(parsed[0], Reject) and parsed[0].line == 2
     assert not isinstance(parsed[1], Reject)
+
+
+# --- Hostile archives: zip bombs and endless lines ----------------------------------------
+
+
+def _header() -> bytes:
+    return HEADER_SAMPLE.read_bytes().rstrip(b"\n") + b"\n"
+
+
+def _bomb_ratio(tmp_path: Path) -> Path:
+    """30 MB of one repeated line inflating from ~30 kB (ratio ~1000)."""
+    archive = tmp_path / "Extraction_Correspondance_MSSante_202612010300.zip"
+    row = line(**NDIAYE).encode()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.txt", "w") as out:
+        out.write(_header())
+        for _ in range(30):
+            out.write(row * (1_000_000 // len(row)))
+    return archive
+
+
+def _too_big(tmp_path: Path, suffix: str) -> Path:
+    """A real-looking extraction (ratio ~4.5) of ~1.4 MB, over a 1 MB cap."""
+    text = annuaire_gen.write(tmp_path / "big.txt", 6000, seed=9)
+    if suffix == ".txt":
+        return text
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(text, "big.txt")
+    return archive
+
+
+def _lying_sizes(tmp_path: Path) -> Path:
+    """An archive whose directory says 2 kB for a member that inflates to 5 MB."""
+    archive = tmp_path / "menteuse.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.txt", _header() + line(**NDIAYE).encode() * 30_000)
+    data = bytearray(archive.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local, central
+        at = data.find(signature)
+        data[at + offset : at + offset + 4] = (2048).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    return archive
+
+
+def _long_line(tmp_path: Path, suffix: str) -> Path:
+    """Good rows, then one 5 MB line (no line break in it), stored (ratio 1) or as text."""
+    body = _header() + line(**NDIAYE).encode() + b"PER|" + b"A" * 5_000_000 + b"\n"
+    if suffix == ".txt":
+        path = tmp_path / "longue.txt"
+        path.write_bytes(body)
+        return path
+    archive = tmp_path / "longue.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("longue.txt", body)
+    return archive
+
+
+def _long_header(tmp_path: Path) -> Path:
+    path = tmp_path / "entete.txt"
+    path.write_bytes(_header().rstrip(b"\n") + b"|" + b"x" * 2_000_000 + b"\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (_bomb_ratio, "taux de compression anormal"),
+        (lambda tmp: _too_big(tmp, ".zip"), "dépasse la taille maximale de 1 Mo"),
+        (lambda tmp: _too_big(tmp, ".txt"), "dépasse la taille maximale de 1 Mo"),
+        (_lying_sizes, "Archive endommagée"),
+        (lambda tmp: _long_line(tmp, ".zip"), "ligne 3 dépasse 65536 octets"),
+        (lambda tmp: _long_line(tmp, ".txt"), "ligne 3 dépasse 65536 octets"),
+        (_long_header, "ligne 1 dépasse 65536 octets"),
+    ],
+    ids=["ratio", "size-zip", "size-txt", "lying-sizes", "line-zip", "line-txt", "header"],
+)
+def test_a_zip_bomb_or_an_endless_line_is_refused_and_the_directory_stays(
+    tmp_path: Path, in_force: DirectoryImport, settings, build, message: str
+) -> None:
+    settings.ANNUAIRE_MAX_SIZE_MB = 1 if "taille" in message else 1024
+    before = set(DirectoryEntry.objects.values_list("address", flat=True))
+    path = build(tmp_path)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("import_annuaire", str(path))
+
+    assert str(refused.value).startswith("Import refusé : ")
+    assert message in str(refused.value)
+    assert "l'annuaire en vigueur est conservé" in str(refused.value).lower()
+    _unchanged(before)
+    run = DirectoryImport.objects.first()
+    assert run is not None and run.result == "failure" and message in run.error
+
+
+def test_an_extraction_under_the_caps_imports(tmp_path: Path, settings) -> None:
+    settings.ANNUAIRE_MAX_SIZE_MB = 1
+    text = annuaire_gen.write(tmp_path / "Extraction_Correspondance_MSSante_202612010300.txt", 3000)
+    archive = text.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(text, text.name)
+
+    assert directory_import(path=archive).added == 3000
+
+
+def test_a_download_bigger_than_the_cap_is_refused_and_the_directory_stays(
+    tmp_path: Path, in_force: DirectoryImport, settings
+) -> None:
+    """The published URL answers with more than ANNUAIRE_MAX_SIZE_MB: the download stops there,
+    over real HTTPS (test PKI), and nothing is imported."""
+    pki = make_test_pki(tmp_path / "pki")
+    settings.ANNUAIRE_MAX_SIZE_MB = 1
+    settings.ANNUAIRE_CA_BUNDLE = str(pki["ca"].cert)
+    settings.VAR_DIR = tmp_path
+    sent: list[int] = []
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Disposition", 'attachment; filename="x.zip"')
+            self.end_headers()
+            chunk = b"PK" + b"\0" * 65534
+            try:
+                for _ in range(400):  # 26 MB if nobody stops reading
+                    self.wfile.write(chunk)
+                    sent.append(len(chunk))
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki["gateway"].cert, pki["gateway"].key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    before = set(DirectoryEntry.objects.values_list("address", flat=True))
+    try:
+        with pytest.raises(CommandError, match="plus de 1 Mo") as refused:
+            call_command("import_annuaire", "--url", f"https://127.0.0.1:{server.server_port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert "l'annuaire en vigueur est conservé" in str(refused.value).lower()
+    _unchanged(before)
+    assert sum(sent) < 20 * 1024 * 1024
+    run = DirectoryImport.objects.first()
+    assert run is not None and run.result == "failure" and "plus de 1 Mo" in run.error
