@@ -20,10 +20,10 @@ import io
 import re
 import unicodedata
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import IO
 
@@ -195,13 +195,15 @@ def hash_key(row_hash: str) -> int:
 
 
 def rows(
-    stream: IO[bytes], known: set[int] | frozenset[int] = frozenset()
+    stream: IO[bytes],
+    known: set[int] | frozenset[int] = frozenset(),
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[Row | Same | Reject]:
     """Clean rows, unchanged lines (hash in ``known``) and rejects, in file order, with their
-    line numbers (the header is line 1). Raises ExtractionError for a file that cannot be read
-    at all (empty, foreign header, truncated)."""
-    read = stream.readline
-    first = read(MAX_LINE)
+    line numbers (the header is line 1); ``progress`` is told the octets read, now and then.
+    Raises ExtractionError for a file that cannot be read at all (empty, foreign header,
+    truncated, a line longer than MAX_LINE)."""
+    first = stream.readline(MAX_LINE)
     if not first:
         raise ExtractionError("Le fichier est vide.")
     _bounded(first, 1)
@@ -211,13 +213,22 @@ def rows(
     at = names.index("Adresse BAL")
     number = 1
     pending: bytes | None = None
-    for raw in iter(lambda: read(MAX_LINE), b""):
-        if len(raw) == MAX_LINE:  # a full read may have stopped inside the line
+    consumed, reported = len(first), 0
+    # Bounded reads (never a whole endless line in memory), as fast as iterating the stream.
+    for raw in iter(partial(stream.readline, MAX_LINE), b""):
+        size = len(raw)
+        if size == MAX_LINE:  # a full read may have stopped inside the line
             _bounded(raw, number + 1)
+        consumed += size
         if pending is not None:
             yield _row(pending, number, width, index, at, known)
         number += 1
         pending = raw
+        if progress is not None and not number & 0x3FFF:
+            progress(consumed - reported)
+            reported = consumed
+    if progress is not None and consumed > reported:
+        progress(consumed - reported)
     if pending is not None:
         if not pending.endswith(b"\n") and pending.count(b"|") + 1 < width:
             raise ExtractionError(

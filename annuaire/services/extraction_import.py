@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -54,29 +54,6 @@ LOCK_ID = 0x4D535341  # pg_advisory_lock key of the import ("MSSA")
 _COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 Progress = Callable[[int], None]
-
-
-class _Counting:
-    """A binary stream that reports how many bytes were read (the command's progress bar)."""
-
-    def __init__(self, stream: IO[bytes], progress: Progress | None) -> None:
-        self._stream = stream
-        self._progress = progress
-        self._pending = 0
-
-    def _count(self, n: int) -> None:
-        self._pending += n
-        if self._progress and self._pending >= 1 << 20:
-            self._progress(self._pending)
-            self._pending = 0
-
-    def readline(self, size: int = -1) -> bytes:
-        line = self._stream.readline(size)
-        self._count(len(line))
-        if not line and self._progress and self._pending:  # the end: report the rest
-            self._progress(self._pending)
-            self._pending = 0
-        return line
 
 
 def _staging_table() -> str:
@@ -415,7 +392,7 @@ def _load_initial(path: Path, run: DirectoryImport, force: bool, progress: Progr
     loader = _Loader(run)
     with transaction.atomic(), _indexes_rebuilt(True):
         with open_extraction(path) as (stream, _size):
-            loader.load(rows(_Counting(stream, progress)), DirectoryEntry)  # type: ignore[arg-type]
+            loader.load(rows(stream, progress=progress), DirectoryEntry)
         _plausible(run, 0, force)
         run.added = run.rows_read - run.duplicates
     _vacuum()
@@ -455,7 +432,7 @@ def _load_and_merge(
         # A file refused half-way rolls its scratch rows back (a savepoint inside a caller's
         # transaction), so that the clean-up below still runs.
         with transaction.atomic(), open_extraction(path) as (stream, _size):
-            loader.load(rows(_Counting(stream, progress), known), DirectoryStaging)  # type: ignore[arg-type]
+            loader.load(rows(stream, known, progress), DirectoryStaging)
         t2 = time.monotonic()
         _plausible(run, current, force)
         vanished = _vanished(loader.known)
