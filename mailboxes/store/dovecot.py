@@ -54,14 +54,15 @@ class Instance:
     def config_path(self) -> Path:
         return self.base_dir / "dovecot.conf"
 
-    # The listeners of the template, relative to Dovecot's base_dir (<instance>/run).
+    # The listeners of the template, relative to Dovecot's base_dir (<instance>/run); absolute
+    # here, as clients must name them (smtplib.LMTP takes a path only when it starts with /).
     @property
     def lmtp_socket(self) -> Path:
-        return self.base_dir / "run" / "lmtp"
+        return (self.base_dir / "run" / "lmtp").absolute()
 
     @property
     def imap_socket(self) -> Path:
-        return self.base_dir / "run" / "imap-portal"
+        return (self.base_dir / "run" / "imap-portal").absolute()
 
     @property
     def users_path(self) -> Path:

@@ -370,7 +370,7 @@ def _transaction(
     rcpt_options = []
     for rcpt in rcpts:
         extra = []
-        if dsn and rcpt.notify:
+        if dsn and _NOTIFY.fullmatch(rcpt.notify):
             extra.append(f"NOTIFY={rcpt.notify}")
         orcpt = _orcpt(rcpt.orcpt)
         if dsn and orcpt:
@@ -423,6 +423,7 @@ _XCHAR = frozenset(chr(c) for c in range(33, 127)) - {"+", "="}
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*")
 _HEXCHAR = re.compile(r"\+([0-9A-Fa-f]{2})")
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")  # an atom (RFC 3461 §4.2)
+_NOTIFY = re.compile(r"NEVER|(?:SUCCESS|FAILURE|DELAY)(?:,(?:SUCCESS|FAILURE|DELAY))*")  # §4.1
 
 
 def xtext(value: str) -> str:

@@ -216,6 +216,15 @@ def test_orcpt_and_envid_go_to_the_peer_as_xtext(
     assert peer.dsn[0]["mail"]["ENVID"] == f"env+3D{wire}"
 
 
+def test_a_notify_that_is_not_rfc_3461_is_not_sent(peer: Peer, box: Mailbox) -> None:
+    message = _send(box, [Recipient(REMOTE, notify="SUCCESS\r\nRSET")])
+
+    message_relay(public_id=str(message.public_id))
+
+    assert OutboundDelivery.objects.get(message=message).status == Status.RELAYED
+    assert "NOTIFY" not in peer.dsn[0]["rcpt"][REMOTE]
+
+
 @pytest.mark.parametrize(
     ("cipher", "relayed"),
     [("ECDHE-RSA-AES128-SHA256", False), ("ECDHE-RSA-AES256-GCM-SHA384", True)],
