@@ -25,12 +25,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 from django.conf import settings
 from django.utils import timezone
-from mailboxes.relay import dsn
 
 from accounts.models import AuditEvent
 from devtools.pki import Issued
 from mailboxes.console.services.lifecycle import dovecot_users_sync
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
+from mailboxes.transport import dsn
 from mailboxes.transport.gateway.handler import GatewayHandler
 from mailboxes.transport.gateway.server import smtp_kwargs, tls_context
 from mailboxes.transport.relay import Recipient, message_relay, message_spool, relay_sweep

@@ -1,13 +1,14 @@
-"""The link and style policy of mail HTML (mailboxes/sanitize.py): a link opens only an absolute
-http(s), mailto or tel target, in a new tab; ``data:`` only for images; style properties from
-an allow-list, nothing that fetches."""
+"""The link and style policy of mail HTML (mailboxes/webmail/sanitize.py): a link opens only an
+absolute http(s), mailto or tel target, in a new tab; ``data:`` only for images; style properties
+from an allow-list, nothing that fetches."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from mailboxes.sanitize import sanitize
+
+from mailboxes.webmail.sanitize import sanitize
 
 
 def _hrefs(html: str) -> list[str]:
