@@ -31,7 +31,7 @@ def test_counts_per_day_and_peer_domain_are_rebuilt_from_the_traces(db) -> None:
     audit_record(
         action="relay.failed", actor_label="relais", success=False, details={"domain": "gmail.com"}
     )
-    audit_record(action="mailbox.read", actor_label="899700100001")  # not an indicator
+    audit_record(action="message.read", actor_label="899700100001")  # not an indicator
 
     today = timezone.localdate()
     indicators_compute(day=today)
