@@ -2,7 +2,8 @@
 
 Every setting of the portal comes from an environment variable (``.env.example`` lists them).
 A malformed value stops the process at start with a message naming the variable, rather than
-being silently replaced by a default.
+being silently replaced by a default. An empty value means "use the default", as an absent one
+does: ``.env.example`` copied as it is leaves every default in force.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class EnvError(ValueError):
 
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def env_str(name: str, default: str | None = None, *, required: bool = False) -> str:
@@ -29,7 +30,7 @@ def env_str(name: str, default: str | None = None, *, required: bool = False) ->
         except OSError as exc:
             raise EnvError(f"{name}_FILE={file_var!r} cannot be read: {exc}") from exc
     value = os.environ.get(name)
-    if value is None:
+    if value is None or not value.strip():
         if required:
             raise EnvError(f"{name} is required")
         return default if default is not None else ""
@@ -38,7 +39,7 @@ def env_str(name: str, default: str | None = None, *, required: bool = False) ->
 
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():
         return default
     lowered = raw.strip().lower()
     if lowered in _TRUE:
@@ -64,13 +65,13 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
     """Comma-separated list; empty items are dropped."""
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = os.environ.get(name, default).strip().lower()
+    value = (os.environ.get(name) or "").strip().lower() or default
     if value not in choices:
         raise EnvError(f"{name}={value!r} must be one of {', '.join(choices)}")
     return value
