@@ -1,7 +1,8 @@
 # One image for every process of the portal (web, worker, beat, dovecot; later the gateway).
 FROM python:3.11-slim-bookworm
 
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORTAL_ENV=production
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORTAL_ENV=production \
+    STATIC_ROOT=/srv/mssante-portal/staticfiles
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dovecot-imapd dovecot-lmtpd gnupg \
  && rm -rf /var/lib/apt/lists/* \
@@ -14,7 +15,7 @@ RUN pip install --no-cache-dir -e . 2>/dev/null || true
 COPY . .
 RUN pip install --no-cache-dir -e . \
  && DJANGO_SECRET_KEY=build DATABASE_URL=sqlite:////tmp/build.sqlite3 DOVECOT_MASTER_PASSWORD=build \
-    STATIC_ROOT=/srv/mssante-portal/static python manage.py collectstatic --noinput
+    STATIC_ROOT=/srv/mssante-portal/staticfiles python manage.py collectstatic --noinput
 
 # The CRLs in force (volume shared by worker, which syncs them, and gateway): owned by portal so
 # that a fresh named volume is too.
