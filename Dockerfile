@@ -19,7 +19,8 @@ RUN pip install --no-cache-dir -e . \
 
 # The CRLs in force (volume shared by worker, which syncs them, and gateway): owned by portal so
 # that a fresh named volume is too.
-RUN mkdir -p /var/lib/mssante-portal/tls && chown portal /var/lib/mssante-portal/tls
+RUN mkdir -p /var/lib/mssante-portal/tls /var/lib/mssante-portal/exports \
+ && chown portal /var/lib/mssante-portal/tls /var/lib/mssante-portal/exports
 
 USER portal
 EXPOSE 8000

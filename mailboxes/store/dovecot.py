@@ -250,7 +250,11 @@ def mail_home(instance: Instance, address: str) -> Path:
 
 def remove_mail_home(instance: Instance, address: str) -> bool:
     """Delete the home (and Maildir) of one BAL for good; False when it has none. Only for a
-    BAL that Dovecot no longer serves and whose mail has been exported."""
+    BAL that Dovecot no longer serves and whose mail has been exported. Raises
+    FileNotFoundError when the mail root itself is not here (a process that does not mount the
+    mail): "nothing to delete" would then be a lie."""
+    if not instance.mail_root.is_dir():
+        raise FileNotFoundError(f"the mail root is not mounted here: {instance.mail_root}")
     home = mail_home(instance, address)
     if home.is_symlink():
         raise ValueError(f"refusing to delete through a symlink: {home}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import mailbox as stdlib_mailbox
@@ -378,3 +379,22 @@ def test_a_store_failure_leaves_no_export_and_keeps_the_bal(
         ("mailbox.exported", "store_unavailable"),
         ("mailbox.closed", "store_unavailable"),
     }
+
+
+def test_a_mail_root_this_process_cannot_see_is_a_failed_deletion(
+    box: Mailbox, keys: Keys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A process without the mail volume (a web container started without it) must not trace
+    the mail as deleted: the Maildir is still where Dovecot keeps it."""
+    box = _with_key(box, keys)
+    deliver(box.address, make_message(to=box.address))
+    real = dovecot_store.instance_from_settings()
+    blind = dataclasses.replace(real, mail_root=tmp_path / "pas-monte")
+    monkeypatch.setattr(dovecot_store, "instance_from_settings", lambda: blind)
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        mailbox_close(mailbox=box, actor=None)
+
+    deleted = AuditEvent.objects.get(action="mailbox.mail_deleted")
+    assert (deleted.result, deleted.error_code) == ("failure", "delete_failed")
+    assert dovecot_store.mail_home(real, box.address).is_dir()
