@@ -103,6 +103,8 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/journal.csv": "object",
     "console/<uuid:structure_id>/indicateurs/": "object",
     "console/<uuid:structure_id>/indicateurs.csv": "object",
+    "sante/": "public",
+    "sante/pret/": "public",
     "_dev/psc/auth/realms/esante-wallet": "public",
     "_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration": "public",
     "_dev/psc/wallet/auth": "public",
