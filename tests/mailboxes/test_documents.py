@@ -1,0 +1,188 @@
+"""Health documents: IHE_XDM.ZIP archives and their CDA documents, from the ANS samples, and
+hostile archives that must never break a message (mssante-spec §3.2-§3.4)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from mailboxes.documents.xdm import MAX_ENTRIES, read_archive
+from tests.factories import make_mailbox, make_professional, make_structure
+from tests.mailboxes.conftest import deliver, wait_provisioned
+from tests.mailboxes.xdm_build import (
+    DLU,
+    LEVEL1,
+    archive,
+    mail_with_archive,
+    metadata,
+    sample,
+    truncated_level1,
+    xdm,
+)
+
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0">&x;</lcm:SubmitObjectsRequest>"""
+LAUGHS = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + b"".join(
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'.encode()
+        for i in range(1, 10)
+    )
+    + b"]>\n<lolz>&lol9;</lolz>"
+)
+
+
+# --- the parser, on the samples ------------------------------------------------------------
+
+
+def test_the_level1_sample_parses_with_patient_document_and_pdf() -> None:
+    parsed = read_archive(xdm())
+    assert parsed.problems == []
+    (patient,) = parsed.patients
+    assert (patient.ins, patient.ins_kind) == ("279035121518989", "INS-NIR de test")
+    assert (patient.family, patient.given, patient.birth_date, patient.sex) == (
+        "PAT-TROIS", "DOMINIQUE", "1979-03-28", "Féminin",
+    )  # fmt: skip
+    (doc,) = parsed.documents
+    assert (doc.type_code, doc.type_label) == ("11502-2", "CR d'examens biologiques")
+    assert doc.author == "Marcel CAMPARINI"
+    assert doc.structure == "Laboratoire des charmes"
+    assert doc.confidentiality == ["Normal"]
+    assert doc.hash_ok is True and doc.size_ok is True
+    assert doc.cda is not None and doc.cda.level == 1
+    assert doc.has_pdf and doc.cda.embedded.startswith(b"%PDF-")
+    assert doc.problems == []
+
+
+def test_the_structured_dlu_parses_with_its_sections() -> None:
+    parsed = read_archive(
+        xdm([("DLU.XML", sample(DLU))], confidentiality=("N", "MASQUE_PS", "INVISIBLE_PATIENT"))
+    )
+    assert parsed.problems == []
+    (doc,) = parsed.documents
+    assert (doc.type_code, doc.type_label) == ("74207-2", "Dossier de liaison d'urgence")
+    assert doc.author == "Charles BOILEAU"
+    assert doc.confidentiality == [
+        "Normal", "Masqué aux professionnels de santé", "Invisible pour le patient",
+    ]  # fmt: skip
+    assert doc.cda is not None and doc.cda.level == 3
+    titles = [s.title for s in doc.cda.sections]
+    assert "Transfert du patient de l'EHPAD vers le SU" in titles
+    assert "Constantes du patient" in titles
+    first = doc.cda.sections[0].html
+    assert "<table>" in first and "La patiente présente un problème respiratoire." in first
+    assert "ID=" not in first and "content" not in first
+
+
+def test_every_subset_is_read_not_only_subset01() -> None:
+    files = {
+        "IHE_XDM/SS000001/DOC1.XML": sample(LEVEL1),
+        "IHE_XDM/SS000001/METADATA.XML": metadata([("DOC1.XML", sample(LEVEL1))]),
+        "IHE_XDM/AUTRE/DLU.XML": sample(DLU),
+        "IHE_XDM/AUTRE/METADATA.XML": metadata([("DLU.XML", sample(DLU))]),
+    }
+    parsed = read_archive(archive(files))
+    assert sorted(d.type_code for d in parsed.documents) == ["11502-2", "74207-2"]
+    assert all(d.hash_ok for d in parsed.documents)
+
+
+# --- hostile archives: a French explanation, never an exception ----------------------------
+
+
+def _bomb_by_ratio() -> bytes:
+    return archive({"IHE_XDM/SUBSET01/METADATA.XML": b" " * (20 * 1024 * 1024)})
+
+
+def _bomb_by_count() -> bytes:
+    return archive({f"f{i}.txt": b"x" for i in range(MAX_ENTRIES + 1)})
+
+
+def _bomb_by_size() -> bytes:
+    # Random-ish, barely compressible content: refused for its size, not for its ratio.
+    chunk = bytes(range(256)) * 4096
+    return archive(
+        {f"IHE_XDM/SUBSET01/F{i}.BIN": chunk * 8 for i in range(9)},
+        compression=zipfile.ZIP_STORED,
+    )
+
+
+def _lying_sizes() -> bytes:
+    """A central directory that declares 10 bytes for a 3 MB entry."""
+    data = bytearray(archive({"IHE_XDM/SUBSET01/METADATA.XML": b"<a/>" + b" " * 3_000_000}))
+    zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
+    info = zf.infolist()[0]
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")  # uncompressed size
+    local = info.header_offset
+    data[local + 22 : local + 26] = (10).to_bytes(4, "little")
+    return bytes(data)
+
+
+HOSTILE = {
+    "bomb_count": (_bomb_by_count, "trop de fichiers"),
+    "bomb_size": (_bomb_by_size, "bombe zip"),
+    "bomb_ratio": (_bomb_by_ratio, "bombe zip"),
+    # zipfile reads no more than the declared size, then the CRC fails.
+    "lying_sizes": (_lying_sizes, "METADATA.XML de l'archive est illisible"),
+    "traversal": (
+        lambda: archive({"../../etc/cron.d/x": b"x", "IHE_XDM/S/METADATA.XML": b"<a/>"}),
+        "nom de fichier dangereux",
+    ),
+    "absolute": (lambda: archive({"/etc/passwd": b"x"}), "nom de fichier dangereux"),
+    "nested": (
+        lambda: archive({"IHE_XDM/SUBSET01/INNER.ZIP": xdm()}),
+        "autre archive (IHE_XDM/SUBSET01/INNER.ZIP) : elle n'est pas ouverte",
+    ),
+    "xxe": (
+        lambda: archive({"IHE_XDM/SUBSET01/METADATA.XML": XXE}),
+        "déclare une DTD",
+    ),
+    "laughs": (
+        lambda: archive({"IHE_XDM/SUBSET01/METADATA.XML": LAUGHS}),
+        "déclare une DTD",
+    ),
+    "no_metadata": (
+        lambda: archive({"IHE_XDM/SUBSET01/DOC0001.XML": sample(LEVEL1)}),
+        "ne contient pas de fichier IHE_XDM/…/METADATA.XML",
+    ),
+    "hash_mismatch": (
+        lambda: xdm(hash_of={"DOC0001.XML": "0" * 40}),
+        "L'empreinte (hash) du fichier ne correspond pas",
+    ),
+    "patient_mismatch": (
+        lambda: xdm(ins="180012345678901"),
+        "n'est pas celui de METADATA.XML",
+    ),
+    "truncated_pdf": (
+        lambda: xdm([("DOC0001.XML", truncated_level1())]),
+        "Le PDF du document est tronqué",
+    ),
+    "not_a_zip": (lambda: b"PK\x03\x04 pas vraiment", "n'est pas une archive zip lisible"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_archive_is_explained_in_french(case: str) -> None:
+    build, explanation = HOSTILE[case]
+    parsed = read_archive(build())
+    said = " ".join(parsed.problems + [p for d in parsed.documents for p in d.problems])
+    assert explanation in said
+
+
+def test_a_hash_mismatch_marks_the_document() -> None:
+    (doc,) = read_archive(xdm(hash_of={"DOC0001.XML": "0" * 40})).documents
+    assert doc.hash_ok is False and doc.size_ok is True
+
+
+def test_the_xxe_file_is_never_read(tmp_path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("NE-DOIT-PAS-FUIR")
+    doc = XXE.replace(b"file:///etc/passwd", f"file://{secret}".encode())
+    parsed = read_archive(archive({"IHE_XDM/SUBSET01/METADATA.XML": doc}))
+    assert "NE-DOIT-PAS-FUIR" not in repr(parsed)

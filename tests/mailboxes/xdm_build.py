@@ -1,0 +1,125 @@
+"""IHE_XDM.ZIP archives built in tests from the ANS CDA samples (../shared/samples/cda/), the
+METADATA.XML written as XDS metadata (ebRIM 3.0) the way MSSanté software writes it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import zipfile
+
+from tests.factories import SHARED
+
+SAMPLES = SHARED / "samples" / "cda"
+LEVEL1 = "DOC_NON_STRUCTURE_CDA-R2-N1.xml"
+DLU = "DLU-EHPAD-FLUDT_2022.01.xml"
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def metadata(
+    documents: list[tuple[str, bytes]],
+    *,
+    ins: str = "279035121518989",
+    oid: str = "1.2.250.1.213.1.4.10",
+    confidentiality: tuple[str, ...] = ("N",),
+    hash_of: dict[str, str] | None = None,
+) -> bytes:
+    entries = []
+    for i, (name, content) in enumerate(documents, 1):
+        digest = (hash_of or {}).get(name, hashlib.sha1(content).hexdigest())
+        code = re.search(rb'<code code="([^"]+)" displayName="([^"]+)"', content)
+        type_code, label = (code.group(1).decode(), code.group(2).decode()) if code else ("", "")
+        confs = "".join(
+            f'<rim:Classification classificationScheme="urn:uuid:f4f85eac-e6cb-4883-b524-'
+            f'f2705394840f" classifiedObject="Doc{i}" nodeRepresentation="{c}" id="c{i}{c}">'
+            f'<rim:Slot name="codingScheme"><rim:ValueList><rim:Value>1.2.250.1.213.1.1.4.13'
+            f"</rim:Value></rim:ValueList></rim:Slot></rim:Classification>"
+            for c in confidentiality
+        )
+        entries.append(
+            f"""<rim:ExtrinsicObject id="Doc{i}" mimeType="text/xml"
+ objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">
+ <rim:Slot name="creationTime"><rim:ValueList><rim:Value>20200327153500</rim:Value></rim:ValueList></rim:Slot>
+ <rim:Slot name="hash"><rim:ValueList><rim:Value>{digest}</rim:Value></rim:ValueList></rim:Slot>
+ <rim:Slot name="size"><rim:ValueList><rim:Value>{len(content)}</rim:Value></rim:ValueList></rim:Slot>
+ <rim:Slot name="URI"><rim:ValueList><rim:Value>{name}</rim:Value></rim:ValueList></rim:Slot>
+ <rim:Slot name="sourcePatientInfo"><rim:ValueList>
+  <rim:Value>PID-5|PAT-TROIS^DOMINIQUE^^^^^L</rim:Value>
+  <rim:Value>PID-7|19790328</rim:Value><rim:Value>PID-8|F</rim:Value>
+ </rim:ValueList></rim:Slot>
+ <rim:Classification classificationScheme="urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"
+  classifiedObject="Doc{i}" nodeRepresentation="" id="a{i}">
+  <rim:Slot name="authorPerson"><rim:ValueList><rim:Value>801234567897^BOILEAU^Charles^^^^^^&amp;1.2.250.1.71.4.2.1&amp;ISO^D^^^IDNPS</rim:Value></rim:ValueList></rim:Slot>
+  <rim:Slot name="authorInstitution"><rim:ValueList><rim:Value>EHPAD Les Tilleuls^^^^^^^^^1.2.250.1.71.4.2.2^IDNST^^^1750803447</rim:Value></rim:ValueList></rim:Slot>
+ </rim:Classification>
+ <rim:Classification classificationScheme="urn:uuid:f0306f51-975f-434e-a61c-c59651d33983"
+  classifiedObject="Doc{i}" nodeRepresentation="{type_code}" id="t{i}">
+  <rim:Name><rim:LocalizedString value="{label}"/></rim:Name>
+ </rim:Classification>
+ {confs}
+ <rim:ExternalIdentifier identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
+  value="{ins}^^^&amp;{oid}&amp;ISO^NH" id="p{i}" registryObject="Doc{i}"/>
+</rim:ExtrinsicObject>"""
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"'
+        ' xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryObjectList>'
+        + "".join(entries)
+        + "</rim:RegistryObjectList></lcm:SubmitObjectsRequest>"
+    ).encode()
+
+
+def archive(files: dict[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return buffer.getvalue()
+
+
+def xdm(
+    documents: list[tuple[str, bytes]] | None = None, *, subset: str = "SUBSET01", **meta: object
+) -> bytes:
+    """A well-formed IHE_XDM.ZIP holding ``documents`` (default: the level-1 sample)."""
+    documents = documents or [("DOC0001.XML", sample(LEVEL1))]
+    files = {"README.TXT": b"Archive de test\r\n", "INDEX.HTM": b"<html></html>"}
+    for name, content in documents:
+        files[f"IHE_XDM/{subset}/{name}"] = content
+    files[f"IHE_XDM/{subset}/METADATA.XML"] = metadata(documents, **meta)  # type: ignore[arg-type]
+    return archive(files)
+
+
+def truncated_level1() -> bytes:
+    """The level-1 sample with its PDF cut in half (re-encoded: the base64 stays valid)."""
+    cda = sample(LEVEL1)
+    match = re.search(rb'(representation="B64">)([^<]+)(<)', cda)
+    assert match
+    pdf = base64.b64decode(b"".join(match.group(2).split()))
+    cut = base64.b64encode(pdf[: len(pdf) // 2])
+    return cda[: match.start(2)] + cut + cda[match.end(2) :]
+
+
+def mail_with_archive(
+    zipped: bytes,
+    *,
+    to: str,
+    subject: str = "XDM/1.0/DDM+CR d'examens biologiques PAT-TROIS DOMINIQUE 28/03/1979",
+    filename: str = "IHE_XDM.ZIP",
+    codecda: str = "11502-2",
+    ins: str = "N",
+) -> bytes:
+    encoded = base64.encodebytes(zipped).decode()
+    return (
+        f"From: labo@operateur-test.mssante.fr\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        "Date: Mon, 16 Nov 2026 09:30:00 +0100\r\nMessage-ID: <xdm.1@operateur-test.mssante.fr>\r\n"
+        f"X-MSS-CODECDA: {codecda}\r\nX-MSS-INS: {ins}\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nVeuillez trouver le document.\r\n--b\r\n"
+        f'Content-Type: application/zip\r\nContent-Disposition: attachment; filename="{filename}"'
+        f"\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n--b--\r\n"
+    ).encode()
