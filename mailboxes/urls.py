@@ -3,7 +3,7 @@
 from django.urls import path
 
 from mailboxes.console.views import bals, people
-from mailboxes.webmail.views import compose, reading
+from mailboxes.webmail.views import compose, documents, reading
 
 app_name = "mailboxes"
 
@@ -37,5 +37,20 @@ urlpatterns = [
         "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/",
         reading.attachment,
         name="attachment",
+    ),
+    path(
+        "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/documents/<int:doc>/",
+        documents.document,
+        name="document",
+    ),
+    path(
+        "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/documents/<int:doc>/cda/",
+        documents.document_cda,
+        name="document_cda",
+    ),
+    path(
+        "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/documents/<int:doc>/pdf/",
+        documents.document_pdf,
+        name="document_pdf",
     ),
 ]

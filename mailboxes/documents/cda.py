@@ -67,6 +67,7 @@ class Cda:
     media_type: str = ""
     embedded: bytes = b""
     sections: list[Section] = field(default_factory=list)
+    source: bytes = b""  # the document as received, for its download
     problems: list[str] = field(default_factory=list)
 
 
@@ -232,7 +233,7 @@ def _body(doc: Cda, root: etree._Element) -> None:
 def parse_cda(data: bytes) -> Cda:
     """The header and body of a CDA document. Never raises on content: what is wrong is
     listed in ``problems`` (French)."""
-    doc = Cda()
+    doc = Cda(source=data)
     try:
         root = parse_xml(data, what="Le document CDA")
     except UnsafeXml as exc:

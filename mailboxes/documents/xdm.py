@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from mailboxes.documents.cda import CONFIDENTIALITY, INS_KINDS, SEX, Cda, hl7_date, parse_cda
+from mailboxes.documents.cda import (
+    CONFIDENTIALITY,
+    INS_KINDS,
+    SEX,
+    Cda,
+    hl7_date,
+    parse_cda,
+    pdf_problem,
+)
 from mailboxes.documents.safexml import UnsafeXml, parse_xml
 
 MAX_ENTRIES = 200
@@ -82,7 +90,7 @@ class Document:
             and self.cda.level == 1
             and self.cda.media_type == "application/pdf"
             and bool(self.cda.embedded)
-            and not any("PDF" in p for p in self.cda.problems)
+            and not pdf_problem(self.cda.embedded)
         )
 
 

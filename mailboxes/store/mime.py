@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
@@ -44,6 +45,18 @@ class Parsed:
     patient_closed: bool = False  # X-MSS-MES: FIN (Référentiel #2 ECO.2.2.8)
     wants_mdn: str = ""  # Disposition-Notification-To (RFC 8098)
     written_by: list[Address] = field(default_factory=list)  # Sender (RFC 5322 §3.6.2)
+    mss_codecda: str = ""  # X-MSS-CODECDA (Référentiel #2 ECO.2.4.1)
+    mss_ins: str = ""  # X-MSS-INS (Référentiel #2 ECO.2.4.2)
+
+
+# Référentiel #2 ECO.2.1.3: « XDM/1.0/DDM+<libellé> <NOM> ... » names a mail carrying health
+# documents; mail clients hide the prefix (REM SC.MSS/UX.28), after any « Re: » or « TR: ».
+_XDM_PREFIX = re.compile(r"^((?:\s*(?:re|tr|fwd?|aw|wg)\s*:)*\s*)XDM/1\.0/DDM\+", re.IGNORECASE)
+
+
+def display_subject(subject: str) -> str:
+    """The subject as shown in lists and pages: without the XDM routing prefix."""
+    return _XDM_PREFIX.sub(r"\1", subject, count=1)
 
 
 def _parse(raw: bytes) -> Message:
@@ -147,6 +160,8 @@ def parse_message(raw: bytes) -> Parsed:
         patient_closed=_header(msg, "X-MSS-MES").strip().upper() == "FIN",
         wants_mdn=_header(msg, "Disposition-Notification-To")[:320],
         written_by=_addresses(msg, "Sender")[:1],
+        mss_codecda=_header(msg, "X-MSS-CODECDA")[:500],
+        mss_ins=_header(msg, "X-MSS-INS")[:10],
     )
     for index, part in enumerate(iter_parts(msg)):
         ctype = part.get_content_type()

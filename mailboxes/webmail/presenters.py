@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mailboxes.store.imap import Page, Summary
+from mailboxes.store.mime import display_subject
 
 OUTGOING = {"Sent", "Drafts"}
 
@@ -53,7 +54,7 @@ def rows(page: Page, mailbox_public_id: object) -> list[Row]:
                 uid=m.uid,
                 url=f"{base}{m.uid}{suffix}",
                 who=_who(m, outgoing),
-                subject=m.subject,
+                subject=display_subject(m.subject),
                 date_iso=local.isoformat() if local else "",
                 date_text=local.strftime("%d/%m/%Y %H:%M") if local else "",
                 size_text=str(filesizeformat(m.size)),

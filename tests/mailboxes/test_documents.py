@@ -3,15 +3,19 @@ hostile archives that must never break a message (mssante-spec §3.2-§3.4)."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
+import tempfile
 import zipfile
+from dataclasses import dataclass
 
 import pytest
 from django.core.management import call_command
 from django.test import Client
 
 from mailboxes.documents.xdm import MAX_ENTRIES, read_archive
+from mailboxes.models import Mailbox
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.xdm_build import (
@@ -186,3 +190,143 @@ def test_the_xxe_file_is_never_read(tmp_path) -> None:
     doc = XXE.replace(b"file:///etc/passwd", f"file://{secret}".encode())
     parsed = read_archive(archive({"IHE_XDM/SUBSET01/METADATA.XML": doc}))
     assert "NE-DOIT-PAS-FUIR" not in repr(parsed)
+
+
+# --- the webmail, on messages delivered into Dovecot ---------------------------------------
+
+
+@dataclass
+class Reader:
+    client: Client
+    box: Mailbox
+
+
+@pytest.fixture
+def reader(dovecot) -> Reader:
+    doctor = make_professional(first_name="Claire", last_name="Martin")
+    box = make_mailbox(structure=make_structure(), owner=doctor)
+    wait_provisioned(box.address)
+    client = Client()
+    client.force_login(doctor)
+    return Reader(client, box)
+
+
+def _page(reader: Reader, url: str = "", uid: int = 1) -> tuple[int, str]:
+    response = reader.client.get(f"/bal/{reader.box.public_id}/messages/{uid}/{url}?dossier=INBOX")
+    return response.status_code, html.unescape(response.content.decode(errors="replace"))
+
+
+@pytest.mark.django_db
+def test_the_panel_shows_patient_documents_and_mss_headers(reader: Reader) -> None:
+    zipped = xdm(confidentiality=("N", "MASQUE_PS", "INVISIBLE_PATIENT"))
+    deliver(reader.box.address, mail_with_archive(zipped, to=reader.box.address))
+    status, page = _page(reader)
+    assert status == 200
+    panel = page.split("Documents de santé", 1)[1]
+    for shown in (
+        "PAT-TROIS DOMINIQUE", "279035121518989 (INS-NIR de test)", "1979-03-28", "Féminin",
+        "CR d'examens biologiques", "11502-2", "Marcel CAMPARINI", "Laboratoire des charmes",
+        "Masqué aux professionnels de santé", "Invisible pour le patient",
+        "Empreinte et taille conformes", "INS non qualifiée (N)",
+    ):  # fmt: skip
+        assert shown in panel, shown
+    assert "Types annoncés (X-MSS-CODECDA)" in panel
+
+
+@pytest.mark.django_db
+def test_the_xdm_prefix_is_hidden_in_the_list_and_the_page(reader: Reader) -> None:
+    deliver(reader.box.address, mail_with_archive(xdm(), to=reader.box.address))
+    _status, page = _page(reader)
+    listing = reader.client.get(f"/bal/{reader.box.public_id}/?dossier=INBOX").content.decode()
+    assert "<h1>CR d'examens biologiques PAT-TROIS DOMINIQUE 28/03/1979</h1>" in page
+    assert "CR d&#x27;examens biologiques PAT-TROIS" in listing
+    assert "XDM/1.0/DDM" not in page and "XDM/1.0/DDM" not in listing
+
+
+@pytest.mark.django_db
+def test_the_level1_pdf_is_served_from_our_origin(reader: Reader) -> None:
+    deliver(reader.box.address, mail_with_archive(xdm(), to=reader.box.address))
+    status, page = _page(reader, "pieces/1/documents/1/")
+    assert status == 200 and 'class="message-body document-pdf"' in page
+    base = f"/bal/{reader.box.public_id}/messages/1/pieces/1/documents/1"
+    pdf = reader.client.get(f"{base}/pdf/?dossier=INBOX")
+    assert pdf.status_code == 200 and pdf["Content-Type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-") and b"%%EOF" in pdf.content[-1024:]
+    assert "default-src 'none'" in pdf["Content-Security-Policy"]
+    assert pdf["X-Content-Type-Options"] == "nosniff"
+    assert pdf["Content-Disposition"].startswith("inline")
+    download = reader.client.get(f"{base}/pdf/?dossier=INBOX&telecharger=1")
+    assert download["Content-Disposition"].startswith("attachment")
+    cda = reader.client.get(f"{base}/cda/?dossier=INBOX")
+    assert cda.status_code == 200 and cda.content == sample(LEVEL1)
+    assert cda["Content-Disposition"].startswith("attachment")
+    archive_download = reader.client.get(
+        f"/bal/{reader.box.public_id}/messages/1/pieces/1/?dossier=INBOX"
+    )
+    assert zipfile.ZipFile(io.BytesIO(archive_download.content)).testzip() is None
+
+
+@pytest.mark.django_db
+def test_the_structured_dlu_renders_its_sections(reader: Reader) -> None:
+    deliver(
+        reader.box.address,
+        mail_with_archive(xdm([("DLU.XML", sample(DLU))]), to=reader.box.address),
+    )
+    status, page = _page(reader, "pieces/1/documents/1/")
+    assert status == 200
+    assert "<h2>Transfert du patient de l'EHPAD vers le SU</h2>" in page
+    assert "<h2>Constantes du patient</h2>" in page
+    assert "<td>La patiente présente un problème respiratoire.</td>" in page
+    assert "FICHE DE LIAISON D'URGENCE" in page
+    assert "<content" not in page and "styleCode" not in page
+    # No PDF in a structured document: nothing to serve.
+    assert _page(reader, "pieces/1/documents/1/pdf/")[0] == 404
+
+
+@pytest.mark.django_db
+def test_a_script_in_the_narrative_never_reaches_the_page(reader: Reader) -> None:
+    dlu = sample(DLU).replace(
+        b"<td>Date</td>",
+        b'<td>Date<script xmlns="http://www.w3.org/1999/xhtml">alert(1)</script>'
+        b'<linkHtml href="javascript:alert(2)">lien</linkHtml></td>',
+    )
+    deliver(reader.box.address, mail_with_archive(xdm([("DLU.XML", dlu)]), to=reader.box.address))
+    status, page = _page(reader, "pieces/1/documents/1/")
+    assert status == 200 and "<td>Datealert(1)lien</td>" in page
+    assert "javascript:" not in page and "<script" not in page.split("</header>")[-1].split(
+        "<footer"
+    )[0].replace('<script src="/static/', "")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_archive_never_breaks_the_message(
+    reader: Reader, case: str, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    build, explanation = HOSTILE[case]
+    deliver(reader.box.address, mail_with_archive(build(), to=reader.box.address))
+    status, page = _page(reader)
+    assert status == 200
+    assert "Documents de santé" in page and explanation in page
+    assert "Veuillez trouver le document." in page  # the message itself still reads
+    assert list(tmp_path.iterdir()) == []  # nothing extracted to disk
+
+
+@pytest.mark.django_db
+def test_xdm_show_prints_the_archive_as_json(reader: Reader) -> None:
+    deliver(
+        reader.box.address,
+        mail_with_archive(xdm([("DLU.XML", sample(DLU))]), to=reader.box.address),
+    )
+    out = io.StringIO()
+    call_command("xdm_show", reader.box.address, "1", stdout=out)
+    shown = json.loads(out.getvalue())
+    (found,) = shown["archives"]
+    assert found["nom"] == "IHE_XDM.ZIP" and found["problemes"] == []
+    assert found["patients"][0]["ins"] == "279035121518989"
+    (doc,) = found["documents"]
+    assert (doc["type_code"], doc["niveau_cda"], doc["empreinte_conforme"]) == ("74207-2", 3, True)
+    assert "Constantes du patient" in doc["sections"]
+    assert shown["codes_cda"] == ["11502-2"]
+    assert {"IHE_XDM/SUBSET01/DLU.XML", "README.TXT"} <= {f["nom"] for f in found["fichiers"]}

@@ -37,7 +37,7 @@ FLAGS = {"seen": b"\\Seen", "flagged": b"\\Flagged"}
 def _traced(
     *,
     grant: Grant,
-    actor: User,
+    actor: User | None,
     action: Action,
     request: HttpRequest | None,
     details: dict[str, Any],
@@ -90,7 +90,7 @@ def _check_folder(store: MailStore, folder: str) -> None:
 def _session(
     *,
     grant: Grant,
-    actor: User,
+    actor: User | None,
     action: Action,
     request: HttpRequest | None,
     details: dict[str, Any],

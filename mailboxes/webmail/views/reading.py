@@ -24,7 +24,10 @@ from mailboxes.webmail.forms import FolderQuery, MessageQuery, MessagesAction, R
 from mailboxes.webmail.presenters import rows
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.selectors import delivery_statuses, unread_counts
+from mailboxes.documents.xdm import is_xdm_archive
+from mailboxes.store.mime import display_subject
 from mailboxes.webmail.services import messages as svc
+from mailboxes.webmail.services.documents import message_documents
 from mailboxes.webmail.services.receipts import (
     ReceiptAlreadySettled,
     ReceiptImpossible,
@@ -119,6 +122,14 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
         grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
     )
     blocked = sanitize(parsed.html).blocked_remote if parsed.html else 0
+    # The « Documents de santé » panel, only for a message that carries an IHE_XDM.ZIP.
+    documents = (
+        message_documents(
+            grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
+        )
+        if any(is_xdm_archive(a.filename) for a in parsed.attachments)
+        else None
+    )
     return render(
         request,
         "mailboxes/message.html",
@@ -127,6 +138,8 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             "mailbox": grant.mailbox,
             "folder": folder_name,
             "message": parsed,
+            "subject": display_subject(parsed.subject),
+            "documents": documents,
             "summary": summary,
             "uid": uid,
             "images": query.cleaned_data["images"],
