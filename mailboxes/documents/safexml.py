@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from lxml import etree
 
-
 _DTD = "{what} déclare une DTD (entités externes ou en cascade possibles) : refusé."
 
 

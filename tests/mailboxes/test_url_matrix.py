@@ -9,6 +9,7 @@ for another structure's objects, from every persona including a director.
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from accounts.models import Membership, Structure, User
 from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
 from tests.factories import grant, make_mailbox, make_membership, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
+from tests.mailboxes.xdm_build import xdm
 
 pytestmark = pytest.mark.django_db
 # Every URL of the portal, not only the mailboxes': it lives here for the package's private
@@ -81,6 +83,13 @@ RULES: dict[str, str] = {
     "bal/<uuid:public_id>/messages/<int:uid>/accuse/": "object",
     "bal/<uuid:public_id>/messages/<int:uid>/contenu/": "object",
     "bal/<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/": "object",
+    "bal/<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/documents/<int:doc>/": "object",
+    "bal/<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/documents/<int:doc>/cda/": (
+        "object"
+    ),
+    "bal/<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/documents/<int:doc>/pdf/": (
+        "object"
+    ),
     "annuaire/": "own",
     "annuaire/suggestions/": "own",
     "console/": "own",
@@ -114,6 +123,7 @@ RULES: dict[str, str] = {
     "_dev/psc/auth/realms/esante-wallet/protocol/openid-connect/logout": "public",
 }
 ADMIN_PREFIX = "operateur/admin/"
+XDM_BASE64 = base64.encodebytes(xdm()).decode()
 # No PSC is served over HTTP in these tests: starting a sign-in gives the deliberate
 # « Pro Santé Connect injoignable » page (accounts.psc.adapter), a 502, never a crash.
 UPSTREAM_DOWN = {"comptes/psc/connexion/": 502}
@@ -207,8 +217,10 @@ def world(dovecot) -> World:
             "MIME-Version: 1.0\r\nDisposition-Notification-To: labo@operateur-test.mssante.fr\r\n"
             'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
             "Content-Type: text/html; charset=utf-8\r\n\r\n<p>Resultat</p>\r\n--b\r\n"
-            'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="cr.pdf"'
-            "\r\n\r\n%PDF-1.4\r\n--b--\r\n"
+            # Its attachment is a health-document archive: the document pages answer too.
+            "Content-Type: application/zip\r\n"
+            'Content-Disposition: attachment; filename="IHE_XDM.ZIP"'
+            f"\r\nContent-Transfer-Encoding: base64\r\n\r\n{XDM_BASE64}\r\n--b--\r\n"
         ).encode(),
     )
     values = {

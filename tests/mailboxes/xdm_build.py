@@ -9,6 +9,13 @@ import io
 import re
 import zipfile
 
+from mailboxes.documents.xdm import (
+    AUTHOR,
+    CONFIDENTIALITY_CODE,
+    DOCUMENT_ENTRY,
+    PATIENT_ID,
+    TYPE_CODE,
+)
 from tests.factories import SHARED
 
 SAMPLES = SHARED / "samples" / "cda"
@@ -18,6 +25,11 @@ DLU = "DLU-EHPAD-FLUDT_2022.01.xml"
 
 def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
+
+
+def _slot(name: str, *values: str) -> str:
+    listed = "".join(f"<rim:Value>{v}</rim:Value>" for v in values)
+    return f'<rim:Slot name="{name}"><rim:ValueList>{listed}</rim:ValueList></rim:Slot>'
 
 
 def metadata(
@@ -30,40 +42,38 @@ def metadata(
 ) -> bytes:
     entries = []
     for i, (name, content) in enumerate(documents, 1):
-        digest = (hash_of or {}).get(name, hashlib.sha1(content).hexdigest())
+        digest = (hash_of or {}).get(name, hashlib.sha1(content).hexdigest())  # noqa: S324 (XDS hash)
         code = re.search(rb'<code code="([^"]+)" displayName="([^"]+)"', content)
         type_code, label = (code.group(1).decode(), code.group(2).decode()) if code else ("", "")
         confs = "".join(
-            f'<rim:Classification classificationScheme="urn:uuid:f4f85eac-e6cb-4883-b524-'
-            f'f2705394840f" classifiedObject="Doc{i}" nodeRepresentation="{c}" id="c{i}{c}">'
-            f'<rim:Slot name="codingScheme"><rim:ValueList><rim:Value>1.2.250.1.213.1.1.4.13'
-            f"</rim:Value></rim:ValueList></rim:Slot></rim:Classification>"
+            f'<rim:Classification classificationScheme="{CONFIDENTIALITY_CODE}"'
+            f' classifiedObject="Doc{i}" nodeRepresentation="{c}" id="c{i}{c}">'
+            + _slot("codingScheme", "1.2.250.1.213.1.1.4.13")
+            + "</rim:Classification>"
             for c in confidentiality
         )
+        author = "801234567897^BOILEAU^Charles^^^^^^&amp;1.2.250.1.71.4.2.1&amp;ISO^D^^^IDNPS"
+        institution = "EHPAD Les Tilleuls^^^^^^^^^1.2.250.1.71.4.2.2^IDNST^^^1750803447"
+        person = ("PID-5|PAT-TROIS^DOMINIQUE^^^^^L", "PID-7|19790328", "PID-8|F")
         entries.append(
-            f"""<rim:ExtrinsicObject id="Doc{i}" mimeType="text/xml"
- objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">
- <rim:Slot name="creationTime"><rim:ValueList><rim:Value>20200327153500</rim:Value></rim:ValueList></rim:Slot>
- <rim:Slot name="hash"><rim:ValueList><rim:Value>{digest}</rim:Value></rim:ValueList></rim:Slot>
- <rim:Slot name="size"><rim:ValueList><rim:Value>{len(content)}</rim:Value></rim:ValueList></rim:Slot>
- <rim:Slot name="URI"><rim:ValueList><rim:Value>{name}</rim:Value></rim:ValueList></rim:Slot>
- <rim:Slot name="sourcePatientInfo"><rim:ValueList>
-  <rim:Value>PID-5|PAT-TROIS^DOMINIQUE^^^^^L</rim:Value>
-  <rim:Value>PID-7|19790328</rim:Value><rim:Value>PID-8|F</rim:Value>
- </rim:ValueList></rim:Slot>
- <rim:Classification classificationScheme="urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"
-  classifiedObject="Doc{i}" nodeRepresentation="" id="a{i}">
-  <rim:Slot name="authorPerson"><rim:ValueList><rim:Value>801234567897^BOILEAU^Charles^^^^^^&amp;1.2.250.1.71.4.2.1&amp;ISO^D^^^IDNPS</rim:Value></rim:ValueList></rim:Slot>
-  <rim:Slot name="authorInstitution"><rim:ValueList><rim:Value>EHPAD Les Tilleuls^^^^^^^^^1.2.250.1.71.4.2.2^IDNST^^^1750803447</rim:Value></rim:ValueList></rim:Slot>
- </rim:Classification>
- <rim:Classification classificationScheme="urn:uuid:f0306f51-975f-434e-a61c-c59651d33983"
-  classifiedObject="Doc{i}" nodeRepresentation="{type_code}" id="t{i}">
-  <rim:Name><rim:LocalizedString value="{label}"/></rim:Name>
- </rim:Classification>
- {confs}
- <rim:ExternalIdentifier identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
-  value="{ins}^^^&amp;{oid}&amp;ISO^NH" id="p{i}" registryObject="Doc{i}"/>
-</rim:ExtrinsicObject>"""
+            f'<rim:ExtrinsicObject id="Doc{i}" mimeType="text/xml" objectType="{DOCUMENT_ENTRY}">'
+            + _slot("creationTime", "20200327153500")
+            + _slot("hash", digest)
+            + _slot("size", str(len(content)))
+            + _slot("URI", name)
+            + _slot("sourcePatientInfo", *person)
+            + f'<rim:Classification classificationScheme="{AUTHOR}" classifiedObject="Doc{i}"'
+            f' nodeRepresentation="" id="a{i}">'
+            + _slot("authorPerson", author)
+            + _slot("authorInstitution", institution)
+            + "</rim:Classification>"
+            f'<rim:Classification classificationScheme="{TYPE_CODE}" classifiedObject="Doc{i}"'
+            f' nodeRepresentation="{type_code}" id="t{i}">'
+            f'<rim:Name><rim:LocalizedString value="{label}"/></rim:Name></rim:Classification>'
+            + confs
+            + f'<rim:ExternalIdentifier identificationScheme="{PATIENT_ID}" id="p{i}"'
+            f' value="{ins}^^^&amp;{oid}&amp;ISO^NH" registryObject="Doc{i}"/>'
+            "</rim:ExtrinsicObject>"
         )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -5,6 +5,7 @@ here); the CDA and the PDF download like attachments (``nosniff``, their own CSP
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from django.http import Http404, HttpRequest, HttpResponse
@@ -46,8 +47,12 @@ def _open(request: HttpRequest, public_id: str, uid: int, index: int, number: in
     return doc, folder
 
 
-def _base_name(doc: Document) -> str:
-    return f"document-{doc.number}-{doc.type_code or 'cda'}".replace("/", "-")
+def _disposition(doc: Document, extension: str, *, download: bool) -> str:
+    """A file name from the type code, reduced to safe characters (the code comes from the
+    document: a quote or a line break must not reach the header)."""
+    code = re.sub(r"[^A-Za-z0-9.-]+", "-", doc.type_code)[:40].strip("-.") or "cda"
+    name = f"document-{doc.number}-{code}.{extension}"
+    return content_disposition_header(download, name) or "attachment"
 
 
 @professional_required
@@ -84,7 +89,7 @@ def document_cda(
     found, _folder = _open(request, public_id, uid, index, doc, download="cda")
     assert found.cda is not None
     response = HttpResponse(found.cda.source, content_type="application/octet-stream")
-    response["Content-Disposition"] = content_disposition_header(True, _base_name(found) + ".xml")
+    response["Content-Disposition"] = _disposition(found, "xml", download=True)
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
@@ -103,8 +108,8 @@ def document_pdf(
         raise Http404
     assert found.cda is not None
     response = HttpResponse(found.cda.embedded, content_type="application/pdf")
-    response["Content-Disposition"] = content_disposition_header(
-        bool(request.GET.get("telecharger")), _base_name(found) + ".pdf"
+    response["Content-Disposition"] = _disposition(
+        found, "pdf", download=bool(request.GET.get("telecharger"))
     )
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = PDF_CSP

@@ -18,14 +18,14 @@ from accounts.decorators import professional_required
 from accounts.models import User
 from accounts.selectors import administered_structures
 from mailboxes.access import Access, access_mailbox, usable_mailboxes
+from mailboxes.documents.xdm import is_xdm_archive
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import SENT, TRASH
+from mailboxes.store.mime import display_subject
 from mailboxes.webmail.forms import FolderQuery, MessageQuery, MessagesAction, ReceiptAnswer
 from mailboxes.webmail.presenters import rows
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.selectors import delivery_statuses, unread_counts
-from mailboxes.documents.xdm import is_xdm_archive
-from mailboxes.store.mime import display_subject
 from mailboxes.webmail.services import messages as svc
 from mailboxes.webmail.services.documents import message_documents
 from mailboxes.webmail.services.receipts import (
