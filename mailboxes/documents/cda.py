@@ -70,6 +70,10 @@ class Cda:
     source: bytes = b""  # the document as received, for its download
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def birth_date_text(self) -> str:
+        return french_date(self.birth_date)
+
 
 def _text(node: etree._Element | None) -> str:
     return " ".join("".join(node.itertext()).split()) if node is not None else ""
@@ -89,6 +93,15 @@ def hl7_date(value: str) -> str:
             return f"{day} {digits[8:10]}:{digits[10:12]}"
         return day
     return ""
+
+
+def french_date(iso: str) -> str:
+    """« 2021-04-01 13:47 » as « 01/04/2021 13:47 » (how dates are shown to people)."""
+    day, _, time = iso.partition(" ")
+    parts = day.split("-")
+    if len(parts) != 3:
+        return iso
+    return f"{parts[2]}/{parts[1]}/{parts[0]}" + (f" {time}" if time else "")
 
 
 def _person(name: etree._Element | None) -> str:

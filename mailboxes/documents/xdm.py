@@ -24,6 +24,7 @@ from mailboxes.documents.cda import (
     INS_KINDS,
     SEX,
     Cda,
+    french_date,
     hl7_date,
     parse_cda,
     pdf_problem,
@@ -45,6 +46,7 @@ AUTHOR = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"
 PATIENT_ID = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
 SUBMISSION_PATIENT_ID = "urn:uuid:6b5aea1a-874a-4603-a4bc-96a0a7b38446"
 _UNSAFE_NAME = re.compile(r"(^|/)\.\.(/|$)|^/|^[A-Za-z]:|[\x00-\x1f\x7f]")
+_SUBSET_XML = re.compile(r"^IHE_XDM/[^/]+/[^/]+\.XML$", re.IGNORECASE)
 _METADATA = re.compile(r"^IHE_XDM/([^/]+)/METADATA\.XML$", re.IGNORECASE)
 
 
@@ -60,6 +62,10 @@ class Patient:
     given: str
     birth_date: str  # YYYY-MM-DD
     sex: str  # Féminin, Masculin...
+
+    @property
+    def birth_date_text(self) -> str:
+        return french_date(self.birth_date)
 
 
 @dataclass
@@ -78,6 +84,10 @@ class Document:
     size: int = 0
     cda: Cda | None = None
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def date_text(self) -> str:
+        return french_date(self.date)
 
     @property
     def is_cda(self) -> bool:
@@ -289,6 +299,24 @@ def _compare(doc: Document, entry: etree._Element, cda: Cda) -> None:
         doc.confidentiality = [CONFIDENTIALITY.get(cda.confidentiality, cda.confidentiality)]
 
 
+def _unlisted(archive: Archive, entries: dict[str, bytes]) -> None:
+    """Without metadata, the XML files of the subsets are still shown (unverified: no hash
+    or size to compare with), so that the reader can open what was sent."""
+    for key in sorted(entries):
+        if _SUBSET_XML.match(key):
+            cda = parse_cda(entries[key])
+            if cda.level:
+                doc = Document(number=len(archive.documents) + 1, path=key, mime_type="text/xml")
+                doc.size, doc.cda = len(entries[key]), cda
+                doc.type_code, doc.type_label = cda.type_code, cda.type_label
+                doc.author, doc.structure, doc.date = cda.author, cda.structure, cda.date
+                if cda.confidentiality:
+                    conf = cda.confidentiality
+                    doc.confidentiality = [CONFIDENTIALITY.get(conf, conf)]
+                doc.problems += cda.problems
+                archive.documents.append(doc)
+
+
 def read_archive(data: bytes) -> Archive:
     """The patients and documents of an IHE_XDM.ZIP. Never raises on content."""
     archive = Archive()
@@ -303,6 +331,7 @@ def read_archive(data: bytes) -> Archive:
             "L'archive ne contient pas de fichier IHE_XDM/…/METADATA.XML : le patient et les "
             "documents ne peuvent pas être vérifiés."
         )
+        _unlisted(archive, entries)
         return archive
     for key in metadata:
         match = _METADATA.match(key)

@@ -181,6 +181,14 @@ def test_a_hostile_archive_is_explained_in_french(case: str) -> None:
     assert explanation in said
 
 
+def test_without_metadata_the_documents_are_listed_unverified() -> None:
+    parsed = read_archive(archive({"IHE_XDM/SUBSET01/DOC0001.XML": sample(LEVEL1)}))
+    (doc,) = parsed.documents
+    assert (doc.type_code, doc.hash_ok, doc.size_ok) == ("11502-2", None, None)
+    assert parsed.patients == []  # the patient comes from METADATA.XML only (ECO.2.1.2)
+    assert doc.has_pdf
+
+
 def test_a_hash_mismatch_marks_the_document() -> None:
     (doc,) = read_archive(xdm(hash_of={"DOC0001.XML": "0" * 40})).documents
     assert doc.hash_ok is False and doc.size_ok is True
@@ -226,7 +234,8 @@ def test_the_panel_shows_patient_documents_and_mss_headers(reader: Reader) -> No
     assert status == 200
     panel = page.split("Documents de santé", 1)[1]
     for shown in (
-        "PAT-TROIS DOMINIQUE", "279035121518989 (INS-NIR de test)", "1979-03-28", "Féminin",
+        "PAT-TROIS DOMINIQUE", "279035121518989 (INS-NIR de test)", "28/03/1979", "Féminin",
+        "01/04/2021 13:47",
         "CR d'examens biologiques", "11502-2", "Marcel CAMPARINI", "Laboratoire des charmes",
         "Masqué aux professionnels de santé", "Invisible pour le patient",
         "Empreinte et taille conformes", "INS non qualifiée (N)",
