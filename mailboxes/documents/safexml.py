@@ -1,8 +1,11 @@
 """XML from a message, parsed without trusting it.
 
 defusedxml is not installed; lxml is, and is told the same things: no entity resolution, no
-DTD loaded, no network, no huge trees, and a document that declares a DOCTYPE at all is
-refused (entity declarations, hence XXE and « billion laughs », can only live there).
+DTD loaded, no network, and a document that declares a DOCTYPE at all is refused (entity
+declarations, hence XXE and « billion laughs », can only live there). ``huge_tree`` is on: a
+level-1 CDA carries its PDF as one base64 text node, and libxml2 refuses a text node over
+10 MB otherwise (a 7.5 MB PDF); the size of what reaches the parser is capped by the caller
+(xdm.MAX_ENTRY_SIZE).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ def _parser() -> etree.XMLParser:
         load_dtd=False,
         dtd_validation=False,
         no_network=True,
-        huge_tree=False,
+        huge_tree=True,
         remove_comments=True,
         remove_pis=True,
     )

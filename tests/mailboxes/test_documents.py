@@ -3,9 +3,12 @@ hostile archives that must never break a message (mssante-spec §3.2-§3.4)."""
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
+import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -84,6 +87,17 @@ def test_the_structured_dlu_parses_with_its_sections() -> None:
     first = doc.cda.sections[0].html
     assert "<table>" in first and "La patiente présente un problème respiratoire." in first
     assert "ID=" not in first and "content" not in first
+
+
+def test_a_level1_cda_with_a_9_mb_pdf_opens() -> None:
+    cda = sample(LEVEL1)
+    match = re.search(rb'(representation="B64">)([^<]+)(<)', cda)
+    assert match
+    pdf = b"%PDF-1.4\n" + os.urandom(9_000_000) + b"\n%%EOF\n"
+    big = cda[: match.start(2)] + base64.encodebytes(pdf) + cda[match.end(2) :]
+    (doc,) = read_archive(xdm([("DOC0001.XML", big)])).documents
+    assert doc.problems == [] and doc.has_pdf
+    assert doc.cda is not None and doc.cda.embedded == pdf
 
 
 def test_every_subset_is_read_not_only_subset01() -> None:
@@ -187,6 +201,20 @@ def test_without_metadata_the_documents_are_listed_unverified() -> None:
     assert (doc.type_code, doc.hash_ok, doc.size_ok) == ("11502-2", None, None)
     assert parsed.patients == []  # the patient comes from METADATA.XML only (ECO.2.1.2)
     assert doc.has_pdf
+
+
+@pytest.mark.parametrize("depth", [1500, 100_000])
+def test_a_deeply_nested_narrative_is_cut_not_followed(depth: int) -> None:
+    nested = b"<paragraph>" * depth + b"fond" + b"</paragraph>" * depth
+    dlu = sample(DLU).replace(b"<td>Date</td>", b"<td>" + nested + b"</td>", 1)
+    files = {"IHE_XDM/S/DLU.XML": dlu, "IHE_XDM/S/METADATA.XML": metadata([("DLU.XML", dlu)])}
+    # Stored, not deflated: refused for its depth, not as a zip bomb.
+    (doc,) = read_archive(archive(files, compression=zipfile.ZIP_STORED)).documents
+    assert doc.cda is not None
+    if depth > 10_000:  # past libxml2's own depth limit: refused, said in French
+        assert "Le document CDA n'est pas un XML lisible." in doc.problems
+    else:
+        assert doc.problems == [] and doc.cda.sections[0].html.count("<p>") < 100
 
 
 def test_a_hash_mismatch_marks_the_document() -> None:
