@@ -17,6 +17,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from accounts.models import AuditEvent
 from mailboxes.documents.xdm import MAX_ENTRIES, read_archive
 from mailboxes.models import Mailbox
 from tests.factories import make_mailbox, make_professional, make_structure
@@ -303,6 +304,21 @@ def test_the_level1_pdf_is_served_from_our_origin(reader: Reader) -> None:
         f"/bal/{reader.box.public_id}/messages/1/pieces/1/?dossier=INBOX"
     )
     assert zipfile.ZipFile(io.BytesIO(archive_download.content)).testzip() is None
+
+
+@pytest.mark.django_db
+def test_reading_and_downloading_documents_is_traced_without_content(reader: Reader) -> None:
+    deliver(reader.box.address, mail_with_archive(xdm(), to=reader.box.address))
+    _page(reader)
+    _page(reader, "pieces/1/documents/1/pdf/")
+    panel = AuditEvent.objects.get(action="message.read", details__purpose="documents")
+    pdf = AuditEvent.objects.get(action="message.attachment_download")
+    assert pdf.details == {
+        "folder": "INBOX", "uid": 1, "part": 1, "document": 1, "file": "pdf",
+        "message_id": "<xdm.1@operateur-test.mssante.fr>",
+    }  # fmt: skip
+    for event in (panel, pdf):
+        assert event.result == "success" and "PAT-TROIS" not in json.dumps(event.details)
 
 
 @pytest.mark.django_db
