@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
@@ -147,7 +148,10 @@ def _size(part: Message) -> int:
 
 
 def parse_message(raw: bytes) -> Parsed:
-    msg = _parse(raw)
+    return _parsed(_parse(raw))
+
+
+def _parsed(msg: Message) -> Parsed:
     parsed = Parsed(
         subject=_header(msg, "Subject"),
         sender=_addresses(msg, "From"),
@@ -193,6 +197,25 @@ def parse_message(raw: bytes) -> Parsed:
                 )
             )
     return parsed
+
+
+def attachments_where(
+    raw: bytes, wanted: Callable[[str], bool]
+) -> tuple[Parsed, list[tuple[Attachment, bytes]]]:
+    """The message, and the decoded content of the attachments whose file name ``wanted``
+    accepts, from one parse of ``raw`` (a large message costs one MIME parse, not one per
+    attachment)."""
+    msg = _parse(raw)
+    parsed = _parsed(msg)
+    parts = iter_parts(msg)
+    found = []
+    for attachment in parsed.attachments:
+        if wanted(attachment.filename) and parts[attachment.index].get_content_maintype() != (
+            "message"
+        ):
+            payload = parts[attachment.index].get_payload(decode=True)
+            found.append((attachment, payload if isinstance(payload, bytes) else b""))
+    return parsed, found
 
 
 def attachment_bytes(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:

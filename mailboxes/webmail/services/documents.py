@@ -18,7 +18,7 @@ from accounts.audit import Action
 from accounts.models import User
 from mailboxes.access import Grant
 from mailboxes.documents.xdm import Archive, Document, is_xdm_archive, read_archive
-from mailboxes.store.mime import Attachment, attachment_bytes, parse_message
+from mailboxes.store.mime import Attachment, attachment_bytes, attachments_where
 from mailboxes.webmail.services.messages import _session
 
 if TYPE_CHECKING:
@@ -75,17 +75,12 @@ def _document_json(doc: Document) -> dict[str, Any]:
 
 def documents_of(raw: bytes) -> MessageDocuments:
     """Every IHE_XDM.ZIP attachment of a raw message, parsed (never raises on content)."""
-    parsed = parse_message(raw)
-    found = MessageDocuments(
+    parsed, archives = attachments_where(raw, is_xdm_archive)
+    return MessageDocuments(
+        archives=[(attachment, read_archive(data)) for attachment, data in archives],
         cda_codes=[c.strip() for c in parsed.mss_codecda.split(",") if c.strip()],
         ins_qualified=parsed.mss_ins.strip().upper()[:1],
     )
-    for attachment in parsed.attachments:
-        if is_xdm_archive(attachment.filename):
-            result = attachment_bytes(raw, attachment.index)
-            if result is not None:
-                found.archives.append((attachment, read_archive(result[1])))
-    return found
 
 
 def message_documents(
