@@ -50,6 +50,15 @@ _SUBSET_XML = re.compile(r"^IHE_XDM/[^/]+/[^/]+\.XML$", re.IGNORECASE)
 _METADATA = re.compile(r"^IHE_XDM/([^/]+)/METADATA\.XML$", re.IGNORECASE)
 
 
+_TOO_MANY = (
+    "L'archive contient trop de fichiers ({count}, au plus {limit}) : elle n'est pas ouverte."
+)
+_TOO_BIG = (
+    "L'archive est anormalement volumineuse une fois décompressée (bombe zip possible) : "
+    "elle n'est pas ouverte."
+)
+
+
 class ArchiveRefused(ValueError):
     """The zip itself is refused (not a zip, a bomb, a dangerous name)."""
 
@@ -123,16 +132,20 @@ def is_xdm_archive(filename: str) -> bool:
 def _read_entries(data: bytes) -> tuple[dict[str, bytes], list[tuple[str, int]], list[str]]:
     """The regular entries by name, the listing, and notes on skipped ones. Raises
     ArchiveRefused."""
+    # Counted before zipfile reads its central directory, which builds one object per entry:
+    # a million tiny entries would cost memory before any check of ours ran.
+    count = data.count(b"PK\x01\x02")  # central directory file header (APPNOTE §4.3.12)
+    if count > MAX_ENTRIES:
+        raise ArchiveRefused(_TOO_MANY.format(count=count, limit=MAX_ENTRIES))
+    if len(data) > MAX_TOTAL_SIZE:
+        raise ArchiveRefused(_TOO_BIG)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
         raise ArchiveRefused("Le fichier IHE_XDM.ZIP n'est pas une archive zip lisible.") from exc
     infos = archive.infolist()
     if len(infos) > MAX_ENTRIES:
-        raise ArchiveRefused(
-            f"L'archive contient trop de fichiers ({len(infos)}, au plus {MAX_ENTRIES}) : "
-            "elle n'est pas ouverte."
-        )
+        raise ArchiveRefused(_TOO_MANY.format(count=len(infos), limit=MAX_ENTRIES))
     declared = 0
     for info in infos:
         name = info.filename.replace("\\", "/")
@@ -144,10 +157,7 @@ def _read_entries(data: bytes) -> tuple[dict[str, bytes], list[tuple[str, int]],
         declared += info.file_size
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > MAX_ENTRY_SIZE or declared > MAX_TOTAL_SIZE or ratio > MAX_RATIO:
-            raise ArchiveRefused(
-                "L'archive est anormalement volumineuse une fois décompressée (bombe zip "
-                "possible) : elle n'est pas ouverte."
-            )
+            raise ArchiveRefused(_TOO_BIG)
     entries: dict[str, bytes] = {}
     listing: list[tuple[str, int]] = []
     notes: list[str] = []
@@ -165,10 +175,7 @@ def _read_entries(data: bytes) -> tuple[dict[str, bytes], list[tuple[str, int]],
             continue
         total += len(content)
         if len(content) > info.file_size or total > MAX_TOTAL_SIZE:
-            raise ArchiveRefused(
-                "L'archive est anormalement volumineuse une fois décompressée (bombe zip "
-                "possible) : elle n'est pas ouverte."
-            )
+            raise ArchiveRefused(_TOO_BIG)
         listing.append((info.filename, len(content)))
         if info.filename.lower().endswith(".zip") or content.startswith(b"PK\x03\x04"):
             notes.append(

@@ -218,6 +218,14 @@ def test_a_deeply_nested_narrative_is_cut_not_followed(depth: int) -> None:
         assert doc.problems == [] and doc.cda.sections[0].html.count("<p>") < 100
 
 
+def test_a_huge_entry_count_is_refused_before_zipfile_lists_it(monkeypatch) -> None:
+    zipped = archive({f"{i}": b"" for i in range(50_000)}, compression=zipfile.ZIP_STORED)
+    monkeypatch.setattr(zipfile, "ZipFile", None)  # never reached
+    assert read_archive(zipped).problems == [
+        "L'archive contient trop de fichiers (50000, au plus 200) : elle n'est pas ouverte."
+    ]
+
+
 def test_a_hash_mismatch_marks_the_document() -> None:
     (doc,) = read_archive(xdm(hash_of={"DOC0001.XML": "0" * 40})).documents
     assert doc.hash_ok is False and doc.size_ok is True
