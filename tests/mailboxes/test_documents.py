@@ -318,8 +318,12 @@ def test_the_level1_pdf_is_served_from_our_origin(reader: Reader) -> None:
 def test_reading_and_downloading_documents_is_traced_without_content(reader: Reader) -> None:
     deliver(reader.box.address, mail_with_archive(xdm(), to=reader.box.address))
     _page(reader)
+    # The page reads the message once: one trace, whose Message-ID names it.
+    assert AuditEvent.objects.filter(action="message.read").count() == 1
     _page(reader, "pieces/1/documents/1/pdf/")
+    call_command("xdm_show", reader.box.address, "1", stdout=io.StringIO())
     panel = AuditEvent.objects.get(action="message.read", details__purpose="documents")
+    assert panel.actor is None and panel.details["message_id"]
     pdf = AuditEvent.objects.get(action="message.attachment_download")
     assert pdf.details == {
         "folder": "INBOX", "uid": 1, "part": 1, "document": 1, "file": "pdf",

@@ -179,7 +179,18 @@ def message_open(
     """Read one message. Marks it read for who may organise the BAL on an active BAL: a
     read-only delegate leaves the holder's unread mail unread (RFC 4314: without the « s »
     right, FETCH does not set \\Seen). Raises Http404."""
-    _raw, summary, parsed = _read(
+    _raw, parsed, summary = message_read(
+        grant=grant, actor=actor, folder=folder, uid=uid, request=request
+    )
+    return parsed, summary
+
+
+def message_read(
+    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
+) -> tuple[bytes, Parsed, Summary]:
+    """``message_open`` with the message as stored, for the page that also reads its health
+    documents (services.documents.documents_of) without fetching it twice."""
+    raw, summary, parsed = _read(
         grant=grant,
         actor=actor,
         folder=folder,
@@ -188,7 +199,7 @@ def message_open(
         mark_seen=grant.mailbox.status == Mailbox.Status.ACTIVE and grant.allows(Access.ORGANISE),
         details={},
     )
-    return parsed, summary
+    return raw, parsed, summary
 
 
 def message_raw(

@@ -27,7 +27,7 @@ from mailboxes.webmail.presenters import rows
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.selectors import delivery_statuses, unread_counts
 from mailboxes.webmail.services import messages as svc
-from mailboxes.webmail.services.documents import message_documents
+from mailboxes.webmail.services.documents import documents_of
 from mailboxes.webmail.services.receipts import (
     ReceiptAlreadySettled,
     ReceiptImpossible,
@@ -118,18 +118,13 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
     if not query.is_valid():
         raise Http404
     folder_name = query.cleaned_data["dossier"]
-    parsed, summary = svc.message_open(
+    raw, parsed, summary = svc.message_read(
         grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
     )
     blocked = sanitize(parsed.html).blocked_remote if parsed.html else 0
     # The « Documents de santé » panel, only for a message that carries an IHE_XDM.ZIP.
-    documents = (
-        message_documents(
-            grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
-        )
-        if any(is_xdm_archive(a.filename) for a in parsed.attachments)
-        else None
-    )
+    has_archive = any(is_xdm_archive(a.filename) for a in parsed.attachments)
+    documents = documents_of(raw) if has_archive else None
     return render(
         request,
         "mailboxes/message.html",
