@@ -20,6 +20,7 @@ from django.test import Client
 from accounts.models import AuditEvent
 from mailboxes.documents.xdm import MAX_ENTRIES, read_archive
 from mailboxes.models import Mailbox
+from mailboxes.store.mime import display_subject
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.xdm_build import (
@@ -176,6 +177,10 @@ HOSTILE = {
         lambda: xdm(hash_of={"DOC0001.XML": "0" * 40}),
         "L'empreinte (hash) du fichier ne correspond pas",
     ),
+    "size_mismatch": (
+        lambda: xdm(size_of={"DOC0001.XML": 12}),
+        "La taille du fichier ne correspond pas à celle de METADATA.XML.",
+    ),
     "patient_mismatch": (
         lambda: xdm(ins="180012345678901"),
         "n'est pas celui de METADATA.XML",
@@ -224,6 +229,21 @@ def test_a_huge_entry_count_is_refused_before_zipfile_lists_it(monkeypatch) -> N
     assert read_archive(zipped).problems == [
         "L'archive contient trop de fichiers (50000, au plus 200) : elle n'est pas ouverte."
     ]
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "XDM/1.0/DDM+CR d'examens biologiques PAT-TROIS DOMINIQUE",
+        "xdm/1.0/ddm+CR d'examens biologiques PAT-TROIS DOMINIQUE",
+        "Re: XDM/1.0/DDM+CR d'examens biologiques PAT-TROIS DOMINIQUE",
+    ],
+)
+def test_the_xdm_prefix_is_hidden_after_any_reply_prefix(subject: str) -> None:
+    shown = display_subject(subject)
+    assert "XDM" not in shown.upper()
+    assert shown.endswith("CR d'examens biologiques PAT-TROIS DOMINIQUE")
+    assert display_subject("Objet : XDM/1.0/DDM+x") == "Objet : XDM/1.0/DDM+x"  # not a prefix
 
 
 def test_a_hash_mismatch_marks_the_document() -> None:
@@ -377,6 +397,16 @@ def test_a_hostile_archive_never_breaks_the_message(
     assert "Documents de santé" in page and explanation in page
     assert "Veuillez trouver le document." in page  # the message itself still reads
     assert list(tmp_path.iterdir()) == []  # nothing extracted to disk
+
+
+@pytest.mark.django_db
+def test_a_truncated_pdf_is_explained_and_never_served(reader: Reader) -> None:
+    zipped = xdm([("DOC0001.XML", truncated_level1())])
+    deliver(reader.box.address, mail_with_archive(zipped, to=reader.box.address))
+    status, page = _page(reader, "pieces/1/documents/1/")
+    assert status == 200 and "Le PDF du document est tronqué" in page
+    assert "document-pdf" not in page
+    assert _page(reader, "pieces/1/documents/1/pdf/")[0] == 404
 
 
 @pytest.mark.django_db

@@ -39,6 +39,7 @@ def metadata(
     oid: str = "1.2.250.1.213.1.4.10",
     confidentiality: tuple[str, ...] = ("N",),
     hash_of: dict[str, str] | None = None,
+    size_of: dict[str, int] | None = None,
 ) -> bytes:
     entries = []
     for i, (name, content) in enumerate(documents, 1):
@@ -59,7 +60,7 @@ def metadata(
             f'<rim:ExtrinsicObject id="Doc{i}" mimeType="text/xml" objectType="{DOCUMENT_ENTRY}">'
             + _slot("creationTime", "20200327153500")
             + _slot("hash", digest)
-            + _slot("size", str(len(content)))
+            + _slot("size", str((size_of or {}).get(name, len(content))))
             + _slot("URI", name)
             + _slot("sourcePatientInfo", *person)
             + f'<rim:Classification classificationScheme="{AUTHOR}" classifiedObject="Doc{i}"'
