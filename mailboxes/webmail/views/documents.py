@@ -16,13 +16,13 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from accounts.decorators import professional_required
+from accounts.models import User
 from mailboxes.access import access_mailbox
 from mailboxes.documents.cda import INS_KINDS, SEX
 from mailboxes.documents.xdm import Document
 from mailboxes.webmail.forms import MessageQuery
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.services.documents import document_open
-from mailboxes.webmail.views.reading import _user
 
 # The PDF is shown from our origin in a frame of the document page only: no script, style,
 # font or connection of ours applies to it, no form, no base, no embedding elsewhere.
@@ -32,8 +32,15 @@ PDF_CSP = (
 )
 
 
-def _open(request: HttpRequest, public_id: str, uid: int, index: int, number: int,
-          download: str = "") -> tuple[Document, str]:  # fmt: skip
+def _user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)  # professional_required ran first
+    return request.user
+
+
+def _open(
+    request: HttpRequest, public_id: str, uid: int, index: int, number: int, download: str = ""
+) -> tuple[Document, str]:
+    """Parse (the folder) -> access (the BAL) -> the document (traced); 404 for any miss."""
     grant = access_mailbox(_user(request), public_id)
     query = MessageQuery(request.GET)
     query.refuse_control_characters()
@@ -41,9 +48,15 @@ def _open(request: HttpRequest, public_id: str, uid: int, index: int, number: in
         raise Http404
     folder = query.cleaned_data["dossier"]
     doc = document_open(
-        grant=grant, actor=_user(request), folder=folder, uid=uid, index=index, number=number,
-        download=download, request=request,
-    )  # fmt: skip
+        grant=grant,
+        actor=_user(request),
+        folder=folder,
+        uid=uid,
+        index=index,
+        number=number,
+        download=download,
+        request=request,
+    )
     return doc, folder
 
 
