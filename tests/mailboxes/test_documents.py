@@ -21,6 +21,7 @@ from accounts.models import AuditEvent
 from mailboxes.documents.xdm import MAX_ENTRIES, read_archive
 from mailboxes.models import Mailbox
 from mailboxes.store.mime import display_subject
+from mailboxes.webmail.services.documents import documents_of
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.xdm_build import (
@@ -299,6 +300,28 @@ def test_the_panel_shows_patient_documents_and_mss_headers(reader: Reader) -> No
     ):  # fmt: skip
         assert shown in panel, shown
     assert "Types annoncés (X-MSS-CODECDA)" in panel
+
+
+@pytest.mark.django_db
+def test_headers_that_disagree_with_the_archive_are_pointed_out(reader: Reader) -> None:
+    mail = mail_with_archive(xdm(), to=reader.box.address, codecda="74207-2", ins="O")
+    deliver(reader.box.address, mail)
+    deliver(reader.box.address, mail_with_archive(xdm(), to=reader.box.address))
+    _status, lying = _page(reader, uid=1)
+    _status, honest = _page(reader, uid=2)
+    said = "ne correspondent pas aux documents de l'archive"
+    assert said in lying and said not in honest
+    # The sample carries the INS, its OID and the four traits: « O » is true of it.
+    assert "aucun document ne porte l'INS" not in lying
+
+
+def test_a_qualified_ins_needs_the_traits() -> None:
+    cda = sample(LEVEL1).replace(b'<birthTime value="19790328"/>', b"")
+    found = documents_of(mail_with_archive(xdm([("D.XML", cda)]), to="a@b.fr", ins="O"))
+    assert found.header_problems == [
+        "X-MSS-INS annonce une INS qualifiée, mais aucun document ne porte l'INS avec ses "
+        "traits d'identité."
+    ]
 
 
 @pytest.mark.django_db

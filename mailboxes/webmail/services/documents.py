@@ -34,11 +34,41 @@ class MessageDocuments:
     cda_codes: list[str] = field(default_factory=list)  # X-MSS-CODECDA, as announced
     ins_qualified: str = ""  # X-MSS-INS: « O », « N » or ""
 
+    @property
+    def header_problems(self) -> list[str]:
+        """Where the MSSanté headers disagree with the archives (French)."""
+        docs = [d for _a, archive in self.archives for d in archive.documents if d.cda]
+        problems = []
+        found = {d.type_code for d in docs}
+        if self.cda_codes and sorted(set(self.cda_codes)) != sorted(found):
+            problems.append(
+                "Les types annoncés dans X-MSS-CODECDA ne correspondent pas aux documents de "
+                "l'archive."
+            )
+        # Ref#2 §3.8.2: qualified means the INS, its OID and the four identity traits.
+        qualified = any(
+            d.cda is not None
+            and d.cda.ins
+            and d.cda.ins_oid
+            and d.cda.family
+            and d.cda.given
+            and d.cda.birth_date
+            and d.cda.sex
+            for d in docs
+        )
+        if self.ins_qualified == "O" and not qualified:
+            problems.append(
+                "X-MSS-INS annonce une INS qualifiée, mais aucun document ne porte l'INS avec "
+                "ses traits d'identité."
+            )
+        return problems
+
     def as_json(self) -> dict[str, Any]:
         """Plain values for software: patients, documents, files (no file content)."""
         return {
             "codes_cda": self.cda_codes,
             "ins_qualifie": self.ins_qualified,
+            "problemes": self.header_problems,
             "archives": [
                 {
                     "piece": attachment.index,
