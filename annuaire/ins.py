@@ -73,6 +73,20 @@ def parse_ins(value: str) -> INS:
     return INS(compact)
 
 
+_SEPARATORS = re.compile(r"[,;\n]+")
+
+
+def typed_ins(value: str) -> list[str]:
+    """The INS typed in the compose field, one per comma, semicolon or line, each as printed
+    on documents (« 2 79 03 51 215 189 89 ») and compacted; empty entries dropped. Several
+    patients per message are allowed: the référentiel has no rule against it (Ref#2 v0.1
+    even removed EX_DC_1.1, which forbade mixing a patient and professionals; mssante-spec
+    §2.1, §3.7)."""
+    return [
+        c for c in (_CLEAN.sub("", part).upper() for part in _SEPARATORS.split(value or "")) if c
+    ]
+
+
 def patient_address(address: str) -> INS | None:
     """The INS of an address at Mon Espace Santé, None for any other address; raises
     InvalidINS for a patient address whose local part is not a valid matricule."""

@@ -10,7 +10,7 @@ from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
-from annuaire.ins import InvalidINS, parse_ins
+from annuaire.ins import InvalidINS, parse_ins, typed_ins
 from mailboxes.errors import ControlCharacters
 from mailboxes.store.imap import Criteria, has_control_characters
 
@@ -215,12 +215,14 @@ class ComposeForm(forms.Form):
     de = forms.ChoiceField(label="De")
     a = forms.CharField(label="À", required=False, max_length=20_000)
     cc = forms.CharField(label="Cc", required=False, max_length=20_000)
+    cci = forms.CharField(label="Cci", required=False, max_length=20_000)
     ins = forms.CharField(
         label="INS du patient",
         required=False,
-        max_length=40,
+        max_length=2000,
         help_text=(
-            "15 caractères : l'adresse <INS>@patient.mssante.fr est ajoutée aux destinataires."
+            "15 caractères, espaces permis ; plusieurs patients séparés par des virgules. "
+            "L'adresse <INS>@patient.mssante.fr est ajoutée aux destinataires."
         ),
     )
     objet = forms.CharField(label="Objet", required=False, max_length=250)
@@ -270,14 +272,18 @@ class ComposeForm(forms.Form):
     def clean_cc(self) -> list[str]:
         return split_addresses(str(self.cleaned_data.get("cc") or ""))
 
-    def clean_ins(self) -> str:
-        value = str(self.cleaned_data.get("ins") or "").strip()
-        if not value:
-            return ""
-        try:
-            return parse_ins(value).address
-        except InvalidINS as exc:
-            raise forms.ValidationError(str(exc)) from exc
+    def clean_cci(self) -> list[str]:
+        return split_addresses(str(self.cleaned_data.get("cci") or ""))
+
+    def clean_ins(self) -> list[str]:
+        """The patients' addresses: each INS as printed (spaces, dots), several allowed."""
+        addresses = []
+        for value in typed_ins(str(self.cleaned_data.get("ins") or "")):
+            try:
+                addresses.append(parse_ins(value).address)
+            except InvalidINS as exc:
+                raise forms.ValidationError(f"{value} : {exc}") from exc
+        return addresses
 
     def clean_en_reponse_a(self) -> str:
         found = MSG_ID.search(str(self.cleaned_data.get("en_reponse_a") or ""))
@@ -288,11 +294,9 @@ class ComposeForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        to = list(data.get("a") or [])
-        if data.get("ins"):
-            to.append(data["ins"])
+        to = [*(data.get("a") or []), *(data.get("ins") or [])]
         data["a"] = to
-        everyone = {a.lower() for a in [*to, *(data.get("cc") or [])]}
+        everyone = {a.lower() for a in [*to, *(data.get("cc") or []), *(data.get("cci") or [])]}
         if not everyone and "a" not in self.errors and data.get("action") != "brouillon":
             self.add_error("a", "Indiquez au moins un destinataire.")
         if len(everyone) > settings.COMPOSE_MAX_RECIPIENTS:

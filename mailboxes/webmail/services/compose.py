@@ -42,6 +42,14 @@ if TYPE_CHECKING:
 
 MES_LIMIT = 25 * 1024 * 1024  # Mon Espace Santé refuses more (ENS v1.3, §3.8)
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+# A subject already marked as a reply or a forward, in the usual languages of mail clients:
+# « RE : », « Re: », « TR : », « Fwd: », « AW: », « WG: », « RIF: », « SV: », « VS: »,
+# « Re[2]: ». A word that merely starts with these letters (« Rendez-vous », « Relance »,
+# « Transfert ») is not one: the prefix ends with a colon.
+_PREFIXES = {
+    "RE": re.compile(r"^\s*(re|aw|rif|sv|antw|réf)\s*(\[\d+\])?\s*:", re.IGNORECASE),
+    "TR": re.compile(r"^\s*(tr|fwd?|wg|enc)\s*(\[\d+\])?\s*:", re.IGNORECASE),
+}
 
 
 class RecipientsRefused(PortalError):
@@ -77,6 +85,7 @@ class Attachment:
 class Draft:
     to: list[str]
     cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)  # envelope only, never a header once sent
     subject: str = ""
     body: str = ""
     attachments: list[Attachment] = field(default_factory=list)
@@ -90,9 +99,18 @@ class Draft:
     @property
     def recipients(self) -> list[str]:
         seen: dict[str, None] = {}
-        for address in [*self.to, *self.cc]:
+        for address in [*self.to, *self.cc, *self.bcc]:
             seen.setdefault(address.strip().lower(), None)
         return [a for a in seen if a]
+
+
+def subject_prefixed(subject: str, prefix: str) -> str:
+    """``subject`` with « RE : » or « TR : » (``prefix`` "RE" or "TR") in front, unless it
+    already starts with a prefix of that kind (any client's spelling)."""
+    subject = (subject or "").strip()
+    if _PREFIXES[prefix].match(subject):
+        return subject
+    return f"{prefix} : {subject}"
 
 
 def safe_filename(name: str) -> str:
@@ -171,10 +189,12 @@ def author_header(*, mailbox: Mailbox, actor: User) -> Address | None:
 
 
 def message_build(
-    *, mailbox: Mailbox, actor: User, draft: Draft, patients: list[INS]
+    *, mailbox: Mailbox, actor: User, draft: Draft, patients: list[INS], keep_bcc: bool = False
 ) -> tuple[bytes, str]:
     """The message as it leaves us, and its Message-ID. Every header goes through
-    ``header_set`` (one header line each, whatever the subject or the names decode to)."""
+    ``header_set`` (one header line each, whatever the subject or the names decode to).
+    ``keep_bcc`` writes the Cci addresses as `Bcc:`, for a draft only (RFC 5322 §3.6.3: a sent
+    copy does not show them)."""
     message = EmailMessage(policy=email.policy.SMTP)
     header_set(message, "From", _address(sender_label(mailbox), mailbox.address))
     author = author_header(mailbox=mailbox, actor=actor)
@@ -184,6 +204,8 @@ def message_build(
         header_set(message, "To", ", ".join(draft.to))
     if draft.cc:
         header_set(message, "Cc", ", ".join(draft.cc))
+    if draft.bcc and keep_bcc:
+        header_set(message, "Bcc", ", ".join(draft.bcc))
     header_set(message, "Subject", draft.subject)
     header_set(message, "Date", format_datetime(datetime.now().astimezone()))
     message_id = make_msgid(domain=mailbox.address.rpartition("@")[2])

@@ -58,7 +58,9 @@ def draft_save(
     if not cache.add(lock, "1", LOCK_SECONDS):
         raise DraftBusy
     try:
-        raw, message_id = message_build(mailbox=mailbox, actor=actor, draft=draft, patients=[])
+        raw, message_id = message_build(
+            mailbox=mailbox, actor=actor, draft=draft, patients=[], keep_bcc=True
+        )
         raw = f"{HEADER}: {token}\r\n".encode() + raw
         with MailStore(mailbox.address) as store:
             store.append(DRAFTS, raw, flags=(b"\\Draft", b"\\Seen"))
@@ -147,6 +149,7 @@ def draft_open(
     initial = {
         "a": ", ".join(a for _n, a in getaddresses(message.get_all("To", []))),
         "cc": ", ".join(a for _n, a in getaddresses(message.get_all("Cc", []))),
+        "cci": ", ".join(a for _n, a in getaddresses(message.get_all("Bcc", []))),
         "objet": str(message.get("Subject", "")),
         "corps": body.get_content() if body is not None else "",
         "accuse_lecture": bool(message.get("Disposition-Notification-To")),

@@ -4,23 +4,27 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.decorators import professional_required
 from accounts.models import User
 from accounts.ratelimit import ANNUAIRE_SUGGEST, rate_limited
+from annuaire.ins import PATIENT_DOMAIN, typed_ins
 from annuaire.selectors import Suggestion, directory_entries, directory_suggest
 from mailboxes.access import MISSING, Access, Grant, access_mailbox, usable_mailboxes
 from mailboxes.errors import RightMissing
 from mailboxes.models import Mailbox
+from mailboxes.store.headers import HeaderRefused
 from mailboxes.store.imap import SENT
 from mailboxes.webmail.forms import (
     ComposeForm,
@@ -40,10 +44,14 @@ from mailboxes.webmail.services.compose import (
     message_send,
     recipients_review,
     safe_filename,
+    subject_prefixed,
 )
 from mailboxes.webmail.services.drafts import DraftBusy, draft_discard, draft_open, draft_save
+from mssante_portal.errors import PortalError
 
 MODES = ("repondre", "tous", "transferer")
+HEADINGS = {"repondre": "Répondre", "tous": "Répondre à tous", "transferer": "Transférer"}
+AUTOSAVE_HEADER = "X-Brouillon-Auto"  # compose.js saving while the person types
 
 
 def _user(request: HttpRequest) -> User:
@@ -70,10 +78,14 @@ def _prefill(
     subject = original.subject or ""
     quoted = "\n".join(f"> {line}" for line in (original.text or "").splitlines())
     sender = original.sender[0] if original.sender else None
-    when = original.date.strftime("%d/%m/%Y à %H:%M") if original.date else ""
+    when = ""
+    if original.date is not None:  # the reader's time (Europe/Paris), not the sender's zone
+        date = original.date
+        aware = date if timezone.is_aware(date) else timezone.make_aware(date, UTC)
+        when = timezone.localtime(aware).strftime("%d/%m/%Y à %H:%M")
     if mode == "transferer":
         return {
-            "objet": subject if subject.upper().startswith("TR") else f"TR : {subject}",
+            "objet": subject_prefixed(subject, "TR"),
             "corps": "\n\nLe message d'origine est joint.\n",
             "transfert": f"{folder[:200]}:{uid}",
         }
@@ -85,7 +97,7 @@ def _prefill(
     return {
         "a": ", ".join(to),
         "cc": ", ".join(cc),
-        "objet": subject if subject.upper().startswith("RE") else f"RE : {subject}",
+        "objet": subject_prefixed(subject, "RE"),
         "corps": f"\n\nLe {when}, {sender} a écrit :\n{quoted}\n" if sender else "",
         "en_reponse_a": original.message_id,
         "references": original.references,
@@ -121,6 +133,7 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         "refused": [],
         "patients": [],
         "max_attachments": settings.COMPOSE_MAX_ATTACHMENT_BYTES,
+        "heading": HEADINGS.get(request.GET.get("mode", ""), "Nouveau message"),
     }
     if request.method == "GET":
         query = ComposeQuery(request.GET)
@@ -174,6 +187,7 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     draft = Draft(
         to=data["a"],
         cc=data["cc"],
+        bcc=data["cci"],
         subject=data["objet"],
         body=data["corps"],
         attachments=attachments,
@@ -184,6 +198,8 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         references=data["references"],
         patient_confirmed=data["confirmation_patient"],
     )
+    if data["action"] == "brouillon" and request.headers.get(AUTOSAVE_HEADER):
+        return _autosave(request, sender, user, draft, data["brouillon"])
     if data["action"] == "brouillon":
         return _save_draft(request, sender, user, draft, data["brouillon"], form, context)
     try:
@@ -203,8 +219,46 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         target = reverse("mailboxes:folder", args=[sender.mailbox.public_id])
         return redirect(f"{target}?{urlencode({'dossier': SENT})}")
     if draft.attachments:
-        context["attachments_lost"] = True
+        _keep_attachments(request, sender, user, draft, data["brouillon"], form, context)
     return render(request, "mailboxes/compose.html", context, status=400)
+
+
+def _keep_attachments(
+    request: HttpRequest,
+    sender: Grant,
+    user: User,
+    draft: Draft,
+    token: str,
+    form: ComposeForm,
+    context: dict[str, Any],
+) -> None:
+    """A refused send keeps its attachments: the message is saved as its draft (a browser
+    cannot refill a file field) and the page resumes from that draft, attachments listed."""
+    try:
+        uid = draft_save(grant=sender, actor=user, draft=draft, token=token, request=request)
+    except (PortalError, HeaderRefused, Http404):  # busy, store down, an unwritable address
+        context["attachments_lost"] = True
+        return
+    assert isinstance(form.data, QueryDict)  # a bound POST form
+    data = form.data.copy()
+    data["brouillon_uid"] = str(uid)
+    data["transfert"] = ""  # the forwarded message is now one of the draft's attachments
+    form.data = data
+    context["draft_attachments"] = draft.attachments
+
+
+def _autosave(
+    request: HttpRequest, sender: Grant, user: User, draft: Draft, token: str
+) -> HttpResponse:
+    """compose.js saving the message being written (every few seconds, and on leaving): the
+    new draft's UID as JSON, for the next save and the send to refer to."""
+    if not token:
+        return JsonResponse({"erreur": "Brouillon sans identifiant."}, status=400)
+    try:
+        uid = draft_save(grant=sender, actor=user, draft=draft, token=token, request=request)
+    except DraftBusy as exc:
+        return JsonResponse({"erreur": exc.user_message}, status=409)
+    return JsonResponse({"uid": uid})
 
 
 def _save_draft(
@@ -280,11 +334,10 @@ def recipients_check(request: HttpRequest) -> HttpResponse:
     each patient's INS to confirm before sending."""
     if not _senders(usable_mailboxes(_user(request))):
         raise Http404
-    addresses = split_addresses(",".join(request.GET.get(k, "")[:20_000] for k in ("a", "cc")))[
-        : settings.COMPOSE_MAX_RECIPIENTS
-    ]
-    ins = request.GET.get("ins", "").strip()[:40]
-    verdicts = recipients_review(addresses + ([f"{ins}@patient.mssante.fr"] if ins else []))
+    typed = ",".join(request.GET.get(k, "")[:20_000] for k in ("a", "cc", "cci"))
+    patients = [f"{ins}@{PATIENT_DOMAIN}" for ins in typed_ins(request.GET.get("ins", "")[:2000])]
+    addresses = (split_addresses(typed) + patients)[: settings.COMPOSE_MAX_RECIPIENTS]
+    verdicts = recipients_review(addresses)
     return render(
         request,
         "mailboxes/_recipients.html",

@@ -1,0 +1,158 @@
+"""Writing safely, on the server's side (issue 19): reply and forward prefixes, page titles and
+the quoted header in local time; INS typed as printed, several patients; attachments that
+survive a refused recipient; blind copies. The browser's side is test_compose_safely_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from mailboxes.models import OutboundDelivery, OutboundMessage
+from mailboxes.webmail.services.compose import subject_prefixed
+from tests.factories import make_message
+from tests.mailboxes.conftest import deliver
+from tests.mailboxes.test_compose import (
+    PATIENT_INS,
+    REMOTE,
+    _client,
+    _drafts,
+    _post,
+    _sent,
+    doctor,  # noqa: F401 (fixture)
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+OTHER_PATIENT = "146026322000196"
+
+
+@pytest.mark.parametrize(
+    ("subject", "prefix", "expected"),
+    [
+        ("Rendez-vous du 3 décembre", "RE", "RE : Rendez-vous du 3 décembre"),
+        ("Relance bilan", "RE", "RE : Relance bilan"),
+        ("Réunion", "RE", "RE : Réunion"),
+        ("RE : Bilan", "RE", "RE : Bilan"),
+        ("Re: Bilan", "RE", "Re: Bilan"),
+        ("re : Bilan", "RE", "re : Bilan"),
+        ("AW: Bilan", "RE", "AW: Bilan"),
+        ("RE[2]: Bilan", "RE", "RE[2]: Bilan"),
+        ("TR : Bilan", "RE", "RE : TR : Bilan"),
+        ("Transfert en EHPAD", "TR", "TR : Transfert en EHPAD"),
+        ("Travaux", "TR", "TR : Travaux"),
+        ("TR : Bilan", "TR", "TR : Bilan"),
+        ("Fwd: Bilan", "TR", "Fwd: Bilan"),
+        ("FW: Bilan", "TR", "FW: Bilan"),
+        ("RE : Bilan", "TR", "TR : RE : Bilan"),
+        ("", "RE", "RE : "),
+    ],
+)
+def test_a_prefix_is_added_only_when_the_subject_has_none_of_its_kind(
+    subject: str, prefix: str, expected: str
+) -> None:
+    assert subject_prefixed(subject, prefix).strip() == expected.strip()
+
+
+def test_reply_and_forward_pages_are_titled_and_prefixed_and_quote_in_local_time(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    deliver(
+        box.address,
+        make_message(
+            to=box.address,
+            subject="Rendez-vous de Mme D.",
+            sender=f"Dr Durand <{REMOTE}>",
+            date="Mon, 30 Nov 2026 08:15:00 +0000",
+        ),
+    )
+    reply = _client(user).get(f"/bal/{box.public_id}/ecrire/?mode=repondre&uid=1&dossier=INBOX")
+    text = reply.content.decode()
+    assert "<title>Répondre ·" in text and "<h1>Répondre</h1>" in text
+    assert 'value="RE : Rendez-vous de Mme D."' in text
+    assert "Le 30/11/2026 à 09:15, " in text  # 08:15 UTC is 09:15 in Paris
+
+    forward = _client(user).get(f"/bal/{box.public_id}/ecrire/?mode=transferer&uid=1&dossier=INBOX")
+    text = forward.content.decode()
+    assert "<title>Transférer ·" in text and "<h1>Transférer</h1>" in text
+    assert 'value="TR : Rendez-vous de Mme D."' in text
+
+    new = _client(user).get(f"/bal/{box.public_id}/ecrire/").content.decode()
+    assert "<h1>Nouveau message</h1>" in new
+
+
+def test_an_ins_typed_with_spaces_is_accepted_live_and_on_send(doctor) -> None:  # noqa: F811
+    user, _box = doctor
+    printed = "2 79 03 51 215 189 89"
+    check = _client(user).get("/bal/destinataires/verifier/", {"ins": printed})
+    page = check.content.decode()
+    assert "Une femme, née en mars 1979, née dans le département 51" in page
+    assert "mal formée" not in page and "invalide" not in page
+
+    sent = _post(user, _box, ins=printed, confirmation_patient="on")
+    assert sent.status_code == 302
+    [row] = OutboundDelivery.objects.all()
+    assert row.recipient == f"{PATIENT_INS}@patient.mssante.fr"
+
+
+def test_several_patients_per_message_are_accepted(doctor) -> None:  # noqa: F811
+    # Nothing in the référentiel forbids it (mssante-spec §2.1: Ref#2 v0.1 removed EX_DC_1.1).
+    user, box = doctor
+    typed = f"2 79 03 51 215 189 89 ; {OTHER_PATIENT}"
+    first = _post(user, box, ins=typed)
+    assert first.status_code == 400
+    page = first.content.decode()
+    assert "Une femme, née en mars 1979" in page and "Un homme, né en février 1946" in page
+    assert _post(user, box, ins=typed, confirmation_patient="on").status_code == 302
+    assert sorted(OutboundDelivery.objects.values_list("recipient", flat=True)) == [
+        f"{OTHER_PATIENT}@patient.mssante.fr",
+        f"{PATIENT_INS}@patient.mssante.fr",
+    ]
+
+
+def test_a_wrong_ins_among_several_is_named(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    response = _post(user, box, ins=f"{PATIENT_INS}, 2 79 03 51 215 189 88")
+    assert response.status_code == 400
+    assert "279035121518988 : La clé du matricule INS ne correspond pas" in (
+        response.content.decode().replace("&#x27;", "'")
+    )
+    assert not OutboundMessage.objects.exists()
+
+
+def test_attachments_survive_a_refused_recipient(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    token = "fedcba9876543210fedcba9876543210"
+    refused = _post(
+        user,
+        box,
+        a="jean.dupont@gmail.com",
+        brouillon=token,
+        pieces=SimpleUploadedFile("bilan.pdf", b"%PDF-1.4 bilan", content_type="application/pdf"),
+    )
+    assert refused.status_code == 400
+    page = refused.content.decode()
+    assert "hors espace de confiance" in page
+    assert "bilan.pdf" in page and "Joignez de nouveau" not in page
+    [kept] = _drafts(box)
+    assert [p.get_filename() for p in kept.iter_attachments()] == ["bilan.pdf"]
+    found = re.search(r'name="brouillon_uid" value="(\d+)"', page)
+    assert found, "the page resumes from the draft that keeps the attachments"
+
+    sent = _post(user, box, a=REMOTE, brouillon=token, brouillon_uid=found.group(1))
+    assert sent.status_code == 302
+    [copy] = _sent(box)
+    assert [p.get_filename() for p in copy.iter_attachments()] == ["bilan.pdf"]
+    assert _drafts(box) == []
+
+
+def test_a_blind_copy_is_delivered_and_never_shown(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    colleague = "dr.blanc@operateur-test.mssante.fr"
+    assert _post(user, box, a=REMOTE, cci=colleague).status_code == 302
+    assert sorted(OutboundDelivery.objects.values_list("recipient", flat=True)) == [
+        colleague,
+        REMOTE,
+    ]
+    [copy] = _sent(box)
+    assert "Bcc" not in copy and colleague not in copy.as_string()
