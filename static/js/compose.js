@@ -60,7 +60,9 @@
   query.addEventListener("keydown", (event) => {
     if (event.key === "ArrowDown" || event.key === "ArrowUp") {
       event.preventDefault();
-      if (options().length) highlight(active + (event.key === "ArrowDown" ? 1 : -1));
+      const down = event.key === "ArrowDown";
+      // From the field, down goes to the first suggestion and up to the last; both wrap.
+      if (options().length) highlight(active < 0 ? (down ? 0 : -1) : active + (down ? 1 : -1));
     } else if (event.key === "Enter" && !event.ctrlKey && !event.metaKey) {
       event.preventDefault();
       if (active >= 0) pick(options()[active]);
