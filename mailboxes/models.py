@@ -321,3 +321,24 @@ class GatewayAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} ({self.started_at:%Y-%m-%d %H:%M})"
+
+
+class Signature(models.Model):
+    """A person's plain-text signature for one BAL, inserted on the new messages and replies
+    they write from it: each colleague of a team BAL signs with their own name."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="signatures")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signatures"
+    )
+    text = models.TextField(_("signature"), max_length=2000)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("signature")
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "user"], name="signature_one_per_person")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.mailbox}"

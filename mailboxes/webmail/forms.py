@@ -316,3 +316,22 @@ def attachments_too_large(total: int) -> str:
         f"Pièces jointes : {total / 1048576:.1f} Mo au total, "
         f"{settings.COMPOSE_MAX_ATTACHMENT_BYTES // 1048576} Mo au plus."
     )
+
+
+class SignatureForm(forms.Form):
+    texte = forms.CharField(
+        label="Ma signature pour cette BAL",
+        required=False,
+        max_length=2000,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="Texte simple, ajouté à vos nouveaux messages et à vos réponses. Vide : aucune.",
+    )
+
+    def clean_texte(self) -> str:
+        text = str(self.cleaned_data.get("texte") or "")
+        if has_control_characters(text.replace("\r", "").replace("\n", "").replace("\t", " ")):
+            raise forms.ValidationError(
+                "La signature contient un caractère de contrôle : retirez-le."
+            )
+        return text

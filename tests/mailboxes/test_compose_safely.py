@@ -10,9 +10,9 @@ import re
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from mailboxes.models import OutboundDelivery, OutboundMessage
+from mailboxes.models import OutboundDelivery, OutboundMessage, Signature
 from mailboxes.webmail.services.compose import subject_prefixed
-from tests.factories import make_message
+from tests.factories import grant, make_mailbox, make_message, make_professional
 from tests.mailboxes.conftest import deliver
 from tests.mailboxes.test_compose import (
     PATIENT_INS,
@@ -156,3 +156,53 @@ def test_a_blind_copy_is_delivered_and_never_shown(doctor) -> None:  # noqa: F81
     ]
     [copy] = _sent(box)
     assert "Bcc" not in copy and colleague not in copy.as_string()
+
+
+def test_each_person_signs_with_their_own_signature_per_bal(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    team = make_mailbox(structure=box.structure, kind="ORG", local_part="soins", responsible=user)
+    grant(team, user, can_send=True)
+    colleague = make_professional(first_name="Paul", last_name="Roux")
+    grant(team, colleague, can_send=True)
+    mine = _client(user).post(
+        f"/bal/{team.public_id}/signature/", {"texte": "Claire MARTIN\r\nIDE, équipe soins  "}
+    )
+    assert mine.status_code == 302
+    _client(colleague).post(f"/bal/{team.public_id}/signature/", {"texte": "Paul ROUX"})
+
+    page = _client(user).get(f"/bal/{team.public_id}/ecrire/").content.decode()
+    assert "\n\n-- \nClaire MARTIN\nIDE, équipe soins\n</textarea>" in page
+    theirs = _client(colleague).get(f"/bal/{team.public_id}/ecrire/").content.decode()
+    assert "-- \nPaul ROUX" in theirs and "Claire MARTIN" not in theirs
+    own = _client(user).get(f"/bal/{box.public_id}/ecrire/").content.decode()
+    assert "Claire MARTIN\nIDE" not in own  # her personal BAL has no signature yet
+
+    form = _client(user).get(f"/bal/{team.public_id}/signature/").content.decode()
+    assert "Claire MARTIN\nIDE, équipe soins</textarea>" in form
+    _client(user).post(f"/bal/{team.public_id}/signature/", {"texte": "  "})  # blank: none
+    assert list(Signature.objects.values_list("user__last_name", flat=True)) == ["Roux"]
+
+
+def test_a_reply_is_signed_above_the_quote_and_a_forward_is_not(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    _client(user).post(f"/bal/{box.public_id}/signature/", {"texte": "Dr Claire MARTIN"})
+    deliver(box.address, make_message(to=box.address, subject="Avis", body="Question ?"))
+    base = f"/bal/{box.public_id}/ecrire/?uid=1&dossier=INBOX&mode="
+    reply = _client(user).get(base + "repondre").content.decode()
+    assert "\n\n-- \nDr Claire MARTIN\n\nLe 16/11/2026 à 09:30, " in reply
+    assert "&gt; Question ?" in reply
+    forward = _client(user).get(base + "transferer").content.decode()
+    assert "Dr Claire MARTIN" not in forward
+
+
+def test_a_signature_needs_the_send_right_and_no_control_character(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    team = make_mailbox(structure=box.structure, kind="ORG", local_part="accueil", responsible=user)
+    reader = make_professional(first_name="Julien", last_name="Bernard")
+    grant(team, reader, can_send=False)
+    assert _client(reader).get(f"/bal/{team.public_id}/signature/").status_code == 403
+    outsider = make_professional(first_name="Inconnu", last_name="Dehors")
+    assert _client(outsider).get(f"/bal/{box.public_id}/signature/").status_code == 404
+    bad = _client(user).post(f"/bal/{box.public_id}/signature/", {"texte": "Dr\x1b[31m MARTIN"})
+    assert bad.status_code == 400 and "caractère de contrôle" in bad.content.decode()
+    assert not Signature.objects.exists()

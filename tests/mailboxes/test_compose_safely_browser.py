@@ -19,7 +19,7 @@ from annuaire.services import directory_import
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
-from tests.mailboxes.test_compose import _drafts
+from tests.mailboxes.test_compose import _drafts, _sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ELISE = "elise.durand@operateur-test.mssante.fr"
@@ -192,3 +192,35 @@ def test_a_message_saves_itself_and_leaving_it_changed_asks_first(writer, page: 
     page.get_by_role("link", name="← Retour à la boîte").click()  # leave anyway: saved on leaving
     assert "Relance labo" in _draft_subjects(box, "Relance labo", 10)
     assert not OutboundMessage.objects.exists()
+
+
+SAMPLE = Path("/work/shared/samples/cda/DLU-EHPAD-FLUDT_2022.01.xml")  # a real public CDA
+
+
+def test_an_attachment_survives_a_refused_recipient(writer, page: Page) -> None:
+    _doctor, box = writer
+    page.get_by_role("textbox", name="À", exact=True).fill("jean.dupont@gmail.com")
+    page.get_by_label("Objet").fill("DLU de Mme D.")
+    page.get_by_label("Pièces jointes").set_input_files(SAMPLE)
+    page.get_by_role("button", name="Envoyer", exact=True).click()
+    expect(page.locator(".message--error")).to_contain_text("gmail.com est hors espace")
+    expect(page.get_by_text("Pièces jointes du brouillon, conservées")).to_contain_text(SAMPLE.name)
+    expect(page.get_by_text("Joignez de nouveau")).to_have_count(0)
+
+    page.get_by_role("textbox", name="À", exact=True).fill(ELISE)
+    page.get_by_role("button", name="Envoyer", exact=True).click()
+    expect(page.get_by_text("Message envoyé.")).to_be_visible()
+    [copy] = _sent(box)
+    [part] = list(copy.iter_attachments())
+    assert part.get_filename() == SAMPLE.name
+    assert part.get_payload(decode=True) == SAMPLE.read_bytes()
+    assert _drafts(box) == []
+
+
+def test_a_signature_set_on_its_page_starts_new_messages(writer, page: Page) -> None:
+    page.get_by_role("link", name="Ma signature pour cette BAL").click()
+    page.get_by_label("Ma signature pour cette BAL").fill("Dr Claire MARTIN\nEHPAD Les Tilleuls")
+    page.get_by_role("button", name="Enregistrer la signature").click()
+    expect(page.get_by_text("Signature enregistrée.")).to_be_visible()
+    body = page.get_by_label("Message", exact=True)
+    expect(body).to_have_value("\n\n-- \nDr Claire MARTIN\nEHPAD Les Tilleuls\n")

@@ -74,6 +74,7 @@ RULES: dict[str, str] = {
     "bal/destinataires/verifier/": "own",
     "bal/<uuid:public_id>/": "object",
     "bal/<uuid:public_id>/ecrire/": "object",
+    "bal/<uuid:public_id>/signature/": "object",
     "bal/<uuid:public_id>/delegations/": "object",
     "bal/<uuid:public_id>/delegations/accorder/": "object",
     "bal/<uuid:public_id>/delegations/<uuid:access_id>/retirer/": "object",

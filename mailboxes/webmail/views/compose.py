@@ -29,6 +29,7 @@ from mailboxes.store.imap import SENT
 from mailboxes.webmail.forms import (
     ComposeForm,
     ComposeQuery,
+    SignatureForm,
     attachments_too_large,
     split_addresses,
 )
@@ -47,6 +48,7 @@ from mailboxes.webmail.services.compose import (
     subject_prefixed,
 )
 from mailboxes.webmail.services.drafts import DraftBusy, draft_discard, draft_open, draft_save
+from mailboxes.webmail.services.signatures import signature_set, signature_text, signed
 from mssante_portal.errors import PortalError
 
 MODES = ("repondre", "tous", "transferer")
@@ -147,6 +149,10 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         }
         if "a" in request.GET and "a" not in initial:  # "Écrire" from the annuaire
             initial["a"] = ", ".join(split_addresses(request.GET["a"][:2000])[:10])
+        if opened["mode"] != "transferer" and not opened["brouillon"]:
+            # New messages and replies carry the writer's signature for this BAL.
+            signature = signature_text(grant=default, actor=user)
+            initial["corps"] = signed(str(initial.get("corps", "")), signature)
         if opened["brouillon"].isdigit():  # « Reprendre le brouillon »
             saved, kept = draft_open(
                 grant=grant, actor=user, uid=int(opened["brouillon"]), request=request
@@ -347,3 +353,21 @@ def recipients_check(request: HttpRequest) -> HttpResponse:
             "confirmed": request.GET.get("confirmation_patient") == "on",
         },
     )
+
+
+@professional_required
+@require_http_methods(["GET", "POST"])
+def signature(request: HttpRequest, public_id: str) -> HttpResponse:
+    """« Ma signature »: the signed-in person's signature for this BAL (a BAL they may send
+    from); each colleague of a team BAL has their own."""
+    user = _user(request)
+    grant = access_mailbox(user, public_id, Access.SEND)
+    form = SignatureForm(
+        request.POST or None, initial={"texte": signature_text(grant=grant, actor=user)}
+    )
+    if request.method == "POST" and form.is_valid():
+        signature_set(grant=grant, actor=user, text=form.cleaned_data["texte"])
+        messages.success(request, "Signature enregistrée.")
+        return redirect(reverse("mailboxes:compose", args=[grant.mailbox.public_id]))
+    context = {"form": form, "mailbox": grant.mailbox, "grant": grant}
+    return render(request, "mailboxes/signature.html", context, status=400 if form.errors else 200)
