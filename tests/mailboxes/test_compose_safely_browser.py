@@ -5,6 +5,7 @@ written and on leaving, and leaving a changed message asks first."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from playwright.sync_api import Dialog, Page, expect
 
 from accounts.models import User
 from annuaire.extraction import COLUMNS
+from annuaire.models import WhitelistEntry, WhitelistVersion
 from annuaire.services import directory_import
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
-from tests.factories import make_mailbox, make_professional, make_structure
-from tests.mailboxes.conftest import wait_provisioned
+from tests.factories import make_mailbox, make_message, make_professional, make_structure
+from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.test_compose import _drafts, _sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,6 +58,10 @@ def writer(dovecot, listed, live_server, page: Page, tmp_path: Path) -> tuple[Us
     """A doctor signed in in Chromium, on the compose page of her BAL, two Dr DURAND in the
     annuaire."""
     _annuaire(tmp_path)
+    version = WhitelistVersion.objects.get(is_current=True)  # Mon Espace Santé is listed
+    WhitelistEntry.objects.create(
+        version=version, domain="patient.mssante.fr", dn="CN=smtps1.ens", dn_key="cn=smtps1.ens"
+    )
     doctor = make_professional()
     box = make_mailbox(structure=make_structure(), owner=doctor)
     wait_provisioned(box.address)
@@ -224,3 +230,39 @@ def test_a_signature_set_on_its_page_starts_new_messages(writer, page: Page) -> 
     expect(page.get_by_text("Signature enregistrée.")).to_be_visible()
     body = page.get_by_label("Message", exact=True)
     expect(body).to_have_value("\n\n-- \nDr Claire MARTIN\nEHPAD Les Tilleuls\n")
+
+
+def test_reply_and_forward_from_the_message_page(writer, page: Page, live_server) -> None:
+    _doctor, box = writer
+    deliver(
+        box.address,
+        make_message(
+            to=box.address,
+            subject="Relance bilan sanguin",
+            sender=f"Dr Élise Durand <{ELISE}>",
+            date="Mon, 30 Nov 2026 08:15:00 +0000",
+            body="Avez-vous les résultats ?",
+        ),
+    )
+    message = f"{live_server.url}/bal/{box.public_id}/messages/1/?dossier=INBOX"
+    page.goto(message)
+    page.get_by_role("link", name="Répondre", exact=True).click()
+    expect(page).to_have_title(re.compile(r"^Répondre · "))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Répondre")
+    expect(page.get_by_label("Objet")).to_have_value("RE : Relance bilan sanguin")
+    body = page.get_by_label("Message", exact=True)
+    expect(body).to_have_value(re.compile(r"Le 30/11/2026 à 09:15, .*a écrit :\n> Avez-vous"))
+
+    page.goto(message)
+    page.get_by_role("link", name="Transférer", exact=True).click()
+    expect(page).to_have_title(re.compile(r"^Transférer · "))
+    expect(page.get_by_label("Objet")).to_have_value("TR : Relance bilan sanguin")
+
+
+def test_an_ins_typed_as_printed_is_checked_as_you_type(writer, page: Page) -> None:
+    page.get_by_label("INS du patient").fill("2 79 03 51 215 189 89")
+    page.get_by_label("Objet").click()  # the field's change event runs the check
+    verdicts = page.locator("#verdicts")
+    expect(verdicts).to_contain_text("Une femme, née en mars 1979, née dans le département 51")
+    expect(verdicts).to_contain_text("279035121518989@patient.mssante.fr")
+    expect(verdicts).not_to_contain_text("invalide")
