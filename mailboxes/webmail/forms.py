@@ -244,6 +244,8 @@ class ComposeForm(forms.Form):
         widget=forms.HiddenInput,
         validators=[refuse_control_characters],  # « dossier:uid » of the message forwarded
     )
+    # The forwarded message's text is in the body: join its attachments, not the whole .eml.
+    transfert_texte = forms.BooleanField(required=False, widget=forms.HiddenInput)
     # Drafts: the draft's token (one per message being written) and its saved copy, if any.
     brouillon = forms.RegexField(regex=r"^[0-9a-f]{32}$", required=False, widget=forms.HiddenInput)
     brouillon_uid = forms.IntegerField(

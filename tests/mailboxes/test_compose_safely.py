@@ -6,6 +6,8 @@ survive a refused recipient; blind copies. The browser's side is test_compose_sa
 from __future__ import annotations
 
 import re
+from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -26,6 +28,7 @@ from tests.mailboxes.test_compose import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 OTHER_PATIENT = "146026322000196"
+SAMPLE = Path("/work/shared/samples/cda/DLU-EHPAD-FLUDT_2022.01.xml")  # a real public CDA
 
 
 @pytest.mark.parametrize(
@@ -206,3 +209,41 @@ def test_a_signature_needs_the_send_right_and_no_control_character(doctor) -> No
     bad = _client(user).post(f"/bal/{box.public_id}/signature/", {"texte": "Dr\x1b[31m MARTIN"})
     assert bad.status_code == 400 and "caractère de contrôle" in bad.content.decode()
     assert not Signature.objects.exists()
+
+
+def _with_attachment(to: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Dr Durand <{REMOTE}>"
+    message["To"] = to
+    message["Subject"] = "DLU de Mme D."
+    message["Date"] = "Mon, 30 Nov 2026 08:15:00 +0000"
+    message["Message-ID"] = "<dlu.1@operateur-test.mssante.fr>"
+    message.set_content("Voici le DLU.")
+    message.add_attachment(
+        SAMPLE.read_bytes(), maintype="text", subtype="xml", filename=SAMPLE.name
+    )
+    return message.as_bytes()
+
+
+def test_a_forward_puts_the_text_in_the_body_or_attaches_the_message(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    deliver(box.address, _with_attachment(box.address))
+    base = f"/bal/{box.public_id}/ecrire/?uid=1&dossier=INBOX&mode="
+    inline = _client(user).get(base + "transferer-texte").content.decode()
+    assert "-------- Message transféré --------\nDe : Dr Durand &lt;" in inline
+    assert "Date : 30/11/2026 à 09:15\nObjet : DLU de Mme D.\n" in inline
+    assert "Voici le DLU." in inline and "Joindre plutôt le message tel quel" in inline
+    attached = _client(user).get(base + "transferer").content.decode()
+    assert "Reprendre plutôt son texte dans le message" in attached
+
+    sent = _post(user, box, a=REMOTE, objet="TR : DLU", transfert="INBOX:1", transfert_texte="True")
+    assert sent.status_code == 302
+    _post(user, box, a=REMOTE, objet="TR : DLU (tel quel)", transfert="INBOX:1")
+    by_subject = {str(m["Subject"]): m for m in _sent(box)}
+    inline_parts = list(by_subject["TR : DLU"].iter_attachments())
+    assert [(p.get_filename(), p.get_content_type()) for p in inline_parts] == [
+        (SAMPLE.name, "application/xml")
+    ]
+    assert inline_parts[0].get_payload(decode=True) == SAMPLE.read_bytes()
+    [whole] = list(by_subject["TR : DLU (tel quel)"].iter_attachments())
+    assert whole.get_content_type() == "message/rfc822"

@@ -266,3 +266,23 @@ def test_an_ins_typed_as_printed_is_checked_as_you_type(writer, page: Page) -> N
     expect(verdicts).to_contain_text("Une femme, née en mars 1979, née dans le département 51")
     expect(verdicts).to_contain_text("279035121518989@patient.mssante.fr")
     expect(verdicts).not_to_contain_text("invalide")
+
+
+def test_a_forward_can_put_the_text_in_the_body(writer, page: Page, live_server) -> None:
+    _doctor, box = writer
+    deliver(
+        box.address,
+        make_message(to=box.address, subject="Bilan", sender=f"Dr Durand <{ELISE}>"),
+    )
+    page.goto(f"{live_server.url}/bal/{box.public_id}/messages/1/?dossier=INBOX")
+    page.get_by_role("link", name="Transférer", exact=True).click()
+    page.get_by_role("link", name="Reprendre plutôt son texte dans le message").click()
+    body = page.get_by_label("Message", exact=True)
+    expect(body).to_have_value(re.compile(r"-------- Message transféré --------\nDe : Dr Durand"))
+    expect(body).to_have_value(re.compile(r"Objet : Bilan\n.*veuillez trouver", re.S))
+    page.get_by_role("textbox", name="À", exact=True).fill(MARC)
+    page.get_by_role("button", name="Envoyer", exact=True).click()
+    expect(page.get_by_text("Message envoyé.")).to_be_visible()
+    [copy] = _sent(box)
+    assert str(copy["Subject"]) == "TR : Bilan" and list(copy.iter_attachments()) == []
+    assert "veuillez trouver le compte rendu" in copy.get_content()

@@ -34,6 +34,7 @@ from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store.headers import header_set
 from mailboxes.store.imap import SENT, MailStore
+from mailboxes.store.mime import attachment_bytes, parse_message
 from mailboxes.transport.relay import Recipient, message_spool
 from mssante_portal.errors import PortalError
 
@@ -229,6 +230,17 @@ def message_build(
             filename=item.name,
         )
     return message.as_bytes(), message_id
+
+
+def attachments_of(raw: bytes) -> list[Attachment]:
+    """The attachments of a received message, to forward them with its text in the body."""
+    found = []
+    for listed in parse_message(raw).attachments:
+        part = attachment_bytes(raw, listed.index)
+        if part is not None:
+            name = safe_filename(listed.filename)
+            found.append(Attachment(name, guess_type(name, listed.content_type), part[1]))
+    return found
 
 
 def guess_type(name: str, declared: str) -> str:

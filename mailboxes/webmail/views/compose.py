@@ -41,6 +41,7 @@ from mailboxes.webmail.services.compose import (
     MessageTooLarge,
     PatientConfirmationRequired,
     RecipientsRefused,
+    attachments_of,
     guess_type,
     message_send,
     recipients_review,
@@ -51,8 +52,13 @@ from mailboxes.webmail.services.drafts import DraftBusy, draft_discard, draft_op
 from mailboxes.webmail.services.signatures import signature_set, signature_text, signed
 from mssante_portal.errors import PortalError
 
-MODES = ("repondre", "tous", "transferer")
-HEADINGS = {"repondre": "Répondre", "tous": "Répondre à tous", "transferer": "Transférer"}
+MODES = ("repondre", "tous", "transferer", "transferer-texte")
+HEADINGS = {
+    "repondre": "Répondre",
+    "tous": "Répondre à tous",
+    "transferer": "Transférer",
+    "transferer-texte": "Transférer",
+}
 AUTOSAVE_HEADER = "X-Brouillon-Auto"  # compose.js saving while the person types
 
 
@@ -85,11 +91,28 @@ def _prefill(
         date = original.date
         aware = date if timezone.is_aware(date) else timezone.make_aware(date, UTC)
         when = timezone.localtime(aware).strftime("%d/%m/%Y à %H:%M")
-    if mode == "transferer":
+    if mode == "transferer":  # the original attached whole, as received
         return {
             "objet": subject_prefixed(subject, "TR"),
             "corps": "\n\nLe message d'origine est joint.\n",
             "transfert": f"{folder[:200]}:{uid}",
+        }
+    if mode == "transferer-texte":  # the original's text in the body, its attachments joined
+        names = ", ".join(str(a) for a in original.to)
+        header = [
+            "-------- Message transféré --------",
+            f"De : {sender or ''}",
+            f"Date : {when}",
+            f"Objet : {subject}",
+            f"À : {names}",
+        ]
+        if original.cc:
+            header.append(f"Cc : {', '.join(str(a) for a in original.cc)}")
+        return {
+            "objet": subject_prefixed(subject, "TR"),
+            "corps": "\n\n" + "\n".join(header) + f"\n\n{original.text or ''}\n",
+            "transfert": f"{folder[:200]}:{uid}",
+            "transfert_texte": True,
         }
     to = [a.email for a in (original.reply_to or original.sender)]
     cc: list[str] = []
@@ -106,13 +129,19 @@ def _prefill(
     }
 
 
-def _forwarded(grant: Grant, actor: User, request: HttpRequest, ref: str) -> list[Attachment]:
+def _forwarded(
+    grant: Grant, actor: User, request: HttpRequest, ref: str, *, inline: bool
+) -> list[Attachment]:
+    """The forwarded message ``dossier:uid`` whole (.eml), or only its attachments when its
+    text is in the body (``inline``)."""
     folder, _, uid = ref.rpartition(":")
     if not uid.isdigit():
         return []
     raw = reading.message_raw(
         grant=grant, actor=actor, folder=folder, uid=int(uid), request=request
     )
+    if inline:
+        return attachments_of(raw)
     return [Attachment("message-transfere.eml", "message/rfc822", raw)]
 
 
@@ -149,7 +178,7 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         }
         if "a" in request.GET and "a" not in initial:  # "Écrire" from the annuaire
             initial["a"] = ", ".join(split_addresses(request.GET["a"][:2000])[:10])
-        if opened["mode"] != "transferer" and not opened["brouillon"]:
+        if not opened["mode"].startswith("transferer") and not opened["brouillon"]:
             # New messages and replies carry the writer's signature for this BAL.
             signature = signature_text(grant=default, actor=user)
             initial["corps"] = signed(str(initial.get("corps", "")), signature)
@@ -159,6 +188,11 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
             )
             initial.update(saved, de=str(grant.mailbox.public_id))
             context["draft_attachments"] = kept
+        if opened["mode"] in ("transferer", "transferer-texte") and "transfert" in initial:
+            base = reverse("mailboxes:compose", args=[grant.mailbox.public_id])
+            other = "transferer" if opened["mode"] == "transferer-texte" else "transferer-texte"
+            switch = {"mode": other, "uid": opened["uid"], "dossier": opened["dossier"]}
+            context["forward_switch"] = f"{base}?{urlencode(switch)}"
         context["form"] = ComposeForm(initial=initial, senders=choices)
         return render(request, "mailboxes/compose.html", context)
 
@@ -185,7 +219,9 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         for f in data["pieces"]
     ]
     if data["transfert"]:
-        attachments += _forwarded(grant, user, request, data["transfert"])
+        attachments += _forwarded(
+            grant, user, request, data["transfert"], inline=data["transfert_texte"]
+        )
     if data["brouillon_uid"]:  # a resumed draft keeps its attachments
         attachments += draft_open(
             grant=grant, actor=user, uid=data["brouillon_uid"], purpose="send", request=request
