@@ -117,7 +117,7 @@ def test_the_annuaire_answers_the_arrow_keys_and_enter_adds_to_cc_or_cci(
     expect(query).to_have_attribute("aria-activedescendant", second.get_attribute("id") or "")
     address = page.locator("#suggestions .suggestion")
     picked = address.nth(1).get_attribute("data-address")
-    page.get_by_role("radio", name="Cc", exact=True).check()
+    page.get_by_role("radio", name="copie (Cc)").check()
     query.press("Enter")
     expect(page.get_by_role("textbox", name="Cc", exact=True)).to_have_value(picked or "")
     expect(page.get_by_role("textbox", name="À", exact=True)).to_have_value("")
@@ -125,7 +125,7 @@ def test_the_annuaire_answers_the_arrow_keys_and_enter_adds_to_cc_or_cci(
     expect(query).to_be_focused()
     expect(query).to_have_attribute("aria-expanded", "false")
 
-    page.get_by_role("radio", name="Cci", exact=True).check()
+    page.get_by_role("radio", name="copie cachée (Cci)").check()
     query.press_sequentially("durand")
     expect(options).to_have_count(2)
     query.press("ArrowUp")  # from the field, up goes to the last suggestion
