@@ -126,7 +126,7 @@
       });
     return saving;
   };
-  window.setInterval(() => save(false), Number(form.dataset.autosaveMs) || 5000);
+  window.setInterval(() => save(false), Number(form.dataset.autosaveMs) || 10000);
   window.addEventListener("pagehide", () => save(true));
   window.addEventListener("beforeunload", (event) => {
     if (leaving || !changed()) return;

@@ -247,3 +247,17 @@ def test_a_forward_puts_the_text_in_the_body_or_attaches_the_message(doctor) -> 
     assert inline_parts[0].get_payload(decode=True) == SAMPLE.read_bytes()
     [whole] = list(by_subject["TR : DLU (tel quel)"].iter_attachments())
     assert whole.get_content_type() == "message/rfc822"
+
+
+def test_a_draft_keeps_its_blind_copies(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    token = "00112233445566778899aabbccddeeff"
+    saved = _post(user, box, action="brouillon", brouillon=token, a=REMOTE, cci="x@y.mssante.fr")
+    page = _client(user).get(saved["Location"]).content.decode()
+    assert 'name="cci" id="id_cci" class="recipients-input" value="x@y.mssante.fr"' in page
+
+
+def test_a_reply_refused_is_still_titled_a_reply(doctor) -> None:  # noqa: F811
+    user, box = doctor
+    refused = _post(user, box, a="x@gmail.com", en_reponse_a="<a.1@operateur-test.mssante.fr>")
+    assert refused.status_code == 400 and "<h1>Répondre</h1>" in refused.content.decode()

@@ -185,7 +185,7 @@ def test_a_message_saves_itself_and_leaving_it_changed_asks_first(writer, page: 
     assert dialogs == ["beforeunload"]
     assert "/ecrire/" in page.url  # stayed, nothing lost
 
-    assert _draft_subjects(box, "Bilan de Mme D.", 15) == ["Bilan de Mme D."]
+    assert _draft_subjects(box, "Bilan de Mme D.", 20) == ["Bilan de Mme D."]  # every 10 s
     expect(page.locator("#brouillon-etat")).to_contain_text("Brouillon enregistré à")
     page.get_by_role("link", name="← Retour à la boîte").click()  # saved: leaves freely
     expect(page).to_have_url(f"{page.url.split('/bal/')[0]}/bal/{box.public_id}/?dossier=INBOX")

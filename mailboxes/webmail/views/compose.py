@@ -208,6 +208,10 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         access_mailbox(user, request.POST["de"], Access.SEND, among=grants)
     form = ComposeForm(request.POST, request.FILES, senders=choices)
     context["form"] = form
+    if request.POST.get("en_reponse_a"):  # shown again after an error: still a reply
+        context["heading"] = "Répondre"
+    elif request.POST.get("transfert"):
+        context["heading"] = "Transférer"
     if not form.is_valid():
         return render(request, "mailboxes/compose.html", context, status=400)
     data = form.cleaned_data
