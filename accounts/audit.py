@@ -144,6 +144,15 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+SYSTEM_LABEL = "systeme"
+
+
+def actor_label_of(actor: User | None) -> str:
+    """The label of a trace's actor when a service acts for a person or for the operator's
+    own tooling (``actor`` None): the person's own label is filled in by ``audit_event``."""
+    return "" if actor else SYSTEM_LABEL
+
+
 def audit_event(
     *,
     action: str,

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.audit import Action, audit_record
+from accounts.audit import Action, actor_label_of, audit_record
 from accounts.errors import NationalIdMismatch
 from accounts.identifiers import validate_finess, validate_siret
 from accounts.models import Activity, AuditEvent, Membership, Structure, StructureDomain, User
@@ -187,7 +187,7 @@ def structure_create(
     audit_record(
         action=Action.STRUCTURE_CREATED,
         actor=actor,
-        actor_label="" if actor else "systeme",
+        actor_label=actor_label_of(actor),
         target=structure,
         structure=structure,
     )
@@ -227,7 +227,7 @@ def membership_set_role(
     audit_record(
         action=Action.MEMBERSHIP_ROLE_CHANGED,
         actor=actor,
-        actor_label="" if actor else "systeme",
+        actor_label=actor_label_of(actor),
         target=membership,
         structure=structure,
         request=request,

@@ -37,15 +37,18 @@ def whitelist_knows_domain(domain: str) -> bool:
     ).exists()
 
 
-def whitelist_allows(domain: str, peer: str | x509.Name) -> bool:
-    """Whether the certificate DN ``peer`` is listed for ``domain`` in the list in force."""
+def _listed(peer: str | x509.Name, **where: str) -> bool:
+    """Whether the certificate DN ``peer`` is in the list in force (``where``: more filters)."""
     try:
         key = dn_key(peer)
     except ValueError:
         return False
-    return WhitelistEntry.objects.filter(
-        version__is_current=True, domain=domain.strip().lower(), dn_key=key
-    ).exists()
+    return WhitelistEntry.objects.filter(version__is_current=True, dn_key=key, **where).exists()
+
+
+def whitelist_allows(domain: str, peer: str | x509.Name) -> bool:
+    """Whether the certificate DN ``peer`` is listed for ``domain`` in the list in force."""
+    return _listed(peer, domain=domain.strip().lower())
 
 
 def whitelist_dn_keys(domain: str) -> frozenset[str]:
@@ -197,11 +200,7 @@ def directory_domain_structures(domains: Iterable[str]) -> list[tuple[str, str, 
 
 def whitelist_lists_certificate(peer: str | x509.Name) -> bool:
     """Whether the certificate DN ``peer`` is listed for any domain in the list in force."""
-    try:
-        key = dn_key(peer)
-    except ValueError:
-        return False
-    return WhitelistEntry.objects.filter(version__is_current=True, dn_key=key).exists()
+    return _listed(peer)
 
 
 # The directory: search, autocomplete (annuaire.search).

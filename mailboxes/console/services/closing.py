@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import Action, audit_record
+from accounts.audit import Action, actor_label_of, audit_record
 from accounts.models import Structure, User
 from mailboxes.console.services import lifecycle
 from mailboxes.console.services.export import Exported, export_write
@@ -28,17 +28,13 @@ logger = logging.getLogger(__name__)
 MAIL_DELETED = Action.MAILBOX_MAIL_DELETED
 
 
-def _actor_label(actor: User | None) -> str:
-    return "" if actor else "systeme"
-
-
 def _close_refused(
     mailbox: Mailbox, actor: User | None, request: HttpRequest | None, code: str
 ) -> None:
     audit_record(
         action=Action.MAILBOX_CLOSED,
         actor=actor,
-        actor_label=_actor_label(actor),
+        actor_label=actor_label_of(actor),
         target=mailbox,
         structure_id=mailbox.structure_id,
         success=False,
@@ -90,7 +86,7 @@ def _after_close(mailbox: Mailbox, actor: User | None, exported: Exported) -> No
     audit_record(
         action=MAIL_DELETED,
         actor=actor,
-        actor_label=_actor_label(actor),
+        actor_label=actor_label_of(actor),
         target=mailbox,
         structure_id=mailbox.structure_id,
         success=not kept_code,
@@ -132,7 +128,7 @@ def mailbox_close(
         audit_record(
             action=Action.MAILBOX_CLOSED,
             actor=actor,
-            actor_label=_actor_label(actor),
+            actor_label=actor_label_of(actor),
             target=locked,
             structure_id=locked.structure_id,
             request=request,

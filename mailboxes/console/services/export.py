@@ -31,7 +31,7 @@ from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
-from accounts.audit import Action, audit_record
+from accounts.audit import Action, actor_label_of, audit_record
 from accounts.models import Structure, User
 from mailboxes.console.services.recovery_key import keyring
 from mailboxes.errors import RecoveryKeyMissing, RecoveryKeyUnusable
@@ -50,10 +50,6 @@ EXPORTED = Action.MAILBOX_EXPORTED
 # removes one, which makes the quoting reversible (unlike mboxo).
 FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 UNSAFE_NAME = re.compile(r"[^\w.@+-]+")
-
-
-def _actor_label(actor: User | None) -> str:
-    return "" if actor else "systeme"
 
 
 @dataclass
@@ -198,7 +194,7 @@ def _export_failed(
     audit_record(
         action=EXPORTED,
         actor=actor,
-        actor_label=_actor_label(actor),
+        actor_label=actor_label_of(actor),
         target=mailbox,
         structure_id=mailbox.structure_id,
         success=False,
@@ -251,7 +247,7 @@ def export_write(
             audit_record(
                 action=EXPORTED,
                 actor=actor,
-                actor_label=_actor_label(actor),
+                actor_label=actor_label_of(actor),
                 target=mailbox,
                 structure=structure,
                 request=request,

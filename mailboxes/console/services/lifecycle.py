@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.audit import Action, audit_record
+from accounts.audit import Action, actor_label_of, audit_record
 from accounts.models import Structure, StructureDomain, User
 from mailboxes.models import Mailbox
 from mailboxes.store import dovecot
@@ -103,7 +103,7 @@ def mailbox_create(
     audit_record(
         action=Action.MAILBOX_CREATED,
         actor=actor,
-        actor_label="" if actor else "systeme",
+        actor_label=actor_label_of(actor),
         target=mailbox,
         structure=structure,
         details={"address": address, "kind": kind},
@@ -124,7 +124,7 @@ def _set_status(mailbox: Mailbox, status: str, action: Action, actor: User | Non
     audit_record(
         action=action,
         actor=actor,
-        actor_label="" if actor else "systeme",
+        actor_label=actor_label_of(actor),
         target=mailbox,
         structure_id=mailbox.structure_id,
     )

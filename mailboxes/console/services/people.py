@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from accounts.audit import Action, audit_record
+from accounts.audit import Action, actor_label_of, audit_record
 from accounts.identifiers import NATIONAL_ID_RE
 from accounts.models import Membership, Structure, StructureDomain, User
 from accounts.services import membership_set_role
@@ -178,7 +178,7 @@ def access_set(
     audit_record(
         action=Action.ACCESS_GRANTED if created else Action.ACCESS_CHANGED,
         actor=actor,
-        actor_label="" if actor else "systeme",
+        actor_label=actor_label_of(actor),
         target=mailbox,
         structure_id=mailbox.structure_id,
         request=request,

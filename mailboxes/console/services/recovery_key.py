@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import Action, audit_record
+from accounts.audit import Action, actor_label_of, audit_record
 from accounts.models import Membership, Structure, User
 from mailboxes.console.services.portal_mail import person_named, portal_mail_send, when_text
 from mailboxes.models import Mailbox
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 GPG_BINARY = "/usr/bin/gpg"
 MAX_KEY_TEXT = 1024 * 1024  # an armoured public key with many signatures stays far below
 KEY_SET = Action.RECOVERY_KEY_SET
-
-
-def _actor_label(actor: User | None) -> str:
-    return "" if actor else "systeme"
 
 
 @contextmanager
@@ -44,7 +40,7 @@ def _key_refused(
     audit_record(
         action=KEY_SET,
         actor=actor,
-        actor_label=_actor_label(actor),
+        actor_label=actor_label_of(actor),
         target=structure,
         structure=structure,
         success=False,
@@ -137,7 +133,7 @@ def recovery_key_set(
         audit_record(
             action=KEY_SET,
             actor=actor,
-            actor_label=_actor_label(actor),
+            actor_label=actor_label_of(actor),
             target=structure,
             structure=structure,
             request=request,
