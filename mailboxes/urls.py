@@ -16,6 +16,7 @@ urlpatterns = [
     path("destinataires/suggestions/", compose.recipient_suggest, name="recipient_suggest"),
     path("destinataires/verifier/", compose.recipients_check, name="recipients_check"),
     path("<uuid:public_id>/", reading.folder, name="folder"),
+    path("<uuid:public_id>/nouveaux/", reading.arrivals, name="arrivals"),
     path("<uuid:public_id>/ecrire/", compose.compose, name="compose"),
     path("<uuid:public_id>/signature/", compose.signature, name="signature"),
     path("<uuid:public_id>/delegations/", people.delegations, name="delegations"),

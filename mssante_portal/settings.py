@@ -459,6 +459,8 @@ SESSION_COOKIE_SAMESITE = "Lax"  # the PSC redirect back is a top-level GET navi
 # Absolute lifetime of a session from its sign-in, whatever the activity (a working day)...
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600, minimum=300)
 # ...and the idle time after which it ends (accounts.middleware.SessionTimeoutMiddleware).
+# How often an open folder page asks whether mail arrived (seconds; a STATUS, nothing traced).
+WEBMAIL_POLL_SECONDS = env_int("WEBMAIL_POLL_SECONDS", 30, minimum=1)
 SESSION_IDLE_TIMEOUT = env_int("SESSION_IDLE_TIMEOUT", 30 * 60, minimum=60)
 SECURE = PORTAL_ENV == "production"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SECURE)

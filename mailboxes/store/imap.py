@@ -113,6 +113,7 @@ class Folder:
     total: int
     unread: int
     special: bool
+    uidnext: int = 0  # the UID the next message will get (RFC 3501 §2.3.1.1)
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,7 @@ class MailStore:
     def folders(self) -> list[Folder]:
         result = []
         for name in self.folder_names():
-            status = self.client.folder_status(name, [b"MESSAGES", b"UNSEEN"])
+            status = self.client.folder_status(name, [b"MESSAGES", b"UNSEEN", b"UIDNEXT"])
             result.append(
                 Folder(
                     name=name,
@@ -306,6 +307,7 @@ class MailStore:
                     total=int(status[b"MESSAGES"]),
                     unread=int(status[b"UNSEEN"]),
                     special=name in SPECIAL_FOLDERS,
+                    uidnext=int(status[b"UIDNEXT"]),
                 )
             )
         rank = {name: i for i, name in enumerate(FOLDER_ORDER)}
@@ -313,6 +315,19 @@ class MailStore:
 
     def unread(self, folder: str = "INBOX") -> int:
         return int(self.client.folder_status(folder, [b"UNSEEN"])[b"UNSEEN"])
+
+    def arrivals(self, folder: str, since: int) -> tuple[int, int]:
+        """(unread, arrived): the folder's unread count and how many of its messages have a UID
+        of at least ``since`` (the UIDNEXT a page was shown with). Never selects the folder:
+        STATUS only, so nothing is marked and nothing else changes."""
+        status = self.client.folder_status(folder, [b"UNSEEN", b"UIDNEXT"])
+        unread, uidnext = int(status[b"UNSEEN"]), int(status[b"UIDNEXT"])
+        if uidnext <= since:
+            return unread, 0
+        self.client.select_folder(folder, readonly=True)
+        # "n:*" also matches the last message when its UID is below n (RFC 3501 §6.4.8).
+        uids = self.client.search([b"UID", f"{since}:*".encode()])
+        return unread, sum(1 for uid in uids if uid >= since)
 
     def folder_exists(self, folder: str) -> bool:
         """Whether ``folder`` is one of the BAL's folders. Compared with the real list, never

@@ -67,6 +67,13 @@ class WebmailForm(forms.Form):
                     raise ControlCharacters(error.messages[0])
 
 
+class ArrivalsQuery(WebmailForm):
+    """The webmail's polling for new mail: a folder and the UIDNEXT its page was shown with."""
+
+    dossier = forms.CharField(label="Dossier", max_length=200)
+    depuis = forms.IntegerField(label="Depuis", min_value=1, max_value=2**32 - 1)
+
+
 class FolderQuery(WebmailForm):
     dossier = forms.CharField(label="Dossier", max_length=200, required=False)
     page = forms.IntegerField(label="Page", min_value=1, max_value=100_000, required=False)

@@ -3,10 +3,12 @@ to lately. Reads of message content are services (``services.messages``): they a
 
 from __future__ import annotations
 
-from mailboxes.access import Grant
+from dataclasses import dataclass
+
+from mailboxes.access import Access, Grant
 from mailboxes.errors import StoreUnavailable
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
-from mailboxes.store.imap import MailStore
+from mailboxes.store.imap import SPECIAL_FOLDERS, MailStore
 
 
 def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
@@ -19,6 +21,29 @@ def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
         except StoreUnavailable:
             rows.append((grant, None))
     return rows
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """What changed in a folder since its page was shown: the tab title and the banner."""
+
+    label: str
+    unread: int
+    arrived: int
+
+
+def folder_arrivals(grant: Grant, folder: str, since: int) -> Arrivals | None:
+    """New messages in ``folder`` of the BAL since UID ``since`` (the page's UIDNEXT), for
+    the webmail's polling; None for a folder the BAL does not have or a person who may not
+    read it. Counts only: nothing is opened or marked, so nothing is traced (like the
+    switcher's counts)."""
+    if not grant.allows(Access.READ):
+        return None
+    with MailStore(grant.mailbox.address) as store:
+        if not store.folder_exists(folder):
+            return None
+        unread, arrived = store.arrivals(folder, since)
+    return Arrivals(str(SPECIAL_FOLDERS.get(folder, folder)), unread, arrived)
 
 
 def delivery_statuses(mailbox: Mailbox, message_id: str) -> list[OutboundDelivery]:

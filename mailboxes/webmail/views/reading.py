@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -19,13 +20,20 @@ from accounts.models import User
 from accounts.selectors import administered_structures
 from mailboxes.access import Access, access_mailbox, usable_mailboxes
 from mailboxes.documents.xdm import is_xdm_archive
+from mailboxes.errors import StoreUnavailable
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import SENT, TRASH
 from mailboxes.store.mime import display_subject
-from mailboxes.webmail.forms import FolderQuery, MessageQuery, MessagesAction, ReceiptAnswer
+from mailboxes.webmail.forms import (
+    ArrivalsQuery,
+    FolderQuery,
+    MessageQuery,
+    MessagesAction,
+    ReceiptAnswer,
+)
 from mailboxes.webmail.presenters import rows
 from mailboxes.webmail.sanitize import sanitize
-from mailboxes.webmail.selectors import delivery_statuses, unread_counts
+from mailboxes.webmail.selectors import delivery_statuses, folder_arrivals, unread_counts
 from mailboxes.webmail.services import messages as svc
 from mailboxes.webmail.services.documents import documents_of
 from mailboxes.webmail.services.receipts import (
@@ -89,6 +97,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         "grant": grant,
         "mailbox": grant.mailbox,
         "folders": folders,
+        "current_folder": next((f for f in folders if f.name == page.folder), None),
         "page": page,
         "rows": rows(page, grant.mailbox.public_id),
         "query": query,
@@ -101,12 +110,42 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
             }
         ),
         "is_trash": page.folder == TRASH,
+        "poll_seconds": settings.WEBMAIL_POLL_SECONDS,
         # Selecting messages is only offered to who may act on them here (Access).
         "can_act": grant.allows(Access.ORGANISE)
         or (page.folder == TRASH and grant.allows(Access.MANAGE)),
     }
     template = "mailboxes/_message_list.html" if request.htmx else "mailboxes/folder.html"  # type: ignore[attr-defined]
     return render(request, template, context)
+
+
+@professional_required
+@require_GET
+def arrivals(request: HttpRequest, public_id: str) -> HttpResponse:
+    """htmx polling of a folder page: 204 (nothing to swap) until mail arrives, then the
+    banner « N nouveaux messages » and the tab title with the unread count."""
+    grant = access_mailbox(_user(request), public_id)
+    query = ArrivalsQuery(request.GET)
+    if not query.is_valid():
+        return HttpResponseBadRequest("Paramètres invalides.")
+    folder_name, since = query.cleaned_data["dossier"], query.cleaned_data["depuis"]
+    try:
+        news = folder_arrivals(grant, folder_name, since)
+    except StoreUnavailable:
+        return HttpResponse(status=204)  # the next poll tries again; the page stays as it is
+    if news is None:
+        raise Http404
+    if not news.arrived:
+        return HttpResponse(status=204)
+    return render(
+        request,
+        "mailboxes/_arrivals.html",
+        {
+            "news": news,
+            "mailbox": grant.mailbox,
+            "reload": _folder_url(grant.mailbox.public_id, folder_name),
+        },
+    )
 
 
 @professional_required
