@@ -52,6 +52,10 @@ class Action(models.TextChoices):
     MESSAGE_MOVE = "message.move", _noop("Déplacement de messages")
     MESSAGE_DELETE = "message.delete", _noop("Suppression de messages")
     TRASH_EMPTIED = "mailbox.trash_emptied", _noop("Corbeille vidée")
+    # The handover of a team BAL's messages: « Je m'en occupe », « Terminé », « Rendre »
+    MESSAGE_TAKEN = "message.taken", _noop("Prise en charge d'un message")
+    MESSAGE_DONE = "message.done", _noop("Message traité")
+    MESSAGE_RELEASED = "message.released", _noop("Prise en charge rendue")
     # Writing: compose, drafts, read receipts (RFC 8098)
     MESSAGE_SENT = "message.sent", _noop("Envoi d'un message")
     DRAFT_SAVED = "message.draft_saved", _noop("Enregistrement d'un brouillon")

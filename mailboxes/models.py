@@ -342,3 +342,34 @@ class Signature(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.mailbox}"
+
+
+class MessageHandling(models.Model):
+    """Who took a message of a team BAL in charge, and whether it is done: the handover an
+    SSIAD or EHPAD team needs between shifts. Keyed by Message-ID, so that it follows the
+    message from folder to folder; the IMAP keywords ($MSSPrisEnCharge, $MSSTermine) mirror
+    the state for the list's filters, this row says who and when. Its history is the journal."""
+
+    class State(models.TextChoices):
+        TAKEN = "taken", _("pris en charge")
+        DONE = "done", _("terminé")
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="handlings")
+    message_id = models.CharField(max_length=998)
+    state = models.CharField(max_length=8, choices=State)
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("prise en charge")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mailbox", "message_id"], name="message_handling_one_per_message"
+            )
+        ]
+        indexes = [models.Index(fields=["mailbox", "by", "state"], name="handling_by_state")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} ({self.state})"

@@ -34,6 +34,7 @@ urlpatterns = [
     path("<uuid:public_id>/corbeille/vider/", reading.empty_trash, name="empty_trash"),
     path("<uuid:public_id>/messages/<int:uid>/", reading.message, name="message"),
     path("<uuid:public_id>/messages/<int:uid>/accuse/", reading.receipt, name="receipt"),
+    path("<uuid:public_id>/messages/<int:uid>/prise-en-charge/", reading.handle, name="handle"),
     path("<uuid:public_id>/messages/<int:uid>/contenu/", reading.message_body, name="message_body"),
     path(
         "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/",

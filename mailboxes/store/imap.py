@@ -53,6 +53,10 @@ SORT_ORDERS = {
 TRASH = "Trash"
 SENT = "Sent"
 DRAFTS = "Drafts"
+# The handover of a team BAL (mailboxes.models.MessageHandling says who and when); keywords
+# so that the list's filters are IMAP searches (RFC 3501 §6.4.4 KEYWORD / UNKEYWORD).
+TAKEN = b"$MSSPrisEnCharge"
+DONE = b"$MSSTermine"
 MDN_SENT = b"$MDNSent"  # RFC 3503: the read-receipt question of a message is settled
 MAX_SUBJECT = 500  # characters shown in a list row
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL
@@ -129,6 +133,10 @@ class Summary:
     answered: bool
     has_attachments: bool
     mdn_sent: bool = False  # $MDNSent keyword (RFC 3503): the read-receipt question is settled
+    message_id: str = ""
+    author: Address | None = None  # Sender: when it is not the From: address (RFC 5322 §3.6.2)
+    taken: bool = False
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,9 +167,15 @@ class Criteria:
     body: str = ""
     since: date | None = None
     before: date | None = None
+    # A team BAL's handover: "a-traiter" (neither taken nor done), "termines", or "moi" (taken,
+    # restricted to ``message_ids``, the ones the person took: the database knows who).
+    handling: str = ""
+    message_ids: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
-        return not (self.sender or self.subject or self.body or self.since or self.before)
+        return not (
+            self.sender or self.subject or self.body or self.since or self.before or self.handling
+        )
 
     def imap(self) -> list[bytes]:
         """IMAP SEARCH keys (RFC 3501 §6.4.4), each text a literal (§4.3) in UTF-8; BEFORE is
@@ -174,7 +188,23 @@ class Criteria:
             keys += [b"SINCE", format_criteria_date(self.since)]
         if self.before and self.before < date.max:  # before the end of time: no key
             keys += [b"BEFORE", format_criteria_date(self.before + timedelta(days=1))]
+        if self.handling == "a-traiter":
+            keys += [b"UNKEYWORD", TAKEN, b"UNKEYWORD", DONE]
+        elif self.handling == "termines":
+            keys += [b"KEYWORD", DONE]
+        elif self.handling == "moi":
+            keys += [b"KEYWORD", TAKEN, b"UNKEYWORD", DONE, *_any_message_id(self.message_ids)]
         return keys or [b"ALL"]
+
+
+def _any_message_id(ids: Sequence[str]) -> list[bytes]:
+    """SEARCH keys matching any of ``ids`` (OR is binary, RFC 3501 §6.4.4); none matches no
+    message (a UID no message can have)."""
+    keys: list[bytes] = []
+    for mid in ids:
+        key = [b"HEADER", b"Message-ID", _literal(mid.encode("utf-8"))]
+        keys = key if not keys else [b"OR", *key, *keys]  # OR a (OR b c): no parentheses
+    return keys or [b"UID", b"4294967295"]
 
 
 def _addresses(items: Sequence[Any] | None) -> list[Address]:
@@ -221,7 +251,21 @@ def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
         answered=b"\\Answered" in flags,
         has_attachments=_has_attachments(data.get(b"BODYSTRUCTURE")),
         mdn_sent=MDN_SENT in flags,
+        message_id=decode_text(envelope.message_id if envelope else None).strip(),
+        author=_author(envelope, senders),
+        taken=TAKEN in flags,
+        done=DONE in flags,
     )
+
+
+def _author(envelope: Any, senders: list[Address]) -> Address | None:
+    """The Sender: of a message when it names someone else than its From: (a colleague who
+    wrote from a team BAL, a delegate); IMAP fills the envelope's sender with From: when the
+    header is absent (RFC 3501 §7.4.2)."""
+    authors = _addresses(envelope.sender if envelope else None)
+    if not authors or not senders or authors[0].email.lower() == senders[0].email.lower():
+        return None
+    return authors[0]
 
 
 class _UnixIMAP4(IMAP4WithTimeout):
@@ -409,6 +453,10 @@ class MailStore:
         if not uids:
             return []
         return [int(u) for u in self.client.search(["UID", ",".join(map(str, uids))])]
+
+    def existing(self, folder: str, uids: Sequence[int]) -> list[int]:
+        """The UIDs of ``uids`` that name a message of ``folder``."""
+        return self._existing(folder, uids)
 
     def set_flag(self, folder: str, uids: Sequence[int], flag: bytes, on: bool) -> list[int]:
         found = self._existing(folder, uids)

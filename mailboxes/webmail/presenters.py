@@ -11,6 +11,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 
+from mailboxes.models import MessageHandling
 from mailboxes.store.imap import Page, Summary
 from mailboxes.store.mime import display_subject
 
@@ -29,6 +30,9 @@ class Row:
     seen: bool
     flagged: bool
     has_attachments: bool
+    author: str = ""  # « Envoyé par … » when a colleague wrote from the team BAL
+    handling: str = ""  # « Pris en charge par … · 14:05 » / « Terminé par … »
+    handling_state: str = ""  # taken / done / "" (à traiter)
 
 
 def _who(summary: Summary, outgoing: bool) -> str:
@@ -39,7 +43,21 @@ def _who(summary: Summary, outgoing: bool) -> str:
     return summary.sender.name or summary.sender.email
 
 
-def rows(page: Page, mailbox_public_id: object) -> list[Row]:
+def handling_text(handling: MessageHandling | None) -> str:
+    """« Pris en charge par Claire MARTIN le 03/12 à 14:05 », « Terminé par … »."""
+    if handling is None:
+        return ""
+    who = handling.by.display_name if handling.by else "—"
+    when = timezone.localtime(handling.at)
+    verb = "Pris en charge" if handling.state == MessageHandling.State.TAKEN else "Terminé"
+    return f"{verb} par {who} le {when:%d/%m} à {when:%H:%M}"
+
+
+def rows(
+    page: Page,
+    mailbox_public_id: object,
+    handlings: dict[str, MessageHandling] | None = None,
+) -> list[Row]:
     base = reverse("mailboxes:message", args=[mailbox_public_id, 0]).removesuffix("0/")
     suffix = f"/?dossier={quote(page.folder, safe='')}"
     outgoing = page.folder in OUTGOING
@@ -61,6 +79,9 @@ def rows(page: Page, mailbox_public_id: object) -> list[Row]:
                 seen=m.seen,
                 flagged=m.flagged,
                 has_attachments=m.has_attachments,
+                author=(m.author.name or m.author.email) if m.author else "",
+                handling=handling_text((handlings or {}).get(m.message_id)),
+                handling_state="done" if m.done else "taken" if m.taken else "",
             )
         )
     return result

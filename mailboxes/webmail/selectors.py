@@ -4,10 +4,13 @@ to lately. Reads of message content are services (``services.messages``): they a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from accounts.audit import Action
+from accounts.models import AuditEvent, User
 from mailboxes.access import Access, Grant
 from mailboxes.errors import StoreUnavailable
-from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
+from mailboxes.models import Mailbox, MessageHandling, OutboundDelivery, OutboundMessage
 from mailboxes.store.imap import SPECIAL_FOLDERS, MailStore
 
 
@@ -76,3 +79,46 @@ def recent_correspondents(grants: list[Grant], text: str, limit: int = 3) -> lis
             if len(seen) >= limit:
                 break
     return seen
+
+
+TEAM_KINDS = (Mailbox.Kind.ORG, Mailbox.Kind.APP)
+
+
+def handlings_of(mailbox: Mailbox, message_ids: list[str]) -> dict[str, MessageHandling]:
+    """Who took which of these messages in charge, for a page of a team BAL's list."""
+    if mailbox.kind not in TEAM_KINDS or not message_ids:
+        return {}
+    rows = MessageHandling.objects.filter(
+        mailbox=mailbox, message_id__in=[m for m in message_ids if m]
+    ).select_related("by")
+    return {h.message_id: h for h in rows}
+
+
+def taken_by(mailbox: Mailbox, user: User, limit: int = 500) -> tuple[str, ...]:
+    """The Message-IDs ``user`` has in charge in the team BAL (« Pris en charge par moi »)."""
+    return tuple(
+        MessageHandling.objects.filter(mailbox=mailbox, by=user, state=MessageHandling.State.TAKEN)
+        .order_by("-at")
+        .values_list("message_id", flat=True)[:limit]
+    )
+
+
+def openers_of(mailbox: Mailbox, message_id: str) -> list[tuple[str, datetime]]:
+    """Who of the team opened this message and when they first did, from the journal's
+    « Lecture d'un message » traces (oldest first): « Ouvert par » on a team BAL's message."""
+    if mailbox.kind not in TEAM_KINDS or not message_id:
+        return []
+    first: dict[str, datetime] = {}
+    events = (
+        AuditEvent.objects.filter(
+            action=Action.MESSAGE_READ.value,
+            target_id=str(mailbox.public_id),
+            result=AuditEvent.Result.SUCCESS,
+            details__message_id=message_id,
+        )
+        .order_by("occurred_at")
+        .values_list("actor__first_name", "actor__last_name", "actor_label", "occurred_at")[:200]
+    )
+    for first_name, last_name, label, when in events:
+        first.setdefault(f"{first_name or ''} {last_name or ''}".strip() or label, when)
+    return list(first.items())

@@ -20,20 +20,29 @@ from accounts.models import User
 from accounts.selectors import administered_structures
 from mailboxes.access import Access, access_mailbox, usable_mailboxes
 from mailboxes.documents.xdm import is_xdm_archive
-from mailboxes.errors import StoreUnavailable
+from mailboxes.errors import HandoverUnavailable, StoreUnavailable
 from mailboxes.models import Mailbox
-from mailboxes.store.imap import SENT, TRASH
+from mailboxes.store.imap import SENT, TRASH, Summary
 from mailboxes.store.mime import display_subject
 from mailboxes.webmail.forms import (
     ArrivalsQuery,
     FolderQuery,
+    HandoverStep,
     MessageQuery,
     MessagesAction,
     ReceiptAnswer,
 )
-from mailboxes.webmail.presenters import rows
+from mailboxes.webmail.presenters import handling_text, rows
 from mailboxes.webmail.sanitize import sanitize
-from mailboxes.webmail.selectors import delivery_statuses, folder_arrivals, unread_counts
+from mailboxes.webmail.selectors import (
+    TEAM_KINDS,
+    delivery_statuses,
+    folder_arrivals,
+    handlings_of,
+    openers_of,
+    taken_by,
+    unread_counts,
+)
 from mailboxes.webmail.services import messages as svc
 from mailboxes.webmail.services.documents import documents_of
 from mailboxes.webmail.services.receipts import (
@@ -84,29 +93,35 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
     query.refuse_control_characters()
     if not query.is_valid() and not query.errors.keys() <= {"du", "au", "page", "tri"}:
         return HttpResponseBadRequest("Paramètres de recherche invalides.")
+    team = grant.mailbox.kind in TEAM_KINDS
+    handover = query.cleaned_data.get("suivi", "") if team and query.is_valid() else ""
+    mine = taken_by(grant.mailbox, _user(request)) if handover == "moi" else ()
     folders, page = svc.folder_open(
         grant=grant,
         actor=_user(request),
         folder=query.folder,
         page=query.page_number,
-        criteria=query.criteria(),
+        criteria=query.criteria(mine),
         order=query.order,
         request=request,
     )
+    handlings = handlings_of(grant.mailbox, [m.message_id for m in page.messages]) if team else {}
     context = {
+        "team": team,
+        "handover": handover,
         "grant": grant,
         "mailbox": grant.mailbox,
         "folders": folders,
         "current_folder": next((f for f in folders if f.name == page.folder), None),
         "page": page,
-        "rows": rows(page, grant.mailbox.public_id),
+        "rows": rows(page, grant.mailbox.public_id, handlings),
         "query": query,
         "grants": grants,
         "search_qs": urlencode(
             {
                 k: v
                 for k, v in request.GET.items()
-                if k in ("de", "objet", "texte", "du", "au", "tri") and v
+                if k in ("de", "objet", "texte", "du", "au", "tri", "suivi") and v
             }
         ),
         "is_trash": page.folder == TRASH,
@@ -129,6 +144,8 @@ def arrivals(request: HttpRequest, public_id: str) -> HttpResponse:
     if not query.is_valid():
         return HttpResponseBadRequest("Paramètres invalides.")
     folder_name, since = query.cleaned_data["dossier"], query.cleaned_data["depuis"]
+    if since is None:
+        return HttpResponse(status=204)  # no page to compare with: nothing to announce
     try:
         news = folder_arrivals(grant, folder_name, since)
     except StoreUnavailable:
@@ -189,8 +206,51 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             if folder_name == SENT
             else [],
             "history_url": _history_url(_user(request), grant.mailbox, parsed.message_id),
+            **_handover(grant.mailbox, summary, parsed.message_id),
         },
     )
+
+
+def _handover(mailbox: Mailbox, summary: Summary, message_id: str) -> dict[str, object]:
+    """A team BAL's message page: who took it in charge, who opened it."""
+    if mailbox.kind not in TEAM_KINDS:
+        return {"team": False}
+    handling = handlings_of(mailbox, [message_id]).get(message_id)
+    return {
+        "team": bool(message_id),
+        "handling": handling,
+        "handling_text": handling_text(handling),
+        "openers": openers_of(mailbox, message_id),
+    }
+
+
+@professional_required
+@require_POST
+def handle(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
+    """« Je m'en occupe », « Terminé », « Rendre » on a team BAL's message."""
+    grant = access_mailbox(_user(request), public_id)
+    form = HandoverStep(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Demande invalide.")
+    folder_name, step = form.cleaned_data["dossier"], form.cleaned_data["etape"]
+    try:
+        svc.message_handle(
+            grant=grant, actor=_user(request), folder=folder_name, uid=uid, step=step,
+            request=request,
+        )  # fmt: skip
+    except HandoverUnavailable as exc:
+        messages.error(request, exc.user_message)
+    else:
+        messages.success(request, HANDOVER_DONE[step])
+    target = reverse("mailboxes:message", args=[grant.mailbox.public_id, uid])
+    return redirect(f"{target}?{urlencode({'dossier': folder_name})}")
+
+
+HANDOVER_DONE = {
+    "prendre": "Vous avez pris ce message en charge : l'équipe le voit.",
+    "terminer": "Message marqué comme terminé.",
+    "rendre": "Le message est de nouveau à traiter.",
+}
 
 
 def _history_url(user: User, mailbox: Mailbox, message_id: str) -> str:
