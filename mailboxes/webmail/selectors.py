@@ -122,3 +122,17 @@ def openers_of(mailbox: Mailbox, message_id: str) -> list[tuple[str, datetime]]:
     for first_name, last_name, label, when in events:
         first.setdefault(f"{first_name or ''} {last_name or ''}".strip() or label, when)
     return list(first.items())
+
+
+def sent_statuses(mailbox: Mailbox, message_ids: list[str]) -> dict[str, list[OutboundDelivery]]:
+    """The recipients' deliveries of a page of the Sent folder, by Message-ID (one query)."""
+    ids = [m for m in message_ids if m]
+    if not ids:
+        return {}
+    found: dict[str, list[OutboundDelivery]] = {}
+    rows = OutboundDelivery.objects.filter(
+        message__mailbox=mailbox, message__message_id__in=ids
+    ).only("status", "read_at", "recipient", "message__message_id")
+    for row in rows.select_related("message"):
+        found.setdefault(row.message.message_id, []).append(row)
+    return found

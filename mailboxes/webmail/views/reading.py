@@ -32,7 +32,7 @@ from mailboxes.webmail.forms import (
     MessagesAction,
     ReceiptAnswer,
 )
-from mailboxes.webmail.presenters import handling_text, rows
+from mailboxes.webmail.presenters import failure_reason, handling_text, rows
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.selectors import (
     TEAM_KINDS,
@@ -40,6 +40,7 @@ from mailboxes.webmail.selectors import (
     folder_arrivals,
     handlings_of,
     openers_of,
+    sent_statuses,
     taken_by,
     unread_counts,
 )
@@ -105,7 +106,9 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         order=query.order,
         request=request,
     )
-    handlings = handlings_of(grant.mailbox, [m.message_id for m in page.messages]) if team else {}
+    ids = [m.message_id for m in page.messages]
+    handlings = handlings_of(grant.mailbox, ids) if team else {}
+    deliveries = sent_statuses(grant.mailbox, ids) if page.folder == SENT else {}
     context = {
         "team": team,
         "handover": handover,
@@ -114,7 +117,8 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         "folders": folders,
         "current_folder": next((f for f in folders if f.name == page.folder), None),
         "page": page,
-        "rows": rows(page, grant.mailbox.public_id, handlings),
+        "rows": rows(page, grant.mailbox.public_id, handlings, deliveries),
+        "is_sent": page.folder == SENT,
         "query": query,
         "grants": grants,
         "search_qs": urlencode(
@@ -202,7 +206,10 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             and folder_name != SENT
             and grant.mailbox.status == Mailbox.Status.ACTIVE
             and grant.allows(Access.SEND),
-            "deliveries": delivery_statuses(grant.mailbox, parsed.message_id)
+            "deliveries": [
+                (d, failure_reason(d.last_reply) if d.status == d.Status.FAILED else "")
+                for d in delivery_statuses(grant.mailbox, parsed.message_id)
+            ]
             if folder_name == SENT
             else [],
             "history_url": _history_url(_user(request), grant.mailbox, parsed.message_id),
