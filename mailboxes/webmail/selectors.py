@@ -3,10 +3,14 @@ to lately. Reads of message content are services (``services.messages``): they a
 
 from __future__ import annotations
 
+from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext as _
+
 from mailboxes.access import Grant
 from mailboxes.errors import StoreUnavailable
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.store.imap import MailStore
+from mailboxes.transport import quota
 
 
 def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
@@ -51,3 +55,35 @@ def recent_correspondents(grants: list[Grant], text: str, limit: int = 3) -> lis
             if len(seen) >= limit:
                 break
     return seen
+
+
+def quota_warning(mailbox: Mailbox) -> str | None:
+    """The webmail's warning for a BAL at WARN_PERCENT of its quota or more, in French; None
+    without a quota or below it (no Maildir walk for a BAL without a quota)."""
+    if mailbox.quota_bytes is None:
+        return None
+    usage = quota.usage_of(mailbox)
+    if not usage.warn or usage.used is None:
+        return None
+    values = {
+        "percent": usage.percent,
+        "used": filesizeformat(usage.used),
+        "quota": filesizeformat(mailbox.quota_bytes),
+    }
+    if usage.full:
+        return (
+            _(
+                "Votre BAL est pleine à %(percent)s %% (%(used)s sur %(quota)s) : les nouveaux "
+                "messages ne lui sont plus remis et attendent chez l'expéditeur. Supprimez des "
+                "messages ou videz la corbeille."
+            )
+            % values
+        )
+    return (
+        _(
+            "Votre BAL est pleine à %(percent)s %% (%(used)s sur %(quota)s). Au-delà de 100 %%, "
+            "les nouveaux messages ne lui seront plus remis : supprimez des messages ou videz la "
+            "corbeille."
+        )
+        % values
+    )

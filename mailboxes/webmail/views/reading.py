@@ -25,7 +25,7 @@ from mailboxes.store.mime import display_subject
 from mailboxes.webmail.forms import FolderQuery, MessageQuery, MessagesAction, ReceiptAnswer
 from mailboxes.webmail.presenters import rows
 from mailboxes.webmail.sanitize import sanitize
-from mailboxes.webmail.selectors import delivery_statuses, unread_counts
+from mailboxes.webmail.selectors import delivery_statuses, quota_warning, unread_counts
 from mailboxes.webmail.services import messages as svc
 from mailboxes.webmail.services.documents import documents_of
 from mailboxes.webmail.services.receipts import (
@@ -101,6 +101,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
             }
         ),
         "is_trash": page.folder == TRASH,
+        "quota_warning": None if request.htmx else quota_warning(grant.mailbox),  # type: ignore[attr-defined]
         # Selecting messages is only offered to who may act on them here (Access).
         "can_act": grant.allows(Access.ORGANISE)
         or (page.folder == TRASH and grant.allows(Access.MANAGE)),
