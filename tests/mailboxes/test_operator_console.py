@@ -337,3 +337,25 @@ def test_the_webmail_warns_from_90_percent(dovecot: Any) -> None:
     box.save(update_fields=["quota_bytes"])
     page = signed_in(doctor).get(f"/bal/{box.public_id}/?dossier=INBOX").content.decode()
     assert "Votre BAL est pleine" not in page
+
+
+def test_the_director_sets_the_quota_on_the_bal_page_and_sees_the_usage(dovecot: Any) -> None:
+    structure = make_structure()
+    director = make_professional(first_name="Hélène", last_name="Directrice")
+    make_membership(director, structure, Membership.Role.DIRECTOR)
+    box = make_mailbox(structure=structure, owner=make_professional())
+    page = f"/console/{structure.public_id}/bal/{box.public_id}/"
+    client = signed_in(director)
+
+    response = client.post(page + "quota/", {"quota_mo": "250"}, follow=True)
+
+    assert "Le quota de la BAL est de 250 Mo." in response.content.decode()
+    assert Mailbox.objects.get(pk=box.pk).quota_bytes == 250 * MEGABYTE
+    assert AuditEvent.objects.get(action="mailbox.quota_set").actor == director
+    assert 'value="250"' in client.get(page).content.decode()
+    # Another structure's director cannot.
+    other = make_professional(first_name="Paul", last_name="Autre")
+    clinique = make_structure(name="Clinique", finess="690002365", domain="clinique.mssante.fr")
+    make_membership(other, clinique, Membership.Role.DIRECTOR)
+    assert signed_in(other).post(page + "quota/", {"quota_mo": "1"}).status_code == 404
+    assert Mailbox.objects.get(pk=box.pk).quota_bytes == 250 * MEGABYTE

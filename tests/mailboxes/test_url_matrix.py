@@ -114,6 +114,7 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/droits/<uuid:access_id>/retirer/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/etat/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/notification/": "object",
+    "console/<uuid:structure_id>/bal/<uuid:bal_id>/quota/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/exporter/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/fermer/": "object",
     "console/<uuid:structure_id>/exports/<uuid:export_id>/": "object",
