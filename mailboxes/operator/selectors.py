@@ -13,6 +13,7 @@ from pathlib import Path
 from cryptography import x509
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncHour
 from django.http import Http404
 from django.utils import timezone
 
@@ -121,6 +122,41 @@ def queued_message(public_id: str) -> OutboundMessage:
 
 def message_deliveries(message: OutboundMessage) -> QuerySet[OutboundDelivery]:
     return message.deliveries.order_by("recipient")
+
+
+def hourly_traffic(
+    *, hours: int = 24, now: dt.datetime | None = None
+) -> list[tuple[dt.datetime, int, int]]:
+    """Messages per hour over the last ``hours``, oldest first: (hour, received, sent).
+    Received: messages the gateway accepted (its success traces). Sent: recipients delivered
+    or relayed by the relay (BALs we host included), by the hour of their outcome."""
+    end = (now or timezone.now()).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    start = end - dt.timedelta(hours=hours)
+    received = dict(
+        AuditEvent.objects.filter(
+            action=Action.GATEWAY_RECEIVED,
+            result=AuditEvent.Result.SUCCESS,
+            occurred_at__gte=start,
+            occurred_at__lt=end,
+        )
+        .annotate(hour=TruncHour("occurred_at", tzinfo=dt.UTC))
+        .values("hour")
+        .annotate(n=Count("pk"))
+        .values_list("hour", "n")
+    )
+    sent = dict(
+        OutboundDelivery.objects.filter(
+            status__in=[Status.DELIVERED, Status.RELAYED],
+            delivered_at__gte=start,
+            delivered_at__lt=end,
+        )
+        .annotate(hour=TruncHour("delivered_at", tzinfo=dt.UTC))
+        .values("hour")
+        .annotate(n=Count("pk"))
+        .values_list("hour", "n")
+    )
+    slots = [start + dt.timedelta(hours=i) for i in range(hours)]
+    return [(h, received.get(h, 0), sent.get(h, 0)) for h in slots]
 
 
 # --- The gateway: sessions and refusals ---------------------------------------------------

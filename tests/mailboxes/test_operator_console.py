@@ -111,8 +111,12 @@ def test_staff_see_the_queue_by_domain_the_oldest_due_and_find_a_message() -> No
     staff = make_staff()
     message = spool("dest@chu-exemple.mssante.fr", "autre@clinique.mssante.fr")
     OutboundDelivery.objects.filter(domain="clinique.mssante.fr").update(
-        status=OutboundDelivery.Status.RELAYED
+        status=OutboundDelivery.Status.RELAYED, delivered_at=timezone.now()
     )
+    AuditEvent.objects.create(
+        action="gateway.received", result="success", actor_label="CN=mx.chu.fr",
+        details={"from": "a@chu-exemple.mssante.fr", "to": ["b@x.fr"], "reply": "250 2.0.0"},
+    )  # fmt: skip
     client = signed_in(staff)
     page = client.get("/bal/").content.decode()
     assert 'href="/operateur/"' in page  # the header's link
@@ -120,6 +124,8 @@ def test_staff_see_the_queue_by_domain_the_oldest_due_and_find_a_message() -> No
     queue = client.get("/operateur/").content.decode()
     assert "chu-exemple.mssante.fr" in queue and "clinique.mssante.fr" in queue
     assert "dest@chu-exemple.mssante.fr" in queue  # among the oldest due
+    hour = timezone.localtime().strftime("%H")
+    assert f"{hour} h : reçus 1, envoyés 1." in queue  # the hourly chart's description
 
     found = client.get("/operateur/", {"q": "dest@chu"}).content.decode()
     assert f"/operateur/file/{message.public_id}/" in found

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.models import User
 from mailboxes.models import OutboundDelivery
 from mailboxes.operator import selectors, services
+from mailboxes.operator.charts import hourly_svg
 from mailboxes.operator.guard import operator_required
 
 
@@ -43,6 +44,9 @@ def queue(request: HttpRequest) -> HttpResponse:
             "domains": selectors.queue_by_domain(),
             "totals": selectors.queue_totals(),
             "oldest": selectors.oldest_due(),
+            "traffic_chart": hourly_svg(
+                selectors.hourly_traffic(), title=_("Messages par heure, dernières 24 heures")
+            ),
             "Status": OutboundDelivery.Status,
         },
     )
