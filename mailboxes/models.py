@@ -64,6 +64,9 @@ class Mailbox(models.Model):
         _("au plus une notification toutes les (minutes)"), default=60
     )
     notice_last_sent_at = models.DateTimeField(null=True, blank=True)
+    # Mail the BAL may hold, set by the operator or the structure's director; none: no limit.
+    # Enforced at delivery (mailboxes.transport.quota: 452 4.2.2 at the gateway).
+    quota_bytes = models.PositiveBigIntegerField(_("quota (octets)"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("BAL")

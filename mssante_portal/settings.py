@@ -138,6 +138,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "mssante_portal.context.portal",
                 "mailboxes.console.context.console",
+                "mailboxes.operator.context.operator",
             ],
         },
     },

@@ -20,6 +20,7 @@ urlpatterns = [
     path(B + "droits/<uuid:access_id>/retirer/", bals.bal_access_revoke, name="bal_revoke"),
     path(B + "etat/", bals.bal_status, name="bal_status"),
     path(B + "notification/", bals.bal_notice, name="bal_notice"),
+    path(B + "quota/", bals.bal_quota, name="bal_quota"),
     path(B + "exporter/", bals.bal_export, name="bal_export"),
     path(B + "fermer/", bals.bal_close, name="bal_close"),
     path(S + "exports/<uuid:export_id>/", bals.export_download, name="export_download"),

@@ -49,6 +49,7 @@ from mailboxes.console.services.naming import address_propose
 from mailboxes.console.services.publication import publication_plan
 from mailboxes.errors import RecoveryKeyMissing
 from mailboxes.models import Mailbox, MailboxExport
+from mailboxes.transport import quota
 from mailboxes.transport.notices import notice_configure
 
 KINDS = {"per": Mailbox.Kind.PER, "org": Mailbox.Kind.ORG, "app": Mailbox.Kind.APP}
@@ -275,6 +276,8 @@ def _bal_context(current: Structure, box: Mailbox, **extra: Any) -> dict[str, An
         ),
         "exports": list(box.exports.select_related("actor")[:10]),
         "has_key": bool(current.recovery_key_fingerprint),
+        "usage": quota.usage_of(box),
+        "quota_mo": f"{box.quota_bytes / quota.MEGABYTE:g}" if box.quota_bytes is not None else "",
         **extra,
     }
 
@@ -315,6 +318,22 @@ def bal_edit(request: HttpRequest, structure_id: uuid.UUID, bal_id: uuid.UUID) -
             messages.success(request, "Les informations de la BAL sont enregistrées.")
     else:
         messages.error(request, "Le formulaire est incomplet : vérifiez le nom affiché.")
+    return redirect(_bal_url(current, box))
+
+
+@professional_required
+@require_POST
+def bal_quota(request: HttpRequest, structure_id: uuid.UUID, bal_id: uuid.UUID) -> HttpResponse:
+    """The director sets the BAL's quota (in megabytes, empty: no limit); the operator may set
+    it too, from its console."""
+    current = console_structure(_user(request), structure_id)
+    box = console_mailbox(current, bal_id)
+    value = quota.megabytes_to_bytes(request.POST.get("quota_mo", ""))
+    quota.mailbox_quota_set(mailbox=box, quota_bytes=value, actor=_user(request), request=request)
+    if value is None:
+        messages.success(request, "La BAL n'a plus de quota.")
+    else:
+        messages.success(request, f"Le quota de la BAL est de {value / quota.MEGABYTE:g} Mo.")
     return redirect(_bal_url(current, box))
 
 

@@ -40,6 +40,7 @@ from mailboxes.webmail.selectors import (
     folder_arrivals,
     handlings_of,
     openers_of,
+    quota_warning,
     sent_statuses,
     taken_by,
     unread_counts,
@@ -130,6 +131,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         ),
         "is_trash": page.folder == TRASH,
         "poll_seconds": settings.WEBMAIL_POLL_SECONDS,
+        "quota_warning": None if request.htmx else quota_warning(grant.mailbox),  # type: ignore[attr-defined]
         # Selecting messages is only offered to who may act on them here (Access).
         "can_act": grant.allows(Access.ORGANISE)
         or (page.folder == TRASH and grant.allows(Access.MANAGE)),
