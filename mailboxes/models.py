@@ -64,6 +64,12 @@ class Mailbox(models.Model):
         _("au plus une notification toutes les (minutes)"), default=60
     )
     notice_last_sent_at = models.DateTimeField(null=True, blank=True)
+    # The Dovecot backend that stores this BAL when Dovecot is a proxy in front of several
+    # (settings.DOVECOT_BACKENDS, docs/deployment.md); empty: the first one listed (or the
+    # single instance). Written at creation; moving a BAL is an operator's migration.
+    dovecot_backend = models.CharField(
+        _("serveur de messagerie"), max_length=32, null=True, blank=True
+    )
 
     class Meta:
         verbose_name = _("BAL")
