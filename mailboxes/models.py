@@ -68,7 +68,7 @@ class Mailbox(models.Model):
     # (settings.DOVECOT_BACKENDS, docs/deployment.md); empty: the first one listed (or the
     # single instance). Written at creation; moving a BAL is an operator's migration.
     dovecot_backend = models.CharField(
-        _("serveur de messagerie"), max_length=32, null=True, blank=True
+        _("serveur de messagerie"), max_length=32, blank=True, default=""
     )
 
     class Meta:

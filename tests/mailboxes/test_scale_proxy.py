@@ -17,10 +17,12 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.management import call_command
 from django.db import connection
 
 from devtools.pki import Issued
@@ -202,9 +204,7 @@ def test_two_gateways_two_workers_two_backends_behind_a_proxy_store_each_message
         with ThreadPoolExecutor(sessions) as pool:
             replies = list(
                 pool.map(
-                    lambda s: _inbound_session(
-                        gateways[s % 2][0], pki, inbound[s::sessions]
-                    ),
+                    lambda s: _inbound_session(gateways[s % 2][0], pki, inbound[s::sessions]),
                     range(sessions),
                 )
             )
@@ -246,9 +246,7 @@ def test_two_gateways_two_workers_two_backends_behind_a_proxy_store_each_message
             spooled.append((str(message.public_id), sender, to))
         ids = [public_id for public_id, _s, _t in spooled]
         done: list[int] = []
-        workers = [
-            threading.Thread(target=_worker, args=(ids[w::2], done)) for w in range(2)
-        ]
+        workers = [threading.Thread(target=_worker, args=(ids[w::2], done)) for w in range(2)]
         for worker in workers:
             worker.start()
         for worker in workers:
@@ -273,7 +271,9 @@ def test_two_gateways_two_workers_two_backends_behind_a_proxy_store_each_message
         email.message_from_bytes(envelope.original_content or b"")["Message-ID"]
         for envelope in peer.received
     )
-    assert sent_to_peer == Counter(f"<out-{i:04d}@ehpad-les-tilleuls.mssante.fr>" for i in range(OUTBOUND))
+    assert sent_to_peer == Counter(
+        f"<out-{i:04d}@ehpad-les-tilleuls.mssante.fr>" for i in range(OUTBOUND)
+    )
 
     # --- The portal reads each BAL through the proxy ----------------------------------------
     per_bal: dict[str, set[str]] = {box.address: set() for box in boxes}
@@ -291,3 +291,96 @@ def test_two_gateways_two_workers_two_backends_behind_a_proxy_store_each_message
         with MailStore(box.address) as mail:
             _validity, uids = mail.folder_uids("INBOX")
             assert set(mail.message_ids("INBOX", uids).values()) == per_bal[box.address]
+
+
+@pytest.fixture
+def folder() -> Iterator[Path]:
+    """A folder Dovecot's unprivileged services could traverse (not pytest's 0700 tmp)."""
+    path = Path(tempfile.mkdtemp(prefix="mss-conf-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_backend_host_gets_its_ports_and_only_its_bals(settings, folder: Path) -> None:
+    """``dovecot_config --backend`` on a backend's host: LMTP over TCP for the proxy, and the
+    users file lists only the BALs this backend stores (a misrouted delivery is refused)."""
+    settings.DOVECOT_BACKENDS = ["b1=10.0.0.11:10143:10024", "b2=10.0.0.12:10143:10024"]
+    settings.DOVECOT_DIR = folder / "dovecot"
+    settings.DOVECOT_MAIL_ROOT = folder / "mail"
+    structure = make_structure()
+    first, second, third = (
+        make_mailbox(structure=structure, owner=make_professional(), local_part=f"bal{i}")
+        for i in range(3)
+    )
+    assert [first.dovecot_backend, second.dovecot_backend, third.dovecot_backend] == [
+        "b1",
+        "b2",
+        "b1",
+    ]
+    Mailbox.objects.filter(pk=third.pk).update(dovecot_backend="")  # before sharding: b1
+
+    call_command("dovecot_config", backend="b2", stdout=StringIO())
+
+    config = (folder / "dovecot" / "dovecot.conf").read_text()
+    assert "inet_listener lmtp {\n    address = 127.0.0.1\n    port = 10024\n" in config
+    assert "lmtp_proxy" not in config
+    users = (folder / "dovecot" / "users").read_text()
+    assert [line.split(":")[0] for line in users.splitlines()] == [second.address]
+    assert sorted(dovecot_backend_users("b1")) == sorted([first.address, third.address])
+
+
+def test_the_proxy_names_each_bal_backend_and_leaves_out_an_unknown_one(
+    settings, folder: Path
+) -> None:
+    settings.DOVECOT_BACKENDS = ["b1=10.0.0.11:10143:10024", "b2=10.0.0.12:10143:10025"]
+    settings.DOVECOT_DIR = folder / "dovecot"
+    settings.DOVECOT_MAIL_ROOT = folder / "mail"
+    structure = make_structure()
+    first, second, gone = (
+        make_mailbox(structure=structure, owner=make_professional(), local_part=f"bal{i}")
+        for i in range(3)
+    )
+    Mailbox.objects.filter(pk=gone.pk).update(dovecot_backend="b3")  # no longer listed
+
+    call_command("dovecot_config", stdout=StringIO())
+
+    assert "lmtp_proxy = yes" in (folder / "dovecot" / "dovecot.conf").read_text()
+    lines = {
+        line.split(":")[0]: line.split(":", 7)[7]
+        for line in (folder / "dovecot" / "users").read_text().splitlines()
+    }
+    assert lines == {
+        first.address: "proxy=y host=10.0.0.11 port=%{if;%s;eq;lmtp;10024;10143} "
+        f"master={settings.DOVECOT_MASTER_USER} proxy_timeout={settings.DOVECOT_TIMEOUT}",
+        second.address: "proxy=y host=10.0.0.12 port=%{if;%s;eq;lmtp;10025;10143} "
+        f"master={settings.DOVECOT_MASTER_USER} proxy_timeout={settings.DOVECOT_TIMEOUT}",
+    }
+
+
+@pytest.mark.parametrize(
+    "entry", ["b1", "b1=10.0.0.11:10143", "b 1=10.0.0.11:10143:24", "=10.0.0.11:1:2"]
+)
+def test_a_malformed_backend_list_is_refused_in_french(settings, entry: str) -> None:
+    settings.DOVECOT_BACKENDS = [entry]
+    with pytest.raises(store.InstanceError, match="n'est pas de la forme"):
+        store.backends_from_settings()
+
+
+def test_without_backends_the_single_instance_neither_proxies_nor_listens_for_lmtp(
+    settings, folder: Path
+) -> None:
+    settings.DOVECOT_DIR = folder / "dovecot"
+    settings.DOVECOT_MAIL_ROOT = folder / "mail"
+    box = make_mailbox(structure=make_structure(), owner=make_professional())
+
+    call_command("dovecot_config", stdout=StringIO())
+
+    config = (folder / "dovecot" / "dovecot.conf").read_text()
+    assert config.rstrip().endswith("}") and "lmtp_proxy" not in config
+    assert "inet_listener lmtp" not in config
+    assert box.dovecot_backend == ""
+    [line] = (folder / "dovecot" / "users").read_text().splitlines()
+    assert line.startswith(f"{box.address}:{{SSHA512}}") and line.endswith("::::::")

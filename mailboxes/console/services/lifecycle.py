@@ -48,7 +48,9 @@ def dovecot_users_sync() -> int:
     for address, name in served.values_list("address", "dovecot_backend"):
         backend = backends.get(name) if name else first
         if backend is None:
-            logger.error("BAL %s : serveur Dovecot « %s » absent de DOVECOT_BACKENDS", address, name)
+            logger.error(
+                "BAL %s : serveur Dovecot « %s » absent de DOVECOT_BACKENDS", address, name
+            )
             continue
         routes[address] = backend
     dovecot.write_users(instance, routes, routes=routes)
@@ -64,16 +66,16 @@ def dovecot_backend_users(name: str) -> list[str]:
     served = Mailbox.objects.filter(status__in=[Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED])
     mine = Q(dovecot_backend=name)
     if name == next(iter(backends)):
-        mine |= Q(dovecot_backend__isnull=True) | Q(dovecot_backend="")
+        mine |= Q(dovecot_backend="")
     return list(served.filter(mine).values_list("address", flat=True))
 
 
-def dovecot_backend_for_new_mailbox() -> str | None:
+def dovecot_backend_for_new_mailbox() -> str:
     """The backend a new BAL goes to: the one that stores the fewest BALs (the first listed on
-    a tie); None without backends."""
+    a tie); empty without backends."""
     backends = list(dovecot.backends_from_settings())
     if not backends:
-        return None
+        return ""
     counts = dict(
         Mailbox.objects.exclude(status=Mailbox.Status.CLOSED)
         .filter(dovecot_backend__in=backends)
@@ -82,9 +84,7 @@ def dovecot_backend_for_new_mailbox() -> str | None:
         .values_list("dovecot_backend", "n")
     )
     counts[backends[0]] = counts.get(backends[0], 0) + (
-        Mailbox.objects.exclude(status=Mailbox.Status.CLOSED)
-        .filter(Q(dovecot_backend__isnull=True) | Q(dovecot_backend=""))
-        .count()
+        Mailbox.objects.exclude(status=Mailbox.Status.CLOSED).filter(dovecot_backend="").count()
     )
     return min(backends, key=lambda name: counts.get(name, 0))
 
