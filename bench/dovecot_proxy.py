@@ -102,8 +102,8 @@ def main() -> None:
         time.sleep(1.1)  # Dovecot re-reads a passwd-file at most once a second
 
         address, direct = "b1@bench.mssante.fr", backends["b1"]
-        lmtp = {"direct": [], "proxy": []}
-        imap = {"direct": [], "proxy": []}
+        lmtp: dict[str, list[float]] = {"direct": [], "proxy": []}
+        imap: dict[str, list[float]] = {"direct": [], "proxy": []}
         for _ in range(args.rounds):
             lmtp["direct"].append(lmtp_rate(direct.lmtp_socket, address, args.messages))
             lmtp["proxy"].append(lmtp_rate(proxy.lmtp_socket, address, args.messages))
@@ -121,7 +121,9 @@ def main() -> None:
         return statistics.quantiles(values, n=20)[18]
 
     lmtp_direct, lmtp_proxy = statistics.median(lmtp["direct"]), statistics.median(lmtp["proxy"])
-    print(f"LMTP, one connection, 2 KB: direct {lmtp_direct:.0f} msg/s, proxy {lmtp_proxy:.0f} msg/s")
+    print(
+        f"LMTP, one connection, 2 KB: direct {lmtp_direct:.0f} msg/s, proxy {lmtp_proxy:.0f} msg/s"
+    )
     for path in ("direct", "proxy"):
         values = imap[path]
         print(

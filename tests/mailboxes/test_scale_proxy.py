@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import shutil
 import smtplib
 import ssl
@@ -21,13 +22,19 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.db import connection
+from django.test import override_settings
 
 from devtools.pki import Issued
 from mailboxes.access import Grant
-from mailboxes.console.services.lifecycle import dovecot_backend_users, dovecot_users_sync
+from mailboxes.console.services.lifecycle import (
+    dovecot_backend_users,
+    dovecot_backend_users_sync,
+    dovecot_users_sync,
+)
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.store import dovecot as store
 from mailboxes.store.imap import MailStore
@@ -102,6 +109,10 @@ def sharded(settings) -> Iterator[Shard]:
     finally:
         _stop_all(procs)
         shutil.rmtree(base, ignore_errors=True)
+        # The tasks asking each backend's host to rewrite its list (no such host here).
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(
+            *(f"dovecot-{name}" for name in BACKENDS)
+        )
 
 
 def _provision(shard: Shard) -> list[Mailbox]:
@@ -115,9 +126,11 @@ def _provision(shard: Shard) -> list[Mailbox]:
         )
         for i in range(BALS)
     ]
-    for name, instance in shard.backends.items():
-        store.write_users(instance, dovecot_backend_users(name))
     dovecot_users_sync()
+    for name, instance in shard.backends.items():
+        # What the task of the queue dovecot-<name> does on that backend's host.
+        with override_settings(DOVECOT_DIR=instance.base_dir):
+            dovecot_backend_users_sync(name)
     wait_provisioned(*(box.address for box in boxes))  # through the proxy: both know them
     return boxes
 
@@ -345,8 +358,15 @@ def test_the_proxy_names_each_bal_backend_and_leaves_out_an_unknown_one(
     )
     Mailbox.objects.filter(pk=gone.pk).update(dovecot_backend="b3")  # no longer listed
 
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("dovecot-b1", "dovecot-b2")
     call_command("dovecot_config", stdout=StringIO())
 
+    for name in ("b1", "b2"):  # each backend's host is asked to rewrite its own list
+        [queued] = [json.loads(m) for m in broker.lrange(f"dovecot-{name}", 0, -1)]
+        broker.delete(f"dovecot-{name}")
+        assert queued["headers"]["task"] == "mailboxes.tasks.dovecot_backend_sync"
+        assert queued["headers"]["argsrepr"] == repr([name])
     assert "lmtp_proxy = yes" in (folder / "dovecot" / "dovecot.conf").read_text()
     lines = {
         line.split(":")[0]: line.split(":", 7)[7]

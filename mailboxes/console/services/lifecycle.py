@@ -5,10 +5,12 @@ Each service owns its transaction, writes its trace, and re-provisions Dovecot a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import TYPE_CHECKING
 
+from celery import current_app
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
@@ -54,7 +56,21 @@ def dovecot_users_sync() -> int:
             continue
         routes[address] = backend
     dovecot.write_users(instance, routes, routes=routes)
+    for name in backends:  # each backend's own list, written on its host (dovecot-<name> queue)
+        current_app.send_task(BACKEND_SYNC_TASK, args=[name], queue=f"dovecot-{name}")
     return len(routes)
+
+
+BACKEND_SYNC_TASK = "mailboxes.tasks.dovecot_backend_sync"
+
+
+def dovecot_backend_users_sync(name: str) -> int:
+    """On the host of backend ``name`` (a worker there consumes the queue ``dovecot-<name>``):
+    rewrite the BAL list of the instance in DOVECOT_DIR, that backend's, from the database."""
+    instance = dataclasses.replace(dovecot.instance_from_settings(), proxy=False)
+    addresses = dovecot_backend_users(name)
+    dovecot.write_users(instance, addresses)
+    return len(addresses)
 
 
 def dovecot_backend_users(name: str) -> list[str]:

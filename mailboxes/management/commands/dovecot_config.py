@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mailboxes.console.services.lifecycle import dovecot_backend_users, dovecot_users_sync
+from mailboxes.console.services.lifecycle import dovecot_backend_users_sync, dovecot_users_sync
 from mailboxes.store import dovecot
 
 
@@ -41,12 +41,7 @@ class Command(BaseCommand):
             )
         except dovecot.InstanceError as exc:
             raise CommandError(str(exc)) from exc
-        if name:
-            addresses = dovecot_backend_users(name)
-            dovecot.write_users(instance, addresses)
-            count = len(addresses)
-        else:
-            count = dovecot_users_sync()
+        count = dovecot_backend_users_sync(name) if name else dovecot_users_sync()
         self.stdout.write(
             f"Dovecot : {instance.config_path} ({count} BAL, "
             f"IMAP {instance.imap_port}, sockets {instance.lmtp_socket} {instance.imap_socket})"
