@@ -340,7 +340,10 @@ def remove_mail_home(instance: Instance, address: str) -> bool:
     """Delete the home (and Maildir) of one BAL for good; False when it has none. Only for a
     BAL that Dovecot no longer serves and whose mail has been exported. Raises
     FileNotFoundError when the mail root itself is not here (a process that does not mount the
-    mail): "nothing to delete" would then be a lie."""
+    mail): "nothing to delete" would then be a lie; likewise on a proxy, which stores none (the
+    BAL's backend holds it: docs/deployment.md)."""
+    if instance.proxy:
+        raise FileNotFoundError(f"a Dovecot proxy stores no mail: {instance.mail_root}")
     if not instance.mail_root.is_dir():
         raise FileNotFoundError(f"the mail root is not mounted here: {instance.mail_root}")
     home = mail_home(instance, address)

@@ -368,6 +368,8 @@ def test_the_proxy_names_each_bal_backend_and_leaves_out_an_unknown_one(
         assert queued["headers"]["task"] == "mailboxes.tasks.dovecot_backend_sync"
         assert queued["headers"]["argsrepr"] == repr([name])
     assert "lmtp_proxy = yes" in (folder / "dovecot" / "dovecot.conf").read_text()
+    with pytest.raises(FileNotFoundError):  # closing a BAL never says "nothing to delete" here
+        store.remove_mail_home(store.instance_from_settings(), first.address)
     lines = {
         line.split(":")[0]: line.split(":", 7)[7]
         for line in (folder / "dovecot" / "users").read_text().splitlines()
