@@ -67,6 +67,12 @@ class Mailbox(models.Model):
     # Mail the BAL may hold, set by the operator or the structure's director; none: no limit.
     # Enforced at delivery (mailboxes.transport.quota: 452 4.2.2 at the gateway).
     quota_bytes = models.PositiveBigIntegerField(_("quota (octets)"), null=True, blank=True)
+    # The Dovecot backend that stores this BAL when Dovecot is a proxy in front of several
+    # (settings.DOVECOT_BACKENDS, docs/deployment.md); empty: the first one listed (or the
+    # single instance). Written at creation; moving a BAL is an operator's migration.
+    dovecot_backend = models.CharField(
+        _("serveur de messagerie"), max_length=32, blank=True, default=""
+    )
 
     class Meta:
         verbose_name = _("BAL")

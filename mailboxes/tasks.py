@@ -4,6 +4,7 @@ from celery import shared_task
 from django.conf import settings
 
 from mailboxes.console.services.indicators import indicators_compute
+from mailboxes.console.services.lifecycle import dovecot_backend_users_sync
 from mailboxes.console.services.usage import usage_compute
 from mailboxes.transport.crl_sync import crl_expiry_check, crl_sync
 from mailboxes.transport.gateway.dedup import attempts_purge
@@ -58,3 +59,9 @@ def check_crl_expiry() -> bool:
 @shared_task(name="mailboxes.tasks.purge_gateway_attempts")
 def purge_gateway_attempts() -> int:
     return attempts_purge()
+
+
+@shared_task(name="mailboxes.tasks.dovecot_backend_sync")
+def dovecot_backend_sync(name: str) -> int:
+    """Sent to the queue ``dovecot-<name>``, consumed on that backend's host only."""
+    return dovecot_backend_users_sync(name)

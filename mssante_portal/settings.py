@@ -448,6 +448,10 @@ DOVECOT_MASTER_USER = env_str("DOVECOT_MASTER_USER", "portal")
 DOVECOT_MAIL_USER = env_str("DOVECOT_MAIL_USER", "mssante")
 DOVECOT_POSTMASTER_DOMAIN = env_str("DOVECOT_POSTMASTER_DOMAIN", "localhost")
 DOVECOT_TIMEOUT = env_int("DOVECOT_TIMEOUT", 10, minimum=1)
+# Several Dovecot backends behind the instance above, which then only proxies (docs/deployment.md):
+# "name=host:imap_port:lmtp_port", comma-separated. Each BAL goes to the backend its
+# Mailbox.dovecot_backend names (empty: the first one listed). Empty: one instance, no proxy.
+DOVECOT_BACKENDS = env_list("DOVECOT_BACKENDS", [])
 
 
 DOVECOT_MASTER_PASSWORD = _secret("DOVECOT_MASTER_PASSWORD")
