@@ -172,7 +172,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 # --- Cache (allauth keeps the id_token replay list here) -----------------------------------
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if PORTAL_ENV != "embedded" else "")
+# No default in production: a container's 127.0.0.1 has no Redis (system check mssante.E023).
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if TESTING else "")
 CACHES = {
     "default": (
         {
@@ -418,8 +419,9 @@ TLS_CRL_RECHECK_SECONDS = env_int("TLS_CRL_RECHECK_SECONDS", 30, minimum=0)
 
 # --- Writing (webmail compose) -----------------------------------------------------------------
 # X-MSS-NIL: the product reference assigned when the software was declared on Convergence
-# (Référentiel #2 ECO.2.4.3). Set it to yours in production.
-MSS_NIL = env_str("MSS_NIL", "0000000000")
+# (Référentiel #2 ECO.2.4.3). Required in production (system check mssante.E022); the
+# placeholder elsewhere.
+MSS_NIL = env_str("MSS_NIL", "" if PORTAL_ENV == "production" else "0000000000")
 COMPOSE_MAX_ATTACHMENT_BYTES = env_int(
     "COMPOSE_MAX_ATTACHMENT_BYTES", 18 * 1024 * 1024, minimum=1024
 )
@@ -495,7 +497,11 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Console (issue 7) ---------------------------------------------------------------------
 # Encrypted BAL exports (before closing, or on request) are written here.
-EXPORT_DIR = Path(env_str("EXPORT_DIR", str(VAR_DIR / "exports"))).resolve()
+# Absolute in production (system check mssante.E020): a relative one would depend on the
+# directory each process starts in; elsewhere it is taken from the current directory.
+EXPORT_DIR = Path(env_str("EXPORT_DIR", str(VAR_DIR / "exports")))
+if PORTAL_ENV != "production":
+    EXPORT_DIR = EXPORT_DIR.resolve()
 # Functional traces are kept this many days, then purged (6 months by default).
 AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183, minimum=1)
 # Sensitive console actions (close, export, delegation, role change) need a Pro Santé Connect
