@@ -205,6 +205,9 @@ else:
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Closing and exporting a BAL read all its mail and delete its Maildir: they run on the queue
+# `store`, consumed only by the worker that mounts the mail (compose's store-worker).
+CELERY_TASK_ROUTES = {"mailboxes.tasks.run_mailbox_job": {"queue": "store"}}
 
 # --- Auth: Pro Santé Connect through django-allauth -------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -502,6 +505,11 @@ CONTENT_SECURITY_POLICY = {
 EXPORT_DIR = Path(env_str("EXPORT_DIR", str(VAR_DIR / "exports")))
 if PORTAL_ENV != "production":
     EXPORT_DIR = EXPORT_DIR.resolve()
+# A close or export job still waiting after this many seconds is enqueued again (its task was
+# lost); one running whose progress has not moved for this long ends in failure (its worker
+# died).
+JOB_REQUEUE_SECONDS = env_int("JOB_REQUEUE_SECONDS", 300, minimum=30)
+JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 1800, minimum=60)
 # Functional traces are kept this many days, then purged (6 months by default).
 AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183, minimum=1)
 # Sensitive console actions (close, export, delegation, role change) need a Pro Santé Connect
