@@ -109,7 +109,8 @@ def _attachment_message(to: str) -> bytes:
 
 def _folder_messages(manifest: dict[str, Any], extracted: Path, name: str) -> list[bytes]:
     """The raw messages of one folder of an archive, in the manifest's order."""
-    return [(extracted / m["file"]).read_bytes() for m in manifest["messages"] if m["folder"] == name]
+    entries = [m for m in manifest["messages"] if m["folder"] == name]
+    return [(extracted / m["file"]).read_bytes() for m in entries]
 
 
 def _decrypt(keys: Keys, export: MailboxExport, into: Path) -> tuple[dict[str, Any], Path]:

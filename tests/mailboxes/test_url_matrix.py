@@ -22,7 +22,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import Membership, Structure, User
-from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
+from mailboxes.models import Mailbox, MailboxAccess, MailboxExport, MailboxJob
 from tests.factories import grant, make_mailbox, make_membership, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.xdm_build import xdm
@@ -104,6 +104,7 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/notification/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/exporter/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/fermer/": "object",
+    "console/<uuid:structure_id>/taches/<uuid:job_id>/": "object",
     "console/<uuid:structure_id>/exports/<uuid:export_id>/": "object",
     "console/<uuid:structure_id>/personnes/": "object",
     "console/<uuid:structure_id>/personnes/<uuid:membership_id>/role/": "object",
@@ -210,6 +211,7 @@ def world(dovecot) -> World:
         mailbox=accueil, purpose="export", path="x", size=1, sha256="0" * 64, messages=0,
         folders=0, key_fingerprint="F" * 40,
     )  # fmt: skip
+    job = MailboxJob.objects.create(mailbox=accueil, kind="export", state="termine", export=export)
     wait_provisioned(per.address, soins.address, per2.address, accueil.address)
     deliver(
         per2.address,
@@ -233,6 +235,7 @@ def world(dovecot) -> World:
         "bal_id": accueil.public_id,
         "kind": "org",
         "export_id": export.public_id,
+        "job_id": job.public_id,
         "membership_id": membership.public_id,
         "member_access_id": member.public_id,
     }
@@ -322,6 +325,7 @@ def test_own_object_with_a_foreign_child_is_404(world: World) -> None:
             f"{v['member_access_id']}/retirer/",
         ),
         ("director", f"/console/{own['structure_id']}/exports/{v['export_id']}/"),
+        ("director", f"/console/{own['structure_id']}/taches/{v['job_id']}/"),
         ("director", f"/console/{own['structure_id']}/personnes/{v['membership_id']}/role/"),
         ("director", f"/console/{own['structure_id']}/personnes/{v['membership_id']}/retirer/"),
     ]

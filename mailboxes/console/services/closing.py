@@ -167,9 +167,8 @@ def mailbox_close_now(
 ) -> Closed:
     """``mailbox_close`` for the store worker, which mounts the mail: the same steps, the
     deletion done before returning rather than after a commit, and its outcome returned
-    (``kept_code``) so that a Maildir still there is a failure for the caller. Must run
-    outside any transaction; ``progress(done, total)`` follows the first export."""
-    if transaction.get_connection().in_atomic_block:
-        raise RuntimeError("mailbox_close_now runs outside any transaction")
+    (``kept_code``) so that a Maildir still there is a failure for the caller. Runs outside
+    any transaction (the closing must be committed before the mail goes);
+    ``progress(done, total)`` follows the first export."""
     locked, export, exported = _close(mailbox, actor, None, progress)
     return Closed(locked, export, _after_close(locked, actor, exported))

@@ -98,9 +98,9 @@ def job_run(*, public_id: str) -> str:
     French. A close whose Maildir could not be removed is an ``echec`` (the journal's
     ``mailbox.mail_deleted`` says failure too). Returns the final state, or "" when the job
     was not waiting. Runs outside any transaction, on the process that mounts the mail."""
-    claimed = MailboxJob.objects.filter(
-        public_id=public_id, state=MailboxJob.State.QUEUED
-    ).update(state=MailboxJob.State.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
+    claimed = MailboxJob.objects.filter(public_id=public_id, state=MailboxJob.State.QUEUED).update(
+        state=MailboxJob.State.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
     if not claimed:
         return ""
     job = MailboxJob.objects.select_related("mailbox", "requested_by").get(public_id=public_id)
@@ -109,9 +109,7 @@ def job_run(*, public_id: str) -> str:
         if job.kind == MailboxJob.Kind.CLOSE:
             closed = closing.mailbox_close_now(mailbox=job.mailbox, actor=actor, progress=progress)
             if closed.kept_code:
-                error = "La BAL est fermée et " + KEPT.get(
-                    closed.kept_code, KEPT["delete_failed"]
-                )
+                error = "La BAL est fermée et " + KEPT.get(closed.kept_code, KEPT["delete_failed"])
                 _finish(job, MailboxJob.State.FAILED, error=error, export_id=closed.export.pk)
                 return MailboxJob.State.FAILED
             export = closed.export

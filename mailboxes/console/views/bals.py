@@ -43,8 +43,8 @@ from mailboxes.console.selectors import (
     structure_people,
     structure_person,
 )
-from mailboxes.console.services import jobs, lifecycle, people
 from mailboxes.console.services import export as export_svc
+from mailboxes.console.services import jobs, lifecycle, people
 from mailboxes.console.services.naming import address_propose
 from mailboxes.console.services.publication import publication_plan
 from mailboxes.errors import RecoveryKeyMissing
