@@ -456,6 +456,12 @@ DOVECOT_TIMEOUT = env_int("DOVECOT_TIMEOUT", 10, minimum=1)
 
 DOVECOT_MASTER_PASSWORD = _secret("DOVECOT_MASTER_PASSWORD")
 
+# --- Prometheus metrics (/sante/metriques, mailboxes/operator/metrics.py) -------------------
+# Never public: answered to clients in these networks (addresses or CIDR) or presenting this
+# token (``Authorization: Bearer <token>``, or METRICS_TOKEN_FILE); with neither set, a 404.
+METRICS_NETWORKS = env_networks("METRICS_NETWORKS", [])
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+
 # --- Sessions, cookies, security --------------------------------------------------------------
 # Sessions in the database, read through the cache (one query less on every page).
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
