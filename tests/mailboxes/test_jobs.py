@@ -291,6 +291,9 @@ def test_the_console_shows_the_progress_then_the_result(
     assert response.status_code == 302 and response["Location"] == page_url
     waiting = html.unescape(client.get(page_url).content.decode())
     assert "Export en attente" in waiting and 'hx-trigger="every 1s"' in waiting
+    bal_page = reverse("console:bal", args=[keyed.structure.public_id, keyed.public_id])
+    bal = html.unescape(client.get(bal_page).content.decode())
+    assert "Un export de cette BAL est en cours." in bal and page_url in bal
     seen: list[str] = []
     mid_stream.append(
         lambda: seen.append(

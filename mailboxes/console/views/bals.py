@@ -274,6 +274,9 @@ def _bal_context(current: Structure, box: Mailbox, **extra: Any) -> dict[str, An
             }
         ),
         "exports": list(box.exports.select_related("actor")[:10]),
+        "active_job": box.jobs.filter(
+            state__in=[MailboxJob.State.QUEUED, MailboxJob.State.RUNNING]
+        ).first(),
         "has_key": bool(current.recovery_key_fingerprint),
         **extra,
     }
