@@ -261,7 +261,7 @@ def test_one_job_at_a_time_per_bal(keyed: Mailbox) -> None:
 
 
 def test_the_sweep_fails_a_job_whose_worker_died_and_requeues_a_lost_one(
-    keyed: Mailbox,
+    keyed: Mailbox, export_dir: Path
 ) -> None:
     running = _request(keyed, MailboxJob.Kind.EXPORT)
     old = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS + 60)
@@ -270,12 +270,16 @@ def test_the_sweep_fails_a_job_whose_worker_died_and_requeues_a_lost_one(
     second = make_mailbox(structure=keyed.structure, local_part="paul.autre", owner=other)
     lost = _request(second, MailboxJob.Kind.EXPORT)
     MailboxJob.objects.filter(pk=lost.pk).update(created_at=old)
+    left = export_dir / str(keyed.structure.public_id) / ".tue-en-route.partial"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"\x85\x01")  # what the dead worker's export left
 
     assert jobs.jobs_sweep() == 2
 
     running.refresh_from_db()
     assert running.state == "echec" and "interrompue" in running.error
     assert MailboxJob.objects.get(pk=lost.pk).state == "en_attente"  # enqueued again
+    assert not left.exists()
 
 
 def test_the_console_shows_the_progress_then_the_result(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celery import current_app
@@ -139,9 +140,14 @@ INTERRUPTED = (
 def jobs_sweep(*, now: datetime | None = None) -> int:
     """What lost tasks left behind: a waiting job older than ``JOB_REQUEUE_SECONDS`` is
     enqueued again (claiming makes a duplicate harmless); a running job whose progress has
-    not moved for ``JOB_STALE_SECONDS`` (its worker died) ends in ``echec``. Returns how
-    many jobs were touched."""
+    not moved for ``JOB_STALE_SECONDS`` (its worker died) ends in ``echec``; the partial
+    (encrypted) files of exports killed mid-way are removed when this process sees
+    EXPORT_DIR. Returns how many jobs were touched."""
     now = now or timezone.now()
+    root = Path(settings.EXPORT_DIR)
+    if root.is_dir():
+        for directory in (d for d in root.iterdir() if d.is_dir() and not d.is_symlink()):
+            export_svc.export_partials_purge(directory)
     waiting = MailboxJob.objects.filter(
         state=MailboxJob.State.QUEUED,
         created_at__lt=now - timedelta(seconds=settings.JOB_REQUEUE_SECONDS),
