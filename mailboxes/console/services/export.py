@@ -202,6 +202,8 @@ def _encrypt_stream(
                 process.stdin.close()
             except BrokenPipeError:
                 result = None  # gpg stopped reading: it refused the key (returncode below)
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
             except BaseException:
                 process.kill()
                 process.wait()
