@@ -11,9 +11,11 @@ import fcntl
 import gzip
 import html
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import uuid
 import zlib
@@ -31,7 +33,7 @@ from django.utils import timezone
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import AuditEvent, Membership
 from mailboxes.console.services import jobs
-from mailboxes.console.services.export import export_path
+from mailboxes.console.services.export import export_path, export_write
 from mailboxes.console.services.recovery_key import recovery_key_set
 from mailboxes.models import Mailbox, MailboxExport, MailboxJob
 from mailboxes.store import dovecot as dovecot_store
@@ -354,3 +356,33 @@ def test_a_store_worker_runs_the_job_the_console_enqueued(keyed: Mailbox) -> Non
     assert job.state == "termine", job.error
     home = dovecot_store.mail_home(dovecot_store.instance_from_settings(), keyed.address)
     assert not home.exists()
+
+
+def test_an_export_killed_mid_stream_leaves_only_encrypted_bytes_then_nothing(
+    keyed: Mailbox, secret: str, export_dir: Path, mid_stream: list[Any]
+) -> None:
+    """SIGKILL in the middle of the archive (a worker killed by the OOM killer, a container
+    stopped hard): whatever reached the disk went through gpg, and the next export removes
+    it."""
+    mid_stream.append(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    pid = os.fork()
+    if pid == 0:  # the child shares this test's database session: it sees the BAL's rows
+        try:
+            export_write(keyed, None, MailboxExport.Purpose.EXPORT, None)
+        finally:
+            os._exit(1)  # not reached: the hook kills the child mid-stream
+    _pid, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+    left = [p for p in export_dir.rglob("*") if p.is_file()]
+    assert len(left) == 1 and left[0].name.endswith(".partial")
+    assert _clear_text_on_disk(secret, export_dir, Path(tempfile.gettempdir())) == []
+    with open(left[0], "rb") as handle:  # gpg, orphaned, finishes on end of input
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # waits for it to let go
+        assert handle.read(1)[0] & 0x80  # an OpenPGP packet (RFC 4880 §4.2), not a tar
+    job = _request(keyed, MailboxJob.Kind.EXPORT)
+    mid_stream.clear()
+    assert jobs.job_run(public_id=str(job.public_id)) == MailboxJob.State.DONE
+    assert [p.name for p in export_dir.rglob("*") if p.is_file()] == [
+        Path(MailboxJob.objects.get().export.path).name  # type: ignore[union-attr]
+    ]
