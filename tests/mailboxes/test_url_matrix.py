@@ -116,6 +116,9 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/indicateurs.csv": "object",
     "sante/": "public",
     "sante/pret/": "public",
+    # No sign-in: answered to METRICS_NETWORKS or a METRICS_TOKEN only, a 404 to anyone
+    # else (tests/mailboxes/test_metrics.py); here, with neither set, a 404 to everyone.
+    "sante/metriques": "public",
     "_dev/psc/auth/realms/esante-wallet": "public",
     "_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration": "public",
     "_dev/psc/wallet/auth": "public",
