@@ -23,6 +23,7 @@ urlpatterns = [
     path(B + "quota/", bals.bal_quota, name="bal_quota"),
     path(B + "exporter/", bals.bal_export, name="bal_export"),
     path(B + "fermer/", bals.bal_close, name="bal_close"),
+    path(S + "taches/<uuid:job_id>/", bals.job, name="job"),
     path(S + "exports/<uuid:export_id>/", bals.export_download, name="export_download"),
     path(S + "personnes/", people.people_list, name="people"),
     path(S + "personnes/<uuid:membership_id>/role/", people.person_role, name="role"),

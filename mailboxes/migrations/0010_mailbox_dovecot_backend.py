@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailboxes', '0008_mailbox_quota'),
+        ('mailboxes', '0009_mailboxjob'),
     ]
 
     operations = [

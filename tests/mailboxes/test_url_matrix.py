@@ -22,7 +22,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import Membership, Structure, User
-from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
+from mailboxes.models import Mailbox, MailboxAccess, MailboxExport, MailboxJob
 from tests.factories import grant, make_mailbox, make_membership, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.xdm_build import xdm
@@ -119,6 +119,7 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/quota/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/exporter/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/fermer/": "object",
+    "console/<uuid:structure_id>/taches/<uuid:job_id>/": "object",
     "console/<uuid:structure_id>/exports/<uuid:export_id>/": "object",
     "console/<uuid:structure_id>/personnes/": "object",
     "console/<uuid:structure_id>/personnes/<uuid:membership_id>/role/": "object",
@@ -130,6 +131,9 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/indicateurs.csv": "object",
     "sante/": "public",
     "sante/pret/": "public",
+    # No sign-in: answered to METRICS_NETWORKS or a METRICS_TOKEN only, a 404 to anyone
+    # else (tests/mailboxes/test_metrics.py); here, with neither set, a 404 to everyone.
+    "sante/metriques": "public",
     "_dev/psc/auth/realms/esante-wallet": "public",
     "_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration": "public",
     "_dev/psc/wallet/auth": "public",
@@ -225,6 +229,7 @@ def world(dovecot) -> World:
         mailbox=accueil, purpose="export", path="x", size=1, sha256="0" * 64, messages=0,
         folders=0, key_fingerprint="F" * 40,
     )  # fmt: skip
+    job = MailboxJob.objects.create(mailbox=accueil, kind="export", state="termine", export=export)
     wait_provisioned(per.address, soins.address, per2.address, accueil.address)
     deliver(
         per2.address,
@@ -248,6 +253,7 @@ def world(dovecot) -> World:
         "bal_id": accueil.public_id,
         "kind": "org",
         "export_id": export.public_id,
+        "job_id": job.public_id,
         "membership_id": membership.public_id,
         "member_access_id": member.public_id,
         "message_id": per2.public_id,  # no such spooled message: the guard answers first
@@ -359,6 +365,7 @@ def test_own_object_with_a_foreign_child_is_404(world: World) -> None:
             f"{v['member_access_id']}/retirer/",
         ),
         ("director", f"/console/{own['structure_id']}/exports/{v['export_id']}/"),
+        ("director", f"/console/{own['structure_id']}/taches/{v['job_id']}/"),
         ("director", f"/console/{own['structure_id']}/personnes/{v['membership_id']}/role/"),
         ("director", f"/console/{own['structure_id']}/personnes/{v['membership_id']}/retirer/"),
     ]
