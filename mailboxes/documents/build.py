@@ -57,7 +57,11 @@ DOCUMENT_TYPES: dict[str, str] = {
 }
 # INS OIDs (mssante-spec §3.4): NIR, NIA, and the test NIR every non-production run uses
 # (the ANS samples carry their INS under 1.2.250.1.213.1.4.10).
-INS_NIR, INS_NIA, INS_NIR_TEST = "1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10"
+INS_NIR, INS_NIA, INS_NIR_TEST = (
+    "1.2.250.1.213.1.4.8",
+    "1.2.250.1.213.1.4.9",
+    "1.2.250.1.213.1.4.10",
+)
 RPPS_OID = "1.2.250.1.71.4.2.1"  # idNat_PS (mssante-spec §3.4)
 STRUCTURE_OID = "1.2.250.1.71.4.2.2"  # idNat_Struct
 CONFIDENTIALITY_OID = "2.16.840.1.113883.5.25"  # HL7 Confidentiality, « N » Normal
@@ -178,8 +182,7 @@ def _icc_profile() -> str:
     found = sorted(glob.glob("/usr/share/ghostscript/*/iccprofiles/srgb.icc"))
     if not found:
         raise DocumentRefused(
-            "La conversion en PDF/A est indisponible (Ghostscript absent) : prévenez "
-            "l'exploitant."
+            "La conversion en PDF/A est indisponible (Ghostscript absent) : prévenez l'exploitant."
         )
     return found[-1]
 
@@ -200,8 +203,7 @@ def pdf_to_pdfa(pdf: bytes, *, timeout: float = 60) -> bytes:
         )
     except FileNotFoundError as exc:
         raise DocumentRefused(
-            "La conversion en PDF/A est indisponible (Ghostscript absent) : prévenez "
-            "l'exploitant."
+            "La conversion en PDF/A est indisponible (Ghostscript absent) : prévenez l'exploitant."
         ) from exc
     except subprocess.TimeoutExpired as exc:
         raise DocumentRefused("Le PDF est trop long à convertir en PDF/A.") from exc
@@ -220,7 +222,9 @@ def _schema() -> etree.XMLSchema:
 def cda_problems(cda: bytes) -> list[str]:
     """Where ``cda`` breaks the CDA R2 schema (empty when valid)."""
     schema = _schema()
-    root = etree.fromstring(cda, etree.XMLParser(no_network=True, resolve_entities=False, huge_tree=True))
+    root = etree.fromstring(
+        cda, etree.XMLParser(no_network=True, resolve_entities=False, huge_tree=True)
+    )
     if schema.validate(root):
         return []
     return [f"ligne {e.line} : {e.message}" for e in schema.error_log][:10]
@@ -231,8 +235,10 @@ def _attr(value: str) -> str:
 
 
 def _hl7(value: str) -> str:
-    """A value inside an HL7 v2 field (XCN, XON, CX): its separators ^ & | ~ \\ dropped."""
-    return "".join(c for c in value if c not in "^&|~\\")
+    """A value inside an HL7 v2 field (XCN, XON, CX), its delimiters escaped (HL7 v2.5 §2.7.4:
+    \\F\\ for |, \\S\\ for ^, \\T\\ for &, \\R\\ for ~, \\E\\ for the escape itself)."""
+    escapes = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
+    return "".join(escapes.get(c, c) for c in value)
 
 
 def build_cda(
@@ -254,7 +260,8 @@ def build_cda(
     doc_oid = _oid_of(document_id)
     sex = patient.sex if patient.sex in SEX_LABELS else "U"
     author_name = (
-        f"<name><given>{escape(author.given)}</given><family>{escape(author.family)}</family></name>"
+        f"<name><given>{escape(author.given)}</given>"
+        f"<family>{escape(author.family)}</family></name>"
     )
     structure = (
         f"<id root={_attr(STRUCTURE_OID)} extension={_attr(author.structure_id)}/>"
@@ -268,7 +275,8 @@ def build_cda(
 <templateId root="1.2.250.1.213.1.1.1.1"/>
 <templateId root="1.3.6.1.4.1.19376.1.2.20"/>
 <id root={_attr(doc_oid)}/>
-<code code={_attr(type_code)} displayName={_attr(label)} codeSystem="{LOINC}" codeSystemName="LOINC"/>
+<code code={_attr(type_code)} displayName={_attr(label)}
+  codeSystem="{LOINC}" codeSystemName="LOINC"/>
 <title>{escape(label)}</title>
 <effectiveTime value="{when}"/>
 <confidentialityCode code="N" displayName="Normal" codeSystem="{CONFIDENTIALITY_OID}"/>
@@ -281,7 +289,8 @@ def build_cda(
 <family qualifier="BR">{escape(patient.family)}</family>
 <given qualifier="BR">{escape(patient.given)}</given>
 </name>
-<administrativeGenderCode code="{sex}" displayName={_attr(SEX_LABELS[sex])} codeSystem="2.16.840.1.113883.5.1"/>
+<administrativeGenderCode code="{sex}" displayName={_attr(SEX_LABELS[sex])}
+  codeSystem="2.16.840.1.113883.5.1"/>
 <birthTime value="{patient.birth_date:%Y%m%d}"/>
 </patient>
 </patientRole></recordTarget>
@@ -315,9 +324,7 @@ def _classification(
     scheme: str, obj: str, ident: str, code: str = "", coding: str = "", label: str = "",
     slots: str = "",
 ) -> str:  # fmt: skip
-    name = (
-        f"<rim:Name><rim:LocalizedString value={_attr(label)}/></rim:Name>" if label else ""
-    )
+    name = f"<rim:Name><rim:LocalizedString value={_attr(label)}/></rim:Name>" if label else ""
     coding_slot = _slot("codingScheme", coding) if coding else ""
     return (
         f'<rim:Classification classificationScheme="{scheme}" classifiedObject="{obj}"'
@@ -363,8 +370,7 @@ def metadata_of(
         f"^^^^^^&{RPPS_OID}&ISO^D^^^IDNPS"
     )
     institution = (
-        f"{_hl7(author.structure_name)}^^^^^^^^^{STRUCTURE_OID}^IDNST^^^"
-        f"{_hl7(author.structure_id)}"
+        f"{_hl7(author.structure_name)}^^^^^^^^^{STRUCTURE_OID}^IDNST^^^{_hl7(author.structure_id)}"
     )
     author_slots = _slot("authorPerson", person) + _slot("authorInstitution", institution)
     sex = patient.sex if patient.sex in SEX_LABELS else "U"
@@ -390,12 +396,14 @@ def metadata_of(
         + _slot("URI", CDA_NAME)
         + f"<rim:Name><rim:LocalizedString value={_attr(label)}/></rim:Name>"
         + _classification(AUTHOR, doc, "cl01", slots=author_slots)
+        + _classification(CONFIDENTIALITY_CODE, doc, "cl02", "N", CONFIDENTIALITY_OID, "Normal")
         + _classification(
-            CONFIDENTIALITY_CODE, doc, "cl02", "N", CONFIDENTIALITY_OID, "Normal"
-        )
-        + _classification(
-            FORMAT_CODE, doc, "cl03", XDS_SD_PDF, "1.3.6.1.4.1.19376.1.2.3", "Document à "
-            "corps non structuré en PDF"
+            FORMAT_CODE,
+            doc,
+            "cl03",
+            XDS_SD_PDF,
+            "1.3.6.1.4.1.19376.1.2.3",
+            "Document à corps non structuré en PDF",
         )
         + _classification(TYPE_CODE, doc, "cl04", type_code, LOINC, label)
         + _external(PATIENT_ID, doc, "ei01", patient_id, "XDSDocumentEntry.patientId")
@@ -411,16 +419,23 @@ def metadata_of(
         + _classification(SUBMISSION_AUTHOR, ss, "cl05", slots=author_slots)
         + _classification(CONTENT_TYPE_CODE, ss, "cl06", type_code, LOINC, label)
         + _external(
-            SUBMISSION_UNIQUE_ID, ss, "ei03", _oid_of(document_id) + ".2",
+            SUBMISSION_UNIQUE_ID,
+            ss,
+            "ei03",
+            _oid_of(document_id) + ".2",
             "XDSSubmissionSet.uniqueId",
-        )  # fmt: skip
+        )
         + _external(
-            SUBMISSION_SOURCE_ID, ss, "ei04", f"{STRUCTURE_OID}.{author.structure_id}",
+            SUBMISSION_SOURCE_ID,
+            ss,
+            "ei04",
+            f"{STRUCTURE_OID}.{author.structure_id}",
             "XDSSubmissionSet.sourceId",
-        )  # fmt: skip
+        )
         + _external(SUBMISSION_PATIENT_ID, ss, "ei05", patient_id, "XDSSubmissionSet.patientId")
         + "</rim:RegistryPackage>"
-        f'<rim:Classification id="cl07" classifiedObject="{ss}" classificationNode="{SUBMISSION_SET}"/>'
+        f'<rim:Classification id="cl07" classifiedObject="{ss}"'
+        f' classificationNode="{SUBMISSION_SET}"/>'
         f'<rim:Association id="as01" associationType="urn:oasis:names:tc:ebxml-regrep:'
         f'AssociationType:HasMember" sourceObject="{ss}" targetObject="{doc}">'
         + _slot("SubmissionSetStatus", "Original")
@@ -432,7 +447,7 @@ def metadata_of(
         ' xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0">'
         f"<rim:RegistryObjectList>{entry}{package}</rim:RegistryObjectList>"
         "</lcm:SubmitObjectsRequest>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def _readme(author: AuthorIdentity, sender: str, now: datetime) -> bytes:
@@ -446,7 +461,7 @@ def _readme(author: AuthorIdentity, sender: str, now: datetime) -> bytes:
         "IHE XDM.\r\n\r\n"
         "README.TXT\r\nINDEX.HTM\r\nIHE_XDM/\r\n  SUBSET01/\r\n    METADATA.XML\r\n"
         f"    {CDA_NAME}\r\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 _INDEX = (
@@ -455,7 +470,7 @@ _INDEX = (
     '<body><p><a href="README.TXT">README.TXT</a></p>'
     f'<p><a href="IHE_XDM/{SUBSET}/METADATA.XML">Métadonnées</a> - '
     f'<a href="IHE_XDM/{SUBSET}/{CDA_NAME}">Document</a></p></body></html>\n'
-).encode("utf-8")
+).encode()
 
 
 def build_archive(*, cda: bytes, metadata: bytes, readme: bytes) -> bytes:
