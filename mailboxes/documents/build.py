@@ -505,22 +505,20 @@ def health_document_build(
         raise DocumentRefused("Le document de santé doit être un fichier PDF.")
     pdfa = pdf_to_pdfa(pdf)
     document_id = uuid.uuid4()
-    fields = {
-        "patient": patient,
-        "author": author,
-        "type_code": type_code,
-        "act_date": act_date,
-        "document_id": document_id,
-        "now": now,
-    }
-    cda = build_cda(pdf=pdfa, **fields)  # type: ignore[arg-type]
+    cda = build_cda(
+        pdf=pdfa, patient=patient, author=author, type_code=type_code, act_date=act_date,
+        document_id=document_id, now=now,
+    )  # fmt: skip
     if problems := cda_problems(cda):
         raise DocumentRefused(
             "Le document CDA produit n'est pas conforme au schéma CDA R2 ("
             + "; ".join(problems[:3])
             + ") : vérifiez l'identité du patient et de l'auteur."
         )
-    metadata = metadata_of(cda=cda, **fields)  # type: ignore[arg-type]
+    metadata = metadata_of(
+        cda=cda, patient=patient, author=author, type_code=type_code, act_date=act_date,
+        document_id=document_id, now=now,
+    )  # fmt: skip
     label = DOCUMENT_TYPES[type_code]
     return HealthDocument(
         archive=build_archive(cda=cda, metadata=metadata, readme=_readme(author, sender, now)),

@@ -242,7 +242,7 @@ class ComposeForm(forms.Form):
     )
     doc_date_acte = forms.DateField(label="Date de l'acte", required=False)
     doc_ins = forms.CharField(
-        label="Matricule INS du patient concerné",
+        label="Matricule INS (patient concerné)",
         required=False,
         max_length=40,
         help_text="Matricule INS, 15 caractères (espaces permis).",

@@ -13,11 +13,15 @@ import io
 import zipfile
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from lxml import etree
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse
 
 from accounts.models import AuditEvent, User
 from mailboxes.documents.build import (
@@ -41,35 +45,10 @@ from mailboxes.store.imap import MailStore
 from mailboxes.transport.relay import message_relay
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
+from tests.mailboxes.xdm_build import tiny_pdf
 
 H = "{urn:hl7-org:v3}"
 PATIENT_INS = "279035121518989"  # the ANS samples' test INS (valid key)
-
-
-def tiny_pdf(text: str = "Bilan") -> bytes:
-    """A one-page PDF written by hand (ISO 32000 §7.5: objects, xref, trailer)."""
-    stream = f"BT /F1 24 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 def nia(prefix: str = "7790351215189") -> str:
@@ -316,7 +295,7 @@ def two_boxes(dovecot) -> tuple[User, Mailbox, User, Mailbox]:
     return doctor, box, nurse, other
 
 
-def _post(user: User, box: Mailbox, to: str, **changes: object):  # type: ignore[no-untyped-def]
+def _post(user: User, box: Mailbox, to: str, **changes: object) -> _MonkeyPatchedWSGIResponse:
     client = Client()
     client.force_login(user)
     payload = {"de": str(box.public_id), "a": to, **_form(**changes)}

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from mailboxes.models import OutboundMessage
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
-from tests.mailboxes.test_documents_send import tiny_pdf
+from tests.mailboxes.xdm_build import tiny_pdf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,7 +48,7 @@ def test_a_doctor_sends_a_dlu_from_compose(
     page.get_by_label("Document (PDF)").set_input_files(pdf)
     page.get_by_label("Type de document").select_option("74207-2")
     page.get_by_label("Date de l'acte").fill("2026-12-01")
-    page.get_by_label("Matricule INS du patient concerné").fill("2 79 03 51 215 189 89")
+    page.get_by_label("Matricule INS (patient concerné)").fill("2 79 03 51 215 189 89")
     page.get_by_label("Nom de naissance", exact=True).fill("Pat-Trois")
     page.get_by_label("Premier prénom de naissance").fill("Dominique")
     page.get_by_label("Date de naissance", exact=True).fill("1979-03-28")
