@@ -92,7 +92,7 @@ class PatientIdentity:
     given: str  # first given name at birth
     birth_date: date
     sex: str  # F, M, U
-    qualified: bool  # identity qualified through the INSi teleservice
+    qualified: bool  # status « identité qualifiée » (INSi and an identity document, RNIV)
     test_identity: bool = False  # non-production runs: the test NIR OID
 
     @property
@@ -103,13 +103,23 @@ class PatientIdentity:
 
     @property
     def ins_qualified(self) -> bool:
-        """ECO.2.4.2 / Ref#2 §3.8.2: a qualified INS is a NIR with its OID and the four traits;
-        a NIA (temporary number) never is."""
-        return (
-            self.qualified
-            and self.oid != INS_NIA
-            and all((self.family, self.given, self.birth_date, self.sex))
+        """ECO.2.4.2 / Ref#2 §3.8.2: a qualified INS is the matricule with its OID and the four
+        traits, for an identity whose status is « qualifiée »."""
+        return self.qualified and all(
+            (self.ins, self.family, self.given, self.birth_date, self.sex)
         )
+
+    def identifier(self, structure_id: str, document_id: uuid.UUID) -> tuple[str, str]:
+        """(root, extension) naming the patient in the CDA and the metadata. The INS only for
+        a qualified identity: « Le matricule INS ne peut être véhiculé que dans le cas d'une
+        identité qualifiée » (annuaire-psc-ins.md, RNIV statuses). Otherwise an identifier
+        local to the sending structure (ISO/IEC 9834-8 OID from its idNat_Struct), drawn from
+        the document's id so that nothing of the matricule leaks; the recipient matches on
+        the traits."""
+        if self.ins_qualified:
+            return self.oid, self.ins
+        root = _oid_of(uuid.uuid5(uuid.NAMESPACE_OID, f"{STRUCTURE_OID}.{structure_id}"))
+        return root, uuid.uuid5(document_id, "patient").hex.upper()
 
 
 @dataclass(frozen=True)
@@ -256,6 +266,7 @@ def build_cda(
     organisation and custodian, the type (LOINC, JDV_J07), confidentiality « N », the act as
     the service event."""
     label = DOCUMENT_TYPES[type_code]
+    patient_root, patient_extension = patient.identifier(author.structure_id, document_id)
     when = _hl7_time(now)
     doc_oid = _oid_of(document_id)
     sex = patient.sex if patient.sex in SEX_LABELS else "U"
@@ -284,7 +295,7 @@ def build_cda(
 <setId root={_attr(doc_oid + ".1")}/>
 <versionNumber value="1"/>
 <recordTarget><patientRole>
-<id root={_attr(patient.oid)} extension={_attr(patient.ins)}/>
+<id root={_attr(patient_root)} extension={_attr(patient_extension)}/>
 <patient classCode="PSN"><name>
 <family qualifier="BR">{escape(patient.family)}</family>
 <given qualifier="BR">{escape(patient.given)}</given>
@@ -364,7 +375,9 @@ def metadata_of(
         f"{utc.tm_year:04d}{utc.tm_mon:02d}{utc.tm_mday:02d}"
         f"{utc.tm_hour:02d}{utc.tm_min:02d}{utc.tm_sec:02d}"
     )
-    patient_id = f"{patient.ins}^^^&{patient.oid}&ISO^NH"
+    root, extension = patient.identifier(author.structure_id, document_id)
+    # HL7 CX: NH (national health number) for the INS, PI (patient internal) for a local id.
+    patient_id = f"{extension}^^^&{root}&ISO^{'NH' if patient.ins_qualified else 'PI'}"
     person = (
         f"{_hl7(author.national_id)}^{_hl7(author.family)}^{_hl7(author.given)}"
         f"^^^^^^&{RPPS_OID}&ISO^D^^^IDNPS"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from accounts.models import AuditEvent, User
 from mailboxes.documents.build import (
     CDA_NAME,
+    CDA_SCHEMA,
     AuthorIdentity,
     HealthDocument,
     PatientIdentity,
@@ -43,7 +44,7 @@ from mailboxes.documents.xdm import (
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store.imap import MailStore
 from mailboxes.transport.relay import message_relay
-from tests.factories import make_mailbox, make_professional, make_structure
+from tests.factories import SHARED, make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
 from tests.mailboxes.xdm_build import tiny_pdf
 
@@ -244,11 +245,17 @@ def test_subject_and_pdf_name_follow_eco_2_1_3_and_eco_2_1_6(built: HealthDocume
 
 
 @pytest.mark.parametrize(
-    ("ins", "qualified", "flag"),
-    [(PATIENT_INS, True, "O"), (PATIENT_INS, False, "N"), (nia(), True, "N")],
-    ids=["qualified-nir", "not-qualified", "nia-never-qualified"],
+    ("ins", "qualified", "flag", "kind"),
+    [
+        (PATIENT_INS, True, "O", "INS-NIR de test"),
+        (PATIENT_INS, False, "N", "identifiant local"),
+        (nia(), True, "O", "INS-NIA"),
+    ],
+    ids=["qualified-nir", "not-qualified", "qualified-nia"],
 )
-def test_x_mss_ins_is_o_only_for_a_qualified_nir(ins: str, qualified: bool, flag: str) -> None:
+def test_the_ins_travels_and_x_mss_ins_is_o_only_for_a_qualified_identity(
+    ins: str, qualified: bool, flag: str, kind: str
+) -> None:
     patient = PatientIdentity(
         ins=ins,
         family="Durand",
@@ -260,8 +267,13 @@ def test_x_mss_ins_is_o_only_for_a_qualified_nir(ins: str, qualified: bool, flag
     )
     document = _built(patient)
     assert (document.ins_flag, document.code_cda) == (flag, "74207-2")
-    if ins.startswith("7"):
-        assert read_archive(document.archive).patients[0].ins_kind == "INS-NIA"
+    [shown] = read_archive(document.archive).patients
+    assert shown.ins_kind == kind and (shown.family, shown.birth_date) == ("Durand", "1950-01-02")
+    # « Le matricule INS ne peut être véhiculé que dans le cas d'une identité qualifiée ».
+    entries = _entries(document.archive)
+    carried = [ins.encode() in content for content in entries.values()]
+    assert any(carried) == qualified
+    assert cda_problems(document.cda) == []
 
 
 # --- Through compose, the spool, the relay and Dovecot ---------------------------------------
@@ -383,3 +395,13 @@ def test_the_compose_page_offers_the_document_types(two_boxes) -> None:
     assert "Joindre un document de santé" in page
     for code in ("11488-4", "74207-2", "83981-1", "11502-2", "18776-5"):
         assert f'value="{code}"' in page
+
+
+def test_the_shipped_schemas_are_the_ans_ones() -> None:
+    """mailboxes/documents/xsd/ is a byte-for-byte copy of ../shared/samples/cda/xsd/ (the
+    image has no access to the shared samples)."""
+    shipped = CDA_SCHEMA.parent
+    reference = SHARED / "samples" / "cda" / "xsd"
+    names = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
+    assert all((shipped / n).read_bytes() == (reference / n).read_bytes() for n in names)
