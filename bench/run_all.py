@@ -39,6 +39,8 @@ BENCHES: dict[str, tuple[list[str], list[str], str, str]] = {
         [], ["--messages", "500"], "Relais sortant contre Postfix", "5"),
     "faults": (
         [], ["--messages", "500"], "Pannes provoquées : rien de perdu, rien de dupliqué", "8"),
+    "xdm_open": (
+        [], ["--rounds", "10"], "Ouvrir un message portant des documents de santé", "20"),
 }  # fmt: skip
 
 

@@ -4,7 +4,8 @@
 set -euo pipefail
 mode="${1:-run}"
 
-pkgs=(dovecot-imapd dovecot-lmtpd gnupg python3-venv)
+# ghostscript: the PDF/A-1b beside a health document (mssante-spec §3.3, ECO.2.1.5).
+pkgs=(dovecot-imapd dovecot-lmtpd gnupg ghostscript python3-venv)
 if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
   pkgs+=(chromium)
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)

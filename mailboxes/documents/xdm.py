@@ -27,7 +27,6 @@ from mailboxes.documents.cda import (
     french_date,
     hl7_date,
     parse_cda,
-    pdf_problem,
 )
 from mailboxes.documents.safexml import UnsafeXml, parse_xml
 
@@ -104,13 +103,7 @@ class Document:
 
     @property
     def has_pdf(self) -> bool:
-        return (
-            self.cda is not None
-            and self.cda.level == 1
-            and self.cda.media_type == "application/pdf"
-            and bool(self.cda.embedded)
-            and not pdf_problem(self.cda.embedded)
-        )
+        return self.cda is not None and self.cda.level == 1 and self.cda.pdf_ok
 
 
 @dataclass

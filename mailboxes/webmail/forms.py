@@ -9,8 +9,10 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.utils import timezone
 
 from annuaire.ins import InvalidINS, parse_ins, typed_ins
+from mailboxes.documents.build import DOCUMENT_TYPES
 from mailboxes.errors import ControlCharacters
 from mailboxes.store.imap import Criteria, has_control_characters
 
@@ -262,6 +264,35 @@ class ComposeForm(forms.Form):
         label="Message", required=False, max_length=1_000_000, widget=forms.Textarea
     )
     pieces = MultipleFileField(label="Pièces jointes", required=False)
+    # « Joindre un document de santé » (mssante-spec §3.2-§3.4): a PDF sent as a CDA level-1
+    # in an IHE_XDM.ZIP; every field but the PDF is asked only when a PDF is given.
+    doc_pdf = forms.FileField(label="Document (PDF)", required=False)
+    doc_type = forms.ChoiceField(
+        label="Type de document",
+        required=False,
+        choices=[("", "—"), *DOCUMENT_TYPES.items()],
+    )
+    doc_date_acte = forms.DateField(label="Date de l'acte", required=False)
+    doc_ins = forms.CharField(
+        label="Matricule INS (patient concerné)",
+        required=False,
+        max_length=40,
+        help_text="Matricule INS, 15 caractères (espaces permis).",
+    )
+    doc_nom = forms.CharField(label="Nom de naissance", required=False, max_length=100)
+    doc_prenom = forms.CharField(
+        label="Premier prénom de naissance", required=False, max_length=100
+    )
+    doc_naissance = forms.DateField(label="Date de naissance", required=False)
+    doc_sexe = forms.ChoiceField(
+        label="Sexe",
+        required=False,
+        choices=[("", "—"), ("F", "Féminin"), ("M", "Masculin")],
+    )
+    doc_qualifiee = forms.BooleanField(
+        label="Identité qualifiée (vérifiée par le téléservice INSi et une pièce d'identité)",
+        required=False,
+    )
     accuse_remise = forms.BooleanField(label="Demander un accusé de réception", required=False)
     accuse_lecture = forms.BooleanField(label="Demander un accusé de lecture", required=False)
     bloquer_reponse = forms.BooleanField(
@@ -339,10 +370,49 @@ class ComposeForm(forms.Form):
                 f"{len(everyone)} destinataires : {settings.COMPOSE_MAX_RECIPIENTS} au plus par "
                 "message. Les listes de diffusion ne sont pas permises dans MSSanté.",
             )
+        self._clean_document(data)
         total = sum(f.size or 0 for f in data.get("pieces") or [])
+        if data.get("doc_pdf"):
+            total += data["doc_pdf"].size or 0
         if total > settings.COMPOSE_MAX_ATTACHMENT_BYTES:
             self.add_error("pieces", attachments_too_large(total))
         return data
+
+    def _clean_document(self, data: dict[str, Any]) -> None:
+        """The health document's fields, all required once a PDF is given; the INS checked as
+        everywhere one is typed (annuaire.ins.parse_ins: length, first digit, key)."""
+        if not data.get("doc_pdf") or data.get("action") == "brouillon":
+            data["doc_pdf"] = None if data.get("action") == "brouillon" else data.get("doc_pdf")
+            return
+        upload = data["doc_pdf"]
+        head = upload.read(5)
+        upload.seek(0)
+        if head != b"%PDF-":
+            self.add_error("doc_pdf", "Le document de santé doit être un fichier PDF.")
+        required = {
+            "doc_type": "Choisissez le type du document.",
+            "doc_date_acte": "Indiquez la date de l'acte.",
+            "doc_ins": "Indiquez l'INS du patient.",
+            "doc_nom": "Indiquez le nom de naissance du patient.",
+            "doc_prenom": "Indiquez le premier prénom de naissance du patient.",
+            "doc_naissance": "Indiquez la date de naissance du patient.",
+            "doc_sexe": "Indiquez le sexe du patient.",
+        }
+        for name, message in required.items():
+            if not data.get(name) and name not in self.errors:
+                self.add_error(name, message)
+        if data.get("doc_ins"):
+            try:
+                data["doc_ins"] = parse_ins(str(data["doc_ins"])).matricule
+            except InvalidINS as exc:
+                self.add_error("doc_ins", str(exc))
+        for name in ("doc_nom", "doc_prenom"):
+            if has_control_characters(str(data.get(name) or "")):
+                self.add_error(name, "Ce champ contient un caractère de contrôle : retirez-le.")
+        today = timezone.localdate()
+        for name in ("doc_date_acte", "doc_naissance"):
+            if data.get(name) and data[name] > today:
+                self.add_error(name, "Cette date est dans le futur.")
 
 
 def attachments_too_large(total: int) -> str:

@@ -135,9 +135,12 @@
   });
 
   let noSubjectConfirmed = false;
+  // A health document writes the subject itself (Référentiel #2 ECO.2.1.3): nothing to ask.
+  const healthDocument = form.querySelector("[name=doc_pdf]");
   form.addEventListener("submit", (event) => {
     const sending = !event.submitter || event.submitter.value === "envoyer";
-    if (sending && !subject.value.trim() && !noSubjectConfirmed) {
+    const documentSubject = healthDocument && healthDocument.files && healthDocument.files.length;
+    if (sending && !subject.value.trim() && !documentSubject && !noSubjectConfirmed) {
       if (!window.confirm("Ce message n'a pas d'objet. L'envoyer quand même ?")) {
         event.preventDefault();
         return;

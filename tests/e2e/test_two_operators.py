@@ -12,6 +12,8 @@ var/e2e-artifacts/ (the test's artifacts).
 4. The doctor sees « Lu » and the answer in his inbox.
 5. The doctor writes to a patient (INS) with « Bloquer la réponse »: the stand-in receives it
    with X-MSS-MES: FIN.
+5b. The doctor sends the resident's DLU to soins@ as a health document (CDA in IHE_XDM.ZIP,
+   issue 20): the nurse at A opens it and A's reader shows the patient, hashes conforming.
 6. The audit trail at A names who read and who answered on the ORG BAL.
 """
 
@@ -36,6 +38,7 @@ from devtools.pki import crl_paths
 from devtools.runner import ROOT, free_port
 from devtools.trust_space import TrustSpace
 from mailboxes.transport.gateway.server import smtp_kwargs, tls_context
+from tests.mailboxes.xdm_build import tiny_pdf
 
 ARTIFACTS = ROOT / "var" / "e2e-artifacts"
 DIRECTOR, NURSE, DOCTOR_B = "LEFEBVRE", "BERNARD", "HADDAD"
@@ -234,6 +237,39 @@ def test_two_operators_one_trust_space(
     assert envelope.rcpt_tos == [f"{PATIENT_INS}@patient.mssante.fr"]
     message = email.message_from_bytes(envelope.original_content or b"")
     assert message["X-MSS-MES"] == "FIN"
+
+    # 5b. A health document from B to A: built by B's compose, read by A's panel.
+    doctor.goto(sent_folder.split("?")[0].rstrip("/") + "/ecrire/")
+    doctor.get_by_role("textbox", name="À", exact=True).fill(SOINS)
+    doctor.get_by_label("Message", exact=True).fill("Le DLU de Mme D. pour son retour.")
+    doctor.get_by_text("Joindre un document de santé").click()
+    dlu: FilePayload = {
+        "name": "dlu.pdf",
+        "mimeType": "application/pdf",
+        "buffer": tiny_pdf("DLU"),
+    }
+    doctor.get_by_label("Document (PDF)").set_input_files(files=[dlu])
+    doctor.get_by_label("Type de document").select_option("74207-2")
+    doctor.get_by_label("Date de l'acte").fill("2026-12-01")
+    doctor.get_by_label("Matricule INS (patient concerné)").fill(PATIENT_INS)
+    doctor.get_by_label("Nom de naissance", exact=True).fill("Pat-Trois")
+    doctor.get_by_label("Premier prénom de naissance").fill("Dominique")
+    doctor.get_by_label("Date de naissance", exact=True).fill("1979-03-28")
+    doctor.get_by_label("Sexe").select_option("F")
+    doctor.get_by_label("Identité qualifiée").check()
+    doctor.get_by_role("button", name="Envoyer", exact=True).click()
+    expect(doctor.get_by_text(re.compile("envoyé", re.IGNORECASE)).first).to_be_visible()
+    shot(doctor, "08b-B-document-de-sante-envoye")
+    dlu_subject = "Document de liaison d'urgence PAT-TROIS Dominique 28/03/1979"
+    dlu_row = nurse.get_by_role("link", name=dlu_subject)
+    until(nurse, inbox, lambda: dlu_row.count() > 0, "the health document at A")
+    dlu_row.first.click()
+    panel = nurse.get_by_role("region", name="Documents de santé")
+    expect(panel).to_contain_text(PATIENT_INS)
+    expect(panel).to_contain_text("Document de liaison d'urgence")
+    expect(panel).to_contain_text("Empreinte et taille conformes")
+    expect(panel).to_contain_text("INS qualifiée annoncée (O)")
+    shot(nurse, "08c-A-infirmier-lit-le-document-de-sante")
 
     # 6. The audit trail at A: who read and who answered, on soins@.
     director.goto(f"{a}/console/")

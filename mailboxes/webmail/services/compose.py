@@ -5,7 +5,9 @@ Rules (mssante-spec §3): UTF-8 text (ECO.2.2.3), `From:` label with `_` separat
 §3.5), `X-MSS-NIL` on every mail (ECO.2.4.3), `X-MSS-MES: FIN` to close a patient exchange
 (ECO.2.2.8), DSN request by RFC 3461 NOTIFY (MSS/va1.15), read receipt by
 `Disposition-Notification-To` (RFC 8098), patients only from a valid INS (§3.7), 25 MB at Mon
-Espace Santé (§3.8).
+Espace Santé (§3.8). A health document (« Joindre un document de santé », §3.2-§3.4) is built
+by ``mailboxes.documents.build`` at send time: archive, PDF/A, subject (ECO.2.1.3) and
+`X-MSS-CODECDA`/`X-MSS-INS` (ECO.2.4.1, ECO.2.4.2).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -26,10 +28,17 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.audit import Action, audit_record
-from accounts.models import StructureDomain, User
+from accounts.models import Structure, StructureDomain, User
 from annuaire.ins import INS
 from annuaire.selectors import MALFORMED, RecipientVerdict, recipient_check
 from mailboxes.access import Access, Grant, require
+from mailboxes.documents.build import (
+    AuthorIdentity,
+    DocumentRefused,
+    HealthDocument,
+    PatientIdentity,
+    health_document_build,
+)
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store.headers import header_set
@@ -75,6 +84,22 @@ class MessageTooLarge(PortalError):
     user_message = "Le message est trop volumineux."
 
 
+class HealthDocumentRefused(PortalError):
+    code = "health_document_refused"
+    http_status = 400
+    user_message = "Le document de santé ne peut pas être joint."
+
+
+@dataclass(frozen=True)
+class DocumentRequest:
+    """« Joindre un document de santé » as typed: the PDF, its patient, type and act date."""
+
+    pdf: bytes
+    patient: PatientIdentity
+    type_code: str
+    act_date: date
+
+
 @dataclass(frozen=True)
 class Attachment:
     name: str
@@ -96,6 +121,7 @@ class Draft:
     in_reply_to: str = ""
     references: str = ""
     patient_confirmed: bool = False
+    document: DocumentRequest | None = None  # built at send time, never kept in a draft
 
     @property
     def recipients(self) -> list[str]:
@@ -189,13 +215,57 @@ def author_header(*, mailbox: Mailbox, actor: User) -> Address | None:
     return _address(_professional_label(actor, mailbox.structure.name), address)
 
 
+def structure_national_id(structure: Structure) -> str:
+    """idNat_Struct (annuaire-psc-ins.md): « 1 » + FINESS, « 3 » + SIRET."""
+    prefix = "3" if structure.identifier_kind == Structure.IdentifierKind.SIRET else "1"
+    return prefix + structure.identifier
+
+
+def health_document_of(
+    *, mailbox: Mailbox, actor: User, request: DocumentRequest
+) -> HealthDocument:
+    """The archive, PDF/A, subject and headers of ``request``, written by ``actor`` (their
+    national id from Pro Santé Connect as the author) for the structure of ``mailbox``
+    (author organisation and custodian). Raises HealthDocumentRefused (French)."""
+    if not actor.national_id:
+        raise HealthDocumentRefused(
+            user_message="Seul un professionnel identifié (RPPS) peut signer un document de santé."
+        )
+    author = AuthorIdentity(
+        national_id=actor.national_id,
+        family=(actor.last_name or "").upper(),
+        given=actor.first_name or "",
+        structure_name=mailbox.structure.name,
+        structure_id=structure_national_id(mailbox.structure),
+    )
+    try:
+        return health_document_build(
+            pdf=request.pdf,
+            patient=request.patient,
+            author=author,
+            type_code=request.type_code,
+            act_date=request.act_date,
+            sender=mailbox.address,
+            now=datetime.now().astimezone(),
+        )
+    except DocumentRefused as exc:
+        raise HealthDocumentRefused(user_message=str(exc)) from exc
+
+
 def message_build(
-    *, mailbox: Mailbox, actor: User, draft: Draft, patients: list[INS], keep_bcc: bool = False
+    *,
+    mailbox: Mailbox,
+    actor: User,
+    draft: Draft,
+    patients: list[INS],
+    keep_bcc: bool = False,
+    document: HealthDocument | None = None,
 ) -> tuple[bytes, str]:
     """The message as it leaves us, and its Message-ID. Every header goes through
     ``header_set`` (one header line each, whatever the subject or the names decode to).
     ``keep_bcc`` writes the Cci addresses as `Bcc:`, for a draft only (RFC 5322 §3.6.3: a sent
-    copy does not show them)."""
+    copy does not show them). With a health ``document``, the subject is the one ECO.2.1.3
+    prescribes, and the archive and its PDF/A follow the other attachments."""
     message = EmailMessage(policy=email.policy.SMTP)
     header_set(message, "From", _address(sender_label(mailbox), mailbox.address))
     author = author_header(mailbox=mailbox, actor=actor)
@@ -207,7 +277,7 @@ def message_build(
         header_set(message, "Cc", ", ".join(draft.cc))
     if draft.bcc and keep_bcc:
         header_set(message, "Bcc", ", ".join(draft.bcc))
-    header_set(message, "Subject", draft.subject)
+    header_set(message, "Subject", document.subject if document else draft.subject)
     header_set(message, "Date", format_datetime(datetime.now().astimezone()))
     message_id = make_msgid(domain=mailbox.address.rpartition("@")[2])
     header_set(message, "Message-ID", message_id)
@@ -216,6 +286,9 @@ def message_build(
         references = " ".join(p for p in (draft.references, draft.in_reply_to) if p)
         header_set(message, "References", references.strip())
     header_set(message, "X-MSS-NIL", settings.MSS_NIL)  # Référentiel #2 ECO.2.4.3
+    if document is not None:
+        header_set(message, "X-MSS-CODECDA", document.code_cda)  # ECO.2.4.1: the CDA code
+        header_set(message, "X-MSS-INS", document.ins_flag)  # ECO.2.4.2: O if qualified INS
     if patients and draft.block_reply:
         header_set(message, "X-MSS-MES", "FIN")  # ECO.2.2.8: the patient may not answer this one
     if draft.read_receipt:
@@ -228,6 +301,13 @@ def message_build(
             maintype=maintype or "application",
             subtype=subtype or "octet-stream",
             filename=item.name,
+        )
+    if document is not None:  # ECO.2.1.5: the archive, and the PDF/A-1 of its document
+        message.add_attachment(
+            document.archive, maintype="application", subtype="zip", filename="IHE_XDM.ZIP"
+        )
+        message.add_attachment(
+            document.pdf, maintype="application", subtype="pdf", filename=document.pdf_name
         )
     return message.as_bytes(), message_id
 
@@ -256,8 +336,10 @@ def message_send(
     Raises RightMissing without the send right, MailboxSuspended on a suspended BAL,
     RecipientsRefused (with every verdict) when any address may not receive,
     PatientConfirmationRequired before the sender confirmed the patients' summaries,
-    MessageTooLarge beyond the limits, StoreUnavailable when the Sent copy cannot be stored
-    (nothing is sent then). On success the message is in the spool (durable) and in Sent.
+    HealthDocumentRefused when the health document cannot be built (PDF unreadable, CDA
+    not schema-valid, no national id), MessageTooLarge beyond the limits, StoreUnavailable
+    when the Sent copy cannot be stored (nothing is sent then). On success the message is in
+    the spool (durable) and in Sent.
     """
     require(grant, Access.SEND)
     mailbox = grant.mailbox
@@ -269,7 +351,14 @@ def message_send(
     patients = [v.patient for v in verdicts if v.patient is not None]
     if patients and not draft.patient_confirmed:
         raise PatientConfirmationRequired()
-    raw, message_id = message_build(mailbox=mailbox, actor=actor, draft=draft, patients=patients)
+    document = (
+        health_document_of(mailbox=mailbox, actor=actor, request=draft.document)
+        if draft.document
+        else None
+    )
+    raw, message_id = message_build(
+        mailbox=mailbox, actor=actor, draft=draft, patients=patients, document=document
+    )
     limit = MES_LIMIT if patients else settings.COMPOSE_MAX_MESSAGE_BYTES
     if len(raw) > limit:
         raise MessageTooLarge(
@@ -303,6 +392,7 @@ def message_send(
                 "patients": len(patients),
                 "size": len(raw),
                 "attachments": len(draft.attachments),
+                "health_documents": [document.code_cda] if document else [],
             },
         )
         # Last, still inside the transaction: if Dovecot refuses the Sent copy nothing is sent.

@@ -18,7 +18,13 @@ from accounts.audit import Action
 from accounts.models import User
 from mailboxes.access import Grant
 from mailboxes.documents.xdm import Archive, Document, is_xdm_archive, read_archive
-from mailboxes.store.mime import Attachment, attachment_bytes, attachments_where
+from mailboxes.store.mime import (
+    Attachment,
+    Parsed,
+    attachment_bytes,
+    attachment_payloads,
+    parse_message,
+)
 from mailboxes.webmail.services.messages import _session
 
 if TYPE_CHECKING:
@@ -103,9 +109,13 @@ def _document_json(doc: Document) -> dict[str, Any]:
     }
 
 
-def documents_of(raw: bytes) -> MessageDocuments:
-    """Every IHE_XDM.ZIP attachment of a raw message, parsed (never raises on content)."""
-    parsed, archives = attachments_where(raw, is_xdm_archive)
+def documents_of(raw: bytes, parsed: Parsed | None = None) -> MessageDocuments:
+    """Every IHE_XDM.ZIP attachment of a raw message, parsed (never raises on content).
+    ``parsed``, the message as the page already parsed it (``mime.parse_message``), spares a
+    second MIME parse of ``raw``: the archives are taken from its parts."""
+    if parsed is None or parsed.source is None:
+        parsed = parse_message(raw)
+    archives = attachment_payloads(parsed, is_xdm_archive)
     return MessageDocuments(
         archives=[(attachment, read_archive(data)) for attachment, data in archives],
         cda_codes=[c.strip() for c in parsed.mss_codecda.split(",") if c.strip()],

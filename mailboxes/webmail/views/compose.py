@@ -22,6 +22,7 @@ from accounts.ratelimit import ANNUAIRE_SUGGEST, rate_limited
 from annuaire.ins import PATIENT_DOMAIN, typed_ins
 from annuaire.selectors import Suggestion, directory_entries, directory_suggest
 from mailboxes.access import MISSING, Access, Grant, access_mailbox, usable_mailboxes
+from mailboxes.documents.build import PatientIdentity
 from mailboxes.errors import RightMissing
 from mailboxes.models import Mailbox
 from mailboxes.store.headers import HeaderRefused
@@ -37,7 +38,9 @@ from mailboxes.webmail.selectors import recent_correspondents
 from mailboxes.webmail.services import messages as reading
 from mailboxes.webmail.services.compose import (
     Attachment,
+    DocumentRequest,
     Draft,
+    HealthDocumentRefused,
     MessageTooLarge,
     PatientConfirmationRequired,
     RecipientsRefused,
@@ -243,6 +246,7 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         in_reply_to=data["en_reponse_a"],
         references=data["references"],
         patient_confirmed=data["confirmation_patient"],
+        document=_document_request(data),
     )
     if data["action"] == "brouillon" and request.headers.get(AUTOSAVE_HEADER):
         return _autosave(request, sender, user, draft, data["brouillon"])
@@ -256,7 +260,7 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     except PatientConfirmationRequired as exc:
         context["patients"] = [v for v in recipients_review(draft.recipients) if v.patient]
         form.add_error(None, exc.user_message)
-    except MessageTooLarge as exc:
+    except (MessageTooLarge, HealthDocumentRefused) as exc:
         form.add_error(None, exc.user_message)
     else:
         if data["brouillon"]:
@@ -267,6 +271,29 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
     if draft.attachments:
         _keep_attachments(request, sender, user, draft, data["brouillon"], form, context)
     return render(request, "mailboxes/compose.html", context, status=400)
+
+
+def _document_request(data: dict[str, Any]) -> DocumentRequest | None:
+    """« Joindre un document de santé », when a PDF was given (the form checked the rest)."""
+    upload = data.get("doc_pdf")
+    if not upload:
+        return None
+    patient = PatientIdentity(
+        ins=data["doc_ins"],
+        family=data["doc_nom"].strip(),
+        given=data["doc_prenom"].strip(),
+        birth_date=data["doc_naissance"],
+        sex=data["doc_sexe"],
+        qualified=data["doc_qualifiee"],
+        # Outside production the INS are test identities (the ANS test NIR OID).
+        test_identity=settings.PORTAL_ENV != "production" or settings.PORTAL_DEMO,
+    )
+    return DocumentRequest(
+        pdf=upload.read(),
+        patient=patient,
+        type_code=data["doc_type"],
+        act_date=data["doc_date_acte"],
+    )
 
 
 def _keep_attachments(

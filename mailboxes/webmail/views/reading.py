@@ -186,7 +186,8 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
     blocked = sanitize(parsed.html).blocked_remote if parsed.html else 0
     # The « Documents de santé » panel, only for a message that carries an IHE_XDM.ZIP.
     has_archive = any(is_xdm_archive(a.filename) for a in parsed.attachments)
-    documents = documents_of(raw) if has_archive else None
+    # One MIME parse per page: the panel reads the archive from the message parsed above.
+    documents = documents_of(raw, parsed) if has_archive else None
     return render(
         request,
         "mailboxes/message.html",
