@@ -300,6 +300,10 @@ SOCIALACCOUNT_PROVIDERS = {
 }
 
 # Mock behaviour (dev/demo only).
+# The mock's second registered client, « logiciel métier de test »: a care software that gets
+# tokens for IMAP and submission (API LPS); `manage.py psc_token` drives its flow.
+PSC_MOCK_LPS_CLIENT_ID = env_str("PSC_MOCK_LPS_CLIENT_ID", "logiciel-metier-test")
+PSC_MOCK_LPS_CLIENT_SECRET = env_str("PSC_MOCK_LPS_CLIENT_SECRET", "lps-secret-not-for-production")
 PSC_MOCK_USERINFO_FORMAT = env_choice("PSC_MOCK_USERINFO_FORMAT", "json", ("json", "jwt"))
 # Deliberate misbehaviour of the mock, to show and test each sign-in failure page.
 PSC_MOCK_FAULT = env_choice(
