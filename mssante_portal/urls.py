@@ -11,6 +11,7 @@ urlpatterns = [
     path("operateur/admin/", admin.site.urls),
     path("operateur/", include("accounts.operator_urls")),
     path("sante/", include("mailboxes.operator.urls")),
+    path("logiciels/", include("mailboxes.software.urls")),
 ]
 
 if settings.PSC_MOCK_ENABLED:
