@@ -150,6 +150,7 @@ class OutboundMessage(models.Model):
         GATEWAY = "gateway", _("Passerelle (nouvel essai de remise locale)")
         REPORT = "report", _("Avis de remise (DSN) produit par l'opérateur")
         NOTICE = "notice", _("Avis du portail à une BAL (délégations, clé de recouvrement)")
+        SOFTWARE = "software", _("Logiciel ou client de messagerie (soumission)")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     origin = models.CharField(max_length=10, choices=Origin)
