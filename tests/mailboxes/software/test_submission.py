@@ -174,9 +174,8 @@ def test_sender_must_be_the_opened_bal(submission, cast, pki) -> None:
 
 @pytest.mark.parametrize("who", ["outsider", "expired"])
 def test_a_token_that_does_not_open_the_bal_is_refused(submission, cast, pki, who) -> None:
-    bearer = (
-        token(make_professional().national_id) if who == "outsider" else token(DOCTOR, lifetime=-1)
-    )
+    outsider = str(make_professional().national_id)
+    bearer = token(outsider) if who == "outsider" else token(DOCTOR, lifetime=-1)
     smtp = _session(submission, pki)
     with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
         smtp.auth("XOAUTH2", lambda _=None: _xoauth2(cast["box"].address, bearer))
@@ -230,7 +229,7 @@ def test_curl_submits_with_its_oauth2_bearer(submission, cast, pki, tmp_path) ->
             token(DOCTOR),
             "--max-time",
             "30",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         check=False,
