@@ -8,11 +8,16 @@ import ipaddress
 import secrets
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
-from mailboxes.software.psc import PscUnavailable
+from accounts.decorators import professional_required
+from accounts.models import StructureDomain, User
+from mailboxes.access import access_mailbox
+from mailboxes.software.autoconfig import autoconfig_xml, endpoints
+from mailboxes.software.psc import PscUnavailable, issuer
 from mailboxes.software.sessions import LoginRefused, imap_group, software_login
 
 
@@ -57,3 +62,43 @@ def dovecot_auth(request: HttpRequest) -> HttpResponse:
     if group:
         fields.append(f"userdb_acl_groups={group}")
     return HttpResponse("\t".join(fields), content_type="text/plain")
+
+
+@require_GET
+def autoconfig(request: HttpRequest) -> HttpResponse:
+    """Thunderbird's autoconfig for a domain we host: from ``emailaddress`` (the well-known
+    form) or from the ``autoconfig.<domain>`` host. 404 for any other domain."""
+    address = request.GET.get("emailaddress", "")
+    domain = address.rpartition("@")[2].lower() if "@" in address else ""
+    if not domain:
+        host = request.get_host().split(":")[0].lower()
+        domain = host.removeprefix("autoconfig.") if host.startswith("autoconfig.") else ""
+    found = (
+        StructureDomain.objects.filter(domain=domain).select_related("structure").first()
+        if domain
+        else None
+    )
+    if found is None:
+        raise Http404
+    return HttpResponse(
+        autoconfig_xml(found.domain, found.structure.name), content_type="application/xml"
+    )
+
+
+@professional_required
+@require_GET
+def connect(request: HttpRequest, public_id: str) -> HttpResponse:
+    """« Connecter un logiciel »: the settings a professional gives their mail client or care
+    software for this BAL."""
+    assert isinstance(request.user, User)
+    grant = access_mailbox(request.user, public_id)
+    return render(
+        request,
+        "mailboxes/connect.html",
+        {
+            "mailbox": grant.mailbox,
+            "grant": grant,
+            "endpoints": [e for e in endpoints() if e.port],
+            "issuer": issuer(),
+        },
+    )
