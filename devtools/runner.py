@@ -86,6 +86,9 @@ def processes(
         Process("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")]),
         Process("gateway", [*manage, "run_gateway", "--port", str(gateway_port)],
                 banner(gateway_port, b"220")),
+        # API LPS submission, when its port is set (README, « Logiciels et clients »).
+        *([Process("submission", [*manage, "run_submission"], banner(int(lps_submission), b"220"))]
+          if (lps_submission := os.environ.get("LPS_SUBMISSION_PORT", "")) else []),
     ]  # fmt: skip
 
 
