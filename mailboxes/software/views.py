@@ -57,7 +57,11 @@ def dovecot_auth(request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=403)
     except PscUnavailable:
         return HttpResponse(status=503)
-    fields = [f"user={session.grant.mailbox.address}"]
+    fields = [
+        f"user={session.grant.mailbox.address}",
+        # Names the person in the session's log lines (imap_traces).
+        f"userdb_lps_actor={session.user.national_id}",
+    ]
     group = imap_group(session.grant)
     if group:
         fields.append(f"userdb_acl_groups={group}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import imaplib
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -195,3 +196,35 @@ def test_the_login_endpoint_answers_dovecot_only(client, settings) -> None:
     )
     assert wrong.status_code == 404 and remote.status_code == 404
     assert not AuditEvent.objects.exists()
+
+
+def test_what_a_software_does_over_imap_reaches_the_journal(cast, lps, pki) -> None:
+    from mailboxes.software.imap_traces import collect
+
+    collect(lps["log"])  # earlier tests' lines
+    before = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    imap = _starttls(lps, pki)
+    imap.authenticate("XOAUTH2", lambda _: xoauth2(cast["box"].address, token(DOCTOR)))
+    imap.select("INBOX")
+    imap.fetch("1", "(BODY[])")
+    typ, _ = imap._simple_command("MOVE", "1", "Trash")  # RFC 6851
+    assert typ == "OK"
+    imap.logout()
+
+    # BODY[] sets \\Seen (a flag change); MOVE is a copy then an expunge of the original.
+    wanted = {Action.MESSAGE_READ, Action.MESSAGE_FLAG, Action.MESSAGE_MOVE, Action.MESSAGE_DELETE}
+    deadline = time.monotonic() + 10  # Dovecot's log process writes the lines a bit later
+    while True:
+        collect(lps["log"])
+        new = AuditEvent.objects.filter(pk__gt=before).exclude(action=Action.SOFTWARE_LOGIN)
+        if wanted <= set(new.values_list("action", flat=True)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    by_action = {e.action: e for e in new}
+    assert set(by_action) == wanted
+    assert all(e.actor == cast["doctor"] for e in new)
+    assert all(e.target_id == str(cast["box"].public_id) for e in new)
+    assert by_action[Action.MESSAGE_READ].details["count"] == "1"
+    assert by_action[Action.MESSAGE_MOVE].details["box"] == "Trash"
+    collect(lps["log"])
+    assert AuditEvent.objects.filter(pk__gt=before).count() == new.count() + 1  # once each
