@@ -89,7 +89,6 @@ class Action(models.TextChoices):
     # Software and mail clients (API LPS, mailboxes.software): IMAP and submission sessions
     SOFTWARE_LOGIN = "software.login", _noop("Connexion d'un logiciel (IMAP/SMTP)")
     SOFTWARE_LOGIN_FAILED = "software.login_failed", _noop("Échec de connexion d'un logiciel")
-    SOFTWARE_SENT_REFUSED = "software.sent_refused", _noop("Envoi refusé (logiciel)")
 
 
 class TargetType(models.TextChoices):

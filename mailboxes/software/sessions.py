@@ -34,7 +34,10 @@ class SoftwareSession:
 
 def imap_group(grant: Grant) -> str:
     """The ACL group carrying ``grant`` in the IMAP session ("" for a PER BAL's holder, who
-    has every right, as in the webmail)."""
+    has every right, as in the webmail). A suspended BAL is read-only for everyone, as in the
+    webmail."""
+    if grant.mailbox.status == Mailbox.Status.SUSPENDED:
+        return GROUPS[IMAP_READ]
     if grant.relation == "owner":
         return ""
     if grant.allows(Access.MANAGE):
@@ -77,7 +80,8 @@ def software_login(
         identity = token_identity(token)
     except TokenRefused as exc:
         raise _refused(reason=exc.reason, address=address, service=service, remote=remote) from None
-    user = User.objects.filter(national_id=identity.national_id).first()
+    # A deactivated account opens nothing, as it cannot sign in to the webmail either.
+    user = User.objects.filter(national_id=identity.national_id, is_active=True).first()
     mailbox = Mailbox.objects.filter(address=address).select_related("structure").first()
     grant = grant_for(user, mailbox) if user is not None and mailbox is not None else None
     if grant is None or not grant.allows(need):
