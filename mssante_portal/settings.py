@@ -470,6 +470,8 @@ LPS_TLS_CERT = env_str("LPS_TLS_CERT", GATEWAY_CERT)
 LPS_TLS_KEY = env_str("LPS_TLS_KEY", GATEWAY_KEY)
 # Where Dovecot asks the portal whether a token opens a BAL (loopback), and the secret it shows.
 LPS_AUTH_URL = env_str("LPS_AUTH_URL", f"{SITE_URL}/logiciels/dovecot/auth")
+# Where Dovecot's requests may come from: loopback, or the Dovecot container's network.
+LPS_AUTH_NETWORKS = env_networks("LPS_AUTH_NETWORKS", ["127.0.0.0/8", "::1"])
 _lps_on = bool(LPS_IMAP_PORT or LPS_IMAPS_PORT or LPS_SUBMISSION_PORT)
 LPS_AUTH_SECRET = _secret("LPS_AUTH_SECRET") if _lps_on or PORTAL_ENV != "production" else ""
 LPS_SUBMISSION_MAX_SIZE = env_int(

@@ -20,8 +20,8 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.audit import Action, audit_record
-from mailboxes.access import Access, require
-from mailboxes.errors import MailboxSuspended
+from mailboxes.access import MISSING, Access, grant_for, require
+from mailboxes.errors import MailboxSuspended, RightMissing
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.software.sessions import SoftwareSession
 from mailboxes.store.headers import header_set
@@ -50,7 +50,12 @@ def message_submit(
     MessageTooLarge beyond the webmail's limits, StoreUnavailable when the Sent copy cannot be
     stored (nothing is sent then). On success the message is in the spool (durable), in
     Sent, and traced with the software's name."""
-    grant, actor = session.grant, session.user
+    actor = session.user
+    # The rights as they are now, not as they were at AUTH: a revoked delegation stops the
+    # next message of an open session.
+    grant = grant_for(actor, session.grant.mailbox)
+    if grant is None:
+        raise RightMissing(MISSING[Access.SEND])
     require(grant, Access.SEND)
     mailbox = grant.mailbox
     if mailbox.status != Mailbox.Status.ACTIVE:

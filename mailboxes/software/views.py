@@ -22,13 +22,14 @@ from mailboxes.software.sessions import LoginRefused, imap_group, software_login
 
 
 def _from_dovecot(request: HttpRequest) -> bool:
+    """The peer is in LPS_AUTH_NETWORKS (loopback by default) and shows the shared secret."""
     try:
-        loopback = ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+        peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
         return False
     given = request.headers.get("X-LPS-Secret", "")
     return (
-        loopback
+        any(peer in network for network in settings.LPS_AUTH_NETWORKS)
         and bool(settings.LPS_AUTH_SECRET)
         and secrets.compare_digest(given.encode(), settings.LPS_AUTH_SECRET.encode())
     )

@@ -236,3 +236,22 @@ def test_curl_submits_with_its_oauth2_bearer(submission, cast, pki, tmp_path) ->
     )
     assert result.returncode == 0, result.stderr
     assert OutboundMessage.objects.filter(origin=OutboundMessage.Origin.SOFTWARE).count() == 1
+
+
+def test_a_delegation_revoked_during_the_session_stops_the_next_message(
+    submission, cast, pki
+) -> None:
+    from mailboxes.console.services.people import access_revoke
+    from mailboxes.models import MailboxAccess
+
+    box = cast["box"]
+    smtp = _session(submission, pki)
+    smtp.auth("XOAUTH2", lambda _=None: _xoauth2(box.address, token(SECRETARY)))
+    access = MailboxAccess.objects.get(mailbox=box, user=cast["secretary"])
+    access_revoke(access=access, actor=cast["doctor"])
+    smtp.mail(box.address)
+    smtp.rcpt(cast["colleague"].address)
+    code, _ = smtp.data(_message(box.address, cast["colleague"].address))
+    smtp.quit()
+    assert code == 550
+    assert not OutboundMessage.objects.filter(origin=OutboundMessage.Origin.SOFTWARE).exists()
