@@ -234,6 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     runner.say(
         "runner", f"Passerelle MSSanté (STARTTLS + certificat client, PKI de test) : {gateway}"
     )
+    imap_lps = os.environ.get("LPS_IMAP_PORT", "")
+    if imap_lps or os.environ.get("LPS_SUBMISSION_PORT"):
+        # API LPS: how anyone tries it with a real client (README, « Logiciels et clients »).
+        runner.say("runner", "Logiciels (API LPS) : un jeton PSC de test pour Dr Claire Martin :")
+        runner.say("runner", f"  PORTAL_SITE_URL={site} .venv/bin/python manage.py psc_token "
+                   "899700120019")  # fmt: skip
+        if imap_lps:
+            runner.say("runner", "  curl --ssl-reqd --cacert var/pki/ca.crt --user "
+                       "claire.martin@ehpad-les-tilleuls.mssante.fr: --oauth2-bearer <jeton> "
+                       f"imap://127.0.0.1:{imap_lps}/INBOX")  # fmt: skip
     runner.say("runner", "Ctrl-C pour tout arrêter.")
     died = runner.watch()
     runner.stop()
