@@ -4,7 +4,8 @@
 set -euo pipefail
 mode="${1:-run}"
 
-pkgs=(dovecot-imapd dovecot-lmtpd gnupg python3-venv)
+# curl: the API LPS login script Dovecot runs (deploy/dovecot/lps-auth.tmpl) and its tests.
+pkgs=(dovecot-imapd dovecot-lmtpd gnupg curl python3-venv)
 if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
   pkgs+=(chromium)
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
