@@ -73,9 +73,7 @@ def token(national_id: str, *, lifetime: int = tokens.TOKEN_TTL) -> str:
 
 
 @pytest.fixture(scope="module")
-def lps_dovecot(
-    live_server: Any, pki: dict[str, Issued], django_db_blocker: Any
-) -> Iterator[dict[str, Any]]:
+def lps_dovecot(live_server: Any, pki: dict[str, Issued]) -> Iterator[dict[str, Any]]:
     """Dovecot with LPS IMAP (STARTTLS) and IMAPS listeners; the portal (live server) answers
     its logins and the PSC mock its introspections. Yields the ports."""
     if shutil.which("dovecot") is None or shutil.which("curl") is None:
