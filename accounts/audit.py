@@ -89,6 +89,10 @@ class Action(models.TextChoices):
     # Software and mail clients (API LPS, mailboxes.software): IMAP and submission sessions
     SOFTWARE_LOGIN = "software.login", _noop("Connexion d'un logiciel (IMAP/SMTP)")
     SOFTWARE_LOGIN_FAILED = "software.login_failed", _noop("Échec de connexion d'un logiciel")
+    SOFTWARE_SESSION_ENDED = (
+        "software.session_ended",
+        _noop("Fin de session d'un logiciel (jeton expiré)"),
+    )
 
 
 class TargetType(models.TextChoices):

@@ -89,7 +89,8 @@ def processes(
         # API LPS submission, when its port is set (README, « Logiciels et clients »).
         *([Process("submission", [*manage, "run_submission"], banner(int(lps_submission), b"220"))]
           if (lps_submission := os.environ.get("LPS_SUBMISSION_PORT", "")) else []),
-        *([Process("imaptraces", [*manage, "collect_imap_traces", "--every", "5"])]
+        *([Process("imaptraces", [*manage, "collect_imap_traces", "--every", "5"]),
+           Process("lpsexpiry", [*manage, "end_software_sessions", "--every", "5"])]
           if os.environ.get("LPS_IMAP_PORT") or os.environ.get("LPS_IMAPS_PORT") else []),
     ]  # fmt: skip
 

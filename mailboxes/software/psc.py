@@ -41,6 +41,7 @@ class PscUnavailable(PortalError):
 class TokenIdentity:
     national_id: str
     client_id: str  # the software the professional signed in to (``azp``)
+    expires: int  # the token's ``exp`` (epoch seconds)
 
 
 def issuer() -> str:
@@ -88,4 +89,5 @@ def token_identity(token: str) -> TokenIdentity:
     national_id = str(claims.get("SubjectNameID") or claims.get("preferred_username") or "")
     if not national_id:
         raise TokenRefused("no_subject")
-    return TokenIdentity(national_id, str(claims.get("azp") or claims.get("client_id") or ""))
+    software = str(claims.get("azp") or claims.get("client_id") or "")
+    return TokenIdentity(national_id, software, exp)

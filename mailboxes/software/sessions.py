@@ -5,11 +5,15 @@ BAL named by the login, the same rights as the webmail (mailboxes.access), a tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.utils import timezone
 
 from accounts.audit import Action, audit_record
 from accounts.models import User
 from mailboxes.access import Access, Grant, grant_for
-from mailboxes.models import Mailbox
+from mailboxes.models import Mailbox, SoftwareLogin
 from mailboxes.software.psc import TokenRefused, token_identity
 from mailboxes.store.dovecot_lps import GROUPS, IMAP_MANAGE, IMAP_ORGANISE, IMAP_READ
 from mssante_portal.errors import PortalError
@@ -30,6 +34,7 @@ class SoftwareSession:
     grant: Grant
     user: User
     software: str  # the PSC client the professional signed in to
+    expires: int  # when the token ends, and the session with it (SC.MSS/CONF.10)
 
 
 def imap_group(grant: Grant) -> str:
@@ -99,4 +104,21 @@ def software_login(
         details={"service": service, "software": identity.client_id, "relation": grant.relation},
     )
     assert user is not None
-    return SoftwareSession(grant, user, identity.client_id)
+    if service == "imap":
+        _session_open(grant.mailbox, user, remote, identity.expires)
+    return SoftwareSession(grant, user, identity.client_id, identity.expires)
+
+
+@transaction.atomic
+def _session_open(mailbox: Mailbox, user: User, remote: str | None, expires: int) -> None:
+    """Note when this IMAP session must end; a newer login of the same person from the same
+    address supersedes the earlier ones (the software reopened with a refreshed token)."""
+    SoftwareLogin.objects.filter(mailbox=mailbox, user=user, remote=remote, ended_at=None).update(
+        ended_at=timezone.now()
+    )
+    SoftwareLogin.objects.create(
+        mailbox=mailbox,
+        user=user,
+        remote=remote,
+        expires_at=datetime.fromtimestamp(expires, tz=UTC),
+    )

@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 import ssl
+import time
 import unicodedata
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -35,6 +36,11 @@ from mssante_portal.errors import PortalError
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+
+
+def now() -> float:
+    """The clock the session's expiry is read against (epoch seconds)."""
+    return time.time()
 
 
 def _ascii(text: str) -> str:
@@ -139,6 +145,8 @@ class SubmissionHandler:
     ) -> str:
         opened = cast(SoftwareSession, session.auth_data)
         mailbox = opened.grant.mailbox
+        if now() >= opened.expires:  # SC.MSS/CONF.10: the session ends with its token
+            return "421 4.7.0 Jeton Pro Sante Connect expire : reconnectez-vous"
         if address.strip().lower() != mailbox.address:
             return f"553 5.7.1 L'expediteur doit etre la BAL ouverte <{mailbox.address}>"
         if not opened.grant.allows(Access.SEND):

@@ -7,9 +7,11 @@ from __future__ import annotations
 import imaplib
 import subprocess
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from accounts.audit import Action
 from accounts.models import AuditEvent
@@ -228,3 +230,25 @@ def test_what_a_software_does_over_imap_reaches_the_journal(cast, lps, pki) -> N
     assert by_action[Action.MESSAGE_MOVE].details["box"] == "Trash"
     collect(lps["log"])
     assert AuditEvent.objects.filter(pk__gt=before).count() == new.count() + 1  # once each
+
+
+def test_the_session_ends_when_its_token_expires(cast, lps, pki) -> None:
+    """SC.MSS/CONF.10. The expiry is reached by moving the recorded end into the past (the
+    token's lifetime is PSC's, 120 s): the portal then disconnects the session."""
+    from mailboxes.models import SoftwareLogin
+    from mailboxes.software.expiry import sessions_end_expired
+
+    imap = _starttls(lps, pki)
+    imap.authenticate("XOAUTH2", lambda _: xoauth2(cast["box"].address, token(DOCTOR)))
+    imap.select("INBOX")
+    assert sessions_end_expired() == 0  # the token is still valid: nothing happens
+    assert imap.noop()[0] == "OK"
+
+    SoftwareLogin.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert sessions_end_expired() == 1
+
+    with pytest.raises((imaplib.IMAP4.abort, OSError)):
+        imap.noop()
+        imap.noop()  # a kicked session answers BYE, then the connection is closed
+    ended = AuditEvent.objects.get(action=Action.SOFTWARE_SESSION_ENDED)
+    assert ended.actor == cast["doctor"] and ended.ip_address == CLIENT_ADDRESS

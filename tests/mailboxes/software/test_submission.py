@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import smtplib
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from email import message_from_bytes, policy
@@ -19,6 +20,7 @@ from imapclient import IMAPClient
 
 from accounts.audit import Action
 from accounts.models import AuditEvent
+from devtools.psc_mock import tokens
 from mailboxes.models import OutboundMessage
 from mailboxes.software.submission import (
     SubmissionHandler,
@@ -255,3 +257,18 @@ def test_a_delegation_revoked_during_the_session_stops_the_next_message(
     smtp.quit()
     assert code == 550
     assert not OutboundMessage.objects.filter(origin=OutboundMessage.Origin.SOFTWARE).exists()
+
+
+def test_an_expired_token_ends_the_submission_session(submission, cast, pki, monkeypatch) -> None:
+    """SC.MSS/CONF.10: past the token's expiry, the session takes no more messages. The
+    clock of the server (same process) is moved past it rather than waited for."""
+    from mailboxes.software import submission as server
+
+    box = cast["box"]
+    smtp = _session(submission, pki)
+    smtp.auth("XOAUTH2", lambda _=None: _xoauth2(box.address, token(DOCTOR)))
+    later = time.time() + tokens.TOKEN_TTL + 1
+    monkeypatch.setattr(server, "now", lambda: later)
+    code, _ = smtp.mail(box.address)
+    smtp.quit()
+    assert code == 421
