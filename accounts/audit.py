@@ -101,6 +101,13 @@ class Action(models.TextChoices):
         "operator.delivery_abandoned",
         _noop("Abandon d'un envoi par l'opérateur (avis de non-remise à l'expéditeur)"),
     )
+    # Software and mail clients (API LPS, mailboxes.software): IMAP and submission sessions
+    SOFTWARE_LOGIN = "software.login", _noop("Connexion d'un logiciel (IMAP/SMTP)")
+    SOFTWARE_LOGIN_FAILED = "software.login_failed", _noop("Échec de connexion d'un logiciel")
+    SOFTWARE_SESSION_ENDED = (
+        "software.session_ended",
+        _noop("Fin de session d'un logiciel (jeton expiré)"),
+    )
 
 
 class TargetType(models.TextChoices):
@@ -182,6 +189,7 @@ def audit_event(
     error_code: str = "",
     request: HttpRequest | None = None,
     details: dict[str, Any] | None = None,
+    ip: str | None = None,
 ) -> AuditEvent:
     """One trace, not yet written: ``audit_record`` writes it, ``audit_record_many`` writes
     several at once. Arguments as for ``audit_record``."""
@@ -206,7 +214,7 @@ def audit_event(
         structure_id=structure.pk if structure is not None else structure_id,
         result=AuditEvent.Result.SUCCESS if success else AuditEvent.Result.FAILURE,
         error_code=error_code[:64],
-        ip_address=client_ip(request),
+        ip_address=client_ip(request) if request is not None else ip,
         details=details or {},
     )
 
@@ -225,6 +233,7 @@ def audit_record(
     error_code: str = "",
     request: HttpRequest | None = None,
     details: dict[str, Any] | None = None,
+    ip: str | None = None,
 ) -> AuditEvent:
     """Write one trace.
 
@@ -232,7 +241,8 @@ def audit_record(
     ``target_type`` (a ``TargetType``) and ``target_id`` name what was acted on. ``details``
     holds identifiers only, never message or claim content. Raises UnknownAuditVocabulary for
     an action or target type outside the vocabulary. ``request`` gives the client address
-    (``client_ip``).
+    (``client_ip``); ``ip`` the peer's address when there is no HTTP request (an IMAP or
+    SMTP session).
     """
     event = audit_event(
         action=action,
@@ -247,6 +257,7 @@ def audit_record(
         error_code=error_code,
         request=request,
         details=details,
+        ip=ip,
     )
     event.save(force_insert=True)
     return event

@@ -90,6 +90,12 @@ def processes(
         Process("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")]),
         Process("gateway", [*manage, "run_gateway", "--port", str(gateway_port)],
                 banner(gateway_port, b"220")),
+        # API LPS submission, when its port is set (README, « Logiciels et clients »).
+        *([Process("submission", [*manage, "run_submission"], banner(int(lps_submission), b"220"))]
+          if (lps_submission := os.environ.get("LPS_SUBMISSION_PORT", "")) else []),
+        *([Process("imaptraces", [*manage, "collect_imap_traces", "--every", "5"]),
+           Process("lpsexpiry", [*manage, "end_software_sessions", "--every", "5"])]
+          if os.environ.get("LPS_IMAP_PORT") or os.environ.get("LPS_IMAPS_PORT") else []),
     ]  # fmt: skip
 
 
@@ -233,6 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     runner.say(
         "runner", f"Passerelle MSSanté (STARTTLS + certificat client, PKI de test) : {gateway}"
     )
+    imap_lps = os.environ.get("LPS_IMAP_PORT", "")
+    if imap_lps or os.environ.get("LPS_SUBMISSION_PORT"):
+        # API LPS: how anyone tries it with a real client (README, « Logiciels et clients »).
+        runner.say("runner", "Logiciels (API LPS) : un jeton PSC de test pour Dr Claire Martin :")
+        runner.say("runner", f"  PORTAL_SITE_URL={site} .venv/bin/python manage.py psc_token "
+                   "899700120019")  # fmt: skip
+        if imap_lps:
+            runner.say("runner", "  curl --ssl-reqd --cacert var/pki/ca.crt --user "
+                       "claire.martin@ehpad-les-tilleuls.mssante.fr: --oauth2-bearer <jeton> "
+                       f"imap://127.0.0.1:{imap_lps}/INBOX")  # fmt: skip
     runner.say("runner", "Ctrl-C pour tout arrêter.")
     died = runner.watch()
     runner.stop()

@@ -159,6 +159,7 @@ class OutboundMessage(models.Model):
         GATEWAY = "gateway", _("Passerelle (nouvel essai de remise locale)")
         REPORT = "report", _("Avis de remise (DSN) produit par l'opérateur")
         NOTICE = "notice", _("Avis du portail à une BAL (délégations, clé de recouvrement)")
+        SOFTWARE = "software", _("Logiciel ou client de messagerie (soumission)")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     origin = models.CharField(max_length=10, choices=Origin)
@@ -434,3 +435,27 @@ class MessageHandling(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} ({self.state})"
+
+
+class SoftwareLogin(models.Model):
+    """An IMAP session a software opened with a PSC token (API LPS): it lasts while the token
+    does (SC.MSS/CONF.10; CONF.11: the software reopens it with a refreshed token). The token
+    itself is never kept (CONF.28): only when it expires."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    remote = models.GenericIPAddressField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("session d'un logiciel")
+        verbose_name_plural = _("sessions des logiciels")
+        indexes = [
+            models.Index(
+                fields=["expires_at"], name="software_login_open", condition=Q(ended_at=None)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.mailbox} (→ {self.expires_at:%H:%M:%S})"

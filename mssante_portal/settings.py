@@ -305,6 +305,10 @@ SOCIALACCOUNT_PROVIDERS = {
 }
 
 # Mock behaviour (dev/demo only).
+# The mock's second registered client, « logiciel métier de test »: a care software that gets
+# tokens for IMAP and submission (API LPS); `manage.py psc_token` drives its flow.
+PSC_MOCK_LPS_CLIENT_ID = env_str("PSC_MOCK_LPS_CLIENT_ID", "logiciel-metier-test")
+PSC_MOCK_LPS_CLIENT_SECRET = env_str("PSC_MOCK_LPS_CLIENT_SECRET", "lps-secret-not-for-production")
 PSC_MOCK_USERINFO_FORMAT = env_choice("PSC_MOCK_USERINFO_FORMAT", "json", ("json", "jwt"))
 # Deliberate misbehaviour of the mock, to show and test each sign-in failure page.
 PSC_MOCK_FAULT = env_choice(
@@ -466,6 +470,29 @@ DOVECOT_MASTER_PASSWORD = _secret("DOVECOT_MASTER_PASSWORD")
 # token (``Authorization: Bearer <token>``, or METRICS_TOKEN_FILE); with neither set, a 404.
 METRICS_NETWORKS = env_networks("METRICS_NETWORKS", [])
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+
+# --- Software and mail clients (API LPS, mssante-spec §2.2; mailboxes.software) ---------------
+# Each listener is off while its port is empty (the default): IMAP with STARTTLS (143 in
+# production, SC.MSS/CONF.06), IMAP over TLS (993), submission with STARTTLS (587, CONF.05).
+LPS_LISTEN = env_str("LPS_LISTEN", "127.0.0.1")
+LPS_IMAP_PORT = env_str("LPS_IMAP_PORT", "")
+LPS_IMAPS_PORT = env_str("LPS_IMAPS_PORT", "")
+LPS_SUBMISSION_PORT = env_str("LPS_SUBMISSION_PORT", "")
+# The names mail clients are told (auto-configuration, « Connecter un logiciel »).
+LPS_IMAP_HOSTNAME = env_str("LPS_IMAP_HOSTNAME", GATEWAY_HOSTNAME)
+LPS_SUBMISSION_HOSTNAME = env_str("LPS_SUBMISSION_HOSTNAME", LPS_IMAP_HOSTNAME)
+# The certificate of those listeners (TLS 1.2 minimum, TLS_CIPHERS: CONF.01, CONF.03).
+LPS_TLS_CERT = env_str("LPS_TLS_CERT", GATEWAY_CERT)
+LPS_TLS_KEY = env_str("LPS_TLS_KEY", GATEWAY_KEY)
+# Where Dovecot asks the portal whether a token opens a BAL (loopback), and the secret it shows.
+LPS_AUTH_URL = env_str("LPS_AUTH_URL", f"{SITE_URL}/logiciels/dovecot/auth")
+# Where Dovecot's requests may come from: loopback, or the Dovecot container's network.
+LPS_AUTH_NETWORKS = env_networks("LPS_AUTH_NETWORKS", ["127.0.0.0/8", "::1"])
+_lps_on = bool(LPS_IMAP_PORT or LPS_IMAPS_PORT or LPS_SUBMISSION_PORT)
+LPS_AUTH_SECRET = _secret("LPS_AUTH_SECRET") if _lps_on or PORTAL_ENV != "production" else ""
+LPS_SUBMISSION_MAX_SIZE = env_int(
+    "LPS_SUBMISSION_MAX_SIZE", COMPOSE_MAX_MESSAGE_BYTES, minimum=1024
+)
 
 # --- Sessions, cookies, security --------------------------------------------------------------
 # Sessions in the database, read through the cache (one query less on every page).

@@ -12,6 +12,11 @@ urlpatterns = [
     path("operateur/", include("accounts.operator_urls")),
     path("operateur/", include("mailboxes.operator.console_urls")),
     path("sante/", include("mailboxes.operator.urls")),
+    path("logiciels/", include("mailboxes.software.urls")),
+    # Mail clients' auto-configuration (SC.MSS/CONF.04): the well-known path and the
+    # autoconfig.<domain> host form.
+    path(".well-known/autoconfig/", include("mailboxes.software.autoconfig_urls")),
+    path("", include("mailboxes.software.autoconfig_urls")),
 ]
 
 if settings.PSC_MOCK_ENABLED:

@@ -29,15 +29,16 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from devtools.psc_mock import tokens
+from devtools.psc_mock.clients import authenticated, redirect_allowed, registered
 from devtools.psc_mock.identities import get_identity, picker_rows
 from devtools.psc_mock.keys import public_jwk, rogue_key, signing_key
 
 CODE_SALT = "psc_mock.code"
-TOKEN_SALT = "psc_mock.access"  # noqa: S105 (a signing salt, not a secret)
 SSO_SALT = "psc_mock.sso"
 SSO_COOKIE = "psc_mock_sso"
 CODE_TTL = 60
-TOKEN_TTL = 120
+TOKEN_TTL = tokens.TOKEN_TTL
 SSO_TTL = 10 * 3600  # a PSC session lasts a working day
 AUTH_MODES = {"card": "CARD", "ecps": "MOBILE"}  # e-CPS value unconfirmed in the reference [?]
 PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "acr_values",
@@ -64,11 +65,13 @@ def discovery(request: HttpRequest) -> JsonResponse:
             "issuer": issuer,
             "authorization_endpoint": _origin(request) + reverse("psc_mock:authorize"),
             "token_endpoint": f"{issuer}/protocol/openid-connect/token",
+            "introspection_endpoint": f"{issuer}/protocol/openid-connect/token/introspect",
+            "revocation_endpoint": f"{issuer}/protocol/openid-connect/revoke",
             "userinfo_endpoint": f"{issuer}/protocol/openid-connect/userinfo",
             "jwks_uri": f"{issuer}/protocol/openid-connect/certs",
             "end_session_endpoint": f"{issuer}/protocol/openid-connect/logout",
             "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
             "subject_types_supported": ["public"],
             "scopes_supported": ["openid", "scope_all", "eidas1", "profile", "email"],
             "acr_values_supported": ["eidas1"],
@@ -96,10 +99,10 @@ def _authorize_error(request: HttpRequest, message: str) -> HttpResponse:
 
 def _validated(request: HttpRequest, data: Any) -> tuple[dict[str, str], str | None]:
     params = {name: str(data.get(name, ""))[:2000] for name in PARAMS}
-    if params["client_id"] != settings.PSC_CLIENT_ID:
+    client = registered().get(params["client_id"])
+    if client is None:
         return params, "Application cliente inconnue."
-    redirect = urlsplit(params["redirect_uri"])
-    if f"{redirect.scheme}://{redirect.netloc}" != _origin(request):
+    if not redirect_allowed(client, params["redirect_uri"], _origin(request)):
         return params, "Adresse de retour non enregistrée pour cette application."
     if params["response_type"] != "code" or "openid" not in params["scope"].split():
         return (
@@ -180,7 +183,13 @@ def authorize(request: HttpRequest) -> HttpResponse:
         if "none" in prompts:
             return _back(params, error="login_required")
         return render(
-            request, "psc_mock/authorize.html", {"params": params, "identities": picker_rows()}
+            request,
+            "psc_mock/authorize.html",
+            {
+                "params": params,
+                "identities": picker_rows(),
+                "client_name": registered()[params["client_id"]].name,
+            },
         )
     if request.POST.get("action") == "cancel":
         return _back(params, error="access_denied", error_description="L'utilisateur a annulé")
@@ -193,6 +202,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
             {
                 "params": params,
                 "identities": picker_rows(),
+                "client_name": registered()[params["client_id"]].name,
                 "error": "Choisissez une identité et un moyen.",
             },
             status=400,
@@ -213,20 +223,6 @@ def authorize(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _client_ok(request: HttpRequest) -> bool:
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Basic "):
-        try:
-            client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-    else:
-        client_id, secret = request.POST.get("client_id", ""), request.POST.get("client_secret", "")
-    return secrets.compare_digest(client_id, settings.PSC_CLIENT_ID) and secrets.compare_digest(
-        secret, settings.PSC_CLIENT_SECRET
-    )
-
-
 def _grant_error(error: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": error}, status=status)
 
@@ -243,11 +239,35 @@ def _sign(claims: dict[str, Any]) -> str:
     return token
 
 
+def _refreshed(request: HttpRequest, client_id: str) -> JsonResponse:
+    """RFC 6749 §6: a new access token for a live refresh token of the same client."""
+    grant = tokens.refresh_read(request.POST.get("refresh_token", ""))
+    if grant is None or grant["cid"] != client_id:
+        return _grant_error("invalid_grant")
+    access = tokens.access_issue(
+        sub=grant["sub"], mode=grant["mode"], client_id=client_id, auth_time=grant["at"],
+        sid=grant["sid"],
+    )  # fmt: skip
+    return JsonResponse(
+        {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": TOKEN_TTL,
+            "refresh_token": request.POST["refresh_token"],
+            "refresh_expires_in": tokens.REFRESH_TTL,
+            "scope": "openid scope_all",
+        }
+    )
+
+
 @csrf_exempt
 @require_POST
 def token(request: HttpRequest) -> JsonResponse:
-    if not _client_ok(request):
+    client = authenticated(request)
+    if client is None:
         return _grant_error("invalid_client", 401)
+    if request.POST.get("grant_type") == "refresh_token" and client.native:
+        return _refreshed(request, client.client_id)
     if request.POST.get("grant_type") != "authorization_code":
         return _grant_error("unsupported_grant_type")
     raw = request.POST.get("code", "")
@@ -259,7 +279,7 @@ def token(request: HttpRequest) -> JsonResponse:
         return _grant_error("invalid_grant")  # a code is used once (RFC 6749 §4.1.2)
     if (
         code["redirect_uri"] != request.POST.get("redirect_uri")
-        or code["client_id"] != settings.PSC_CLIENT_ID
+        or code["client_id"] != client.client_id
     ):
         return _grant_error("invalid_grant")
     if code["challenge"]:
@@ -277,9 +297,9 @@ def token(request: HttpRequest) -> JsonResponse:
     id_token = _sign(
         {
             "iss": _issuer(request),
-            "sub": f"f:550dc1c8-d97b-4b1e-ac8c-8eb4471cf9dd:{code['sub']}",
-            "aud": settings.PSC_CLIENT_ID,
-            "azp": settings.PSC_CLIENT_ID,
+            "sub": f"{tokens.SUB_PREFIX}{code['sub']}",
+            "aud": client.client_id,
+            "azp": client.client_id,
             "iat": issued,
             "exp": issued + 300,
             "nonce": "nonce-falsifie" if fault == "wrong_nonce" else code["nonce"],
@@ -290,25 +310,54 @@ def token(request: HttpRequest) -> JsonResponse:
             **({} if fault == "no_auth_time" else {"auth_time": code["auth_time"]}),
         }
     )
-    access = signing.dumps({"sub": code["sub"], "mode": code["mode"]}, salt=TOKEN_SALT)
+    sid = secrets.token_hex(8)
+    access = tokens.access_issue(
+        sub=code["sub"], mode=code["mode"], client_id=client.client_id,
+        auth_time=code["auth_time"], sid=sid,
+    )  # fmt: skip
+    answer: dict[str, Any] = {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": TOKEN_TTL,
+        "id_token": id_token,
+        "scope": "openid scope_all",
+    }
+    if client.native:  # the software keeps the session open with it (SC.MSS/CONF.10-11)
+        answer["refresh_token"] = tokens.refresh_issue(
+            sub=code["sub"], mode=code["mode"], client_id=client.client_id,
+            auth_time=code["auth_time"], sid=sid,
+        )  # fmt: skip
+        answer["refresh_expires_in"] = tokens.REFRESH_TTL
+    return JsonResponse(answer)
+
+
+@csrf_exempt
+@require_POST
+def introspect(request: HttpRequest) -> JsonResponse:
+    """RFC 7662, as PSC (Keycloak) answers it to an authenticated client (§B3)."""
+    if authenticated(request) is None:
+        return _grant_error("invalid_client", 401)
     return JsonResponse(
-        {
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": TOKEN_TTL,
-            "id_token": id_token,
-            "scope": "openid scope_all",
-        }
+        tokens.introspection(request.POST.get("token", ""), issuer=_issuer(request))
     )
+
+
+@csrf_exempt
+@require_POST
+def revoke(request: HttpRequest) -> HttpResponse:
+    """RFC 7009 §2.2: 200 whether or not the token was known."""
+    if authenticated(request) is None:
+        return _grant_error("invalid_client", 401)
+    tokens.revoke(request.POST.get("token", ""))
+    return HttpResponse(status=200)
 
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def userinfo(request: HttpRequest) -> HttpResponse:
     header = request.headers.get("Authorization", "")
-    try:
-        grant = signing.loads(header.removeprefix("Bearer "), salt=TOKEN_SALT, max_age=TOKEN_TTL)
-    except signing.BadSignature:
+    grant = tokens.access_read(header.removeprefix("Bearer "))
+    if grant is None:
         response = JsonResponse({"error": "invalid_token"}, status=401)
         response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         return response
@@ -323,7 +372,7 @@ def userinfo(request: HttpRequest) -> HttpResponse:
             {
                 **claims,
                 "iss": _issuer(request),
-                "aud": settings.PSC_CLIENT_ID,
+                "aud": grant["cid"],
                 "iat": int(time.time()),
             },
             signing_key(),

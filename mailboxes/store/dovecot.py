@@ -31,6 +31,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from mailboxes.store import dovecot_lps
+
 TEMPLATE = Path(settings.BASE_DIR) / "deploy" / "dovecot" / "dovecot.conf.tmpl"
 
 
@@ -244,8 +246,10 @@ def write_instance(instance: Instance, *, master_user: str, master_password: str
         socket_user=socket_user(),
         mail_root=instance.mail_root,
     )
-    _atomic_write(instance.config_path, config + _role_config(instance), 0o644)
+    config += _role_config(instance) + dovecot_lps.section(instance.base_dir)
+    _atomic_write(instance.config_path, config, 0o644)
     internal_gid = grp.getgrnam(ident.internal_group).gr_gid
+    dovecot_lps.write_files(instance.base_dir, _atomic_write, internal_gid)
     _atomic_write(
         instance.base_dir / "master-users",
         f"{master_user}:{ssha512(master_password.encode())}\n",

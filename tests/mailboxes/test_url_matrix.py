@@ -88,6 +88,7 @@ RULES: dict[str, str] = {
     "bal/<uuid:public_id>/ecrire/": "object",
     "bal/<uuid:public_id>/signature/": "object",
     "bal/<uuid:public_id>/nouveaux/": "object",
+    "bal/<uuid:public_id>/logiciel/": "object",
     "bal/<uuid:public_id>/delegations/": "object",
     "bal/<uuid:public_id>/delegations/accorder/": "object",
     "bal/<uuid:public_id>/delegations/<uuid:access_id>/retirer/": "object",
@@ -141,6 +142,13 @@ RULES: dict[str, str] = {
     "_dev/psc/auth/realms/esante-wallet/protocol/openid-connect/userinfo": "public",
     "_dev/psc/auth/realms/esante-wallet/protocol/openid-connect/certs": "public",
     "_dev/psc/auth/realms/esante-wallet/protocol/openid-connect/logout": "public",
+    "_dev/psc/auth/realms/esante-wallet/protocol/openid-connect/token/introspect": "public",
+    "_dev/psc/auth/realms/esante-wallet/protocol/openid-connect/revoke": "public",
+    # Software access: Dovecot's login check (404 to anyone but Dovecot on loopback with the
+    # secret) and mail clients' auto-configuration (404 for a domain we do not host).
+    "logiciels/dovecot/auth": "public",
+    ".well-known/autoconfig/mail/config-v1.1.xml": "public",
+    "mail/config-v1.1.xml": "public",
 }
 ADMIN_PREFIX = "operateur/admin/"
 XDM_BASE64 = base64.encodebytes(xdm()).decode()

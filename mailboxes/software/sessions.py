@@ -1,0 +1,124 @@
+"""Opening a BAL from a software or a mail client (API LPS, mssante-spec §2.2): a PSC token, the
+BAL named by the login, the same rights as the webmail (mailboxes.access), a trace either way
+(SC.MSS/CONF.17-18)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.audit import Action, audit_record
+from accounts.models import User
+from mailboxes.access import Access, Grant, grant_for
+from mailboxes.models import Mailbox, SoftwareLogin
+from mailboxes.software.psc import TokenRefused, token_identity
+from mailboxes.store.dovecot_lps import GROUPS, IMAP_MANAGE, IMAP_ORGANISE, IMAP_READ
+from mssante_portal.errors import PortalError
+
+
+class LoginRefused(PortalError):
+    code = "software_login_refused"
+    http_status = 403
+    user_message = "Connexion refusée : ce jeton n'ouvre pas cette boîte aux lettres."
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SoftwareSession:
+    grant: Grant
+    user: User
+    software: str  # the PSC client the professional signed in to
+    expires: int  # when the token ends, and the session with it (SC.MSS/CONF.10)
+
+
+def imap_group(grant: Grant) -> str:
+    """The ACL group carrying ``grant`` in the IMAP session ("" for a PER BAL's holder, who
+    has every right, as in the webmail). A suspended BAL is read-only for everyone, as in the
+    webmail."""
+    if grant.mailbox.status == Mailbox.Status.SUSPENDED:
+        return GROUPS[IMAP_READ]
+    if grant.relation == "owner":
+        return ""
+    if grant.allows(Access.MANAGE):
+        return GROUPS[IMAP_MANAGE]
+    if grant.allows(Access.ORGANISE):
+        return GROUPS[IMAP_ORGANISE]
+    return GROUPS[IMAP_READ]
+
+
+def _refused(
+    *, reason: str, address: str, service: str, remote: str | None, user: User | None = None,
+    mailbox: Mailbox | None = None, software: str = "",
+) -> LoginRefused:  # fmt: skip
+    audit_record(
+        action=Action.SOFTWARE_LOGIN_FAILED,
+        actor=user,
+        actor_label="" if user else "inconnu",
+        target=mailbox,
+        structure=mailbox.structure if mailbox else None,
+        success=False,
+        error_code=reason,
+        ip=remote,
+        details={"service": service, "software": software, "login": address[:254]},
+    )
+    return LoginRefused(reason)
+
+
+def software_login(
+    *, address: str, token: str, service: str, remote: str | None, need: Access = Access.READ
+) -> SoftwareSession:
+    """Open the BAL ``address`` for the holder of the PSC ``token`` (IMAP or submission).
+
+    The token must be live at PSC (``psc.token_identity``), its professional known here and
+    holding ``need`` on that BAL, as in the webmail (delegations and team BALs included).
+    Raises LoginRefused (the failure traced, the reason in the trace only) or PscUnavailable.
+    Traces the login with the software's name and the client address (one row each, no
+    transaction: a refusal must stay in the journal)."""
+    address = address.strip().lower()
+    try:
+        identity = token_identity(token)
+    except TokenRefused as exc:
+        raise _refused(reason=exc.reason, address=address, service=service, remote=remote) from None
+    # A deactivated account opens nothing, as it cannot sign in to the webmail either.
+    user = User.objects.filter(national_id=identity.national_id, is_active=True).first()
+    mailbox = Mailbox.objects.filter(address=address).select_related("structure").first()
+    grant = grant_for(user, mailbox) if user is not None and mailbox is not None else None
+    if grant is None or not grant.allows(need):
+        raise _refused(
+            reason="no_right" if user is not None else "unknown_person",
+            address=address, service=service, remote=remote, user=user, mailbox=mailbox,
+            software=identity.client_id,
+        )  # fmt: skip
+    audit_record(
+        action=Action.SOFTWARE_LOGIN,
+        actor=user,
+        target=grant.mailbox,
+        structure=grant.mailbox.structure,
+        ip=remote,
+        details={"service": service, "software": identity.client_id, "relation": grant.relation},
+    )
+    assert user is not None
+    if service == "imap":
+        _session_open(grant.mailbox, user, remote, identity.expires)
+    return SoftwareSession(grant, user, identity.client_id, identity.expires)
+
+
+@transaction.atomic
+def _session_open(mailbox: Mailbox, user: User, remote: str | None, expires: int) -> None:
+    """Note when this IMAP session must end; a newer login of the same person from the same
+    address supersedes the earlier ones (the software reopened with a refreshed token)."""
+    SoftwareLogin.objects.filter(mailbox=mailbox, user=user, remote=remote, ended_at=None).update(
+        ended_at=timezone.now()
+    )
+    SoftwareLogin.objects.create(
+        mailbox=mailbox,
+        user=user,
+        remote=remote,
+        expires_at=datetime.fromtimestamp(expires, tz=UTC),
+    )

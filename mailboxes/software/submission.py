@@ -1,0 +1,254 @@
+"""Our submission server for mail clients and care software (API LPS, port 587): SMTP with
+STARTTLS (SC.MSS/CONF.05, RFC 6409), TLS 1.2 minimum, then SASL XOAUTH2 or OAUTHBEARER
+(RFC 7628) with a Pro Santé Connect token (CONF.07), nothing before. The sender must be the BAL
+the token opened; each recipient is judged at RCPT like the webmail judges it; DATA goes
+through ``sending.message_submit`` into the outbound spool. Replies carry RFC 3463 codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import ssl
+import time
+import unicodedata
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from mailboxes.access import Access
+from mailboxes.errors import MailboxSuspended, RightMissing, StoreUnavailable
+from mailboxes.models import Mailbox
+from mailboxes.software.psc import PscUnavailable
+from mailboxes.software.sending import message_submit
+from mailboxes.software.sessions import LoginRefused, SoftwareSession, software_login
+from mailboxes.webmail.services.compose import (
+    MessageTooLarge,
+    RecipientsRefused,
+    recipients_review,
+)
+from mssante_portal.errors import PortalError
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+def now() -> float:
+    """The clock the session's expiry is read against (epoch seconds)."""
+    return time.time()
+
+
+def _ascii(text: str) -> str:
+    """An SMTP reply is ASCII (RFC 5321 §4.2): the French reason without its accents."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return " ".join(plain.split())[:300]
+
+
+def _sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    close_old_connections()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if not connection.settings_dict.get("CONN_MAX_AGE"):
+            connection.close()
+
+
+async def _off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.to_thread(_sync, fn, *args, **kwargs)
+
+
+def _xoauth2(blob: bytes) -> tuple[str, str] | None:
+    """``user=<login>^Aauth=Bearer <token>^A^A`` (Google's XOAUTH2)."""
+    fields = dict(part.split("=", 1) for part in blob.decode().split("\x01") if "=" in part)
+    token = fields.get("auth", "")
+    if not fields.get("user") or not token.startswith("Bearer "):
+        return None
+    return fields["user"], token[len("Bearer ") :]
+
+
+def _oauthbearer(blob: bytes) -> tuple[str, str] | None:
+    """RFC 7628 §3.1: ``n,a=<login>,^A...auth=Bearer <token>^A^A``."""
+    gs2, _, rest = blob.decode().partition("\x01")
+    parts = gs2.split(",")
+    login = next((p[2:] for p in parts[1:2] if p.startswith("a=")), "")
+    login = login.replace("=2C", ",").replace("=3D", "=")  # RFC 5801 §4 saslname
+    fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+    token = fields.get("auth", "")
+    if not login or not token.startswith("Bearer "):
+        return None
+    return login, token[len("Bearer ") :]
+
+
+class SubmissionHandler:
+    """aiosmtpd hooks. The token is read, checked at PSC and dropped: never stored
+    (SC.MSS/CONF.28)."""
+
+    async def _auth(
+        self, server: SMTP, args: list[str], parse: Callable[[bytes], tuple[str, str] | None]
+    ) -> AuthResult:
+        if len(args) > 1:
+            try:
+                blob: Any = base64.b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                return AuthResult(
+                    success=False, handled=False, message="501 5.5.2 Cannot decode base64"
+                )
+        else:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        try:
+            credentials = parse(blob)
+        except (UnicodeDecodeError, ValueError):
+            credentials = None
+        if credentials is None:
+            return AuthResult(
+                success=False, handled=False, message="501 5.5.2 Malformed SASL response"
+            )
+        assert server.session is not None
+        remote = str(server.session.peer[0]) if server.session.peer else None
+        try:
+            session = await _off_loop(
+                software_login,
+                address=credentials[0],
+                token=credentials[1],
+                service="submission",
+                remote=remote,
+            )
+        except LoginRefused:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 Jeton Pro Sante Connect refuse pour cette BAL",
+            )
+        except PscUnavailable:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="454 4.7.0 Pro Sante Connect injoignable, reessayez",
+            )
+        return AuthResult(success=True, auth_data=session)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._auth(server, args, _xoauth2)
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._auth(server, args, _oauthbearer)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        opened = cast(SoftwareSession, session.auth_data)
+        mailbox = opened.grant.mailbox
+        if now() >= opened.expires:  # SC.MSS/CONF.10: the session ends with its token
+            return "421 4.7.0 Jeton Pro Sante Connect expire : reconnectez-vous"
+        if address.strip().lower() != mailbox.address:
+            return f"553 5.7.1 L'expediteur doit etre la BAL ouverte <{mailbox.address}>"
+        if not opened.grant.allows(Access.SEND):
+            return "550 5.7.1 " + _ascii(
+                "Vous pouvez lire cette BAL mais pas écrire en son nom (droit d'envoi)."
+            )
+        if mailbox.status != Mailbox.Status.ACTIVE:
+            return "550 5.2.1 " + _ascii(MailboxSuspended.user_message)
+        envelope.mail_from = mailbox.address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= settings.COMPOSE_MAX_RECIPIENTS:
+            return "452 4.5.3 Trop de destinataires"  # RFC 5321 §4.5.3.1.10
+        verdict = (await _off_loop(recipients_review, [address]))[0]
+        if not verdict.ok:
+            reason = verdict.reason or "Destinataire refuse."
+            return f"550 5.7.1 <{verdict.address}> " + _ascii(reason)
+        envelope.rcpt_tos.append(verdict.address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        opened = cast(SoftwareSession, session.auth_data)
+        remote = str(session.peer[0]) if session.peer else None
+        raw = envelope.original_content or b""
+        try:
+            spooled = await _off_loop(
+                message_submit,
+                session=opened,
+                recipients=list(envelope.rcpt_tos),
+                raw=raw,
+                remote=remote,
+            )
+        except RecipientsRefused as exc:
+            refused = ", ".join(v.address for v in exc.verdicts if not v.ok)
+            return f"550 5.7.1 Destinataires refuses : {refused}"
+        except MessageTooLarge:
+            return "552 5.3.4 Message trop volumineux"
+        except RightMissing:
+            return "550 5.7.1 Pas de droit d'envoi depuis cette BAL"
+        except StoreUnavailable:
+            return "451 4.3.0 Stockage indisponible, reessayez"
+        except PortalError as exc:
+            code = "550 5.7.1" if exc.permanent else "451 4.3.0"
+            return f"{code} {_ascii(exc.user_message)}"
+        return f"250 2.0.0 Message accepte {spooled.message_id}"
+
+
+class SubmissionSMTP(SMTP):
+    """aiosmtpd's SMTP with what we do not use turned off (STYLE.md, boundaries): no HELP, no
+    VRFY, no EXPN; AUTH only after TLS and only XOAUTH2 / OAUTHBEARER."""
+
+    async def smtp_HELP(self, arg: str) -> None:
+        await self.push("502 5.5.1 Command not implemented")
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        await self.push("502 5.5.1 Command not implemented")
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        await self.push("502 5.5.1 Command not implemented")
+
+
+def tls_context(*, cert: str, key: str) -> ssl.SSLContext:
+    """Server TLS for clients: no client certificate, TLS 1.2 minimum, the operator's cipher
+    suites (SC.MSS/CONF.01, CONF.03)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(settings.TLS_CIPHERS)
+    return context
+
+
+def smtp_kwargs(context: ssl.SSLContext) -> dict[str, Any]:
+    return {
+        "hostname": settings.LPS_SUBMISSION_HOSTNAME,
+        "ident": "MSSante submission",
+        "tls_context": context,
+        "require_starttls": True,  # RFC 3207: nothing but EHLO/STARTTLS/QUIT before TLS
+        "auth_required": True,  # RFC 6409 §4.3: MAIL only after AUTH
+        "auth_require_tls": True,  # SC.MSS/CONF.07
+        "auth_exclude_mechanism": ["PLAIN", "LOGIN"],
+        "data_size_limit": settings.LPS_SUBMISSION_MAX_SIZE,
+        "enable_SMTPUTF8": True,
+        "decode_data": False,
+        "command_call_limit": 1000,
+    }
+
+
+def protocol_factory(context: ssl.SSLContext) -> Callable[[], SubmissionSMTP]:
+    handler = SubmissionHandler()
+    kwargs = smtp_kwargs(context)
+    return lambda: SubmissionSMTP(handler, **kwargs)
+
+
+async def serve_until(stop: asyncio.Event, context: ssl.SSLContext, host: str, port: int) -> None:
+    """Serve until ``stop`` is set. A message is answered 250 only once it is in the spool
+    (durable), so closing at once loses nothing: the client resubmits what was not answered."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(protocol_factory(context), host=host, port=port)
+    await stop.wait()
+    server.close()
+    await server.wait_closed()

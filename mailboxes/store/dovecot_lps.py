@@ -1,0 +1,83 @@
+"""The API LPS part of the Dovecot instance (mssante-spec §2.2): TLS listeners for mail clients
+and care software, SASL XOAUTH2/OAUTHBEARER checked by the portal, and the ACL groups that
+carry a session's rights on the BAL. Off (an empty section) while no LPS port is set, so that
+the portal's own instance is exactly what it was.
+
+Dovecot calls ``lps-auth`` (checkpassword protocol) with the login and the token; the script
+posts them to the portal on loopback with a shared secret (``LPS_AUTH_URL``,
+``LPS_AUTH_SECRET``), and the portal answers ``userdb_acl_groups=<group>``.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+from django.conf import settings
+
+DEPLOY = Path(settings.BASE_DIR) / "deploy" / "dovecot"
+
+# IMAP rights (RFC 4314) of each portal right on a BAL (mailboxes.access.Access). Reading:
+# lookup and read; organising: flags (\Seen included), \Deleted, copy into another folder and
+# expunge, which an IMAP MOVE to the Trash needs (RFC 6851 §3.3): IMAP cannot tell that expunge
+# from a deletion for good. Managing: every right.
+IMAP_READ = "lr"
+IMAP_ORGANISE = "lrswite"
+IMAP_MANAGE = "lrwstipekxa"
+GROUPS = {rights: f"lps-{rights}" for rights in (IMAP_READ, IMAP_ORGANISE, IMAP_MANAGE)}
+
+
+def enabled() -> bool:
+    return bool(settings.LPS_IMAP_PORT or settings.LPS_IMAPS_PORT)
+
+
+def _listeners() -> str:
+    lines = []
+    for name, port, tls in (
+        ("lps-imap", settings.LPS_IMAP_PORT, "no"),  # STARTTLS (SC.MSS/CONF.06)
+        ("lps-imaps", settings.LPS_IMAPS_PORT, "yes"),
+    ):
+        if port:
+            lines.append(
+                f"  inet_listener {name} {{\n    address = {settings.LPS_LISTEN}\n"
+                f"    port = {int(port)}\n    ssl = {tls}\n  }}\n"
+            )
+    return "".join(lines)
+
+
+def section(base_dir: Path) -> str:
+    """The configuration appended to dovecot.conf ("" when off)."""
+    if not enabled():
+        return ""
+    return string.Template((DEPLOY / "lps.conf.tmpl").read_text(encoding="utf-8")).substitute(
+        base_dir=base_dir,
+        cert=settings.LPS_TLS_CERT,
+        key=settings.LPS_TLS_KEY,
+        ciphers=settings.TLS_CIPHERS,
+        listeners=_listeners(),
+    )
+
+
+def write_files(base_dir: Path, write: object, internal_gid: int) -> None:
+    """The checkpassword script, its secret header and the ACL groups, next to the config.
+    ``write`` is the instance writer's atomic write (path, content, mode, group)."""
+    if not enabled():
+        return
+    assert callable(write)
+    script = string.Template((DEPLOY / "lps-auth.tmpl").read_text(encoding="utf-8"))
+    write(
+        base_dir / "lps-auth",
+        script.substitute(base_dir=base_dir, url=settings.LPS_AUTH_URL),
+        0o755,
+        None,
+    )
+    # Read by Dovecot's auth process only; given to curl as a file, never on a command line.
+    write(
+        base_dir / "lps-auth.header",
+        f"X-LPS-Secret: {settings.LPS_AUTH_SECRET}\n",
+        0o640,
+        internal_gid if os.geteuid() == 0 else None,
+    )
+    acl = "".join(f"* group-override={group} {rights}\n" for rights, group in GROUPS.items())
+    write(base_dir / "lps-acl", acl, 0o644, None)
