@@ -163,5 +163,6 @@ def test_a_bal_opens_only_through_the_master_user(dovecot) -> None:
             "INBOX",
             "Drafts",
             "Sent",
+            "Accuses",
             "Trash",
         }
