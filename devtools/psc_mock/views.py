@@ -99,7 +99,10 @@ def _validated(request: HttpRequest, data: Any) -> tuple[dict[str, str], str | N
     if params["client_id"] != settings.PSC_CLIENT_ID:
         return params, "Application cliente inconnue."
     redirect = urlsplit(params["redirect_uri"])
-    if f"{redirect.scheme}://{redirect.netloc}" != _origin(request):
+    # The portal's own origin: the one this request came to, or PORTAL_SITE_URL's when the
+    # portal reaches the mock by an internal name (containers: http://web:8000).
+    registered = {_origin(request), settings.SITE_URL}
+    if f"{redirect.scheme}://{redirect.netloc}" not in registered:
         return params, "Adresse de retour non enregistrée pour cette application."
     if params["response_type"] != "code" or "openid" not in params["scope"].split():
         return (
