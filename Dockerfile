@@ -26,15 +26,18 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 COPY . .
+# The static files of every app, the PSC mock's included: a demonstration (PORTAL_DEMO) turns
+# it on at run time, and the manifest must name its files then.
 RUN pip install --no-deps -e . \
  && DJANGO_SECRET_KEY=build DATABASE_URL=sqlite:////tmp/build.sqlite3 DOVECOT_MASTER_PASSWORD=build \
-    python manage.py collectstatic --noinput
+    PSC_MOCK_ENABLED=true PORTAL_DEMO=true python manage.py collectstatic --noinput
 
 # State shared between processes through named volumes (a fresh named volume takes the owner
-# of the folder it is mounted on): the CRLs in force (synced by worker, read by gateway) and
-# the encrypted BAL exports; PORTAL_VAR_DIR itself is the portal's.
-RUN mkdir -p /var/lib/mssante-portal/tls /var/lib/mssante-portal/exports \
- && chown portal /var/lib/mssante-portal /var/lib/mssante-portal/tls /var/lib/mssante-portal/exports
+# of the folder it is mounted on): Dovecot's folder (the list of BALs, written by web and
+# worker; the root-run Dovecot writes its configuration there too), the CRLs in force (synced
+# by worker, read by gateway) and the encrypted BAL exports; PORTAL_VAR_DIR is the portal's.
+RUN d=/var/lib/mssante-portal; mkdir -p $d/dovecot $d/tls $d/exports \
+ && chown portal $d $d/dovecot $d/tls $d/exports
 
 USER portal
 EXPOSE 8000
