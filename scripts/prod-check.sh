@@ -83,8 +83,8 @@ if ! podman image exists "$BASE_IMAGE"; then
   tarball=$CACHE/bookworm-minbase.tar
   if [[ ! -s $tarball ]]; then
     # The Debian mirror apt already uses (not the security or other vendors' repositories).
-    mirror=$(grep -rhoE '(URIs:|^deb)[[:space:]]+[^[:space:]]+/debian/?([[:space:]]|$)' \
-      /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2}' | head -1)
+    mirror=$( (grep -rhoE '(URIs:|^deb)[[:space:]]+[^[:space:]]+/debian/?([[:space:]]|$)' \
+      /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true) | awk 'NR == 1 {print $2}')
     mirror=${mirror:-http://deb.debian.org/debian}
     echo "debootstrap bookworm (minbase) depuis $mirror"
     rm -rf "$CACHE/rootfs"
