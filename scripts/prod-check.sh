@@ -93,7 +93,7 @@ if ! podman image exists "$BASE_IMAGE"; then
     tar -C "$CACHE/rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
     rm -rf "$CACHE/rootfs"
   fi
-  podman import "$tarball" "$BASE_IMAGE" >/dev/null
+  podman import "$tarball" "$BASE_IMAGE" >/dev/null 2>&1
 fi
 
 # --- 3. Images ------------------------------------------------------------------------------
@@ -102,13 +102,20 @@ phase "construction des images"
 # gets that bundle (a volume of the build, not a layer of the image).
 printf '[global]\ncert = /run/host-ca.crt\n' >"$CACHE/pip.conf"
 build_volumes=(-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro -v "$CACHE/pip.conf:/etc/pip.conf:ro")
-podman build --pull=never --build-arg "BASE_IMAGE=$BASE_IMAGE" "${build_volumes[@]}" \
-  -t "$PORTAL_IMAGE" . >"$CACHE/build-portal.log" 2>&1 || { tail -30 "$CACHE/build-portal.log" >&2; exit 1; }
-for svc in postgres redis; do
-  tag=$([[ $svc == postgres ]] && echo localhost/mssante-prodcheck-postgres:15 || echo localhost/mssante-prodcheck-redis:7)
-  podman build --pull=never --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "deploy/prod-check/$svc.Containerfile" \
-    -t "$tag" deploy/prod-check >"$CACHE/build-$svc.log" 2>&1 || { tail -30 "$CACHE/build-$svc.log" >&2; exit 1; }
-done
+build() {  # build TAG LOG ARGS...: the previous image of TAG is removed once replaced
+  local tag=$1 log=$2 before after
+  shift 2
+  before=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+  podman build --pull=never --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$tag" "$@" >"$log" 2>&1 \
+    || { tail -30 "$log" >&2; return 1; }
+  after=$(podman image inspect --format '{{.Id}}' "$tag")
+  if [[ -n $before && $before != "$after" ]]; then podman rmi "$before" >/dev/null 2>&1 || true; fi
+}
+build "$PORTAL_IMAGE" "$CACHE/build-portal.log" "${build_volumes[@]}" .
+build localhost/mssante-prodcheck-postgres:15 "$CACHE/build-postgres.log" \
+  -f deploy/prod-check/postgres.Containerfile deploy/prod-check
+build localhost/mssante-prodcheck-redis:7 "$CACHE/build-redis.log" \
+  -f deploy/prod-check/redis.Containerfile deploy/prod-check
 
 # --- 4. Test configuration (a temporary folder, never the repository) -----------------------------
 phase "configuration de test"
