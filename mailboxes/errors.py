@@ -68,3 +68,14 @@ class RecoveryKeyUnusable(PortalError):
     )
     code = "recovery_key_unusable"
     http_status = 409
+
+
+class HandoverUnavailable(PortalError):
+    """« Je m'en occupe » needs a team BAL and a message with a Message-ID to follow."""
+
+    user_message = (
+        "La prise en charge n'existe que pour les messages d'une BAL d'équipe "
+        "(organisationnelle ou applicative) qui portent un identifiant."
+    )
+    code = "handover_unavailable"
+    http_status = 409

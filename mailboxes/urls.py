@@ -16,6 +16,7 @@ urlpatterns = [
     path("destinataires/suggestions/", compose.recipient_suggest, name="recipient_suggest"),
     path("destinataires/verifier/", compose.recipients_check, name="recipients_check"),
     path("<uuid:public_id>/", reading.folder, name="folder"),
+    path("<uuid:public_id>/nouveaux/", reading.arrivals, name="arrivals"),
     path("<uuid:public_id>/ecrire/", compose.compose, name="compose"),
     path("<uuid:public_id>/signature/", compose.signature, name="signature"),
     path("<uuid:public_id>/delegations/", people.delegations, name="delegations"),
@@ -33,6 +34,7 @@ urlpatterns = [
     path("<uuid:public_id>/corbeille/vider/", reading.empty_trash, name="empty_trash"),
     path("<uuid:public_id>/messages/<int:uid>/", reading.message, name="message"),
     path("<uuid:public_id>/messages/<int:uid>/accuse/", reading.receipt, name="receipt"),
+    path("<uuid:public_id>/messages/<int:uid>/prise-en-charge/", reading.handle, name="handle"),
     path("<uuid:public_id>/messages/<int:uid>/contenu/", reading.message_body, name="message_body"),
     path(
         "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/",

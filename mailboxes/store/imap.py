@@ -41,8 +41,9 @@ SPECIAL_FOLDERS = {
     "Sent": _("Envoyés"),
     "Drafts": _("Brouillons"),
     "Trash": _("Corbeille"),
+    "Accuses": _("Accusés"),  # read receipts and DSNs of success (store.lmtp.folder_for)
 }
-FOLDER_ORDER = ["INBOX", "Drafts", "Sent", "Trash"]
+FOLDER_ORDER = ["INBOX", "Drafts", "Sent", "Accuses", "Trash"]
 SORT_ORDERS = {
     "date": [b"REVERSE", b"DATE"],
     "date-asc": [b"DATE"],
@@ -53,6 +54,10 @@ SORT_ORDERS = {
 TRASH = "Trash"
 SENT = "Sent"
 DRAFTS = "Drafts"
+# The handover of a team BAL (mailboxes.models.MessageHandling says who and when); keywords
+# so that the list's filters are IMAP searches (RFC 3501 §6.4.4 KEYWORD / UNKEYWORD).
+TAKEN = b"$MSSPrisEnCharge"
+DONE = b"$MSSTermine"
 MDN_SENT = b"$MDNSent"  # RFC 3503: the read-receipt question of a message is settled
 MAX_SUBJECT = 500  # characters shown in a list row
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL
@@ -113,6 +118,7 @@ class Folder:
     total: int
     unread: int
     special: bool
+    uidnext: int = 0  # the UID the next message will get (RFC 3501 §2.3.1.1)
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,10 @@ class Summary:
     answered: bool
     has_attachments: bool
     mdn_sent: bool = False  # $MDNSent keyword (RFC 3503): the read-receipt question is settled
+    message_id: str = ""
+    author: Address | None = None  # Sender: when it is not the From: address (RFC 5322 §3.6.2)
+    taken: bool = False
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,9 +168,15 @@ class Criteria:
     body: str = ""
     since: date | None = None
     before: date | None = None
+    # A team BAL's handover: "a-traiter" (neither taken nor done), "termines", or "moi" (taken,
+    # restricted to ``message_ids``, the ones the person took: the database knows who).
+    handling: str = ""
+    message_ids: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
-        return not (self.sender or self.subject or self.body or self.since or self.before)
+        return not (
+            self.sender or self.subject or self.body or self.since or self.before or self.handling
+        )
 
     def imap(self) -> list[bytes]:
         """IMAP SEARCH keys (RFC 3501 §6.4.4), each text a literal (§4.3) in UTF-8; BEFORE is
@@ -173,7 +189,23 @@ class Criteria:
             keys += [b"SINCE", format_criteria_date(self.since)]
         if self.before and self.before < date.max:  # before the end of time: no key
             keys += [b"BEFORE", format_criteria_date(self.before + timedelta(days=1))]
+        if self.handling == "a-traiter":
+            keys += [b"UNKEYWORD", TAKEN, b"UNKEYWORD", DONE]
+        elif self.handling == "termines":
+            keys += [b"KEYWORD", DONE]
+        elif self.handling == "moi":
+            keys += [b"KEYWORD", TAKEN, b"UNKEYWORD", DONE, *_any_message_id(self.message_ids)]
         return keys or [b"ALL"]
+
+
+def _any_message_id(ids: Sequence[str]) -> list[bytes]:
+    """SEARCH keys matching any of ``ids`` (OR is binary, RFC 3501 §6.4.4); none matches no
+    message (a UID no message can have)."""
+    keys: list[bytes] = []
+    for mid in ids:
+        key = [b"HEADER", b"Message-ID", _literal(mid.encode("utf-8"))]
+        keys = key if not keys else [b"OR", *key, *keys]  # OR a (OR b c): no parentheses
+    return keys or [b"UID", b"4294967295"]
 
 
 def _addresses(items: Sequence[Any] | None) -> list[Address]:
@@ -220,7 +252,21 @@ def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
         answered=b"\\Answered" in flags,
         has_attachments=_has_attachments(data.get(b"BODYSTRUCTURE")),
         mdn_sent=MDN_SENT in flags,
+        message_id=decode_text(envelope.message_id if envelope else None).strip(),
+        author=_author(envelope, senders),
+        taken=TAKEN in flags,
+        done=DONE in flags,
     )
+
+
+def _author(envelope: Any, senders: list[Address]) -> Address | None:
+    """The Sender: of a message when it names someone else than its From: (a colleague who
+    wrote from a team BAL, a delegate); IMAP fills the envelope's sender with From: when the
+    header is absent (RFC 3501 §7.4.2)."""
+    authors = _addresses(envelope.sender if envelope else None)
+    if not authors or not senders or authors[0].email.lower() == senders[0].email.lower():
+        return None
+    return authors[0]
 
 
 class _UnixIMAP4(IMAP4WithTimeout):
@@ -298,7 +344,7 @@ class MailStore:
     def folders(self) -> list[Folder]:
         result = []
         for name in self.folder_names():
-            status = self.client.folder_status(name, [b"MESSAGES", b"UNSEEN"])
+            status = self.client.folder_status(name, [b"MESSAGES", b"UNSEEN", b"UIDNEXT"])
             result.append(
                 Folder(
                     name=name,
@@ -306,6 +352,7 @@ class MailStore:
                     total=int(status[b"MESSAGES"]),
                     unread=int(status[b"UNSEEN"]),
                     special=name in SPECIAL_FOLDERS,
+                    uidnext=int(status[b"UIDNEXT"]),
                 )
             )
         rank = {name: i for i, name in enumerate(FOLDER_ORDER)}
@@ -313,6 +360,19 @@ class MailStore:
 
     def unread(self, folder: str = "INBOX") -> int:
         return int(self.client.folder_status(folder, [b"UNSEEN"])[b"UNSEEN"])
+
+    def arrivals(self, folder: str, since: int) -> tuple[int, int]:
+        """(unread, arrived): the folder's unread count and how many of its messages have a UID
+        of at least ``since`` (the UIDNEXT a page was shown with). Never selects the folder:
+        STATUS only, so nothing is marked and nothing else changes."""
+        status = self.client.folder_status(folder, [b"UNSEEN", b"UIDNEXT"])
+        unread, uidnext = int(status[b"UNSEEN"]), int(status[b"UIDNEXT"])
+        if uidnext <= since:
+            return unread, 0
+        self.client.select_folder(folder, readonly=True)
+        # "n:*" also matches the last message when its UID is below n (RFC 3501 §6.4.8).
+        uids = self.client.search([b"UID", f"{since}:*".encode()])
+        return unread, sum(1 for uid in uids if uid >= since)
 
     def folder_exists(self, folder: str) -> bool:
         """Whether ``folder`` is one of the BAL's folders. Compared with the real list, never
@@ -394,6 +454,10 @@ class MailStore:
         if not uids:
             return []
         return [int(u) for u in self.client.search(["UID", ",".join(map(str, uids))])]
+
+    def existing(self, folder: str, uids: Sequence[int]) -> list[int]:
+        """The UIDs of ``uids`` that name a message of ``folder``."""
+        return self._existing(folder, uids)
 
     def set_flag(self, folder: str, uids: Sequence[int], flag: bytes, on: bool) -> list[int]:
         found = self._existing(folder, uids)

@@ -67,6 +67,13 @@ class WebmailForm(forms.Form):
                     raise ControlCharacters(error.messages[0])
 
 
+class ArrivalsQuery(WebmailForm):
+    """The webmail's polling for new mail: a folder and the UIDNEXT its page was shown with."""
+
+    dossier = forms.CharField(label="Dossier", max_length=200)
+    depuis = forms.IntegerField(label="Depuis", min_value=1, max_value=2**32 - 1, required=False)
+
+
 class FolderQuery(WebmailForm):
     dossier = forms.CharField(label="Dossier", max_length=200, required=False)
     page = forms.IntegerField(label="Page", min_value=1, max_value=100_000, required=False)
@@ -85,6 +92,16 @@ class FolderQuery(WebmailForm):
         input_formats=DATE_FORMATS,
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    # A team BAL's handover filter (Criteria.handling).
+    suivi = forms.ChoiceField(
+        label="Suivi",
+        choices=[
+            ("a-traiter", "À traiter"),
+            ("moi", "Pris en charge par moi"),
+            ("termines", "Terminés"),
+        ],
+        required=False,
     )
 
     def clean(self) -> dict[str, Any]:
@@ -109,18 +126,33 @@ class FolderQuery(WebmailForm):
             (self.cleaned_data.get("tri") if self.is_valid() else "") or "reception", "arrival"
         )
 
-    def criteria(self) -> Criteria:
+    def criteria(self, mine: tuple[str, ...] = ()) -> Criteria:
+        """The search; ``mine``: the Message-IDs the person has in charge (for « moi »)."""
         if not self.is_valid():
             return Criteria()
         d = self.cleaned_data
         return Criteria(
-            sender=d["de"], subject=d["objet"], body=d["texte"], since=d["du"], before=d["au"]
+            sender=d["de"],
+            subject=d["objet"],
+            body=d["texte"],
+            since=d["du"],
+            before=d["au"],
+            handling=d["suivi"],
+            message_ids=mine if d["suivi"] == "moi" else (),
         )
 
 
 class MessageQuery(WebmailForm):
     dossier = forms.CharField(label="Dossier", max_length=200)
     images = forms.BooleanField(label="Images", required=False)
+
+
+class HandoverStep(WebmailForm):
+    dossier = forms.CharField(label="Dossier", max_length=200)
+    etape = forms.ChoiceField(
+        label="Étape",
+        choices=[("prendre", "Je m'en occupe"), ("terminer", "Terminé"), ("rendre", "Rendre")],
+    )
 
 
 class ReceiptAnswer(WebmailForm):

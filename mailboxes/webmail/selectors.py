@@ -3,10 +3,19 @@ to lately. Reads of message content are services (``services.messages``): they a
 
 from __future__ import annotations
 
-from mailboxes.access import Grant
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext as _
+
+from accounts.audit import Action
+from accounts.models import AuditEvent, User
+from mailboxes.access import Access, Grant
 from mailboxes.errors import StoreUnavailable
-from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
-from mailboxes.store.imap import MailStore
+from mailboxes.models import Mailbox, MessageHandling, OutboundDelivery, OutboundMessage
+from mailboxes.store.imap import SPECIAL_FOLDERS, MailStore
+from mailboxes.transport import quota
 
 
 def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
@@ -19,6 +28,29 @@ def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
         except StoreUnavailable:
             rows.append((grant, None))
     return rows
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """What changed in a folder since its page was shown: the tab title and the banner."""
+
+    label: str
+    unread: int
+    arrived: int
+
+
+def folder_arrivals(grant: Grant, folder: str, since: int) -> Arrivals | None:
+    """New messages in ``folder`` of the BAL since UID ``since`` (the page's UIDNEXT), for
+    the webmail's polling; None for a folder the BAL does not have or a person who may not
+    read it. Counts only: nothing is opened or marked, so nothing is traced (like the
+    switcher's counts)."""
+    if not grant.allows(Access.READ):
+        return None
+    with MailStore(grant.mailbox.address) as store:
+        if not store.folder_exists(folder):
+            return None
+        unread, arrived = store.arrivals(folder, since)
+    return Arrivals(str(SPECIAL_FOLDERS.get(folder, folder)), unread, arrived)
 
 
 def delivery_statuses(mailbox: Mailbox, message_id: str) -> list[OutboundDelivery]:
@@ -51,3 +83,92 @@ def recent_correspondents(grants: list[Grant], text: str, limit: int = 3) -> lis
             if len(seen) >= limit:
                 break
     return seen
+
+
+TEAM_KINDS = (Mailbox.Kind.ORG, Mailbox.Kind.APP)
+
+
+def handlings_of(mailbox: Mailbox, message_ids: list[str]) -> dict[str, MessageHandling]:
+    """Who took which of these messages in charge, for a page of a team BAL's list."""
+    if mailbox.kind not in TEAM_KINDS or not message_ids:
+        return {}
+    rows = MessageHandling.objects.filter(
+        mailbox=mailbox, message_id__in=[m for m in message_ids if m]
+    ).select_related("by")
+    return {h.message_id: h for h in rows}
+
+
+def taken_by(mailbox: Mailbox, user: User, limit: int = 500) -> tuple[str, ...]:
+    """The Message-IDs ``user`` has in charge in the team BAL (« Pris en charge par moi »)."""
+    return tuple(
+        MessageHandling.objects.filter(mailbox=mailbox, by=user, state=MessageHandling.State.TAKEN)
+        .order_by("-at")
+        .values_list("message_id", flat=True)[:limit]
+    )
+
+
+def openers_of(mailbox: Mailbox, message_id: str) -> list[tuple[str, datetime]]:
+    """Who of the team opened this message and when they first did, from the journal's
+    « Lecture d'un message » traces (oldest first): « Ouvert par » on a team BAL's message."""
+    if mailbox.kind not in TEAM_KINDS or not message_id:
+        return []
+    first: dict[str, datetime] = {}
+    events = (
+        AuditEvent.objects.filter(
+            action=Action.MESSAGE_READ.value,
+            target_id=str(mailbox.public_id),
+            result=AuditEvent.Result.SUCCESS,
+            details__message_id=message_id,
+        )
+        .order_by("occurred_at")
+        .values_list("actor__first_name", "actor__last_name", "actor_label", "occurred_at")[:200]
+    )
+    for first_name, last_name, label, when in events:
+        first.setdefault(f"{first_name or ''} {last_name or ''}".strip() or label, when)
+    return list(first.items())
+
+
+def sent_statuses(mailbox: Mailbox, message_ids: list[str]) -> dict[str, list[OutboundDelivery]]:
+    """The recipients' deliveries of a page of the Sent folder, by Message-ID (one query)."""
+    ids = [m for m in message_ids if m]
+    if not ids:
+        return {}
+    found: dict[str, list[OutboundDelivery]] = {}
+    rows = OutboundDelivery.objects.filter(
+        message__mailbox=mailbox, message__message_id__in=ids
+    ).only("status", "read_at", "recipient", "message__message_id")
+    for row in rows.select_related("message"):
+        found.setdefault(row.message.message_id, []).append(row)
+    return found
+
+
+def quota_warning(mailbox: Mailbox) -> str | None:
+    """The webmail's warning for a BAL at WARN_PERCENT of its quota or more, in French; None
+    without a quota or below it (no Maildir walk for a BAL without a quota)."""
+    if mailbox.quota_bytes is None:
+        return None
+    usage = quota.usage_of(mailbox)
+    if not usage.warn or usage.used is None:
+        return None
+    values = {
+        "percent": usage.percent,
+        "used": filesizeformat(usage.used),
+        "quota": filesizeformat(mailbox.quota_bytes),
+    }
+    if usage.full:
+        return (
+            _(
+                "Votre BAL est pleine à %(percent)s %% (%(used)s sur %(quota)s) : les nouveaux "
+                "messages ne lui sont plus remis et attendent chez l'expéditeur. Supprimez des "
+                "messages ou videz la corbeille."
+            )
+            % values
+        )
+    return (
+        _(
+            "Votre BAL est pleine à %(percent)s %% (%(used)s sur %(quota)s). Au-delà de 100 %%, "
+            "les nouveaux messages ne lui seront plus remis : supprimez des messages ou videz la "
+            "corbeille."
+        )
+        % values
+    )

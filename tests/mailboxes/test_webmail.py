@@ -3,6 +3,7 @@ search, traces."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -178,6 +179,56 @@ def test_inbox_lists_newest_first_with_unread_state_and_traces_it(world: World) 
     assert event.actor == world.doctor
     assert event.target_id == str(world.per.public_id)
     assert event.details == {"folder": "INBOX", "page": 1, "search": False}
+
+
+def test_the_tab_title_names_the_folder_in_french_with_its_unread_count(world: World) -> None:
+    for n in range(3):
+        deliver(world.per.address, make_message(subject=f"Message {n}"))
+    client = _client(world.doctor)
+
+    inbox = client.get(f"/bal/{world.per.public_id}/?dossier=INBOX").content.decode()
+    sent = client.get(f"/bal/{world.per.public_id}/?dossier=Sent").content.decode()
+
+    title = re.search(r"<title>(.*?)</title>", inbox, re.S).group(1)  # type: ignore[union-attr]
+    assert title.startswith(f"Boîte de réception (3) · {world.per.address}")
+    assert "INBOX" not in title
+    # A folder with nothing unread shows no count.
+    sent_title = re.search(r"<title>(.*?)</title>", sent, re.S).group(1)  # type: ignore[union-attr]
+    assert sent_title.startswith(f"Envoyés · {world.per.address}")
+
+
+def test_new_mail_is_announced_to_an_open_folder_page_with_the_title_updated(
+    world: World,
+) -> None:
+    deliver(world.per.address, make_message(subject="Déjà là"))
+    client = _client(world.doctor)
+    page = client.get(f"/bal/{world.per.public_id}/?dossier=INBOX").content.decode()
+    poll = re.search(r'hx-get="([^"]*/nouveaux/[^"]*)"', page).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+
+    assert client.get(poll).status_code == 204  # nothing new: htmx swaps nothing
+    deliver(world.per.address, make_message(subject="Arrivé ensuite"))
+    deliver(world.per.address, make_message(subject="Et encore un"))
+    answer = client.get(poll, headers={"HX-Request": "true"})
+
+    html = answer.content.decode()
+    assert answer.status_code == 200
+    assert "2 nouveaux messages" in html
+    assert f"<title>Boîte de réception (3) · {world.per.address}" in html
+    # Polling reads counts only: no message was marked read, nothing was traced.
+    assert "Arrivé ensuite" not in html
+    assert not AuditEvent.objects.filter(action="message.read").exists()
+    inbox = client.get(f"/bal/{world.per.public_id}/?dossier=INBOX").content.decode()
+    assert inbox.count('class="unread"') == 3
+
+
+def test_polling_refuses_what_the_page_would_refuse(world: World) -> None:
+    client = _client(world.doctor)
+    base = f"/bal/{world.per.public_id}/nouveaux/"
+    assert client.get(base + "?dossier=Inexistant&depuis=1").status_code == 404
+    assert client.get(base + "?dossier=INBOX&depuis=abc").status_code == 400
+    assert client.get(base + "?dossier=INBOX%0d%0aA1%20LOGOUT&depuis=1").status_code == 400
+    # Another person's BAL does not exist for them.
+    assert _client(world.outsider).get(base + "?dossier=INBOX&depuis=1").status_code == 404
 
 
 def test_htmx_gets_only_the_list_fragment(world: World) -> None:

@@ -120,3 +120,30 @@ def test_only_absolute_links_open_and_in_a_new_tab(dovecot, live_server, page: P
     assert tab.url == "https://exemple.invalid/reco"
     assert tab.evaluate("window.opener") is None
     assert page.url == message_url  # in a new tab: the message stays open
+
+
+def test_new_mail_appears_without_reload_and_the_tab_title_counts_it(
+    dovecot, live_server, page: Page, settings
+) -> None:
+    settings.WEBMAIL_POLL_SECONDS = 1
+    doctor = make_professional()
+    box = make_mailbox(structure=make_structure(), owner=doctor)
+    wait_provisioned(box.address)
+    deliver(box.address, HTML.encode())
+    client = Client()
+    client.force_login(doctor)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+    )
+    page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX")
+    expect(page).to_have_title(re.compile(r"^Boîte de réception \(1\) · "))
+    page.get_by_role("checkbox").first.check()  # a selection in progress is never swapped away
+
+    deliver(box.address, HTML.replace("Compte rendu IRM", "Résultats de biologie").encode())
+
+    expect(page.get_by_text("1 nouveau message")).to_be_visible(timeout=10_000)
+    expect(page).to_have_title(re.compile(r"^Boîte de réception \(2\) · "))
+    assert page.get_by_role("checkbox").first.is_checked()
+    page.get_by_role("link", name="Afficher", exact=True).click()
+    expect(page.get_by_role("link", name=re.compile("Résultats de biologie"))).to_be_visible()

@@ -15,14 +15,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from django.db import transaction
 from django.http import Http404
+from django.utils import timezone
 
 from accounts.audit import Action, audit_record
 from accounts.models import User
 from mailboxes.access import Access, Grant, require
-from mailboxes.errors import FolderInvalid, MailboxSuspended
-from mailboxes.models import Mailbox
-from mailboxes.store.imap import TRASH, Criteria, Folder, MailStore, Page, Summary
+from mailboxes.errors import FolderInvalid, HandoverUnavailable, MailboxSuspended
+from mailboxes.models import Mailbox, MessageHandling
+from mailboxes.store.imap import DONE, TAKEN, TRASH, Criteria, Folder, MailStore, Page, Summary
 from mailboxes.store.mime import Attachment, Parsed, attachment_bytes, parse_message
 from mssante_portal.errors import PortalError
 
@@ -338,3 +340,68 @@ def trash_empty(*, grant: Grant, actor: User, request: HttpRequest | None = None
     ) as (store, traced):
         traced["count"] = count = store.empty_trash()
     return count
+
+
+HANDOVER_STEPS = {
+    # step: (trace, keywords set, keywords cleared, the row's new state or None to remove it)
+    "prendre": (Action.MESSAGE_TAKEN, (TAKEN,), (DONE,), MessageHandling.State.TAKEN),
+    "terminer": (Action.MESSAGE_DONE, (DONE,), (TAKEN,), MessageHandling.State.DONE),
+    "rendre": (Action.MESSAGE_RELEASED, (), (TAKEN, DONE), None),
+}
+
+
+def message_handle(
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    uid: int,
+    step: str,
+    request: HttpRequest | None = None,
+) -> MessageHandling | None:
+    """The handover of a team BAL's message (ORGANISE): « prendre » (Je m'en occupe: mine,
+    visible to the team with the time; taking over a colleague's is allowed and traced with
+    their name), « terminer » (done), « rendre » (back to « à traiter »). The keywords in
+    Dovecot and the row here change together; the journal keeps the history. Raises
+    HandoverUnavailable on a personal BAL or a message without Message-ID, Http404."""
+    action, on, off, state = HANDOVER_STEPS[step]
+    details: dict[str, Any] = {"folder": folder, "uid": uid}
+    with _session(
+        grant=grant, actor=actor, action=action, request=request, details=details,
+        folders=[folder], need=Access.ORGANISE,
+    ) as (store, traced):  # fmt: skip
+        if grant.mailbox.kind == Mailbox.Kind.PER:
+            raise HandoverUnavailable()
+        if not store.existing(folder, [uid]):
+            raise Http404
+        message_id = store.message_ids(folder, [uid]).get(uid, "")
+        if not message_id:
+            raise HandoverUnavailable()
+        traced["message_id"] = message_id
+        with transaction.atomic():
+            previous = (
+                MessageHandling.objects.select_for_update(of=("self",))
+                .filter(mailbox=grant.mailbox, message_id=message_id)
+                .select_related("by")
+                .first()
+            )
+            if previous is not None and previous.by_id not in (None, actor.pk):
+                traced["previous"] = previous.get_state_display()
+                traced["previous_by"] = previous.by.display_name if previous.by else ""
+            handling: MessageHandling | None = None
+            if state is None:
+                MessageHandling.objects.filter(
+                    mailbox=grant.mailbox, message_id=message_id
+                ).delete()
+            else:
+                handling, _created = MessageHandling.objects.update_or_create(
+                    mailbox=grant.mailbox,
+                    message_id=message_id,
+                    defaults={"state": state, "by": actor, "at": timezone.now()},
+                )
+            # Inside the transaction: a store failure rolls the row back with it.
+            for keyword in off:
+                store.set_flag(folder, [uid], keyword, False)
+            for keyword in on:
+                store.set_flag(folder, [uid], keyword, True)
+    return handling

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -19,13 +20,31 @@ from accounts.models import User
 from accounts.selectors import administered_structures
 from mailboxes.access import Access, access_mailbox, usable_mailboxes
 from mailboxes.documents.xdm import is_xdm_archive
+from mailboxes.errors import HandoverUnavailable, StoreUnavailable
 from mailboxes.models import Mailbox
-from mailboxes.store.imap import SENT, TRASH
+from mailboxes.store.imap import SENT, TRASH, Summary
 from mailboxes.store.mime import display_subject
-from mailboxes.webmail.forms import FolderQuery, MessageQuery, MessagesAction, ReceiptAnswer
-from mailboxes.webmail.presenters import rows
+from mailboxes.webmail.forms import (
+    ArrivalsQuery,
+    FolderQuery,
+    HandoverStep,
+    MessageQuery,
+    MessagesAction,
+    ReceiptAnswer,
+)
+from mailboxes.webmail.presenters import failure_reason, handling_text, rows
 from mailboxes.webmail.sanitize import sanitize
-from mailboxes.webmail.selectors import delivery_statuses, unread_counts
+from mailboxes.webmail.selectors import (
+    TEAM_KINDS,
+    delivery_statuses,
+    folder_arrivals,
+    handlings_of,
+    openers_of,
+    quota_warning,
+    sent_statuses,
+    taken_by,
+    unread_counts,
+)
 from mailboxes.webmail.services import messages as svc
 from mailboxes.webmail.services.documents import documents_of
 from mailboxes.webmail.services.receipts import (
@@ -76,37 +95,80 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
     query.refuse_control_characters()
     if not query.is_valid() and not query.errors.keys() <= {"du", "au", "page", "tri"}:
         return HttpResponseBadRequest("Paramètres de recherche invalides.")
+    team = grant.mailbox.kind in TEAM_KINDS
+    handover = query.cleaned_data.get("suivi", "") if team and query.is_valid() else ""
+    mine = taken_by(grant.mailbox, _user(request)) if handover == "moi" else ()
     folders, page = svc.folder_open(
         grant=grant,
         actor=_user(request),
         folder=query.folder,
         page=query.page_number,
-        criteria=query.criteria(),
+        criteria=query.criteria(mine),
         order=query.order,
         request=request,
     )
+    ids = [m.message_id for m in page.messages]
+    handlings = handlings_of(grant.mailbox, ids) if team else {}
+    deliveries = sent_statuses(grant.mailbox, ids) if page.folder == SENT else {}
     context = {
+        "team": team,
+        "handover": handover,
         "grant": grant,
         "mailbox": grant.mailbox,
         "folders": folders,
+        "current_folder": next((f for f in folders if f.name == page.folder), None),
         "page": page,
-        "rows": rows(page, grant.mailbox.public_id),
+        "rows": rows(page, grant.mailbox.public_id, handlings, deliveries),
+        "is_sent": page.folder == SENT,
         "query": query,
         "grants": grants,
         "search_qs": urlencode(
             {
                 k: v
                 for k, v in request.GET.items()
-                if k in ("de", "objet", "texte", "du", "au", "tri") and v
+                if k in ("de", "objet", "texte", "du", "au", "tri", "suivi") and v
             }
         ),
         "is_trash": page.folder == TRASH,
+        "poll_seconds": settings.WEBMAIL_POLL_SECONDS,
+        "quota_warning": None if request.htmx else quota_warning(grant.mailbox),  # type: ignore[attr-defined]
         # Selecting messages is only offered to who may act on them here (Access).
         "can_act": grant.allows(Access.ORGANISE)
         or (page.folder == TRASH and grant.allows(Access.MANAGE)),
     }
     template = "mailboxes/_message_list.html" if request.htmx else "mailboxes/folder.html"  # type: ignore[attr-defined]
     return render(request, template, context)
+
+
+@professional_required
+@require_GET
+def arrivals(request: HttpRequest, public_id: str) -> HttpResponse:
+    """htmx polling of a folder page: 204 (nothing to swap) until mail arrives, then the
+    banner « N nouveaux messages » and the tab title with the unread count."""
+    grant = access_mailbox(_user(request), public_id)
+    query = ArrivalsQuery(request.GET)
+    if not query.is_valid():
+        return HttpResponseBadRequest("Paramètres invalides.")
+    folder_name, since = query.cleaned_data["dossier"], query.cleaned_data["depuis"]
+    if since is None:
+        return HttpResponse(status=204)  # no page to compare with: nothing to announce
+    try:
+        news = folder_arrivals(grant, folder_name, since)
+    except StoreUnavailable:
+        return HttpResponse(status=204)  # the next poll tries again; the page stays as it is
+    if news is None:
+        raise Http404
+    if not news.arrived:
+        return HttpResponse(status=204)
+    return render(
+        request,
+        "mailboxes/_arrivals.html",
+        {
+            "news": news,
+            "mailbox": grant.mailbox,
+            "reload": _folder_url(grant.mailbox.public_id, folder_name),
+        },
+    )
 
 
 @professional_required
@@ -146,12 +208,58 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             and folder_name != SENT
             and grant.mailbox.status == Mailbox.Status.ACTIVE
             and grant.allows(Access.SEND),
-            "deliveries": delivery_statuses(grant.mailbox, parsed.message_id)
+            "deliveries": [
+                (d, failure_reason(d.last_reply) if d.status == d.Status.FAILED else "")
+                for d in delivery_statuses(grant.mailbox, parsed.message_id)
+            ]
             if folder_name == SENT
             else [],
             "history_url": _history_url(_user(request), grant.mailbox, parsed.message_id),
+            **_handover(grant.mailbox, summary, parsed.message_id),
         },
     )
+
+
+def _handover(mailbox: Mailbox, summary: Summary, message_id: str) -> dict[str, object]:
+    """A team BAL's message page: who took it in charge, who opened it."""
+    if mailbox.kind not in TEAM_KINDS:
+        return {"team": False}
+    handling = handlings_of(mailbox, [message_id]).get(message_id)
+    return {
+        "team": bool(message_id),
+        "handling": handling,
+        "handling_text": handling_text(handling),
+        "openers": openers_of(mailbox, message_id),
+    }
+
+
+@professional_required
+@require_POST
+def handle(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
+    """« Je m'en occupe », « Terminé », « Rendre » on a team BAL's message."""
+    grant = access_mailbox(_user(request), public_id)
+    form = HandoverStep(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Demande invalide.")
+    folder_name, step = form.cleaned_data["dossier"], form.cleaned_data["etape"]
+    try:
+        svc.message_handle(
+            grant=grant, actor=_user(request), folder=folder_name, uid=uid, step=step,
+            request=request,
+        )  # fmt: skip
+    except HandoverUnavailable as exc:
+        messages.error(request, exc.user_message)
+    else:
+        messages.success(request, HANDOVER_DONE[step])
+    target = reverse("mailboxes:message", args=[grant.mailbox.public_id, uid])
+    return redirect(f"{target}?{urlencode({'dossier': folder_name})}")
+
+
+HANDOVER_DONE = {
+    "prendre": "Vous avez pris ce message en charge : l'équipe le voit.",
+    "terminer": "Message marqué comme terminé.",
+    "rendre": "Le message est de nouveau à traiter.",
+}
 
 
 def _history_url(user: User, mailbox: Mailbox, message_id: str) -> str:
