@@ -442,32 +442,51 @@ class Journey:
                 confirm=CLOSED_BAL,
             )
             check(r.status_code == 200, f"fermeture refusée : {r.status_code} {r.text[:800]}")
-            # Closing may run in a worker (queue store): wait for its two effects.
+            # Closing runs in the store worker (a job the console page follows): wait for its
+            # effects, then download the archive from the console as the director would.
+            job_page = director.url
+            download = None
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 new = set(self._exports()) - before
                 gone = self.c.run("dovecot", "test", "-e", mail_home).returncode != 0
-                if new and gone:
+                page = director.get(job_page).text
+                download = re.search(
+                    r'href="(/console/[0-9a-f-]{36}/exports/[0-9a-f-]{36}/)"', page
+                )
+                if new and gone and download:
                     break
                 time.sleep(2)
             check(new, "aucun export chiffré dans le volume exports après la fermeture")
             path = sorted(new)[0]
-            encrypted = self.c.run("web", "cat", path).stdout
+            check(download, f"{path} écrit, mais la console n'offre pas son téléchargement")
+            encrypted = director.get(download.group(1)).content
+            check(
+                encrypted == self.c.run("web", "cat", path).stdout,
+                "l'archive téléchargée n'est pas celle du volume exports",
+            )
             clear = gpg.decrypt(encrypted)
             check(clear.ok, f"export indéchiffrable avec la clé de recouvrement : {clear.status}")
             with tarfile.open(fileobj=io.BytesIO(clear.data), mode="r:gz") as tar:
-                inbox = b"".join(
-                    tar.extractfile(m).read()  # type: ignore[union-attr]
+                members = {
+                    m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
                     for m in tar.getmembers()
-                    if m.name.endswith(".mbox")
-                )
-            check(self.subject_in.encode() in inbox, "le message reçu manque dans l'export")
+                    if m.isfile() and m.name != "manifest.json"  # the messages themselves
+                }
+            check(
+                any(self.subject_in.encode() in data for data in members.values()),
+                "le message reçu manque dans l'export : "
+                + ", ".join(f"{name} ({len(data)} o)" for name, data in members.items()),
+            )
             check(
                 gone,
                 f"export {path} déchiffré (le message reçu y est), mais la Maildir de "
                 f"{CLOSED_BAL} est toujours là ({mail_home}, conteneur dovecot)",
             )
-        return f"export {path} (déchiffré : le message reçu y est), Maildir supprimée"
+        return (
+            f"export {path} téléchargé depuis la console et déchiffré (le message reçu y est), "
+            "Maildir supprimée"
+        )
 
     def _exports(self) -> list[str]:
         out = self.c.run("web", "find", EXPORT_DIR, "-type", "f", "-name", "*.gpg").stdout
