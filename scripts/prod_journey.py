@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import logging
 import re
 import smtplib
 import ssl
@@ -47,6 +48,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 # aiosmtpd warns that a server asking for client certificates may trouble clients: it must.
 warnings.filterwarnings("ignore", message="tls_context.verify_mode")
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 PUBLIC_HOST = "portail.prod-check.test"  # PORTAL_SITE_URL's host (scripts/prod-check.sh)
 INTERNAL_HOST = "web:8000"  # where the portal reaches the PSC mock (PSC_DISCOVERY_URL)
