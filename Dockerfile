@@ -30,7 +30,8 @@ COPY . .
 # it on at run time, and the manifest must name its files then.
 RUN pip install --no-deps -e . \
  && DJANGO_SECRET_KEY=build DATABASE_URL=sqlite:////tmp/build.sqlite3 DOVECOT_MASTER_PASSWORD=build \
-    PSC_MOCK_ENABLED=true PORTAL_DEMO=true python manage.py collectstatic --noinput
+    PSC_MOCK_ENABLED=true PORTAL_DEMO=true \
+    STATIC_ROOT=/srv/mssante-portal/staticfiles python manage.py collectstatic --noinput
 
 # State shared between processes through named volumes (a fresh named volume takes the owner
 # of the folder it is mounted on): Dovecot's folder (the list of BALs, written by web and

@@ -39,7 +39,7 @@ from email.utils import make_msgid
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import gnupg
@@ -68,6 +68,16 @@ class StepFailed(Exception):
 def check(condition: object, message: str) -> None:
     if not condition:
         raise StepFailed(message)
+
+
+T = TypeVar("T")
+
+
+def found(value: T | None, message: str) -> T:
+    """``value``, or the step fails with ``message``."""
+    if value is None:
+        raise StepFailed(message)
+    return value
 
 
 # --- Containers ---------------------------------------------------------------------------------
@@ -267,7 +277,7 @@ class Sink:
 
         class Handler:
             async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-                peer = session.ssl.get("peercert") if session.ssl else None  # type: ignore[union-attr]
+                peer = session.ssl.get("peercert") if session.ssl else None
                 cn = dict(x[0] for x in peer["subject"]).get("commonName", "") if peer else ""
                 sink.received.append(
                     (
@@ -339,14 +349,14 @@ class Journey:
         # Read in the webmail: the inbox of her BAL lists it, the message page shows its text.
         b = self.doctor
         index = b.get("/bal/")
-        found = re.search(
+        listed = re.search(
             r'href="(/bal/[0-9a-f-]{36}/)\?dossier=INBOX"[^>]*>\s*(?:<[^>]+>\s*)*[^<]*'
             r"(?:<[^>]+>\s*)*" + re.escape(DOCTOR_BAL),
             index.text,
         )
         links = re.findall(r'href="(/bal/[0-9a-f-]{36}/)\?dossier=INBOX"', index.text)
         check(links, "aucune BAL dans le webmail")
-        self.doctor_folder = found.group(1) if found else links[0]
+        self.doctor_folder = listed.group(1) if listed else links[0]
         deadline = time.monotonic() + 30
         while True:
             inbox = b.get(self.doctor_folder + "?dossier=INBOX")
@@ -356,7 +366,7 @@ class Journey:
             if link or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        check(link, f"« {self.subject_in} » absent de la boîte de réception de {DOCTOR_BAL}")
+        link = found(link, f"« {self.subject_in} » absent de la boîte de réception de {DOCTOR_BAL}")
         page = b.get(unescape(link.group(1)))
         body_links = re.findall(r'(?:src|href)="([^"]*/contenu/[^"]*)"', page.text)
         text = page.text + "".join(b.get(unescape(u)).text for u in body_links[:1])
@@ -408,13 +418,12 @@ class Journey:
             if CLOSED_BAL in page.text:
                 structure = (link, page)
                 break
-        check(structure, f"{CLOSED_BAL} introuvable dans la console du directeur")
-        link, page = structure
+        link, page = found(structure, f"{CLOSED_BAL} introuvable dans la console du directeur")
         bal = re.search(
             r'href="(' + re.escape(link) + r'bal/[0-9a-f-]{36}/)"><code>' + re.escape(CLOSED_BAL),
             page.text,
         )
-        check(bal, "lien de la BAL absent de la console")
+        bal = found(bal, "lien de la BAL absent de la console")
         with tempfile.TemporaryDirectory() as home_dir:
             gpg = gnupg.GPG(gnupghome=home_dir)
             key = gpg.gen_key(
@@ -452,16 +461,16 @@ class Journey:
             while time.monotonic() < deadline:
                 new = set(self._exports()) - before
                 gone = self.c.run("dovecot", "test", "-e", mail_home).returncode != 0
-                page = director.get(job_page).text
-                download = re.search(
-                    r'href="(/console/[0-9a-f-]{36}/exports/[0-9a-f-]{36}/)"', page
-                )
+                job = director.get(job_page).text
+                download = re.search(r'href="(/console/[0-9a-f-]{36}/exports/[0-9a-f-]{36}/)"', job)
                 if new and gone and download:
                     break
                 time.sleep(2)
             check(new, "aucun export chiffré dans le volume exports après la fermeture")
             path = sorted(new)[0]
-            check(download, f"{path} écrit, mais la console n'offre pas son téléchargement")
+            download = found(
+                download, f"{path} écrit, mais la console n'offre pas son téléchargement"
+            )
             encrypted = director.get(download.group(1)).content
             check(
                 encrypted == self.c.run("web", "cat", path).stdout,
