@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PORT ?= 8000
 
-.PHONY: run test e2e bench venv lint clean-var
+.PHONY: run test e2e bench venv lint clean-var prod-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ bench:
 	@PYTHON=$(PYTHON) scripts/system-deps.sh bench
 	@$(MAKE) --no-print-directory venv
 	@eval "$$(scripts/ensure-services.sh)" && $(PY) bench/run_all.py $(BENCH_ARGS)
+
+# The production path for real: the image, docker-compose.yml with a generated test .env,
+# healthchecks, then a journey against the containers; everything removed at the end (root;
+# podman, runc, debootstrap installed if missing; the Debian base image cached in /var/tmp).
+prod-check:
+	@$(MAKE) --no-print-directory venv
+	@scripts/prod-check.sh
 
 clean-var:
 	rm -rf var

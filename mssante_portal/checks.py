@@ -45,6 +45,9 @@ def psc_configuration(app_configs: Any, **kwargs: Any) -> list[Error | Warning]:
         settings.PORTAL_ENV == "production"
         and settings.PSC_DISCOVERY_URL
         and not settings.PSC_DISCOVERY_URL.startswith("https://")
+        # A demonstration (PORTAL_DEMO) may reach its own PSC mock by an internal name over
+        # plain HTTP (make prod-check: http://web:8000/_dev/psc/...): it signs anyone in anyway.
+        and not (settings.PSC_MOCK_ENABLED and "/_dev/psc/" in settings.PSC_DISCOVERY_URL)
     ):
         problems.append(
             Error(

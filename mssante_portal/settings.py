@@ -107,6 +107,9 @@ if PSC_MOCK_ENABLED:
     INSTALLED_APPS += ["devtools.psc_mock", "devtools.demo"]
 
 MIDDLEWARE = [
+    # /sante/ and /sante/pret/ first: probes come with the container's own Host and over plain
+    # HTTP (docstring of HealthMiddleware); the host check and HTTPS redirect stay for the rest.
+    "mailboxes.operator.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -510,6 +513,13 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SECURE)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", SECURE)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if SECURE else 0)
+# HSTS for every subdomain and the browsers' preload list: the operator's decision for its own
+# domain (off by default; `check --deploy` warns until it is taken).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The portal calls the PSC mock's discovery, token, userinfo and JWKS endpoints itself, over
+# the internal network (a demonstration in containers: http://web:8000): no HTTPS redirect there.
+SECURE_REDIRECT_EXEMPT = [r"^_dev/psc/"] if PSC_MOCK_ENABLED else []
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_PROXY_SSL_HEADER = (

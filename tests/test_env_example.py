@@ -89,6 +89,8 @@ def test_the_image_collects_its_static_files(tmp_path: Path) -> None:
         "DJANGO_SECRET_KEY": "build",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'build.sqlite3'}",
         "DOVECOT_MASTER_PASSWORD": "build",
+        "PSC_MOCK_ENABLED": "true",  # its static files too: a demo image turns it on
+        "PORTAL_DEMO": "true",
         "STATIC_ROOT": image_root.replace("/srv/mssante-portal", str(ROOT)),
     }
     done = subprocess.run(

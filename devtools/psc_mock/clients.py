@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -35,12 +36,12 @@ def registered() -> dict[str, Client]:
     return {c.client_id: c for c in clients if c.client_id}
 
 
-def redirect_allowed(client: Client, redirect_uri: str, origin: str) -> bool:
-    """The portal comes back to its own origin; a native client to a loopback address on any
-    port (RFC 8252 §7.3), never to another host."""
+def redirect_allowed(client: Client, redirect_uri: str, origins: Collection[str]) -> bool:
+    """The portal comes back to one of its own ``origins``; a native client to a loopback
+    address on any port (RFC 8252 §7.3), never to another host."""
     parts = urlsplit(redirect_uri)
     if not client.native:
-        return f"{parts.scheme}://{parts.netloc}" == origin
+        return f"{parts.scheme}://{parts.netloc}" in origins
     return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
 
 

@@ -102,7 +102,9 @@ def _validated(request: HttpRequest, data: Any) -> tuple[dict[str, str], str | N
     client = registered().get(params["client_id"])
     if client is None:
         return params, "Application cliente inconnue."
-    if not redirect_allowed(client, params["redirect_uri"], _origin(request)):
+    # The portal's own origin: the one this request came to, or PORTAL_SITE_URL's when the
+    # portal reaches the mock by an internal name (containers: http://web:8000).
+    if not redirect_allowed(client, params["redirect_uri"], {_origin(request), settings.SITE_URL}):
         return params, "Adresse de retour non enregistrée pour cette application."
     if params["response_type"] != "code" or "openid" not in params["scope"].split():
         return (

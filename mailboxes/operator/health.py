@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -62,3 +62,22 @@ def ready(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"etat": "ok" if ok else "indisponible", **states}, status=200 if ok else 503
     )
+
+
+ROUTES: dict[str, Callable[[HttpRequest], HttpResponse]] = {"/sante/": alive, "/sante/pret/": ready}
+
+
+class HealthMiddleware:
+    """Answers the two health paths before any other middleware. An orchestrator probes from
+    where it stands: compose's healthcheck runs inside the container and sends Host 127.0.0.1,
+    a load balancer its own address, both over plain HTTP. Behind ALLOWED_HOSTS (checked by
+    CommonMiddleware) and SECURE_SSL_REDIRECT (SecurityMiddleware) they would get 400 or 301,
+    so these two GETs, which name states and nothing else, are served first; every other page
+    keeps the strict host check and the HTTPS redirect."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        view = ROUTES.get(request.path_info)
+        return view(request) if view is not None else self.get_response(request)

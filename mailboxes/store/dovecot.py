@@ -286,7 +286,10 @@ def _role_config(instance: Instance) -> str:
 @contextlib.contextmanager
 def _lock(instance: Instance) -> Iterator[None]:
     instance.base_dir.mkdir(parents=True, exist_ok=True)
-    with open(instance.base_dir / ".users.lock", "w") as handle:
+    with open(instance.base_dir / ".users.lock", "a") as handle:
+        if os.geteuid() == 0:  # the root-run Dovecot (compose) must not lock web and worker out
+            owner = instance.base_dir.stat()
+            os.fchown(handle.fileno(), owner.st_uid, owner.st_gid)
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

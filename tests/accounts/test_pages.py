@@ -127,6 +127,23 @@ def test_psc_mock_is_refused_in_production_without_demo_flag(settings) -> None:
     assert "mssante.E001" not in [m.id for m in run_checks()]
 
 
+def test_only_a_demos_own_psc_mock_may_be_reached_over_http_in_production(settings) -> None:
+    """`make prod-check`: the portal calls its mock by the compose service name."""
+    settings.PORTAL_ENV = "production"
+    settings.PSC_MOCK_ENABLED = True
+    settings.PSC_DISCOVERY_URL = (
+        "http://web:8000/_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration"
+    )
+    assert "mssante.E004" not in [m.id for m in run_checks()]
+    settings.PSC_MOCK_ENABLED = False
+    assert "mssante.E004" in [m.id for m in run_checks()]
+    settings.PSC_DISCOVERY_URL = (
+        "http://auth.esw.esante.gouv.fr/.well-known/wallet-openid-configuration"
+    )
+    settings.PSC_MOCK_ENABLED = True
+    assert "mssante.E004" in [m.id for m in run_checks()]
+
+
 def test_load_demo_is_idempotent() -> None:
     call_command("load_demo")
     call_command("load_demo")

@@ -7,6 +7,8 @@ import base64
 import dataclasses
 import hashlib
 import json
+import os
+import pwd
 import re
 import smtplib
 import tarfile
@@ -395,3 +397,23 @@ def test_a_mail_root_this_process_cannot_see_is_a_failed_deletion(
     deleted = AuditEvent.objects.get(action="mailbox.mail_deleted")
     assert (deleted.result, deleted.error_code) == ("failure", "delete_failed")
     assert dovecot_store.mail_home(real, box.address).is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the store worker's case: an export made as root")
+def test_an_export_made_as_root_belongs_to_the_export_dirs_owner(
+    box: Mailbox, keys: Keys, export_dir: Path
+) -> None:
+    """compose's store-worker runs as root; web (the portal's user, here the export folder's
+    owner) serves the download and must be able to open the archive."""
+    box = _with_key(box, keys)
+    deliver(box.address, make_message(subject="Pour l'archive", to=box.address))
+    export_dir.mkdir(parents=True, exist_ok=True)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(export_dir, nobody.pw_uid, nobody.pw_gid)
+
+    export = mailbox_export(mailbox=box, actor=None)
+
+    path = export_path(export)
+    for item in (path, path.parent):
+        assert (item.stat().st_uid, item.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert path.stat().st_mode & 0o077 == 0  # still for its owner only

@@ -44,3 +44,23 @@ def test_readiness_names_what_is_down_and_nothing_more(
         "dovecot": "indisponible",
     }
     assert "127.0.0.1" not in response.content.decode()
+
+
+def test_probes_from_inside_the_container_are_answered_and_other_pages_keep_the_host_check(
+    settings: Any,
+) -> None:
+    """Compose's healthcheck sends Host 127.0.0.1 over plain HTTP; the portal only serves its
+    public name, over HTTPS."""
+    settings.ALLOWED_HOSTS = ["portail.exemple-operateur.fr"]
+    settings.SECURE_SSL_REDIRECT = True
+
+    probe = Client().get("/sante/", HTTP_HOST="127.0.0.1:8000")
+    page = Client().get("/connexion/", HTTP_HOST="127.0.0.1:8000")
+    public = Client().get("/connexion/", HTTP_HOST="portail.exemple-operateur.fr")
+
+    assert (probe.status_code, probe.json()) == (200, {"etat": "ok"})
+    assert page.status_code == 400  # DisallowedHost
+    assert (public.status_code, public["Location"]) == (
+        301,
+        "https://portail.exemple-operateur.fr/connexion/",
+    )

@@ -236,6 +236,17 @@ def export_partials_purge(directory: Path) -> int:
     return removed
 
 
+def _give_to_export_dir_owner(directory: Path, fd: int) -> None:
+    """Run as root (compose's store-worker, which must delete Maildirs owned by the mail user),
+    the structure's folder and the archive go to EXPORT_DIR's owner: web, the portal's user,
+    serves the download and could not open a root-owned 0600 file."""
+    if os.geteuid() != 0:
+        return
+    owner = Path(settings.EXPORT_DIR).stat()
+    os.chown(directory, owner.st_uid, owner.st_gid)
+    os.fchown(fd, owner.st_uid, owner.st_gid)
+
+
 def _place(source: Path, directory: Path, stem: str) -> Path:
     """Give ``source`` its final name in ``directory`` without ever replacing a file."""
     for n in range(1, 100):
@@ -290,6 +301,7 @@ def export_write(
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         export_partials_purge(directory)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _give_to_export_dir_owner(directory, fd)
         with os.fdopen(fd, "wb") as output:
             fcntl.flock(output.fileno(), fcntl.LOCK_EX)  # held until closed: not stale
             manifest, exported = _encrypt_stream(
