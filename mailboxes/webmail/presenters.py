@@ -33,6 +33,7 @@ class Row:
     author: str = ""  # « Envoyé par … » when a colleague wrote from the team BAL
     handling: str = ""  # « Pris en charge par … · 14:05 » / « Terminé par … »
     handling_state: str = ""  # taken / done / "" (à traiter)
+    folder_label: str = ""  # a search in every folder: the folder each message is in
 
 
 def _who(summary: Summary, outgoing: bool) -> str:
@@ -57,12 +58,20 @@ def rows(
     page: Page,
     mailbox_public_id: object,
     handlings: dict[str, MessageHandling] | None = None,
+    *,
+    list_qs: str = "",
+    labels: dict[str, str] | None = None,
 ) -> list[Row]:
+    """The rows of a page; each link carries ``list_qs`` (the list's page, order and search)
+    so that the message page can go back to it and to its neighbours. ``labels``: folder
+    name -> label, given for a search in every folder (each row names its folder)."""
     base = reverse("mailboxes:message", args=[mailbox_public_id, 0]).removesuffix("0/")
-    suffix = f"/?dossier={quote(page.folder, safe='')}"
-    outgoing = page.folder in OUTGOING
+    extra = f"&{list_qs}" if list_qs else ""
     result = []
     for m in page.messages:
+        folder = m.folder or page.folder
+        outgoing = folder in OUTGOING
+        suffix = f"/?dossier={quote(folder, safe='')}{extra}"
         when = m.date
         if when is not None and timezone.is_naive(when):
             when = timezone.make_aware(when, UTC)
@@ -82,6 +91,7 @@ def rows(
                 author=(m.author.name or m.author.email) if m.author else "",
                 handling=handling_text((handlings or {}).get(m.message_id)),
                 handling_state="done" if m.done else "taken" if m.taken else "",
+                folder_label=labels.get(folder, folder) if labels is not None else "",
             )
         )
     return result

@@ -4,6 +4,8 @@ render. htmx requests get the fragment; full requests get the page (works withou
 from __future__ import annotations
 
 import re
+import secrets
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -12,37 +14,52 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
+from django.utils.translation import ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.decorators import professional_required
 from accounts.models import User
 from accounts.selectors import administered_structures
-from mailboxes.access import Access, access_mailbox, usable_mailboxes
+from mailboxes.access import Access, Grant, access_mailbox, require, usable_mailboxes
 from mailboxes.documents.xdm import is_xdm_archive
-from mailboxes.errors import HandoverUnavailable, StoreUnavailable
+from mailboxes.errors import (
+    FolderExists,
+    FolderNameInvalid,
+    FolderNotEmpty,
+    FolderProtected,
+    HandoverUnavailable,
+    StoreUnavailable,
+)
 from mailboxes.models import Mailbox
-from mailboxes.store.imap import SENT, TRASH, Summary
+from mailboxes.store.imap import SENT, SPECIAL_FOLDERS, TRASH, Criteria, Summary
 from mailboxes.store.mime import display_subject
 from mailboxes.webmail.forms import (
+    SEARCH_PARAMS,
     ArrivalsQuery,
+    FolderChange,
     FolderQuery,
     HandoverStep,
     MessageQuery,
     MessagesAction,
     ReceiptAnswer,
+    RestoreRequest,
 )
 from mailboxes.webmail.presenters import handling_text, rows
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.selectors import (
     TEAM_KINDS,
+    Neighbours,
     delivery_statuses,
     folder_arrivals,
+    folders_of,
     handlings_of,
+    list_neighbours,
     openers_of,
     taken_by,
     unread_counts,
 )
+from mailboxes.webmail.services import folders as folders_svc
 from mailboxes.webmail.services import messages as svc
 from mailboxes.webmail.services.documents import documents_of
 from mailboxes.webmail.services.receipts import (
@@ -50,6 +67,7 @@ from mailboxes.webmail.services.receipts import (
     ReceiptImpossible,
     receipt_answer,
 )
+from mailboxes.webmail.views.documents import PDF_CSP
 
 SAFE_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
 
@@ -84,6 +102,51 @@ def switcher(request: HttpRequest) -> HttpResponse:
     )
 
 
+# Column -> (the first order a click asks for, the other one), French URL values (forms.ORDERS).
+SORT_COLUMNS = {
+    "sender": ("expediteur", "expediteur-inverse"),
+    "subject": ("objet", "objet-inverse"),
+    "date": ("date", "date-croissante"),
+    "size": ("taille", "taille-croissante"),
+}
+ASCENDING = {"expediteur", "objet", "date-croissante", "taille-croissante"}
+
+
+def _sort_columns(base: str, params: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Each column header's link (a click sorts by it, a second click the other way) and its
+    aria-sort (WAI-ARIA 1.2: on the header of the column the rows are sorted by only)."""
+    current = params.get("tri") or "reception"
+    kept = {k: v for k, v in params.items() if k not in ("tri", "page")}
+    columns = {}
+    for column, (first, other) in SORT_COLUMNS.items():
+        mine = current in (first, other) or (column == "date" and current == "reception")
+        shown = "date" if current == "reception" else current
+        wanted = other if mine and shown == first else first
+        state = ""
+        if mine:
+            state = "ascending" if shown in ASCENDING else "descending"
+        columns[column] = {
+            "url": f"{base}&{urlencode({**kept, 'tri': wanted})}",
+            "aria_sort": state,
+            "arrow": {"ascending": "▲", "descending": "▼"}.get(state, ""),
+        }
+    return columns
+
+
+UNDO_KEY = "webmail_undo"
+
+
+def _undo_offer(request: HttpRequest, mailbox: Mailbox) -> dict[str, object] | None:
+    """The « Annuler » of the last « placés dans la corbeille », shown once on the next list."""
+    undo = request.session.get(UNDO_KEY)
+    if not isinstance(undo, dict) or undo.get("bal") != str(mailbox.public_id):
+        return None
+    if undo.get("shown"):
+        return None
+    request.session[UNDO_KEY] = {**undo, "shown": True}
+    return undo
+
+
 @professional_required
 @require_GET
 def folder(request: HttpRequest, public_id: str) -> HttpResponse:
@@ -96,16 +159,25 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
     team = grant.mailbox.kind in TEAM_KINDS
     handover = query.cleaned_data.get("suivi", "") if team and query.is_valid() else ""
     mine = taken_by(grant.mailbox, _user(request)) if handover == "moi" else ()
+    criteria = query.criteria(mine)
+    everywhere = query.everywhere and not criteria.is_empty()
     folders, page = svc.folder_open(
         grant=grant,
         actor=_user(request),
         folder=query.folder,
         page=query.page_number,
-        criteria=query.criteria(mine),
+        criteria=criteria,
         order=query.order,
+        everywhere=everywhere,
         request=request,
     )
     handlings = handlings_of(grant.mailbox, [m.message_id for m in page.messages]) if team else {}
+    params = query.list_params()
+    params["page"] = str(page.number) if page.number > 1 else ""
+    params = {k: v for k, v in params.items() if v}
+    search = {k: v for k, v in params.items() if k in SEARCH_PARAMS}
+    base = _folder_url(grant.mailbox.public_id, page.folder)
+    labels = {f.name: f.label for f in folders} if everywhere else None
     context = {
         "team": team,
         "handover": handover,
@@ -114,21 +186,26 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         "folders": folders,
         "current_folder": next((f for f in folders if f.name == page.folder), None),
         "page": page,
-        "rows": rows(page, grant.mailbox.public_id, handlings),
+        "rows": rows(
+            page, grant.mailbox.public_id, handlings, list_qs=urlencode(params), labels=labels
+        ),
         "query": query,
         "grants": grants,
-        "search_qs": urlencode(
-            {
-                k: v
-                for k, v in request.GET.items()
-                if k in ("de", "objet", "texte", "du", "au", "tri", "suivi") and v
-            }
-        ),
+        "search_qs": urlencode({**search, **({"tri": params["tri"]} if "tri" in params else {})}),
+        "searching": bool(search),
+        "everywhere": everywhere,
+        "advanced_open": any(k in search for k in ("de", "objet", "texte", "du", "au")),
+        "sort": _sort_columns(base, params),
+        "here": f"{base}&{urlencode(params)}" if params else base,
+        "undo": _undo_offer(request, grant.mailbox),
         "is_trash": page.folder == TRASH,
         "poll_seconds": settings.WEBMAIL_POLL_SECONDS,
-        # Selecting messages is only offered to who may act on them here (Access).
-        "can_act": grant.allows(Access.ORGANISE)
-        or (page.folder == TRASH and grant.allows(Access.MANAGE)),
+        # Selecting messages is only offered to who may act on them here (Access); not on a
+        # search in every folder, whose rows are in several folders (open one to act on it).
+        "can_act": not everywhere
+        and (
+            grant.allows(Access.ORGANISE) or (page.folder == TRASH and grant.allows(Access.MANAGE))
+        ),
     }
     template = "mailboxes/_message_list.html" if request.htmx else "mailboxes/folder.html"  # type: ignore[attr-defined]
     return render(request, template, context)
@@ -177,6 +254,7 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
     raw, parsed, summary = svc.message_read(
         grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
     )
+    listing = _list_context(grant, folder_name, uid, request)
     blocked = sanitize(parsed.html).blocked_remote if parsed.html else 0
     # The « Documents de santé » panel, only for a message that carries an IHE_XDM.ZIP.
     has_archive = any(is_xdm_archive(a.filename) for a in parsed.attachments)
@@ -195,7 +273,17 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             "uid": uid,
             "images": query.cleaned_data["images"],
             "blocked": blocked,
-            "back": _folder_url(grant.mailbox.public_id, folder_name),
+            **listing,
+            "print_url": _message_url(grant.mailbox.public_id, uid, folder_name, "imprimer/"),
+            "previews": {
+                a.index: reverse(
+                    "mailboxes:attachment_preview", args=[grant.mailbox.public_id, uid, a.index]
+                )
+                + "?"
+                + urlencode({"dossier": folder_name})
+                for a in parsed.attachments
+                if preview_type(a.content_type)
+            },
             # RFC 8098: never automatic; asked once per message, of who may send from the BAL.
             "ask_receipt": bool(parsed.wants_mdn)
             and not summary.mdn_sent
@@ -209,6 +297,48 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             **_handover(grant.mailbox, summary, parsed.message_id),
         },
     )
+
+
+def _message_url(public_id: object, uid: int, folder: str, tail: str = "", **extra: str) -> str:
+    target = reverse("mailboxes:message", args=[public_id, uid]) + tail
+    return f"{target}?{urlencode({'dossier': folder, **{k: v for k, v in extra.items() if v}})}"
+
+
+def _list_context(grant: Grant, folder: str, uid: int, request: HttpRequest) -> dict[str, object]:
+    """What the message page knows of the list it was opened from (page, order, search in
+    its query string): « Retour à la liste » to that very page, the previous and next
+    messages in its order, and the folders to move the message to."""
+    query = FolderQuery(request.GET)
+    params = query.list_params()
+    criteria = query.criteria() if query.is_valid() else Criteria()
+    try:
+        near = list_neighbours(
+            grant, folder, uid, criteria=criteria, order=query.order, everywhere=query.everywhere
+        )
+        folders = folders_of(grant) if grant.allows(Access.ORGANISE) else []
+    except StoreUnavailable:
+        near, folders = Neighbours(None, None, 0, 0), []
+    public_id = grant.mailbox.public_id
+    # The neighbour's page of the list: the position is known, so the page is too.
+    per_page = 50
+
+    def link(ref: tuple[str, int] | None, position: int) -> str:
+        if ref is None:
+            return ""
+        page = (position - 1) // per_page + 1
+        return _message_url(
+            public_id, ref[1], ref[0], **{**params, "page": str(page) if page > 1 else ""}
+        )
+
+    return {
+        "back": _folder_url(public_id, folder, **params),
+        "previous_url": link(near.previous, near.position - 1),
+        "next_url": link(near.next, near.position + 1),
+        "position": near.position,
+        "list_total": near.total,
+        "move_targets": [f for f in folders if f.name != folder],
+        "list_qs": urlencode(params),
+    }
 
 
 def _handover(mailbox: Mailbox, summary: Summary, message_id: str) -> dict[str, object]:
@@ -338,8 +468,72 @@ DONE = {
     "suivi": "Messages marqués pour suivi.",
     "non-suivi": "Suivi retiré.",
     "deplacer": "Messages déplacés.",
-    "supprimer": "Messages supprimés.",
+    "supprimer": "Messages supprimés définitivement.",
 }
+
+
+def _trashed(request: HttpRequest, mailbox: Mailbox, origin: str, removed: svc.Removed) -> None:
+    """« 3 messages placés dans la corbeille », and the « Annuler » the next list offers
+    (the session keeps which messages, by Message-ID, and where they came from)."""
+    count = len(removed.uids)
+    if not removed.message_ids:  # nothing « Annuler » could find again: the notice alone
+        messages.success(
+            request,
+            ngettext(
+                "%(n)d message placé dans la corbeille.",
+                "%(n)d messages placés dans la corbeille.",
+                count,
+            )
+            % {"n": count},
+        )
+    else:  # the next list says it, with « Annuler »
+        request.session[UNDO_KEY] = {
+            "bal": str(mailbox.public_id),
+            "token": secrets.token_hex(16),
+            "folder": origin,
+            "ids": removed.message_ids[:500],
+            "count": count,
+        }
+
+
+@professional_required
+@require_POST
+def restore(request: HttpRequest, public_id: str) -> HttpResponse:
+    """« Annuler »: the messages just placed in the Trash go back where they were."""
+    grant = access_mailbox(_user(request), public_id)
+    form = RestoreRequest(request.POST)
+    undo = request.session.get(UNDO_KEY)
+    if (
+        not form.is_valid()
+        or not isinstance(undo, dict)
+        or undo.get("bal") != str(grant.mailbox.public_id)
+        or undo.get("token") != form.cleaned_data["jeton"]
+    ):
+        messages.error(request, "Cette suppression ne peut plus être annulée.")
+        return redirect(_folder_url(grant.mailbox.public_id, TRASH))
+    origin = str(undo["folder"])
+    count = svc.messages_restore(
+        grant=grant,
+        actor=_user(request),
+        message_ids=[str(i) for i in undo.get("ids", [])],
+        target=origin,
+        request=request,
+    )
+    del request.session[UNDO_KEY]
+    label = SPECIAL_FOLDERS.get(origin, origin)
+    messages.success(
+        request,
+        ngettext(
+            "%(n)d message remis dans « %(folder)s ».",
+            "%(n)d messages remis dans « %(folder)s ».",
+            count,
+        )
+        % {"n": count, "folder": label},
+    )
+    back = request.POST.get("suivant", "")
+    if back.startswith(reverse("mailboxes:folder", args=[grant.mailbox.public_id])):
+        return redirect(back)
+    return redirect(_folder_url(grant.mailbox.public_id, origin))
 
 
 @professional_required
@@ -376,10 +570,13 @@ def act(request: HttpRequest, public_id: str) -> HttpResponse:
             request=request,
         )
     else:
-        svc.messages_delete(
+        removed = svc.messages_delete(
             grant=grant, actor=user, folder=d["dossier"], uids=d["uids"], request=request
         )
-    messages.success(request, DONE[d["action"]])
+        if d["dossier"] != TRASH:
+            _trashed(request, grant.mailbox, d["dossier"], removed)
+    if not (d["action"] == "supprimer" and d["dossier"] != TRASH):
+        messages.success(request, DONE[d["action"]])
     next_url = d["suivant"]
     if next_url.startswith(reverse("mailboxes:folder", args=[grant.mailbox.public_id])):
         return redirect(next_url)
@@ -387,12 +584,192 @@ def act(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 @professional_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def empty_trash(request: HttpRequest, public_id: str) -> HttpResponse:
+    """GET: the confirmation page (« Vider la corbeille ? N messages… »); POST: empty it."""
     grant = access_mailbox(_user(request), public_id)
+    if request.method == "GET":
+        require(grant, Access.MANAGE)
+        trash = next((f for f in folders_of(grant) if f.name == TRASH), None)
+        return render(
+            request,
+            "mailboxes/empty_trash.html",
+            {
+                "grant": grant,
+                "mailbox": grant.mailbox,
+                "total": trash.total if trash else 0,
+                "back": _folder_url(grant.mailbox.public_id, TRASH),
+            },
+        )
     count = svc.trash_empty(grant=grant, actor=_user(request), request=request)
-    messages.success(request, f"Corbeille vidée ({count} message(s) supprimé(s) définitivement).")
+    messages.success(
+        request,
+        ngettext(
+            "Corbeille vidée : %(n)d message supprimé définitivement.",
+            "Corbeille vidée : %(n)d messages supprimés définitivement.",
+            count,
+        )
+        % {"n": count},
+    )
     return redirect(_folder_url(grant.mailbox.public_id, TRASH))
+
+
+@professional_required
+@require_GET
+def message_print(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
+    """The print page of a message: its headers and its text, nothing of the portal around
+    (portal.css hides the rest under @media print); « Imprimer » opens the browser's dialog."""
+    grant = access_mailbox(_user(request), public_id)
+    query = MessageQuery(request.GET)
+    query.refuse_control_characters()
+    if not query.is_valid():
+        raise Http404
+    folder_name = query.cleaned_data["dossier"]
+    parsed, _summary = svc.message_print(
+        grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
+    )
+    return render(
+        request,
+        "mailboxes/print.html",
+        {
+            "grant": grant,
+            "mailbox": grant.mailbox,
+            "folder": folder_name,
+            "folder_label": SPECIAL_FOLDERS.get(folder_name, folder_name),
+            "message": parsed,
+            "subject": display_subject(parsed.subject),
+            "uid": uid,
+            "back": _message_url(grant.mailbox.public_id, uid, folder_name),
+        },
+    )
+
+
+# What may show inline, from our origin: PDF (Chromium's viewer) and raster images. Never SVG
+# (it runs script), never HTML or anything else: those stay downloads.
+PREVIEW_TYPES = {
+    "application/pdf": "pdf",
+    "image/png": "image",
+    "image/jpeg": "image",
+    "image/gif": "image",
+    "image/webp": "image",
+}
+IMAGE_CSP = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'self'; "
+    "form-action 'none'; base-uri 'none'; sandbox"
+)
+
+
+def preview_type(content_type: str) -> str:
+    """« pdf », « image », or "" for a type that is never shown inline."""
+    return PREVIEW_TYPES.get(content_type.lower().strip(), "")
+
+
+def _preview_open(
+    request: HttpRequest, public_id: str, uid: int, index: int
+) -> tuple[Grant, str, Any, bytes, str]:
+    grant = access_mailbox(_user(request), public_id)
+    query = MessageQuery(request.GET)
+    query.refuse_control_characters()
+    if not query.is_valid():
+        raise Http404
+    folder_name = query.cleaned_data["dossier"]
+    meta, data = svc.attachment_open(
+        grant=grant, actor=_user(request), folder=folder_name, uid=uid, index=index,
+        request=request, preview=True,
+    )  # fmt: skip
+    kind = preview_type(meta.content_type)
+    if not kind:
+        raise Http404
+    return grant, folder_name, meta, data, kind
+
+
+@professional_required
+@require_GET
+def attachment_preview(request: HttpRequest, public_id: str, uid: int, index: int) -> HttpResponse:
+    """The preview page of a PDF or image attachment: the file in a frame from our origin."""
+    grant, folder_name, meta, _data, kind = _preview_open(request, public_id, uid, index)
+    args = [grant.mailbox.public_id, uid, index]
+    qs = "?" + urlencode({"dossier": folder_name})
+    return render(
+        request,
+        "mailboxes/attachment_preview.html",
+        {
+            "mailbox": grant.mailbox,
+            "attachment": meta,
+            "kind": kind,
+            "file_url": reverse("mailboxes:attachment_file", args=args) + qs,
+            "download_url": reverse("mailboxes:attachment", args=args) + qs,
+            "back": _message_url(grant.mailbox.public_id, uid, folder_name),
+        },
+    )
+
+
+@professional_required
+@require_GET
+@xframe_options_sameorigin
+def attachment_file(request: HttpRequest, public_id: str, uid: int, index: int) -> HttpResponse:
+    """The attachment inline, for the preview frame only: PDF or raster image (its declared
+    type, with nosniff), nothing else (404). An image frame is sandboxed (CSP sandbox and the
+    iframe's attribute); Chromium shows no PDF in a sandboxed frame, so a PDF gets the
+    document PDFs' CSP instead (no script, style, connection or form of ours)."""
+    _grant, _folder, meta, data, kind = _preview_open(request, public_id, uid, index)
+    content_type = meta.content_type.lower().strip()
+    response = HttpResponse(data, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(False, meta.filename) or "inline"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = PDF_CSP if kind == "pdf" else IMAGE_CSP
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@professional_required
+@require_http_methods(["GET", "POST"])
+def folders_manage(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The BAL's folders: create one, rename or delete (when empty) one of its own."""
+    grant = access_mailbox(_user(request), public_id)
+    if request.method == "POST":
+        form = FolderChange(request.POST)
+        form.refuse_control_characters()
+        if form.is_valid():
+            d = form.cleaned_data
+            try:
+                _folder_change(request, grant, d["action"], d["dossier"], d["nom"])
+            except (FolderNameInvalid, FolderExists, FolderNotEmpty, FolderProtected) as exc:
+                messages.error(request, exc.user_message)
+            else:
+                return redirect(reverse("mailboxes:folders_manage", args=[grant.mailbox.public_id]))
+        else:
+            for errors in form.errors.values():
+                messages.error(request, " ".join(str(e) for e in errors))
+    folders = folders_of(grant)
+    return render(
+        request,
+        "mailboxes/folders_manage.html",
+        {
+            "grant": grant,
+            "mailbox": grant.mailbox,
+            "own": [f for f in folders if not f.special],
+            "special": [f for f in folders if f.special],
+            "back": _folder_url(grant.mailbox.public_id, "INBOX"),
+        },
+    )
+
+
+def _folder_change(
+    request: HttpRequest, grant: Grant, action: str, folder_name: str, name: str
+) -> None:
+    user = _user(request)
+    if action == "creer":
+        created = folders_svc.folder_create(grant=grant, actor=user, name=name, request=request)
+        messages.success(request, f"Dossier « {created} » créé.")
+    elif action == "renommer":
+        renamed = folders_svc.folder_rename(
+            grant=grant, actor=user, folder=folder_name, name=name, request=request
+        )
+        messages.success(request, f"Dossier « {folder_name} » renommé en « {renamed} ».")
+    else:
+        folders_svc.folder_delete(grant=grant, actor=user, folder=folder_name, request=request)
+        messages.success(request, f"Dossier « {folder_name} » supprimé.")
 
 
 @professional_required
