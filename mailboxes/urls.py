@@ -3,7 +3,7 @@
 from django.urls import path
 
 from mailboxes.console.views import bals, people
-from mailboxes.webmail.views import compose, documents, reading
+from mailboxes.webmail.views import compose, documents, organising, printing, reading
 
 app_name = "mailboxes"
 
@@ -31,22 +31,22 @@ urlpatterns = [
         name="delegation_revoke",
     ),
     path("<uuid:public_id>/actions/", reading.act, name="act"),
-    path("<uuid:public_id>/corbeille/vider/", reading.empty_trash, name="empty_trash"),
-    path("<uuid:public_id>/corbeille/annuler/", reading.restore, name="restore"),
-    path("<uuid:public_id>/dossiers/", reading.folders_manage, name="folders_manage"),
+    path("<uuid:public_id>/corbeille/vider/", organising.empty_trash, name="empty_trash"),
+    path("<uuid:public_id>/corbeille/annuler/", organising.restore, name="restore"),
+    path("<uuid:public_id>/dossiers/", organising.folders_manage, name="folders_manage"),
     path("<uuid:public_id>/messages/<int:uid>/", reading.message, name="message"),
     path("<uuid:public_id>/messages/<int:uid>/accuse/", reading.receipt, name="receipt"),
     path("<uuid:public_id>/messages/<int:uid>/prise-en-charge/", reading.handle, name="handle"),
     path("<uuid:public_id>/messages/<int:uid>/contenu/", reading.message_body, name="message_body"),
-    path("<uuid:public_id>/messages/<int:uid>/imprimer/", reading.message_print, name="print"),
+    path("<uuid:public_id>/messages/<int:uid>/imprimer/", printing.message_print, name="print"),
     path(
         "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/apercu/",
-        reading.attachment_preview,
+        printing.attachment_preview,
         name="attachment_preview",
     ),
     path(
         "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/apercu/fichier/",
-        reading.attachment_file,
+        printing.attachment_file,
         name="attachment_file",
     ),
     path(

@@ -95,3 +95,19 @@ def rows(
             )
         )
     return result
+
+
+# What may show inline, from our origin: PDF (Chromium's viewer) and raster images. Never SVG
+# (it runs script), never HTML or anything else: those stay downloads.
+PREVIEW_TYPES = {
+    "application/pdf": "pdf",
+    "image/png": "image",
+    "image/jpeg": "image",
+    "image/gif": "image",
+    "image/webp": "image",
+}
+
+
+def preview_type(content_type: str) -> str:
+    """« pdf », « image », or "" for a type that is never shown inline."""
+    return PREVIEW_TYPES.get(content_type.lower().strip(), "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -14,7 +15,7 @@ from django.test import Client
 
 from accounts.models import AuditEvent, User
 from mailboxes.access import access_mailbox
-from mailboxes.errors import FolderExists, FolderNameInvalid, FolderNotEmpty, FolderProtected
+from mailboxes.errors import FolderExists, FolderNameInvalid, FolderProtected
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import MailStore
 from mailboxes.webmail.services.folders import folder_create, folder_delete, folder_rename
@@ -37,10 +38,16 @@ def _with_attachment(subject: str, filename: str, content_type: str, data: str) 
     ).encode()
 
 
-# A 1×1 PNG and a minimal PDF, base64.
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+# A one-pixel PNG and a minimal PDF, base64.
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAA"
+    "AABJRU5ErkJggg=="
+)
 PDF = "JVBERi0xLjQKJcOkw7zDtsOfCjEgMCBvYmoKPDw+PgplbmRvYmoKdHJhaWxlcgo8PD4+CiUlRU9GCg=="
-SVG = "PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciPjxzY3JpcHQ+YWxlcnQoMSk8L3NjcmlwdD48L3N2Zz4="
+SVG = (
+    "PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciPjxzY3JpcHQ+YWxlcnQoMSk8L3Nj"
+    "cmlwdD48L3N2Zz4="
+)
 
 
 @pytest.fixture
@@ -57,7 +64,7 @@ def _client(user: User) -> Client:
     return client
 
 
-def _text(response) -> str:  # type: ignore[no-untyped-def]
+def _text(response: Any) -> str:
     return html.unescape(response.content.decode())
 
 
@@ -284,11 +291,14 @@ def test_the_trash_says_how_many_and_annuler_puts_them_back(doctor_box) -> None:
     client = _client(doctor)
     uids = [uid for s, (uid, _f) in folder_state(box.address, "INBOX").items() if s != "Reste"]
 
-    page = _text(client.post(
-        f"/bal/{box.public_id}/actions/",
-        {"dossier": "INBOX", "action": "supprimer", "uids": uids, "suivant": f"/bal/{box.public_id}/?dossier=INBOX&tri=objet"},
-        follow=True,
-    ))  # fmt: skip
+    back = f"/bal/{box.public_id}/?dossier=INBOX&tri=objet"
+    page = _text(
+        client.post(
+            f"/bal/{box.public_id}/actions/",
+            {"dossier": "INBOX", "action": "supprimer", "uids": uids, "suivant": back},
+            follow=True,
+        )
+    )
 
     assert "3 messages placés dans la corbeille." in page
     assert set(folder_state(box.address, "Trash")) == {"Un", "Deux", "Trois"}

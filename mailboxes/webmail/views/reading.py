@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -16,36 +15,30 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.utils.translation import ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import professional_required
 from accounts.models import User
 from accounts.selectors import administered_structures
-from mailboxes.access import Access, Grant, access_mailbox, require, usable_mailboxes
+from mailboxes.access import Access, Grant, access_mailbox, usable_mailboxes
 from mailboxes.documents.xdm import is_xdm_archive
 from mailboxes.errors import (
-    FolderExists,
-    FolderNameInvalid,
-    FolderNotEmpty,
-    FolderProtected,
     HandoverUnavailable,
     StoreUnavailable,
 )
 from mailboxes.models import Mailbox
-from mailboxes.store.imap import SENT, SPECIAL_FOLDERS, TRASH, Criteria, Summary
+from mailboxes.store.imap import SENT, TRASH, Criteria, Summary
 from mailboxes.store.mime import display_subject
 from mailboxes.webmail.forms import (
     SEARCH_PARAMS,
     ArrivalsQuery,
-    FolderChange,
     FolderQuery,
     HandoverStep,
     MessageQuery,
     MessagesAction,
     ReceiptAnswer,
-    RestoreRequest,
 )
-from mailboxes.webmail.presenters import handling_text, rows
+from mailboxes.webmail.presenters import handling_text, preview_type, rows
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.selectors import (
     TEAM_KINDS,
@@ -59,7 +52,6 @@ from mailboxes.webmail.selectors import (
     taken_by,
     unread_counts,
 )
-from mailboxes.webmail.services import folders as folders_svc
 from mailboxes.webmail.services import messages as svc
 from mailboxes.webmail.services.documents import documents_of
 from mailboxes.webmail.services.receipts import (
@@ -67,7 +59,6 @@ from mailboxes.webmail.services.receipts import (
     ReceiptImpossible,
     receipt_answer,
 )
-from mailboxes.webmail.views.documents import PDF_CSP
 
 SAFE_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
 
@@ -498,46 +489,6 @@ def _trashed(request: HttpRequest, mailbox: Mailbox, origin: str, removed: svc.R
 
 @professional_required
 @require_POST
-def restore(request: HttpRequest, public_id: str) -> HttpResponse:
-    """« Annuler »: the messages just placed in the Trash go back where they were."""
-    grant = access_mailbox(_user(request), public_id)
-    form = RestoreRequest(request.POST)
-    undo = request.session.get(UNDO_KEY)
-    if (
-        not form.is_valid()
-        or not isinstance(undo, dict)
-        or undo.get("bal") != str(grant.mailbox.public_id)
-        or undo.get("token") != form.cleaned_data["jeton"]
-    ):
-        messages.error(request, "Cette suppression ne peut plus être annulée.")
-        return redirect(_folder_url(grant.mailbox.public_id, TRASH))
-    origin = str(undo["folder"])
-    count = svc.messages_restore(
-        grant=grant,
-        actor=_user(request),
-        message_ids=[str(i) for i in undo.get("ids", [])],
-        target=origin,
-        request=request,
-    )
-    del request.session[UNDO_KEY]
-    label = SPECIAL_FOLDERS.get(origin, origin)
-    messages.success(
-        request,
-        ngettext(
-            "%(n)d message remis dans « %(folder)s ».",
-            "%(n)d messages remis dans « %(folder)s ».",
-            count,
-        )
-        % {"n": count, "folder": label},
-    )
-    back = request.POST.get("suivant", "")
-    if back.startswith(reverse("mailboxes:folder", args=[grant.mailbox.public_id])):
-        return redirect(back)
-    return redirect(_folder_url(grant.mailbox.public_id, origin))
-
-
-@professional_required
-@require_POST
 def act(request: HttpRequest, public_id: str) -> HttpResponse:
     grant = access_mailbox(_user(request), public_id)
     form = MessagesAction(request.POST)
@@ -581,195 +532,6 @@ def act(request: HttpRequest, public_id: str) -> HttpResponse:
     if next_url.startswith(reverse("mailboxes:folder", args=[grant.mailbox.public_id])):
         return redirect(next_url)
     return redirect(_folder_url(grant.mailbox.public_id, d["dossier"]))
-
-
-@professional_required
-@require_http_methods(["GET", "POST"])
-def empty_trash(request: HttpRequest, public_id: str) -> HttpResponse:
-    """GET: the confirmation page (« Vider la corbeille ? N messages… »); POST: empty it."""
-    grant = access_mailbox(_user(request), public_id)
-    if request.method == "GET":
-        require(grant, Access.MANAGE)
-        trash = next((f for f in folders_of(grant) if f.name == TRASH), None)
-        return render(
-            request,
-            "mailboxes/empty_trash.html",
-            {
-                "grant": grant,
-                "mailbox": grant.mailbox,
-                "total": trash.total if trash else 0,
-                "back": _folder_url(grant.mailbox.public_id, TRASH),
-            },
-        )
-    count = svc.trash_empty(grant=grant, actor=_user(request), request=request)
-    messages.success(
-        request,
-        ngettext(
-            "Corbeille vidée : %(n)d message supprimé définitivement.",
-            "Corbeille vidée : %(n)d messages supprimés définitivement.",
-            count,
-        )
-        % {"n": count},
-    )
-    return redirect(_folder_url(grant.mailbox.public_id, TRASH))
-
-
-@professional_required
-@require_GET
-def message_print(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
-    """The print page of a message: its headers and its text, nothing of the portal around
-    (portal.css hides the rest under @media print); « Imprimer » opens the browser's dialog."""
-    grant = access_mailbox(_user(request), public_id)
-    query = MessageQuery(request.GET)
-    query.refuse_control_characters()
-    if not query.is_valid():
-        raise Http404
-    folder_name = query.cleaned_data["dossier"]
-    parsed, _summary = svc.message_print(
-        grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
-    )
-    return render(
-        request,
-        "mailboxes/print.html",
-        {
-            "grant": grant,
-            "mailbox": grant.mailbox,
-            "folder": folder_name,
-            "folder_label": SPECIAL_FOLDERS.get(folder_name, folder_name),
-            "message": parsed,
-            "subject": display_subject(parsed.subject),
-            "uid": uid,
-            "back": _message_url(grant.mailbox.public_id, uid, folder_name),
-        },
-    )
-
-
-# What may show inline, from our origin: PDF (Chromium's viewer) and raster images. Never SVG
-# (it runs script), never HTML or anything else: those stay downloads.
-PREVIEW_TYPES = {
-    "application/pdf": "pdf",
-    "image/png": "image",
-    "image/jpeg": "image",
-    "image/gif": "image",
-    "image/webp": "image",
-}
-IMAGE_CSP = (
-    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'self'; "
-    "form-action 'none'; base-uri 'none'; sandbox"
-)
-
-
-def preview_type(content_type: str) -> str:
-    """« pdf », « image », or "" for a type that is never shown inline."""
-    return PREVIEW_TYPES.get(content_type.lower().strip(), "")
-
-
-def _preview_open(
-    request: HttpRequest, public_id: str, uid: int, index: int
-) -> tuple[Grant, str, Any, bytes, str]:
-    grant = access_mailbox(_user(request), public_id)
-    query = MessageQuery(request.GET)
-    query.refuse_control_characters()
-    if not query.is_valid():
-        raise Http404
-    folder_name = query.cleaned_data["dossier"]
-    meta, data = svc.attachment_open(
-        grant=grant, actor=_user(request), folder=folder_name, uid=uid, index=index,
-        request=request, preview=True,
-    )  # fmt: skip
-    kind = preview_type(meta.content_type)
-    if not kind:
-        raise Http404
-    return grant, folder_name, meta, data, kind
-
-
-@professional_required
-@require_GET
-def attachment_preview(request: HttpRequest, public_id: str, uid: int, index: int) -> HttpResponse:
-    """The preview page of a PDF or image attachment: the file in a frame from our origin."""
-    grant, folder_name, meta, _data, kind = _preview_open(request, public_id, uid, index)
-    args = [grant.mailbox.public_id, uid, index]
-    qs = "?" + urlencode({"dossier": folder_name})
-    return render(
-        request,
-        "mailboxes/attachment_preview.html",
-        {
-            "mailbox": grant.mailbox,
-            "attachment": meta,
-            "kind": kind,
-            "file_url": reverse("mailboxes:attachment_file", args=args) + qs,
-            "download_url": reverse("mailboxes:attachment", args=args) + qs,
-            "back": _message_url(grant.mailbox.public_id, uid, folder_name),
-        },
-    )
-
-
-@professional_required
-@require_GET
-@xframe_options_sameorigin
-def attachment_file(request: HttpRequest, public_id: str, uid: int, index: int) -> HttpResponse:
-    """The attachment inline, for the preview frame only: PDF or raster image (its declared
-    type, with nosniff), nothing else (404). An image frame is sandboxed (CSP sandbox and the
-    iframe's attribute); Chromium shows no PDF in a sandboxed frame, so a PDF gets the
-    document PDFs' CSP instead (no script, style, connection or form of ours)."""
-    _grant, _folder, meta, data, kind = _preview_open(request, public_id, uid, index)
-    content_type = meta.content_type.lower().strip()
-    response = HttpResponse(data, content_type=content_type)
-    response["Content-Disposition"] = content_disposition_header(False, meta.filename) or "inline"
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = PDF_CSP if kind == "pdf" else IMAGE_CSP
-    response["Referrer-Policy"] = "no-referrer"
-    return response
-
-
-@professional_required
-@require_http_methods(["GET", "POST"])
-def folders_manage(request: HttpRequest, public_id: str) -> HttpResponse:
-    """The BAL's folders: create one, rename or delete (when empty) one of its own."""
-    grant = access_mailbox(_user(request), public_id)
-    if request.method == "POST":
-        form = FolderChange(request.POST)
-        form.refuse_control_characters()
-        if form.is_valid():
-            d = form.cleaned_data
-            try:
-                _folder_change(request, grant, d["action"], d["dossier"], d["nom"])
-            except (FolderNameInvalid, FolderExists, FolderNotEmpty, FolderProtected) as exc:
-                messages.error(request, exc.user_message)
-            else:
-                return redirect(reverse("mailboxes:folders_manage", args=[grant.mailbox.public_id]))
-        else:
-            for errors in form.errors.values():
-                messages.error(request, " ".join(str(e) for e in errors))
-    folders = folders_of(grant)
-    return render(
-        request,
-        "mailboxes/folders_manage.html",
-        {
-            "grant": grant,
-            "mailbox": grant.mailbox,
-            "own": [f for f in folders if not f.special],
-            "special": [f for f in folders if f.special],
-            "back": _folder_url(grant.mailbox.public_id, "INBOX"),
-        },
-    )
-
-
-def _folder_change(
-    request: HttpRequest, grant: Grant, action: str, folder_name: str, name: str
-) -> None:
-    user = _user(request)
-    if action == "creer":
-        created = folders_svc.folder_create(grant=grant, actor=user, name=name, request=request)
-        messages.success(request, f"Dossier « {created} » créé.")
-    elif action == "renommer":
-        renamed = folders_svc.folder_rename(
-            grant=grant, actor=user, folder=folder_name, name=name, request=request
-        )
-        messages.success(request, f"Dossier « {folder_name} » renommé en « {renamed} ».")
-    else:
-        folders_svc.folder_delete(grant=grant, actor=user, folder=folder_name, request=request)
-        messages.success(request, f"Dossier « {folder_name} » supprimé.")
 
 
 @professional_required
