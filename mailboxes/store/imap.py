@@ -29,7 +29,7 @@ from imapclient.datetime_util import format_criteria_date
 from imapclient.exceptions import IMAPClientError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.imapclient import _literal
-from imapclient.response_parser import parse_message_list
+from imapclient.response_parser import parse_message_list, parse_response
 
 from mailboxes.errors import ControlCharacters, StoreUnavailable
 from mailboxes.store import lmtp
@@ -154,6 +154,9 @@ class Page:
     total: int
     number: int
     per_page: int
+    # The conversation view: the UIDs of each conversation of the page, in the order shown
+    # (``total`` and ``per_page`` then count conversations).
+    threads: tuple[tuple[int, ...], ...] = ()
 
     @property
     def pages(self) -> int:
@@ -472,6 +475,44 @@ class MailStore:
         messages = [_summary(uid, fetched[uid], folder) for uid in chunk if uid in fetched]
         return Page(folder=folder, messages=messages, total=total, number=number, per_page=per_page)
 
+    def threads(self, folder: str, *, criteria: Criteria | None = None) -> list[list[int]]:
+        """The conversations of ``folder`` matching ``criteria``: UID THREAD REFERENCES
+        (RFC 5256 §3: by References / In-Reply-To, then subject), each conversation's UIDs in
+        its tree order (the first message first), the conversation with the latest arrival
+        first."""
+        self.client.select_folder(folder, readonly=True)
+        keys = criteria.imap() if criteria else [b"ALL"]
+        data = self.client._raw_command_untagged(b"THREAD", [b"REFERENCES", b"UTF-8", *keys])
+        found = [_flatten(tree) for tree in parse_response(data)]
+        found = [uids for uids in found if uids]
+        return sorted(found, key=max, reverse=True)
+
+    def thread_page(
+        self,
+        folder: str,
+        *,
+        number: int = 1,
+        per_page: int = 50,
+        criteria: Criteria | None = None,
+    ) -> Page:
+        """One page of conversations of ``folder`` (``threads``)."""
+        found = self.threads(folder, criteria=criteria)
+        total = len(found)
+        number = max(1, min(number, max(1, -(-total // per_page))))
+        chunk = found[(number - 1) * per_page : number * per_page]
+        uids = [uid for thread in chunk for uid in thread]
+        fields = ["ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"]
+        fetched = self.client.fetch(uids, fields) if uids else {}
+        messages = [_summary(uid, fetched[uid], folder) for uid in uids if uid in fetched]
+        return Page(
+            folder=folder,
+            messages=messages,
+            total=total,
+            number=number,
+            per_page=per_page,
+            threads=tuple(tuple(t) for t in chunk),
+        )
+
     def everywhere(
         self, folders: Sequence[str], *, criteria: Criteria, limit: int = 500
     ) -> list[tuple[str, int]]:
@@ -697,6 +738,17 @@ class MailStore:
                 if uid in sizes:
                     batch.append(uid)
                     total += size
+
+
+def _flatten(tree: Any) -> list[int]:
+    """The UIDs of one THREAD answer's tree, depth first (RFC 5256 §4: a parenthesised list
+    is a branch; its first element is the parent of the rest)."""
+    if isinstance(tree, int):
+        return [tree]
+    result: list[int] = []
+    for item in tree if isinstance(tree, tuple | list) else ():
+        result += _flatten(item)
+    return result
 
 
 def _comparable(when: datetime | None) -> datetime:

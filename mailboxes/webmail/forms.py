@@ -31,9 +31,9 @@ ORDERS = {
 # the message page and the actions on a selection.
 LIST_PARAMS = (
     "page", "tri", "q", "de", "objet", "texte", "du", "au", "suivi", "nonlus", "suivis", "pj",
-    "partout",
+    "partout", "vue",
 )  # fmt: skip
-SEARCH_PARAMS = tuple(p for p in LIST_PARAMS if p not in ("page", "tri"))
+SEARCH_PARAMS = tuple(p for p in LIST_PARAMS if p not in ("page", "tri", "vue"))
 
 
 CONTROL_ERROR = (
@@ -93,6 +93,9 @@ class FolderQuery(WebmailForm):
     suivis = forms.BooleanField(label="Suivis", required=False)
     pj = forms.BooleanField(label="Avec pièces jointes", required=False)
     partout = forms.BooleanField(label="Dans tous les dossiers", required=False)
+    vue = forms.ChoiceField(
+        label="Vue", choices=[("conversations", "Par conversation")], required=False
+    )
     de = forms.CharField(label="Expéditeur", max_length=200, required=False)
     objet = forms.CharField(label="Objet", max_length=200, required=False)
     texte = forms.CharField(label="Texte", max_length=200, required=False)
@@ -164,11 +167,18 @@ class FolderQuery(WebmailForm):
     def everywhere(self) -> bool:
         return bool(self.is_valid() and self.cleaned_data.get("partout"))
 
+    @property
+    def threaded(self) -> bool:
+        """The conversation view (never with a search in every folder)."""
+        if not (self.is_valid() and self.cleaned_data.get("vue") == "conversations"):
+            return False
+        return not (self.everywhere and not self.criteria().is_empty())
+
     def list_params(self, *, keep_page: bool = True) -> dict[str, str]:
         """The list's parameters as given (valid ones only), to carry in links."""
         if not self.is_bound:
             return {}
-        keys = LIST_PARAMS if keep_page else (*SEARCH_PARAMS, "tri")
+        keys = LIST_PARAMS if keep_page else (*SEARCH_PARAMS, "tri", "vue")
         self.is_valid()  # fills self.errors: a value refused is not carried
         return {k: str(self.data.get(k)) for k in keys if self.data.get(k) and k not in self.errors}
 

@@ -34,6 +34,8 @@ class Row:
     handling: str = ""  # « Pris en charge par … · 14:05 » / « Terminé par … »
     handling_state: str = ""  # taken / done / "" (à traiter)
     folder_label: str = ""  # a search in every folder: the folder each message is in
+    thread_size: int = 0  # the conversation view: on a conversation's first message, its size
+    thread_reply: bool = False  # the conversation view: a message after the first
 
 
 def _who(summary: Summary, outgoing: bool) -> str:
@@ -67,6 +69,8 @@ def rows(
     name -> label, given for a search in every folder (each row names its folder)."""
     base = reverse("mailboxes:message", args=[mailbox_public_id, 0]).removesuffix("0/")
     extra = f"&{list_qs}" if list_qs else ""
+    first_of = {t[0]: len(t) for t in page.threads}
+    replies = {uid for t in page.threads for uid in t[1:]}
     result = []
     for m in page.messages:
         folder = m.folder or page.folder
@@ -92,6 +96,8 @@ def rows(
                 handling=handling_text((handlings or {}).get(m.message_id)),
                 handling_state="done" if m.done else "taken" if m.taken else "",
                 folder_label=labels.get(folder, folder) if labels is not None else "",
+                thread_size=first_of.get(m.uid, 0),
+                thread_reply=m.uid in replies,
             )
         )
     return result

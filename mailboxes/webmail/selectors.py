@@ -70,9 +70,10 @@ def list_neighbours(
     criteria: Criteria | None,
     order: str,
     everywhere: bool = False,
+    threaded: bool = False,
 ) -> Neighbours:
-    """Previous / next of ``uid`` in the list (folder, search, order) its page came from, for
-    the message page. UIDs only: nothing is opened or marked, so nothing is traced (like the
+    """Previous / next of ``uid`` in the list (folder, search, order, or the conversation view)
+    its page came from, for the message page. UIDs only: nothing is opened or marked, so nothing is traced (like the
     counts). Empty for a folder the BAL does not have or a person who may not read it."""
     none = Neighbours(None, None, 0, 0)
     if not grant.allows(Access.READ):
@@ -84,6 +85,9 @@ def list_neighbours(
         if everywhere and searching:
             assert criteria is not None
             refs = store.everywhere(store.folder_names(), criteria=criteria)
+        elif threaded:
+            threads = store.threads(folder, criteria=criteria if searching else None)
+            refs = [(folder, u) for thread in threads for u in thread]
         else:
             found = store.ordered_uids(
                 folder, criteria=criteria if searching else None, order=order

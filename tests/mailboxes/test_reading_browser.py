@@ -198,3 +198,41 @@ def test_folders_move_everywhere_empty_trash_print_and_preview(
 def _artifact(name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / name
+
+
+def test_the_conversation_view_groups_a_reply_under_its_message(
+    dovecot, live_server, page: Page
+) -> None:
+    doctor = make_professional(first_name="Claire", last_name="Martin")
+    box = make_mailbox(structure=make_structure(), owner=doctor, local_part="claire.martin")
+    wait_provisioned(box.address)
+    first = make_message(subject="Sortie de M. Leroy", date="Mon, 16 Nov 2026 09:00:00 +0100")
+    parent = re.search(rb"Message-ID: (<[^>]+>)", first)
+    assert parent is not None
+    deliver(box.address, first)
+    deliver(box.address, make_message(subject="Sans suite", date="Mon, 16 Nov 2026 10:00:00 +0100"))
+    references = (
+        f"In-Reply-To: {parent.group(1).decode()}\r\nReferences: {parent.group(1).decode()}\r\n"
+    )
+    deliver(box.address, make_message(subject="RE : Sortie de M. Leroy", extra_headers=references))
+    _sign_in(page, live_server, doctor)
+    page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX")
+    expect(page.locator("td.subject a").first).to_have_text("RE : Sortie de M. Leroy")
+
+    page.get_by_role("link", name="Vue par conversation").click()
+
+    expect(page.locator("td.subject a")).to_have_text(
+        ["Sortie de M. Leroy", "RE : Sortie de M. Leroy", "Sans suite"]
+    )
+    expect(
+        page.get_by_role("row", name=re.compile("Sortie de M. Leroy 2 messages"))
+    ).to_be_visible()
+    expect(page.locator("tr.thread-reply td.subject a")).to_have_text("RE : Sortie de M. Leroy")
+    page.screenshot(path=str(_artifact("webmail-conversations.png")), full_page=True)
+    page.get_by_role("link", name="Sortie de M. Leroy", exact=True).click()
+    page.get_by_role("link", name=re.compile("Message suivant")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("RE : Sortie de M. Leroy")
+    page.get_by_role("link", name="← Retour à la liste").click()
+    expect(page.get_by_text("Vue par conversation", exact=True)).to_have_attribute(
+        "aria-current", "true"
+    )

@@ -71,7 +71,9 @@ def _text(response: Any) -> str:
 def _subjects(page: str) -> list[str]:
     """The subjects of a list page, in their order."""
     return re.findall(
-        r'<td class="subject"><a href="[^"]*">(?:<span[^>]*>⚑</span> )?([^<]+)</a>', page
+        r'<td class="subject">(?:<span class="thread-mark"[^>]*>↳ </span>)?<a href="[^"]*">'
+        r"(?:<span[^>]*>⚑</span> )?([^<]+)</a>",
+        page,
     )
 
 
@@ -410,3 +412,40 @@ def test_the_shortcuts_are_documented_on_the_pages(doctor_box) -> None:
         for key in ("j", "k", "o", "r", "f", "#", "c", "/", "?"):
             assert f"<kbd>{key}</kbd>" in page, (url, key)
         assert "/static/js/webmail.js" in page
+
+
+def _reply(subject: str, parent: str, date: str) -> bytes:
+    return make_message(
+        subject=f"RE : {subject}",
+        date=date,
+        extra_headers=f"In-Reply-To: {parent}\r\nReferences: {parent}\r\n",
+    )
+
+
+def test_the_conversation_view_groups_replies_under_their_first_message(doctor_box) -> None:
+    doctor, box = doctor_box
+    first = make_message(subject="Sortie de M. Leroy", date="Mon, 16 Nov 2026 09:00:00 +0100")
+    found = re.search(rb"Message-ID: (<[^>]+>)", first)
+    assert found is not None
+    first_id = found.group(1).decode()
+    deliver(box.address, first)
+    deliver(box.address, make_message(subject="Sans suite", date="Mon, 16 Nov 2026 10:00:00 +0100"))
+    deliver(box.address, _reply("Sortie de M. Leroy", first_id, "Mon, 16 Nov 2026 11:00:00 +0100"))
+    client = _client(doctor)
+    base = f"/bal/{box.public_id}/?dossier=INBOX"
+
+    flat = _subjects(_text(client.get(base)))
+    grouped = _text(client.get(f"{base}&vue=conversations"))
+
+    assert flat == ["RE : Sortie de M. Leroy", "Sans suite", "Sortie de M. Leroy"]
+    # The conversation with the latest arrival first, its first message first, the reply under it.
+    assert _subjects(grouped) == ["Sortie de M. Leroy", "RE : Sortie de M. Leroy", "Sans suite"]
+    assert "2 messages</span>" in grouped and " thread-reply" in grouped
+    assert "2 conversations" in grouped and "Vue par message" in grouped
+    # Previous / next on a message follow the conversation view's order.
+    link = re.search(r'<a href="([^"]+)">Sortie de M. Leroy</a>', grouped)
+    assert link is not None and "vue=conversations" in link.group(1)
+    message = _text(client.get(link.group(1)))
+    following = re.search(r'<a href="([^"]+)" rel="next"', message)
+    assert following is not None, re.findall(r'<nav class="message-nav".*?</nav>', message, re.S)
+    assert "<h1>RE : Sortie de M. Leroy</h1>" in _text(client.get(following.group(1)))

@@ -124,17 +124,22 @@ def folder_open(
     criteria: Criteria | None = None,
     order: str = "arrival",
     everywhere: bool = False,
+    threaded: bool = False,
     request: HttpRequest | None = None,
 ) -> tuple[list[Folder], Page]:
     """The folders of the BAL with their counts, and one page of ``folder`` (optionally a
     search). ``everywhere``: the search runs in every folder of the BAL, newest first, each
-    row naming its folder (``Summary.folder``); without a search it is ignored. Raises
-    FolderInvalid, StoreUnavailable."""
+    row naming its folder (``Summary.folder``); without a search it is ignored. ``threaded``:
+    the conversation view (``MailStore.thread_page``; not with ``everywhere``, and its order
+    is its own). Raises FolderInvalid, StoreUnavailable."""
     searching = criteria is not None and not criteria.is_empty()
     everywhere = everywhere and searching
     details: dict[str, Any] = {"folder": folder, "page": page, "search": searching}
     if everywhere:
         details["everywhere"] = True
+    threaded = threaded and not everywhere
+    if threaded:
+        details["threaded"] = True
     with _session(
         grant=grant,
         actor=actor,
@@ -156,6 +161,10 @@ def folder_open(
                 total=total,
                 number=number,
                 per_page=per_page,
+            )
+        elif threaded:
+            listing = store.thread_page(
+                folder, number=page, per_page=per_page, criteria=criteria if searching else None
             )
         else:
             listing = store.page(

@@ -103,11 +103,14 @@ SORT_COLUMNS = {
 ASCENDING = {"expediteur", "objet", "date-croissante", "taille-croissante"}
 
 
-def _sort_columns(base: str, params: dict[str, str]) -> dict[str, dict[str, str]]:
+def _sort_columns(
+    base: str, params: dict[str, str], *, threaded: bool = False
+) -> dict[str, dict[str, str]]:
     """Each column header's link (a click sorts by it, a second click the other way) and its
-    aria-sort (WAI-ARIA 1.2: on the header of the column the rows are sorted by only)."""
-    current = params.get("tri") or "reception"
-    kept = {k: v for k, v in params.items() if k not in ("tri", "page")}
+    aria-sort (WAI-ARIA 1.2: on the header of the column the rows are sorted by only). The
+    conversation view has its own order: a click there goes back to the message view."""
+    current = "" if threaded else params.get("tri") or "reception"
+    kept = {k: v for k, v in params.items() if k not in ("tri", "page", "vue")}
     columns = {}
     for column, (first, other) in SORT_COLUMNS.items():
         mine = current in (first, other) or (column == "date" and current == "reception")
@@ -152,6 +155,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
     mine = taken_by(grant.mailbox, _user(request)) if handover == "moi" else ()
     criteria = query.criteria(mine)
     everywhere = query.everywhere and not criteria.is_empty()
+    threaded = query.threaded
     folders, page = svc.folder_open(
         grant=grant,
         actor=_user(request),
@@ -160,6 +164,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         criteria=criteria,
         order=query.order,
         everywhere=everywhere,
+        threaded=threaded,
         request=request,
     )
     handlings = handlings_of(grant.mailbox, [m.message_id for m in page.messages]) if team else {}
@@ -182,11 +187,19 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         ),
         "query": query,
         "grants": grants,
-        "search_qs": urlencode({**search, **({"tri": params["tri"]} if "tri" in params else {})}),
+        # What the pager's links keep (all but the page).
+        "search_qs": urlencode({k: v for k, v in params.items() if k != "page"}),
         "searching": bool(search),
         "everywhere": everywhere,
+        "threaded": threaded,
+        "view_toggle": _folder_url(
+            grant.mailbox.public_id,
+            page.folder,
+            **{k: v for k, v in params.items() if k not in ("vue", "page", "tri")},
+            **({} if threaded else {"vue": "conversations"}),
+        ),
         "advanced_open": any(k in search for k in ("de", "objet", "texte", "du", "au")),
-        "sort": _sort_columns(base, params),
+        "sort": _sort_columns(base, params, threaded=threaded),
         "here": f"{base}&{urlencode(params)}" if params else base,
         "undo": _undo_offer(request, grant.mailbox),
         "is_trash": page.folder == TRASH,
@@ -304,8 +317,9 @@ def _list_context(grant: Grant, folder: str, uid: int, request: HttpRequest) -> 
     criteria = query.criteria() if query.is_valid() else Criteria()
     try:
         near = list_neighbours(
-            grant, folder, uid, criteria=criteria, order=query.order, everywhere=query.everywhere
-        )
+            grant, folder, uid, criteria=criteria, order=query.order,
+            everywhere=query.everywhere, threaded=query.threaded,
+        )  # fmt: skip
         folders = folders_of(grant) if grant.allows(Access.ORGANISE) else []
     except StoreUnavailable:
         near, folders = Neighbours(None, None, 0, 0), []
