@@ -60,6 +60,7 @@ class Neighbours:
     next: Ref | None
     position: int  # 1-based; 0 when the message is no longer in that list
     total: int
+    folders: tuple[Folder, ...] = ()  # the BAL's folders, when asked for (to move it)
 
 
 def list_neighbours(
@@ -71,10 +72,12 @@ def list_neighbours(
     order: str,
     everywhere: bool = False,
     threaded: bool = False,
+    with_folders: bool = False,
 ) -> Neighbours:
     """Previous / next of ``uid`` in the list (folder, search, order, or the conversation view)
-    its page came from, for the message page. UIDs only: nothing is opened or marked, so nothing is traced (like the
-    counts). Empty for a folder the BAL does not have or a person who may not read it."""
+    its page came from, for the message page. UIDs only: nothing is opened or marked, so
+    nothing is traced (like the counts); ``with_folders``: the BAL's folders too, in the same
+    IMAP session. Empty for a folder the BAL does not have or a person who may not read it."""
     none = Neighbours(None, None, 0, 0)
     if not grant.allows(Access.READ):
         return none
@@ -82,6 +85,7 @@ def list_neighbours(
     with MailStore(grant.mailbox.address) as store:
         if not store.folder_exists(folder):
             return none
+        folders = tuple(store.folders()) if with_folders else ()
         if everywhere and searching:
             assert criteria is not None
             refs = store.everywhere(store.folder_names(), criteria=criteria)
@@ -96,12 +100,13 @@ def list_neighbours(
     try:
         at = refs.index((folder, uid))
     except ValueError:
-        return Neighbours(None, None, 0, len(refs))
+        return Neighbours(None, None, 0, len(refs), folders)
     return Neighbours(
         refs[at - 1] if at > 0 else None,
         refs[at + 1] if at + 1 < len(refs) else None,
         at + 1,
         len(refs),
+        folders,
     )
 
 

@@ -45,7 +45,6 @@ from mailboxes.webmail.selectors import (
     Neighbours,
     delivery_statuses,
     folder_arrivals,
-    folders_of,
     handlings_of,
     list_neighbours,
     openers_of,
@@ -319,10 +318,10 @@ def _list_context(grant: Grant, folder: str, uid: int, request: HttpRequest) -> 
         near = list_neighbours(
             grant, folder, uid, criteria=criteria, order=query.order,
             everywhere=query.everywhere, threaded=query.threaded,
+            with_folders=grant.allows(Access.ORGANISE),
         )  # fmt: skip
-        folders = folders_of(grant) if grant.allows(Access.ORGANISE) else []
     except StoreUnavailable:
-        near, folders = Neighbours(None, None, 0, 0), []
+        near = Neighbours(None, None, 0, 0)
     public_id = grant.mailbox.public_id
     # The neighbour's page of the list: the position is known, so the page is too.
     per_page = 50
@@ -341,7 +340,7 @@ def _list_context(grant: Grant, folder: str, uid: int, request: HttpRequest) -> 
         "next_url": link(near.next, near.position + 1),
         "position": near.position,
         "list_total": near.total,
-        "move_targets": [f for f in folders if f.name != folder],
+        "move_targets": [f for f in near.folders if f.name != folder],
         "list_qs": urlencode(params),
     }
 
