@@ -69,7 +69,7 @@ def rows(
     name -> label, given for a search in every folder (each row names its folder)."""
     base = reverse("mailboxes:message", args=[mailbox_public_id, 0]).removesuffix("0/")
     extra = f"&{list_qs}" if list_qs else ""
-    first_of = {t[0]: len(t) for t in page.threads}
+    first_of = {t[0]: len(t) for t in page.threads if len(t) > 1}
     replies = {uid for t in page.threads for uid in t[1:]}
     result = []
     for m in page.messages:

@@ -15,11 +15,12 @@ from django.test import Client
 
 from accounts.models import AuditEvent, User
 from mailboxes.access import access_mailbox
-from mailboxes.errors import FolderExists, FolderNameInvalid, FolderProtected
+from mailboxes.errors import FolderExists, FolderNameInvalid, FolderProtected, RightMissing
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import MailStore
 from mailboxes.webmail.services.folders import folder_create, folder_delete, folder_rename
-from tests.factories import make_mailbox, make_message, make_professional, make_structure
+from mailboxes.webmail.services.messages import messages_delete, messages_restore
+from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.test_rights import folder_state
 
@@ -449,3 +450,35 @@ def test_the_conversation_view_groups_replies_under_their_first_message(doctor_b
     following = re.search(r'<a href="([^"]+)" rel="next"', message)
     assert following is not None, re.findall(r'<nav class="message-nav".*?</nav>', message, re.S)
     assert "<h1>RE : Sortie de M. Leroy</h1>" in _text(client.get(following.group(1)))
+
+
+def test_putting_back_from_the_trash_needs_the_right_to_organise(doctor_box) -> None:
+    doctor, box = doctor_box
+    reader = make_professional(first_name="Sophie", last_name="Petit", profession="")
+    grant(box, reader)
+    first = make_message(subject="À garder")
+    found = re.search(rb"Message-ID: (<[^>]+>)", first)
+    assert found is not None
+    deliver(box.address, first)
+    messages_delete(
+        grant=access_mailbox(doctor, box.public_id), actor=doctor, folder="INBOX", uids=[1]
+    )
+
+    with pytest.raises(RightMissing):
+        messages_restore(
+            grant=access_mailbox(reader, box.public_id), actor=reader,
+            message_ids=[found.group(1).decode()], target="INBOX",
+        )  # fmt: skip
+
+    assert "À garder" in folder_state(box.address, "Trash")
+    assert AuditEvent.objects.filter(
+        action="message.restored", actor=reader, result="failure", error_code="right_missing"
+    ).exists()
+    # A forged « Annuler » without an undo of one's own changes nothing either.
+    page = _text(
+        _client(reader).post(
+            f"/bal/{box.public_id}/corbeille/annuler/", {"jeton": "0" * 32}, follow=True
+        )
+    )
+    assert "Cette suppression ne peut plus être annulée." in page
+    assert "À garder" in folder_state(box.address, "Trash")
