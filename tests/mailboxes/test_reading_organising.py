@@ -482,3 +482,27 @@ def test_putting_back_from_the_trash_needs_the_right_to_organise(doctor_box) -> 
     )
     assert "Cette suppression ne peut plus être annulée." in page
     assert "À garder" in folder_state(box.address, "Trash")
+
+
+def test_back_to_the_list_keeps_its_page_and_next_crosses_to_the_next_page(doctor_box) -> None:
+    doctor, box = doctor_box
+    with MailStore(box.address) as store:
+        for i in range(52):
+            store.append("INBOX", make_message(subject=f"Message {i:02d}"), flags=())
+    client = _client(doctor)
+    first_page = _text(client.get(f"/bal/{box.public_id}/?dossier=INBOX&tri=objet-inverse"))
+    second_page = _text(client.get(f"/bal/{box.public_id}/?dossier=INBOX&tri=objet-inverse&page=2"))
+    last_of_first = re.search(r'<a href="([^"]+)">Message 02</a>', first_page)
+    on_second = re.search(r'<a href="([^"]+)">Message 01</a>', second_page)
+    assert last_of_first and on_second and "page=2" in on_second.group(1)
+
+    message = _text(client.get(on_second.group(1)))
+    back = re.search(r'<a href="([^"]+)" data-shortcut="back">', message)
+    assert back is not None
+    assert parse_qs(urlsplit(back.group(1)).query) == {
+        "dossier": ["INBOX"], "page": ["2"], "tri": ["objet-inverse"],
+    }  # fmt: skip
+    edge = _text(client.get(last_of_first.group(1)))
+    following = re.search(r'<a href="([^"]+)" rel="next"', edge)
+    assert following is not None and "page=2" in following.group(1)
+    assert "<h1>Message 01</h1>" in _text(client.get(following.group(1)))
