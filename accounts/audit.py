@@ -89,17 +89,28 @@ class Action(models.TextChoices):
     EXPORT_DOWNLOADED = "mailbox.export_downloaded", _noop("Téléchargement d'un export de la BAL")
     NOTICE_CONFIGURED = "mailbox.notice_configured", _noop("Réglage de l'avis de nouveau message")
     NOTICE_SENT = "mailbox.notice_sent", _noop("Envoi d'un avis de nouveau message")
+    QUOTA_SET = "mailbox.quota_set", _noop("Réglage du quota de la BAL")
     # Annuaire (mailboxes.console.services.publication)
     BAL_PUBLISHED = "annuaire.bal_published", _noop("Publication de la BAL dans l'annuaire")
     WHITELIST_SYNC = "annuaire.whitelist_sync", _noop("Synchronisation de la liste blanche")
     # Transport: the gateway, the relay (relay.<OutboundDelivery.Status>), the CRL sync
     GATEWAY_RECEIVED = "gateway.received", _noop("Réception d'un message (passerelle)")
+    GATEWAY_REFUSED = (
+        "gateway.refused",
+        _noop("Refus d'un expéditeur ou d'un destinataire (passerelle)"),
+    )
     RELAY_QUEUED = "relay.queued", _noop("Relais : nouvel essai programmé")
     RELAY_SENDING = "relay.sending", _noop("Relais : envoi en cours")
     RELAY_RELAYED = "relay.relayed", _noop("Relais : transmis à l'opérateur du destinataire")
     RELAY_DELIVERED = "relay.delivered", _noop("Relais : remis")
     RELAY_FAILED = "relay.failed", _noop("Relais : échec")
     CRL_SYNC = "tls.crl_sync", _noop("Synchronisation des listes de révocation")
+    # The operator's console (mailboxes.operator): actions on the outbound queue
+    DELIVERY_RETRIED = "operator.delivery_retried", _noop("Relance d'un envoi par l'opérateur")
+    DELIVERY_ABANDONED = (
+        "operator.delivery_abandoned",
+        _noop("Abandon d'un envoi par l'opérateur (avis de non-remise à l'expéditeur)"),
+    )
 
 
 class TargetType(models.TextChoices):

@@ -13,7 +13,13 @@ from django.core.validators import validate_email
 from django.db.models import Count
 
 from annuaire.ins import INS, InvalidINS, patient_address
-from annuaire.models import DirectoryEntry, DirectoryImport, WhitelistEntry, WhitelistVersion
+from annuaire.models import (
+    DirectoryEntry,
+    DirectoryImport,
+    WhitelistEntry,
+    WhitelistSyncRun,
+    WhitelistVersion,
+)
 from annuaire.search import (
     DirectoryQuery,
     Suggestion,
@@ -155,6 +161,58 @@ def directory_last_import() -> DirectoryImport | None:
     return DirectoryImport.objects.filter(result__in=["success", "unchanged"]).first()
 
 
+def directory_imports(limit: int = 10) -> list[DirectoryImport]:
+    """The last ``limit`` imports of the national extraction, newest first, whatever their
+    result (the operator's console shows their counts and errors)."""
+    return list(DirectoryImport.objects.order_by("-started_at")[:limit])
+
+
+@dataclass(frozen=True)
+class WhitelistDiff:
+    """What changed between the previous whitelist and the one in force."""
+
+    previous: WhitelistVersion
+    added_domains: list[str]
+    removed_domains: list[str]
+    added_dns: list[tuple[str, str]]  # (domain, DN as published)
+    removed_dns: list[tuple[str, str]]
+
+
+def whitelist_previous() -> WhitelistVersion | None:
+    """The list in force before the current one (the sync keeps it for comparison)."""
+    return WhitelistVersion.objects.filter(is_current=False).order_by("-imported_at").first()
+
+
+def whitelist_diff(current: WhitelistVersion, previous: WhitelistVersion) -> WhitelistDiff:
+    """Domains and (domain, certificate DN) pairs added and removed from ``previous`` to
+    ``current``: pairs compared by their normalised DN (whitelist.dn_key)."""
+
+    def pairs(version: WhitelistVersion) -> dict[tuple[str, str], str]:
+        rows = WhitelistEntry.objects.filter(version=version).values_list("domain", "dn_key", "dn")
+        return {(domain, key): dn for domain, key, dn in rows}
+
+    now, before = pairs(current), pairs(previous)
+    domains_now = {domain for domain, _ in now}
+    domains_before = {domain for domain, _ in before}
+    return WhitelistDiff(
+        previous=previous,
+        added_domains=sorted(domains_now - domains_before),
+        removed_domains=sorted(domains_before - domains_now),
+        added_dns=sorted((k[0], now[k]) for k in now.keys() - before.keys()),
+        removed_dns=sorted((k[0], before[k]) for k in before.keys() - now.keys()),
+    )
+
+
+def whitelist_entries(version: WhitelistVersion, limit: int = 500) -> list[WhitelistEntry]:
+    """The entries of ``version`` (domain, DN), by domain, at most ``limit``."""
+    return list(WhitelistEntry.objects.filter(version=version).order_by("domain", "dn")[:limit])
+
+
+def whitelist_sync_runs(limit: int = 5) -> list[WhitelistSyncRun]:
+    """The last syncs of the whitelist, newest first, with their result and error."""
+    return list(WhitelistSyncRun.objects.order_by("-started_at")[:limit])
+
+
 def directory_entries(addresses: list[str]) -> dict[str, DirectoryEntry]:
     """The directory's rows for these addresses, by address."""
     wanted = [a.strip().lower() for a in addresses]
@@ -211,10 +269,12 @@ __all__ = [
     "DirectoryQuery",
     "RecipientVerdict",
     "Suggestion",
+    "WhitelistDiff",
     "directory_choices",
     "directory_domain_structures",
     "directory_entries",
     "directory_entry",
+    "directory_imports",
     "directory_last_import",
     "directory_per_entries",
     "directory_professional",
@@ -225,7 +285,11 @@ __all__ = [
     "recipient_check",
     "whitelist_allows",
     "whitelist_current",
+    "whitelist_diff",
     "whitelist_dn_keys",
+    "whitelist_entries",
     "whitelist_knows_domain",
     "whitelist_lists_certificate",
+    "whitelist_previous",
+    "whitelist_sync_runs",
 ]

@@ -83,6 +83,10 @@ def processes(
                 http_ok(f"{site}/connexion/")),
         Process("worker", [*celery, "worker", "-Q", "relay,default", "--pool=solo", "-l", "INFO",
                            "--without-gossip", "--without-mingle", "--without-heartbeat"]),
+        # Closing and exporting a BAL (queue `store`): the process that mounts the mail.
+        Process("store", [*celery, "worker", "-Q", "store", "-n", "store@%h", "--pool=solo",
+                          "-l", "INFO", "--without-gossip", "--without-mingle",
+                          "--without-heartbeat"]),
         Process("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")]),
         Process("gateway", [*manage, "run_gateway", "--port", str(gateway_port)],
                 banner(gateway_port, b"220")),

@@ -64,6 +64,15 @@ class Mailbox(models.Model):
         _("au plus une notification toutes les (minutes)"), default=60
     )
     notice_last_sent_at = models.DateTimeField(null=True, blank=True)
+    # Mail the BAL may hold, set by the operator or the structure's director; none: no limit.
+    # Enforced at delivery (mailboxes.transport.quota: 452 4.2.2 at the gateway).
+    quota_bytes = models.PositiveBigIntegerField(_("quota (octets)"), null=True, blank=True)
+    # The Dovecot backend that stores this BAL when Dovecot is a proxy in front of several
+    # (settings.DOVECOT_BACKENDS, docs/deployment.md); empty: the first one listed (or the
+    # single instance). Written at creation; moving a BAL is an operator's migration.
+    dovecot_backend = models.CharField(
+        _("serveur de messagerie"), max_length=32, blank=True, default=""
+    )
 
     class Meta:
         verbose_name = _("BAL")
@@ -274,6 +283,58 @@ class MailboxExport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mailbox} {self.created_at:%Y-%m-%d} ({self.purpose})"
+
+
+class MailboxJob(models.Model):
+    """A close or an export of a BAL, run by the store worker (the process that mounts the
+    mail, Celery queue ``store``) and polled by the console. The row is the truth: the task
+    claims it with a conditional update, reports progress here, and ends it in ``termine``
+    or ``echec`` with a French message saying what happened."""
+
+    class Kind(models.TextChoices):
+        CLOSE = "close", _("Fermeture")
+        EXPORT = "export", _("Export")
+
+    class State(models.TextChoices):
+        QUEUED = "en_attente", _("En attente")
+        RUNNING = "en_cours", _("En cours")
+        DONE = "termine", _("Terminé")
+        FAILED = "echec", _("Échec")
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=8, choices=Kind)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="jobs")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=10, choices=State, default=State.QUEUED)
+    done = models.PositiveIntegerField(default=0)  # messages written to the archive
+    total = models.PositiveIntegerField(default=0)  # messages the BAL held when it started
+    error = models.TextField(blank=True)  # in French, for the director
+    export = models.ForeignKey(
+        MailboxExport, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # Written with the progress: a running job whose worker died stops beating (the sweep).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("tâche de BAL")
+        verbose_name_plural = _("tâches de BAL")
+        ordering = ["-created_at"]
+        constraints = [
+            # One close or export at a time per BAL.
+            models.UniqueConstraint(
+                fields=["mailbox"],
+                condition=Q(state__in=["en_attente", "en_cours"]),
+                name="mailboxjob_one_active_per_mailbox",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.mailbox} ({self.state})"
 
 
 class MailboxMonthlyUsage(models.Model):

@@ -4,6 +4,8 @@ from celery import shared_task
 from django.conf import settings
 
 from mailboxes.console.services.indicators import indicators_compute
+from mailboxes.console.services.jobs import job_run, jobs_sweep
+from mailboxes.console.services.lifecycle import dovecot_backend_users_sync
 from mailboxes.console.services.usage import usage_compute
 from mailboxes.transport.crl_sync import crl_expiry_check, crl_sync
 from mailboxes.transport.gateway.dedup import attempts_purge
@@ -58,3 +60,20 @@ def check_crl_expiry() -> bool:
 @shared_task(name="mailboxes.tasks.purge_gateway_attempts")
 def purge_gateway_attempts() -> int:
     return attempts_purge()
+
+
+@shared_task(name="mailboxes.tasks.dovecot_backend_sync")
+def dovecot_backend_sync(name: str) -> int:
+    """Sent to the queue ``dovecot-<name>``, consumed on that backend's host only."""
+    return dovecot_backend_users_sync(name)
+
+
+@shared_task(name="mailboxes.tasks.run_mailbox_job")
+def run_mailbox_job(public_id: str) -> str:
+    """A close or export of a BAL; routed to the queue ``store`` (CELERY_TASK_ROUTES)."""
+    return job_run(public_id=public_id)
+
+
+@shared_task(name="mailboxes.tasks.sweep_mailbox_jobs")
+def sweep_mailbox_jobs() -> int:
+    return jobs_sweep()

@@ -48,6 +48,7 @@ app.conf.beat_schedule = {
         "task": "mailboxes.tasks.compute_indicators",
         "schedule": 3600.0,
     },
+    "mailboxes-sweep-jobs": {"task": "mailboxes.tasks.sweep_mailbox_jobs", "schedule": 120.0},
     "mailboxes-compute-usage": {"task": "mailboxes.tasks.compute_usage", "schedule": 3600.0},
     # IGC-Santé CRLs are published daily: fetched every 6 h so that one failed download
     # still leaves the day's CRL in force; the age check alerts before it ends.

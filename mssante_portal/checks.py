@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Any
 
@@ -106,4 +107,68 @@ def whitelist_trust(app_configs: Any, **kwargs: Any) -> list[Error]:
                     id="mssante.E007",
                 )
             )
+    return problems
+
+
+def _writable_dir(path: Path) -> bool:
+    """``path`` is a directory this process may write in, or can be made one: its nearest
+    existing ancestor is (exports create their directories as needed)."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+@register()
+def production_services(app_configs: Any, **kwargs: Any) -> list[Error]:
+    """What a production process needs from its environment and that has no safe default
+    there: where exports go, the X-MSS-NIL product reference, the cache and the broker."""
+    if settings.PORTAL_ENV != "production":
+        return []
+    problems: list[Error] = []
+    export_dir = Path(settings.EXPORT_DIR)
+    if not export_dir.is_absolute():
+        problems.append(
+            Error(
+                f"EXPORT_DIR={str(export_dir)!r} est un chemin relatif.",
+                hint="Donnez un chemin absolu, sur un volume conservé (.env.example).",
+                id="mssante.E020",
+            )
+        )
+    elif not _writable_dir(export_dir):
+        problems.append(
+            Error(
+                f"EXPORT_DIR={str(export_dir)!r} n'est pas un répertoire accessible en écriture.",
+                hint="Montez le volume des exports et donnez-le à l'utilisateur du portail.",
+                id="mssante.E021",
+            )
+        )
+    if not settings.MSS_NIL.strip():
+        problems.append(
+            Error(
+                "MSS_NIL est vide : chaque message envoyé doit porter l'en-tête X-MSS-NIL.",
+                hint="La référence produit attribuée lors de la déclaration sur Convergence "
+                "(Référentiel #2 ECO.2.4.3).",
+                id="mssante.E022",
+            )
+        )
+    cache = settings.CACHES["default"]
+    if cache["BACKEND"].endswith("RedisCache") and not cache.get("LOCATION"):
+        problems.append(
+            Error(
+                "Aucune adresse de cache : REDIS_URL et CACHE_URL sont vides.",
+                hint="Donnez REDIS_URL (ou CACHE_URL), par exemple redis://redis:6379/0.",
+                id="mssante.E023",
+            )
+        )
+    if not settings.CELERY_BROKER_URL:
+        problems.append(
+            Error(
+                "Aucun courtier Celery : REDIS_URL et CELERY_BROKER_URL sont vides.",
+                hint="Donnez REDIS_URL (ou CELERY_BROKER_URL), par exemple redis://redis:6379/0.",
+                id="mssante.E024",
+            )
+        )
     return problems

@@ -138,6 +138,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "mssante_portal.context.portal",
                 "mailboxes.console.context.console",
+                "mailboxes.operator.context.operator",
             ],
         },
     },
@@ -172,7 +173,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 # --- Cache (allauth keeps the id_token replay list here) -----------------------------------
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if PORTAL_ENV != "embedded" else "")
+# No default in production: a container's 127.0.0.1 has no Redis (system check mssante.E023).
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if TESTING else "")
 CACHES = {
     "default": (
         {
@@ -204,6 +206,9 @@ else:
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Closing and exporting a BAL read all its mail and delete its Maildir: they run on the queue
+# `store`, consumed only by the worker that mounts the mail (compose's store-worker).
+CELERY_TASK_ROUTES = {"mailboxes.tasks.run_mailbox_job": {"queue": "store"}}
 
 # --- Auth: Pro Santé Connect through django-allauth -------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -418,8 +423,9 @@ TLS_CRL_RECHECK_SECONDS = env_int("TLS_CRL_RECHECK_SECONDS", 30, minimum=0)
 
 # --- Writing (webmail compose) -----------------------------------------------------------------
 # X-MSS-NIL: the product reference assigned when the software was declared on Convergence
-# (Référentiel #2 ECO.2.4.3). Set it to yours in production.
-MSS_NIL = env_str("MSS_NIL", "0000000000")
+# (Référentiel #2 ECO.2.4.3). Required in production (system check mssante.E022); the
+# placeholder elsewhere.
+MSS_NIL = env_str("MSS_NIL", "" if PORTAL_ENV == "production" else "0000000000")
 COMPOSE_MAX_ATTACHMENT_BYTES = env_int(
     "COMPOSE_MAX_ATTACHMENT_BYTES", 18 * 1024 * 1024, minimum=1024
 )
@@ -447,9 +453,19 @@ DOVECOT_MASTER_USER = env_str("DOVECOT_MASTER_USER", "portal")
 DOVECOT_MAIL_USER = env_str("DOVECOT_MAIL_USER", "mssante")
 DOVECOT_POSTMASTER_DOMAIN = env_str("DOVECOT_POSTMASTER_DOMAIN", "localhost")
 DOVECOT_TIMEOUT = env_int("DOVECOT_TIMEOUT", 10, minimum=1)
+# Several Dovecot backends behind the instance above, which then only proxies (docs/deployment.md):
+# "name=host:imap_port:lmtp_port", comma-separated. Each BAL goes to the backend its
+# Mailbox.dovecot_backend names (empty: the first one listed). Empty: one instance, no proxy.
+DOVECOT_BACKENDS = env_list("DOVECOT_BACKENDS", [])
 
 
 DOVECOT_MASTER_PASSWORD = _secret("DOVECOT_MASTER_PASSWORD")
+
+# --- Prometheus metrics (/sante/metriques, mailboxes/operator/metrics.py) -------------------
+# Never public: answered to clients in these networks (addresses or CIDR) or presenting this
+# token (``Authorization: Bearer <token>``, or METRICS_TOKEN_FILE); with neither set, a 404.
+METRICS_NETWORKS = env_networks("METRICS_NETWORKS", [])
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # --- Sessions, cookies, security --------------------------------------------------------------
 # Sessions in the database, read through the cache (one query less on every page).
@@ -497,7 +513,16 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Console (issue 7) ---------------------------------------------------------------------
 # Encrypted BAL exports (before closing, or on request) are written here.
-EXPORT_DIR = Path(env_str("EXPORT_DIR", str(VAR_DIR / "exports"))).resolve()
+# Absolute in production (system check mssante.E020): a relative one would depend on the
+# directory each process starts in; elsewhere it is taken from the current directory.
+EXPORT_DIR = Path(env_str("EXPORT_DIR", str(VAR_DIR / "exports")))
+if PORTAL_ENV != "production":
+    EXPORT_DIR = EXPORT_DIR.resolve()
+# A close or export job still waiting after this many seconds is enqueued again (its task was
+# lost); one running whose progress has not moved for this long ends in failure (its worker
+# died).
+JOB_REQUEUE_SECONDS = env_int("JOB_REQUEUE_SECONDS", 300, minimum=30)
+JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 1800, minimum=60)
 # Functional traces are kept this many days, then purged (6 months by default).
 AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 183, minimum=1)
 # Sensitive console actions (close, export, delegation, role change) need a Pro Santé Connect

@@ -10,6 +10,7 @@ urlpatterns = [
     path("console/", include("mailboxes.console.urls")),
     path("operateur/admin/", admin.site.urls),
     path("operateur/", include("accounts.operator_urls")),
+    path("operateur/", include("mailboxes.operator.console_urls")),
     path("sante/", include("mailboxes.operator.urls")),
 ]
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailboxes', '0007_signature'),
+        ('mailboxes', '0010_mailbox_dovecot_backend'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -25,7 +25,7 @@ import socket
 import string
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,11 @@ class Instance:
     mail_root: Path
     imap_port: int
     listen: str = "127.0.0.1"
+    # A backend behind a proxy also takes LMTP on this TCP port (0: the unix socket only), from
+    # the proxy; a proxy (DOVECOT_BACKENDS set) stores no mail and passes each BAL to its
+    # backend (docs/deployment.md).
+    lmtp_port: int = 0
+    proxy: bool = False
 
     @property
     def config_path(self) -> Path:
@@ -116,7 +121,51 @@ def instance_from_settings() -> Instance:
         mail_root=Path(settings.DOVECOT_MAIL_ROOT),
         imap_port=settings.DOVECOT_IMAP_PORT,
         listen=settings.DOVECOT_LISTEN,
+        proxy=bool(settings.DOVECOT_BACKENDS),
     )
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A Dovecot backend behind the proxy: where the proxy passes the IMAP logins and the LMTP
+    deliveries of the BALs assigned to it (Mailbox.dovecot_backend)."""
+
+    name: str
+    host: str
+    imap_port: int
+    lmtp_port: int
+
+
+BACKEND_NAME_MAX = 32
+
+
+def backends_from_settings() -> dict[str, Backend]:
+    """DOVECOT_BACKENDS ("name=host:imap_port:lmtp_port", ...), in the order listed: the first
+    one also takes the BALs that name no backend. Empty: a single instance, no proxy.
+
+    Raises InstanceError (French) for a malformed entry."""
+    backends: dict[str, Backend] = {}
+    for item in settings.DOVECOT_BACKENDS:
+        name, _eq, target = item.partition("=")
+        host, _c1, ports = target.rpartition(":")
+        host, _c2, imap = host.rpartition(":")
+        name = name.strip()
+        valid = (
+            name
+            and len(name) <= BACKEND_NAME_MAX
+            and all(c.isalnum() or c in "-_" for c in name)
+            and host
+            and all(c.isalnum() or c in ".-_[]:" for c in host)
+            and imap.isdigit()
+            and ports.isdigit()
+        )
+        if not valid or name in backends:
+            raise InstanceError(
+                f"DOVECOT_BACKENDS : « {item} » n'est pas de la forme nom=hôte:port_imap:port_lmtp "
+                "(noms distincts, lettres, chiffres, - et _)."
+            )
+        backends[name] = Backend(name, host.strip("[]"), int(imap), int(ports))
+    return backends
 
 
 def socket_user() -> str:
@@ -195,7 +244,7 @@ def write_instance(instance: Instance, *, master_user: str, master_password: str
         socket_user=socket_user(),
         mail_root=instance.mail_root,
     )
-    _atomic_write(instance.config_path, config, 0o644)
+    _atomic_write(instance.config_path, config + _role_config(instance), 0o644)
     internal_gid = grp.getgrnam(ident.internal_group).gr_gid
     _atomic_write(
         instance.base_dir / "master-users",
@@ -205,6 +254,29 @@ def write_instance(instance: Instance, *, master_user: str, master_password: str
     )
     if not instance.users_path.exists():
         write_users(instance, [])
+
+
+def _role_config(instance: Instance) -> str:
+    """What a proxy or a backend adds to the template (nothing for the single instance)."""
+    extra = ""
+    if instance.lmtp_port:
+        extra += (
+            "\n# Backend behind a proxy: LMTP from the proxy over TCP, on the backends' network.\n"
+            "service lmtp {\n"
+            "  inet_listener lmtp {\n"
+            f"    address = {instance.listen}\n"
+            f"    port = {instance.lmtp_port}\n"
+            "  }\n"
+            "}\n"
+        )
+    if instance.proxy:
+        extra += (
+            "\n# Proxy (DOVECOT_BACKENDS): each BAL's line in users names its backend (proxy=y,\n"
+            "# host, port, master); IMAP logins and LMTP deliveries are passed to it, with the\n"
+            "# master user's login. No mail is stored here.\n"
+            "lmtp_proxy = yes\n"
+        )
+    return extra
 
 
 @contextlib.contextmanager
@@ -218,17 +290,33 @@ def _lock(instance: Instance) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_users(instance: Instance, addresses: Iterable[str]) -> None:
+def write_users(
+    instance: Instance, addresses: Iterable[str], *, routes: Mapping[str, Backend] | None = None
+) -> None:
     """Replace the list of BALs Dovecot serves (atomic; Dovecot re-reads it on change).
 
     The password field is the hash of a random secret nobody keeps: a BAL cannot be opened
     with a credential of its own, only through the master user.
+
+    ``routes`` (a proxy's users file: the backend of each address) adds the passdb fields that
+    pass the BAL's IMAP logins and LMTP deliveries to its backend, logging in there as the
+    master user with the password the portal gave (the same master user on every backend).
     """
+    routes = {a.lower(): b for a, b in (routes or {}).items()}
     lines = []
     for address in sorted({a.lower() for a in addresses}):
         if ":" in address or "\n" in address:
             raise ValueError(f"refusing an address that would corrupt the users file: {address!r}")
-        lines.append(f"{address}:{ssha512(secrets.token_bytes(32))}::::::\n")
+        fields = ""
+        if instance.proxy:
+            backend = routes[address]
+            # One passdb line for both protocols: %s is the service asking (imap or lmtp).
+            port = f"%{{if;%s;eq;lmtp;{backend.lmtp_port};{backend.imap_port}}}"
+            fields = (
+                f"proxy=y host={backend.host} port={port} "
+                f"master={settings.DOVECOT_MASTER_USER} proxy_timeout={settings.DOVECOT_TIMEOUT}"
+            )
+        lines.append(f"{address}:{ssha512(secrets.token_bytes(32))}::::::{fields}\n")
     with _lock(instance):
         _atomic_write(instance.users_path, "".join(lines), 0o644)
 
@@ -252,7 +340,10 @@ def remove_mail_home(instance: Instance, address: str) -> bool:
     """Delete the home (and Maildir) of one BAL for good; False when it has none. Only for a
     BAL that Dovecot no longer serves and whose mail has been exported. Raises
     FileNotFoundError when the mail root itself is not here (a process that does not mount the
-    mail): "nothing to delete" would then be a lie."""
+    mail): "nothing to delete" would then be a lie; likewise on a proxy, which stores none (the
+    BAL's backend holds it: docs/deployment.md)."""
+    if instance.proxy:
+        raise FileNotFoundError(f"a Dovecot proxy stores no mail: {instance.mail_root}")
     if not instance.mail_root.is_dir():
         raise FileNotFoundError(f"the mail root is not mounted here: {instance.mail_root}")
     home = mail_home(instance, address)

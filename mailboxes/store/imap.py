@@ -41,8 +41,9 @@ SPECIAL_FOLDERS = {
     "Sent": _("Envoyés"),
     "Drafts": _("Brouillons"),
     "Trash": _("Corbeille"),
+    "Accuses": _("Accusés"),  # read receipts and DSNs of success (store.lmtp.folder_for)
 }
-FOLDER_ORDER = ["INBOX", "Drafts", "Sent", "Trash"]
+FOLDER_ORDER = ["INBOX", "Drafts", "Sent", "Accuses", "Trash"]
 SORT_ORDERS = {
     "date": [b"REVERSE", b"DATE"],
     "date-asc": [b"DATE"],

@@ -17,17 +17,30 @@ that the portal's user alone may open (mailboxes/store/dovecot.py), never on the
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import re
 import smtplib
 import threading
 import time
 from dataclasses import dataclass
+from email.message import Message
 
 from mailboxes.store.dovecot import instance_from_settings
 
 IDLE_SECONDS = 20  # Dovecot closes idle LMTP sessions; do not reuse ours past this
 _local = threading.local()
 EOLS = re.compile(rb"\r\n|\n|\r(?!\n)")
+# Where routine reports go instead of the INBOX: a read receipt (RFC 8098) or a DSN that only
+# says « remis » / « transmis » (RFC 3464 actions delivered, relayed, expanded) has already
+# updated the Sent list's status (mailboxes.transport.delivery_reports); it is kept, out of
+# the way. A failure or a delay stays in the INBOX: someone must act on it. Dovecot files a
+# delivery to "bal#Accuses@domaine" into that folder (recipient_delimiter and
+# lmtp_save_to_detail_mailbox); "#" is a character no BAL address may hold
+# (console.services.lifecycle.LOCAL_PART_RE).
+REPORTS_FOLDER = "Accuses"
+DETAIL_DELIMITER = "#"
+ROUTINE_ACTIONS = {"delivered", "relayed", "expanded"}
 
 
 class StoreUnreachable(Exception):
@@ -137,13 +150,59 @@ def _discard() -> None:
             client.close()
 
 
+def _report_actions(report: Message) -> list[str]:
+    for part in report.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        payload = part.get_payload()
+        blocks = (
+            [p for p in payload if isinstance(p, Message)]
+            if isinstance(payload, list)
+            else [email.message_from_string(b) for b in str(payload).split("\n\n") if b.strip()]
+        )
+        return [str(b.get("Action", "")).strip().lower() for b in blocks if b.get("Action")]
+    return []
+
+
+def folder_for(content: bytes) -> str | None:
+    """The folder a message is filed in at delivery: REPORTS_FOLDER for a routine report
+    (read receipt, DSN of success), None (the INBOX) for everything else."""
+    if b"multipart/report" not in content[:8192].lower():
+        return None
+    message = email.message_from_bytes(content, policy=email.policy.compat32)
+    if message.get_content_type() != "multipart/report":
+        return None
+    kind = str(message.get_param("report-type") or "").lower()
+    if kind == "disposition-notification":
+        return REPORTS_FOLDER
+    actions = _report_actions(message) if kind == "delivery-status" else []
+    if actions and all(action in ROUTINE_ACTIONS for action in actions):
+        return REPORTS_FOLDER
+    return None
+
+
+def _with_detail(address: str, folder: str) -> str:
+    local, _at, domain = address.rpartition("@")
+    return f"{local}{DETAIL_DELIMITER}{folder}@{domain}"
+
+
 def deliver(mail_from: str, recipients: list[str], content: bytes) -> dict[str, Outcome]:
-    """Deliver ``content`` to each recipient; returns each recipient's outcome.
+    """Deliver ``content`` to each recipient; returns each recipient's outcome (keyed by the
+    addresses given). A routine report is filed in REPORTS_FOLDER (``folder_for``).
 
     Raises StoreUnreachable when Dovecot cannot be reached or the session breaks during DATA
     (nobody may be counted as delivered then). A reused connection that turns out to be dead
     is replaced once, before anything was sent.
     """
+    folder = folder_for(content)
+    if folder is not None:
+        filed = {_with_detail(r, folder): r for r in recipients}
+        outcomes = _deliver(mail_from, list(filed), content)
+        return {filed[r]: outcome for r, outcome in outcomes.items()}
+    return _deliver(mail_from, recipients, content)
+
+
+def _deliver(mail_from: str, recipients: list[str], content: bytes) -> dict[str, Outcome]:
     try:
         try:
             client = _client(fresh=False)

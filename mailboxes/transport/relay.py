@@ -35,7 +35,7 @@ from annuaire.selectors import whitelist_dn_keys
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.store import lmtp
 from mailboxes.store.imap import inboxes_holding
-from mailboxes.transport import dsn, smtp
+from mailboxes.transport import dsn, quota, smtp
 from mailboxes.transport.delivery_reports import is_report, report_apply
 from mailboxes.transport.notices import mail_arrived
 
@@ -62,6 +62,12 @@ def _enqueue(message: OutboundMessage, countdown: float = 0) -> None:
     current_app.send_task(
         RELAY_TASK, args=[str(message.public_id)], queue="relay", countdown=countdown or None
     )
+
+
+def message_enqueue(message: OutboundMessage) -> None:
+    """A relay task for ``message`` now (the operator's « Relancer maintenant », after its
+    rows were made due): the task claims what is due, so an extra one is harmless."""
+    _enqueue(message)
 
 
 @transaction.atomic
@@ -200,6 +206,12 @@ def _deliver_local(
         for r in rows
         if statuses.get(r.recipient) == Mailbox.Status.SUSPENDED
     }
+    rows = [r for r in rows if r.recipient not in results]
+    # A BAL at or over its quota takes no new mail either (RFC 3463 X.2.2, temporary).
+    for address in quota.full_addresses([r.recipient for r in rows]):
+        results[address] = smtp.Result(
+            "temporary", "4.2.2", quota.FULL_RESULT, settings.RELAY_HOSTNAME
+        )
     rows = [r for r in rows if r.recipient not in results]
     # An attempt cut short (worker killed, store lost mid-delivery) may have stored the
     # message: those BALs are searched first, so a resumed attempt never stores it twice. The

@@ -11,7 +11,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 
-from mailboxes.models import MessageHandling
+from mailboxes.models import MessageHandling, OutboundDelivery
 from mailboxes.store.imap import Page, Summary
 from mailboxes.store.mime import display_subject
 
@@ -36,6 +36,8 @@ class Row:
     folder_label: str = ""  # a search in every folder: the folder each message is in
     thread_size: int = 0  # the conversation view: on a conversation's first message, its size
     thread_reply: bool = False  # the conversation view: a message after the first
+    delivery: str = ""  # Sent: attente / transmis / remis / lu / echec ("" when unknown)
+    delivery_text: str = ""
 
 
 def _who(summary: Summary, outgoing: bool) -> str:
@@ -56,10 +58,61 @@ def handling_text(handling: MessageHandling | None) -> str:
     return f"{verb} par {who} le {when:%d/%m} à {when:%H:%M}"
 
 
+DELIVERY_TEXTS = {
+    "attente": "En attente",
+    "transmis": "Transmis",
+    "remis": "Remis",
+    "lu": "Lu",
+    "echec": "Échec",
+}
+
+
+def delivery_state(deliveries: list[OutboundDelivery]) -> str:
+    """One word for a sent message's recipients: a failure first (someone must act), then the
+    least advanced of the others (« remis » only when every recipient has it)."""
+    Status = OutboundDelivery.Status
+    if not deliveries:
+        return ""
+    if any(d.status == Status.FAILED for d in deliveries):
+        return "echec"
+    if all(d.read_at for d in deliveries):
+        return "lu"
+    if all(d.status == Status.DELIVERED for d in deliveries):
+        return "remis"
+    if all(d.status in (Status.RELAYED, Status.DELIVERED) for d in deliveries):
+        return "transmis"
+    return "attente"
+
+
+# RFC 3463 enhanced status codes, in the words of the person who sent the message.
+FAILURE_REASONS = [
+    ("5.1.1", "L'adresse n'existe pas chez l'opérateur du destinataire."),
+    ("5.1.", "L'adresse du destinataire n'est pas valide."),
+    ("5.2.2", "La boîte du destinataire est pleine."),
+    ("5.2.", "La boîte du destinataire n'accepte pas de message."),
+    ("5.3.4", "Le message est trop volumineux pour l'opérateur du destinataire."),
+    ("5.7.", "L'opérateur du destinataire a refusé le message (sécurité ou espace de confiance)."),
+    ("4.", "L'opérateur du destinataire n'a pas pu être joint à temps."),
+    ("5.4.", "L'opérateur du destinataire est injoignable."),
+]
+
+
+def failure_reason(reply: str) -> str:
+    """The French reason of a failed delivery from its SMTP reply (the reply itself stays
+    shown as the technical detail)."""
+    words = reply.split()
+    code = next((w for w in words[:3] if w[:1] in "45" and w.count(".") == 2), "")
+    for prefix, text in FAILURE_REASONS:
+        if code.startswith(prefix):
+            return text
+    return "Le message n'a pas pu être remis."
+
+
 def rows(
     page: Page,
     mailbox_public_id: object,
     handlings: dict[str, MessageHandling] | None = None,
+    deliveries: dict[str, list[OutboundDelivery]] | None = None,
     *,
     list_qs: str = "",
     labels: dict[str, str] | None = None,
@@ -98,6 +151,8 @@ def rows(
                 folder_label=labels.get(folder, folder) if labels is not None else "",
                 thread_size=first_of.get(m.uid, 0),
                 thread_reply=m.uid in replies,
+                delivery=(state := delivery_state((deliveries or {}).get(m.message_id, []))),
+                delivery_text=DELIVERY_TEXTS.get(state, ""),
             )
         )
     return result

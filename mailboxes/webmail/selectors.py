@@ -6,12 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext as _
+
 from accounts.audit import Action
 from accounts.models import AuditEvent, User
 from mailboxes.access import Access, Grant
 from mailboxes.errors import StoreUnavailable
 from mailboxes.models import Mailbox, MessageHandling, OutboundDelivery, OutboundMessage
 from mailboxes.store.imap import SPECIAL_FOLDERS, Criteria, Folder, MailStore
+from mailboxes.transport import quota
 
 
 def unread_counts(grants: list[Grant]) -> list[tuple[Grant, int | None]]:
@@ -192,3 +196,49 @@ def openers_of(mailbox: Mailbox, message_id: str) -> list[tuple[str, datetime]]:
     for first_name, last_name, label, when in events:
         first.setdefault(f"{first_name or ''} {last_name or ''}".strip() or label, when)
     return list(first.items())
+
+
+def sent_statuses(mailbox: Mailbox, message_ids: list[str]) -> dict[str, list[OutboundDelivery]]:
+    """The recipients' deliveries of a page of the Sent folder, by Message-ID (one query)."""
+    ids = [m for m in message_ids if m]
+    if not ids:
+        return {}
+    found: dict[str, list[OutboundDelivery]] = {}
+    rows = OutboundDelivery.objects.filter(
+        message__mailbox=mailbox, message__message_id__in=ids
+    ).only("status", "read_at", "recipient", "message__message_id")
+    for row in rows.select_related("message"):
+        found.setdefault(row.message.message_id, []).append(row)
+    return found
+
+
+def quota_warning(mailbox: Mailbox) -> str | None:
+    """The webmail's warning for a BAL at WARN_PERCENT of its quota or more, in French; None
+    without a quota or below it (no Maildir walk for a BAL without a quota)."""
+    if mailbox.quota_bytes is None:
+        return None
+    usage = quota.usage_of(mailbox)
+    if not usage.warn or usage.used is None:
+        return None
+    values = {
+        "percent": usage.percent,
+        "used": filesizeformat(usage.used),
+        "quota": filesizeformat(mailbox.quota_bytes),
+    }
+    if usage.full:
+        return (
+            _(
+                "Votre BAL est pleine à %(percent)s %% (%(used)s sur %(quota)s) : les nouveaux "
+                "messages ne lui sont plus remis et attendent chez l'expéditeur. Supprimez des "
+                "messages ou videz la corbeille."
+            )
+            % values
+        )
+    return (
+        _(
+            "Votre BAL est pleine à %(percent)s %% (%(used)s sur %(quota)s). Au-delà de 100 %%, "
+            "les nouveaux messages ne lui seront plus remis : supprimez des messages ou videz la "
+            "corbeille."
+        )
+        % values
+    )

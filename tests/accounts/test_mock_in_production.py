@@ -42,6 +42,7 @@ def _start(entry: str, tmp_path: Path, **variables: str) -> subprocess.Completed
         ".well-known/wallet-openid-configuration",
         "PSC_CLIENT_ID": "portail-mssante",
         "PSC_CLIENT_SECRET": "secret-ans",
+        "MSS_NIL": "0000000000",
         **variables,
     }
     return subprocess.run(

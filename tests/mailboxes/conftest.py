@@ -149,10 +149,11 @@ def listed(pki: dict[str, Issued]) -> None:
         )
 
 
-def inbox(address: str) -> list[bytes]:
+def inbox(address: str, folder: str = "INBOX") -> list[bytes]:
+    """The messages of a folder of the BAL as stored (the INBOX by default)."""
     with IMAPClient("127.0.0.1", port=settings.DOVECOT_IMAP_PORT, ssl=False) as imap:
         imap.login(f"{address}*{settings.DOVECOT_MASTER_USER}", settings.DOVECOT_MASTER_PASSWORD)
-        imap.select_folder("INBOX", readonly=True)
+        imap.select_folder(folder, readonly=True)
         uids = imap.search(["ALL"])
         return [d[b"BODY[]"] for d in imap.fetch(uids, ["BODY.PEEK[]"]).values()] if uids else []
 

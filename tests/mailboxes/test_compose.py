@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import re
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import AuditEvent, User
 from annuaire.ins import InvalidINS, parse_ins
@@ -393,6 +395,10 @@ def test_opening_a_message_that_asks_for_a_receipt_asks_and_sends_it_once(doctor
     message_relay(public_id=str(report.public_id))  # delivered to Claire's BAL, here
     claire_row = OutboundDelivery.objects.get(message__mailbox=box)
     assert claire_row.read_at is not None  # the Sent copy says « lu »
+    # The receipt itself is filed in « Accusés », not one more unread message in the INBOX.
+    with MailStore(box.address) as store:
+        assert store.page("INBOX").total == 0
+        assert store.page("Accuses").total == 1
 
     again = _client(paul).get(f"/bal/{colleague.public_id}/messages/1/?dossier=INBOX")
     assert "demande un accusé de lecture" not in again.content.decode()
@@ -545,3 +551,54 @@ def test_two_saves_of_one_draft_at_once_the_second_waits(doctor) -> None:
     assert "déjà en cours d&#x27;enregistrement" in busy.content.decode()
     [draft] = _drafts(box)
     assert str(draft["Subject"]) == "Version 1"
+
+
+# --- What became of a sent message, in the Sent list -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("states", "shown"),
+    [
+        ([("queued", None)], "En attente"),
+        ([("relayed", None)], "Transmis"),
+        ([("delivered", None)], "Remis"),
+        ([("delivered", "read")], "Lu"),
+        ([("delivered", "read"), ("relayed", None)], "Transmis"),
+        ([("delivered", "read"), ("failed", None)], "Échec"),
+    ],
+    ids=["queued", "relayed", "delivered", "read", "least-advanced", "failure-first"],
+)
+def test_the_sent_list_shows_what_became_of_each_message(
+    doctor, states: list[tuple[str, str | None]], shown: str
+) -> None:
+    user, box = doctor
+    recipients = ", ".join(f"dr.{i}@operateur-test.mssante.fr" for i in range(len(states)))
+    assert _post(user, box, a=recipients).status_code == 302
+    rows = list(OutboundDelivery.objects.order_by("recipient"))
+    for row, (status, read) in zip(rows, states, strict=True):
+        row.status = status
+        row.read_at = timezone.now() if read else None
+        row.last_reply = "550 5.1.1 <x>: Recipient address rejected" if status == "failed" else ""
+        row.save()
+
+    html = _client(user).get(f"/bal/{box.public_id}/?dossier=Sent").content.decode()
+
+    cell = re.search(r'<td class="delivery delivery--(\w+)">(.*?)</td>', html, re.S)
+    assert cell is not None and cell.group(2).strip().endswith(shown)
+
+
+def test_a_failure_is_explained_in_french_on_the_sent_message(doctor) -> None:
+    user, box = doctor
+    assert _post(user, box, a=REMOTE).status_code == 302
+    OutboundDelivery.objects.update(
+        status="failed", last_reply="550 5.1.1 <dr.durand@operateur-test.mssante.fr>: unknown"
+    )
+    with MailStore(box.address) as store:
+        store.client.select_folder("Sent", readonly=True)
+        [uid] = store.client.search(["ALL"])
+
+    page = _client(user).get(f"/bal/{box.public_id}/messages/{uid}/?dossier=Sent")
+
+    html = page.content.decode()
+    assert "L&#x27;adresse n&#x27;existe pas chez l&#x27;opérateur du destinataire." in html
+    assert "550 5.1.1" in html  # the technical reply stays as the detail

@@ -24,9 +24,10 @@ from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import AuditEvent, Membership, Structure, User
 from annuaire.models import DirectoryEntry
 from mailboxes.console import urls as urls_console
+from mailboxes.console.services.jobs import job_run
 from mailboxes.console.services.lifecycle import mailbox_suspend
 from mailboxes.console.services.people import access_set
-from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
+from mailboxes.models import Mailbox, MailboxAccess, MailboxExport, MailboxJob
 from mailboxes.transport.gateway.policy import check_recipient, deliver
 from mailboxes.transport.notices import NOTICE_BODY, notice_configure, notice_send
 from tests.factories import (
@@ -119,12 +120,14 @@ def _console_urls(w: World) -> list[tuple[str, str]]:
         folders=0, key_fingerprint="F" * 40,
     )  # fmt: skip
     membership = Membership.objects.get(user=w.nurse, structure=w.tilleuls)
+    job = MailboxJob.objects.create(mailbox=w.soins, kind="export", state="termine", export=export)
     values = {
         "structure_id": w.tilleuls.public_id,
         "bal_id": w.soins.public_id,
         "kind": "org",
         "access_id": access.public_id,
         "export_id": export.public_id,
+        "job_id": job.public_id,
         "membership_id": membership.public_id,
     }
     urls = []
@@ -550,6 +553,7 @@ def test_close_needs_a_recent_sign_in_and_the_typed_address(world, keys: Keys) -
     with TestCase.captureOnCommitCallbacks(execute=True):
         done = client.post(url, {"confirm": world.soins.address})
     assert done.status_code == 302
+    job_run(public_id=str(MailboxJob.objects.get(mailbox=world.soins).public_id))  # the worker
     world.soins.refresh_from_db()
     assert world.soins.status == "closed"
     export = MailboxExport.objects.get(mailbox=world.soins)

@@ -19,8 +19,9 @@ from django.test import Client, TestCase
 from django.urls import reverse
 
 from accounts.models import AuditEvent, Membership, Structure
+from mailboxes.console.services.jobs import job_run
 from mailboxes.console.services.recovery_key import recovery_key_set
-from mailboxes.models import Mailbox, MailboxAccess, MailboxExport, OutboundMessage
+from mailboxes.models import Mailbox, MailboxAccess, MailboxExport, MailboxJob, OutboundMessage
 from mailboxes.store.imap import MailStore
 from mailboxes.transport.relay import message_relay
 from tests.factories import make_mailbox, make_membership, make_professional
@@ -53,6 +54,13 @@ class Sensitive:
 
 def _key_now(c: Cast) -> str:
     return Structure.objects.get(pk=c.structure.pk).recovery_key_fingerprint
+
+
+def _then_run_jobs(response: Any) -> Any:
+    """What the store worker does with the close or export the console enqueued."""
+    for job in MailboxJob.objects.filter(state=MailboxJob.State.QUEUED):
+        job_run(public_id=str(job.public_id))
+    return response
 
 
 def _nurse_membership(c: Cast) -> Membership:
@@ -96,17 +104,21 @@ SENSITIVE = [
     ),
     Sensitive(
         "exporter une BAL",
-        lambda cl, c, k: cl.post(
-            reverse("console:bal_export", args=[c.structure.public_id, c.soins.public_id]),
-            {"confirm": c.soins.address},
+        lambda cl, c, k: _then_run_jobs(
+            cl.post(
+                reverse("console:bal_export", args=[c.structure.public_id, c.soins.public_id]),
+                {"confirm": c.soins.address},
+            )
         ),
         lambda c, k: MailboxExport.objects.filter(mailbox=c.soins, purpose="export").exists(),
     ),
     Sensitive(
         "fermer une BAL",
-        lambda cl, c, k: cl.post(
-            reverse("console:bal_close", args=[c.structure.public_id, c.soins.public_id]),
-            {"confirm": c.soins.address},
+        lambda cl, c, k: _then_run_jobs(
+            cl.post(
+                reverse("console:bal_close", args=[c.structure.public_id, c.soins.public_id]),
+                {"confirm": c.soins.address},
+            )
         ),
         lambda c, k: Mailbox.objects.get(pk=c.soins.pk).status == Mailbox.Status.CLOSED,
     ),

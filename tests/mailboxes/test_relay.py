@@ -141,10 +141,12 @@ def _reports_for(address: str) -> list[OutboundMessage]:
 
 
 def _relay_reports(address: str) -> list[email.message.Message]:
-    """Deliver the reports spooled for ``address`` (a BAL we host) and read them back."""
+    """Deliver the reports spooled for ``address`` (a BAL we host) and read them back: from
+    the INBOX (failures, delays) and from « Accusés » (successes, store.lmtp.folder_for)."""
     for report in _reports_for(address):
         message_relay(public_id=str(report.public_id))
-    return [email.message_from_bytes(raw) for raw in inbox(address)]
+    stored = inbox(address) + inbox(address, "Accuses")
+    return [email.message_from_bytes(raw) for raw in stored]
 
 
 def _status_fields(report: email.message.Message) -> dict[str, str]:
@@ -361,6 +363,7 @@ def test_a_bal_we_host_is_delivered_over_lmtp_and_reported_when_asked(
     [report] = _relay_reports(sender.address)
     assert str(report["Subject"]).startswith("Remis")
     assert _status_fields(report)["Action"] == "delivered"
+    assert inbox(sender.address) == []  # a success is filed in « Accusés », not the INBOX
     assert not peer.received
 
 
@@ -690,7 +693,8 @@ def test_reports_from_the_recipient_operator_mark_delivered_then_read(
         smtp.sendmail(REMOTE, [box.address], mdn.encode())
     row.refresh_from_db()
     assert row.read_at is not None
-    assert len(inbox(box.address)) == 2  # the reports themselves reach the BAL too
+    # The reports themselves reach the BAL too, filed in « Accusés » rather than the INBOX.
+    assert (len(inbox(box.address)), len(inbox(box.address, "Accuses"))) == (0, 2)
 
 
 class CountingPeer(Peer):

@@ -22,7 +22,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import Membership, Structure, User
-from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
+from mailboxes.models import Mailbox, MailboxAccess, MailboxExport, MailboxJob
 from tests.factories import grant, make_mailbox, make_membership, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.xdm_build import xdm
@@ -36,7 +36,8 @@ SECRET = "Bilan confidentiel de la clinique"
 # How each pattern is judged. "object": it names objects (BAL, message, access, export...):
 # foreign ones are 404 for every persona, anonymous is sent to sign in. "own": the person's
 # own pages (lists, search, compose): signed-in personas get their own view, anonymous signs
-# in. "public": sign-in pages and the PSC mock, open to anyone. Admin patterns are judged
+# in. "public": sign-in pages and the PSC mock, open to anyone. "staff": the operator's console,
+# a 404 for every persona (none is staff), anonymous signs in. Admin patterns are judged
 # together (staff only: everyone here is sent to the admin sign-in).
 RULES: dict[str, str] = {
     "": "public",
@@ -65,6 +66,17 @@ RULES: dict[str, str] = {
     "operateur/double-authentification/webauthn/reauthenticate/": "own",
     "operateur/double-authentification/webauthn/keys/<int:pk>/remove/": "object",
     "operateur/double-authentification/webauthn/keys/<int:pk>/edit/": "object",
+    # The operator's console (mailboxes.operator.console_urls): staff only.
+    "operateur/": "staff",
+    "operateur/file/<uuid:message_id>/": "staff",
+    "operateur/file/<uuid:message_id>/relancer/": "staff",
+    "operateur/file/<uuid:message_id>/abandonner/": "staff",
+    "operateur/reception/": "staff",
+    "operateur/confiance/": "staff",
+    "operateur/annuaire/": "staff",
+    "operateur/structures/": "staff",
+    "operateur/structures/<uuid:structure_id>/": "staff",
+    "operateur/bal/<uuid:bal_id>/quota/": "staff",
     "bal/": "own",
     "bal/selecteur/": "own",
     "bal/ecrire/": "own",
@@ -109,8 +121,10 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/droits/<uuid:access_id>/retirer/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/etat/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/notification/": "object",
+    "console/<uuid:structure_id>/bal/<uuid:bal_id>/quota/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/exporter/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/fermer/": "object",
+    "console/<uuid:structure_id>/taches/<uuid:job_id>/": "object",
     "console/<uuid:structure_id>/exports/<uuid:export_id>/": "object",
     "console/<uuid:structure_id>/personnes/": "object",
     "console/<uuid:structure_id>/personnes/<uuid:membership_id>/role/": "object",
@@ -122,6 +136,9 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/indicateurs.csv": "object",
     "sante/": "public",
     "sante/pret/": "public",
+    # No sign-in: answered to METRICS_NETWORKS or a METRICS_TOKEN only, a 404 to anyone
+    # else (tests/mailboxes/test_metrics.py); here, with neither set, a 404 to everyone.
+    "sante/metriques": "public",
     "_dev/psc/auth/realms/esante-wallet": "public",
     "_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration": "public",
     "_dev/psc/wallet/auth": "public",
@@ -217,6 +234,7 @@ def world(dovecot) -> World:
         mailbox=accueil, purpose="export", path="x", size=1, sha256="0" * 64, messages=0,
         folders=0, key_fingerprint="F" * 40,
     )  # fmt: skip
+    job = MailboxJob.objects.create(mailbox=accueil, kind="export", state="termine", export=export)
     wait_provisioned(per.address, soins.address, per2.address, accueil.address)
     deliver(
         per2.address,
@@ -240,8 +258,10 @@ def world(dovecot) -> World:
         "bal_id": accueil.public_id,
         "kind": "org",
         "export_id": export.public_id,
+        "job_id": job.public_id,
         "membership_id": membership.public_id,
         "member_access_id": member.public_id,
+        "message_id": per2.public_id,  # no such spooled message: the guard answers first
     }
     own = {
         "public_id": per.public_id,
@@ -318,6 +338,26 @@ def test_foreign_objects_answer_404_to_every_persona(world: World) -> None:
         assert director.get(url).status_code == 200, url
 
 
+def test_the_operator_console_is_404_for_every_persona(world: World) -> None:
+    staff_routes = [r for r, rule in RULES.items() if rule == "staff"]
+    values = world.values
+    for name, persona in world.personas.items():
+        client = signed_in(persona)
+        for route in staff_routes:
+            url = concrete(route, values)
+            for method in ("GET", "POST"):
+                assert ask(client, method, url).status_code == 404, (name, method, url)
+    # Not vacuous: the same pages open for a professional marked staff.
+    operator = world.personas["director"]
+    operator.is_staff = True
+    operator.save(update_fields=["is_staff"])
+    client = signed_in(operator)
+    assert client.get("/operateur/").status_code == 200
+    assert (
+        client.get(concrete("operateur/structures/<uuid:structure_id>/", values)).status_code == 200
+    )
+
+
 def test_own_object_with_a_foreign_child_is_404(world: World) -> None:
     """A URL mixing one's own BAL or structure with another's access, export or member."""
     v, own = world.values, world.own
@@ -331,6 +371,7 @@ def test_own_object_with_a_foreign_child_is_404(world: World) -> None:
             f"{v['member_access_id']}/retirer/",
         ),
         ("director", f"/console/{own['structure_id']}/exports/{v['export_id']}/"),
+        ("director", f"/console/{own['structure_id']}/taches/{v['job_id']}/"),
         ("director", f"/console/{own['structure_id']}/personnes/{v['membership_id']}/role/"),
         ("director", f"/console/{own['structure_id']}/personnes/{v['membership_id']}/retirer/"),
     ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
@@ -13,7 +14,7 @@ from django.utils import timezone
 from accounts.audit import Action, actor_label_of, audit_record
 from accounts.models import Structure, User
 from mailboxes.console.services import lifecycle
-from mailboxes.console.services.export import Exported, export_write
+from mailboxes.console.services.export import Exported, Progress, export_write
 from mailboxes.errors import RecoveryKeyMissing
 from mailboxes.models import Mailbox, MailboxAccess, MailboxExport
 from mailboxes.store import dovecot
@@ -60,10 +61,11 @@ def _merge(into: Exported, more: Exported) -> None:
         into.folders[name] = (validity, uids | known if known_validity == validity else uids)
 
 
-def _after_close(mailbox: Mailbox, actor: User | None, exported: Exported) -> None:
+def _after_close(mailbox: Mailbox, actor: User | None, exported: Exported) -> str:
     """After the closing commit: make sure nothing arrived since the export (mail accepted by
     the gateway before the commit may still land), export again if something did, then stop
-    serving the BAL and delete its mail. When that cannot be made sure, the mail is kept."""
+    serving the BAL and delete its mail. When that cannot be made sure, the mail is kept.
+    Returns "" when the mail is deleted, else the code of the reason it was kept."""
     kept_code = ""
     try:
         for _attempt in range(3):
@@ -92,20 +94,13 @@ def _after_close(mailbox: Mailbox, actor: User | None, exported: Exported) -> No
         success=not kept_code,
         error_code=kept_code,
     )
+    return kept_code
 
 
-def mailbox_close(
-    *, mailbox: Mailbox, actor: User | None, request: HttpRequest | None = None
-) -> Mailbox:
-    """Close a BAL for good, after an encrypted export of all its mail.
-
-    Order: refuse a closed BAL (ValidationError ``closed``) or a structure without recovery
-    key (RecoveryKeyMissing), with a failure trace and nothing changed; export (purpose
-    ``close``; its errors propagate, nothing changed); then in one transaction status CLOSED,
-    every MailboxAccess deleted, trace ``mailbox.closed`` with the export id and sha256.
-    After commit: mail arrived meanwhile is exported too, Dovecot stops serving the address
-    and the BAL's Maildir is deleted (trace ``mailbox.mail_deleted``; kept on any doubt).
-    """
+def _close(
+    mailbox: Mailbox, actor: User | None, request: HttpRequest | None, progress: Progress | None
+) -> tuple[Mailbox, MailboxExport, Exported]:
+    """Refusals, the export, then the closing transaction (see ``mailbox_close``)."""
     if mailbox.status == Mailbox.Status.CLOSED:
         _close_refused(mailbox, actor, request, "closed")
         raise ValidationError("Cette BAL est fermée.", code="closed")
@@ -113,7 +108,9 @@ def mailbox_close(
         _close_refused(mailbox, actor, request, RecoveryKeyMissing.code)
         raise RecoveryKeyMissing()
     try:
-        export, exported = export_write(mailbox, actor, MailboxExport.Purpose.CLOSE, request)
+        export, exported = export_write(
+            mailbox, actor, MailboxExport.Purpose.CLOSE, request, progress
+        )
     except PortalError as exc:
         _close_refused(mailbox, actor, request, exc.code)
         raise
@@ -138,5 +135,40 @@ def mailbox_close(
                 "accesses_removed": revoked,
             },
         )
-        transaction.on_commit(lambda: _after_close(locked, actor, exported))
+    return locked, export, exported
+
+
+def mailbox_close(
+    *, mailbox: Mailbox, actor: User | None, request: HttpRequest | None = None
+) -> Mailbox:
+    """Close a BAL for good, after an encrypted export of all its mail.
+
+    Order: refuse a closed BAL (ValidationError ``closed``) or a structure without recovery
+    key (RecoveryKeyMissing), with a failure trace and nothing changed; export (purpose
+    ``close``; its errors propagate, nothing changed); then in one transaction status CLOSED,
+    every MailboxAccess deleted, trace ``mailbox.closed`` with the export id and sha256.
+    After commit: mail arrived meanwhile is exported too, Dovecot stops serving the address
+    and the BAL's Maildir is deleted (trace ``mailbox.mail_deleted``; kept on any doubt).
+    """
+    locked, _export, exported = _close(mailbox, actor, request, None)
+    transaction.on_commit(lambda: _after_close(locked, actor, exported))
     return locked
+
+
+@dataclass(frozen=True)
+class Closed:
+    mailbox: Mailbox
+    export: MailboxExport
+    kept_code: str  # "" when the mail is deleted, else why it was kept
+
+
+def mailbox_close_now(
+    *, mailbox: Mailbox, actor: User | None, progress: Progress | None = None
+) -> Closed:
+    """``mailbox_close`` for the store worker, which mounts the mail: the same steps, the
+    deletion done before returning rather than after a commit, and its outcome returned
+    (``kept_code``) so that a Maildir still there is a failure for the caller. Runs outside
+    any transaction (the closing must be committed before the mail goes);
+    ``progress(done, total)`` follows the first export."""
+    locked, export, exported = _close(mailbox, actor, None, progress)
+    return Closed(locked, export, _after_close(locked, actor, exported))

@@ -1,23 +1,29 @@
 """Encrypted export of a whole BAL.
 
-The archive is a tar.gz with one mbox per folder (mboxrd "From " quoting) and a
-``manifest.json`` (folders, and for each message its UID, Message-ID and the sha256 of the raw
-bytes as Dovecot served them). It is OpenPGP-encrypted to the structure's recovery key
-(``recovery_key``), and written under ``EXPORT_DIR/<structure>/``. Clear text only ever exists
-in a private temporary directory that is removed in every case.
+The archive is a tar.gz with one directory per folder, one ``<uid>.eml`` per message (the raw
+bytes as Dovecot served them) and a ``manifest.json`` (folders, and for each message its
+file, UID, Message-ID and sha256). It is streamed straight into gpg, encrypted to the
+structure's recovery key (``recovery_key``), and written under ``EXPORT_DIR/<structure>/``:
+clear text never touches a disk. gpg writes into a hidden ``.<id>.partial`` file, locked
+while it is being written and renamed once complete; a partial file left by a killed process
+(encrypted, but incomplete) is removed by the next export.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
 import re
+import subprocess
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
@@ -46,10 +52,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EXPORTED = Action.MAILBOX_EXPORTED
-# mboxrd: every line starting with zero or more ">" then "From " gets one more ">"; a reader
-# removes one, which makes the quoting reversible (unlike mboxo).
-FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 UNSAFE_NAME = re.compile(r"[^\w.@+-]+")
+PARTIAL = ".{}.partial"
+
+# progress(done, total): messages written so far, and how many the BAL held at the start.
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -63,16 +70,6 @@ def _message_id(raw: bytes) -> str:
     end = min((i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0), default=-1)
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:end] if end >= 0 else raw)
     return decode_text(headers.get("Message-ID"))[:998]  # 8-bit garbage must not break JSON
-
-
-def _write_mbox(out: IO[bytes], raw: bytes, internal_date: datetime | None) -> None:
-    when = (internal_date or datetime.now(UTC)).astimezone(UTC)
-    out.write(b"From MAILER-DAEMON " + when.strftime("%a %b %d %H:%M:%S %Y").encode() + b"\n")
-    quoted = FROM_LINE.sub(rb">\1", raw)
-    out.write(quoted)
-    if not quoted.endswith(b"\n"):
-        out.write(b"\n")  # the manifest's size lets a reader drop it again
-    out.write(b"\n")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -91,27 +88,42 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _build_archive(
-    mailbox: Mailbox, export_id: uuid.UUID, purpose: str, created: datetime, work: Path
-) -> tuple[Path, dict[str, Any], Exported]:
-    """Read every folder over IMAP into ``work/archive.tar.gz``. Raises StoreUnavailable."""
-    archive = work / "archive.tar.gz"
+def _member(tar: tarfile.TarFile, name: str, data: bytes, when: datetime) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), int(when.timestamp()), 0o600
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _stream_archive(
+    mailbox: Mailbox,
+    export_id: uuid.UUID,
+    purpose: str,
+    created: datetime,
+    out: IO[bytes],
+    progress: Progress | None,
+) -> tuple[dict[str, Any], Exported]:
+    """Read every folder over IMAP and write the tar.gz to ``out`` as it comes (streaming
+    tar: nothing is seekable, nothing is kept). Raises StoreUnavailable."""
     exported = Exported()
     folders: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
-    with MailStore(mailbox.address) as store, tarfile.open(archive, "w:gz") as tar:
-        for index, folder in enumerate(store.folders(), start=1):
-            uidvalidity, uids = store.folder_uids(folder.name)
-            member = f"{index:02d}-{UNSAFE_NAME.sub('_', folder.name).strip('._') or 'dossier'}"
-            mbox = work / "folder.mbox"
-            written: set[int] = set()
-            with open(mbox, "wb") as out:
-                for uid, raw, flags, internal_date in store.raw_messages(folder.name, uids):
-                    _write_mbox(out, raw, internal_date)
+    with MailStore(mailbox.address) as store:
+        listing = [(f.name, *store.folder_uids(f.name)) for f in store.folders()]
+        total, done = sum(len(uids) for _name, _validity, uids in listing), 0
+        if progress:
+            progress(done, total)
+        with tarfile.open(fileobj=out, mode="w|gz") as tar:
+            for index, (name, uidvalidity, uids) in enumerate(listing, start=1):
+                directory = f"{index:02d}-{UNSAFE_NAME.sub('_', name).strip('._') or 'dossier'}"
+                written: set[int] = set()
+                for uid, raw, flags, internal_date in store.raw_messages(name, uids):
+                    file = f"{directory}/{uid}.eml"
+                    _member(tar, file, raw, internal_date or created)
                     written.add(uid)
                     messages.append(
                         {
-                            "folder": folder.name,
+                            "folder": name,
+                            "file": file,
                             "uid": uid,
                             "message_id": _message_id(raw),
                             "sha256": hashlib.sha256(raw).hexdigest(),
@@ -120,58 +132,108 @@ def _build_archive(
                             "internal_date": internal_date.isoformat() if internal_date else None,
                         }
                     )
-            tar.add(mbox, arcname=f"{member}.mbox", recursive=False)
-            mbox.unlink()
-            exported.folders[folder.name] = (uidvalidity, written)
-            folders.append(
-                {
-                    "name": folder.name,
-                    "file": f"{member}.mbox",
-                    "uidvalidity": uidvalidity,
-                    "messages": len(written),
-                }
-            )
-        manifest = {
-            "format": "mssante-bal-export/1",
-            "export": str(export_id),
-            "purpose": purpose,
-            "address": mailbox.address,
-            "kind": mailbox.kind,
-            "structure": {
-                "public_id": str(mailbox.structure.public_id),
-                "name": mailbox.structure.name,
-                "identifier_kind": mailbox.structure.identifier_kind,
-                "identifier": mailbox.structure.identifier,
-            },
-            "created_at": created.isoformat(),
-            "mbox": "mboxrd",
-            "folders": folders,
-            "messages": messages,
-        }
-        data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size, info.mtime = len(data), int(created.timestamp())
-        tar.addfile(info, io.BytesIO(data))
-    return archive, manifest, exported
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                exported.folders[name] = (uidvalidity, written)
+                folders.append(
+                    {
+                        "name": name,
+                        "directory": directory,
+                        "uidvalidity": uidvalidity,
+                        "messages": len(written),
+                    }
+                )
+            manifest = {
+                "format": "mssante-bal-export/2",
+                "export": str(export_id),
+                "purpose": purpose,
+                "address": mailbox.address,
+                "kind": mailbox.kind,
+                "structure": {
+                    "public_id": str(mailbox.structure.public_id),
+                    "name": mailbox.structure.name,
+                    "identifier_kind": mailbox.structure.identifier_kind,
+                    "identifier": mailbox.structure.identifier,
+                },
+                "created_at": created.isoformat(),
+                "folders": folders,
+                "messages": messages,
+            }
+            data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+            _member(tar, "manifest.json", data, created)
+    return manifest, exported
 
 
-def _encrypt(structure: Structure, archive: Path, output: Path) -> None:
-    """Encrypt ``archive`` to the recovery key into ``output``. Raises RecoveryKeyUnusable."""
+def _encrypt_stream(
+    structure: Structure, output: IO[bytes], write: Callable[[IO[bytes]], Any]
+) -> Any:
+    """Run ``write(stdin)`` into a gpg encrypting to the recovery key, gpg writing to
+    ``output``; return what ``write`` returned. Raises RecoveryKeyUnusable when gpg refuses
+    the key; whatever ``write`` raises stops gpg and propagates."""
     with keyring() as gpg:
         imported = gpg.import_keys(structure.recovery_key)
         if structure.recovery_key_fingerprint not in (imported.fingerprints or []):
             raise RecoveryKeyUnusable()
-        result = gpg.encrypt_file(
-            str(archive),
-            [structure.recovery_key_fingerprint],
-            always_trust=True,
-            armor=False,
-            output=str(output),
-            extra_args=["--compress-algo", "none"],  # already gzip
-        )
-        if not result.ok:
-            logger.warning("export encryption failed: %s", result.status)
-            raise RecoveryKeyUnusable()
+        with tempfile.TemporaryFile() as errors:  # gpg's diagnostics, never mail
+            process = subprocess.Popen(  # noqa: S603 (fixed binary, no shell)
+                [
+                    gpg.gpgbinary,
+                    "--homedir",
+                    str(gpg.gnupghome),
+                    "--batch",
+                    "--no-tty",
+                    "--no-autostart",
+                    "--trust-model",
+                    "always",
+                    "--compress-algo",
+                    "none",  # already gzip
+                    "--encrypt",
+                    "--recipient",
+                    structure.recovery_key_fingerprint,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=errors,
+            )
+            assert process.stdin is not None
+            try:
+                result = write(process.stdin)
+                process.stdin.close()
+            except BrokenPipeError:
+                result = None  # gpg stopped reading: it refused the key (returncode below)
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+            except BaseException:
+                process.kill()
+                process.wait()
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+                raise
+            if process.wait() != 0 or result is None:
+                errors.seek(0)
+                logger.warning("export encryption failed: %s", errors.read(2000))
+                raise RecoveryKeyUnusable()
+    return result
+
+
+def export_partials_purge(directory: Path) -> int:
+    """Remove the partial files in ``directory`` that no live export is writing (their lock
+    is free): what a killed export left. Returns how many were removed."""
+    removed = 0
+    for path in directory.glob(PARTIAL.format("*")):
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 (closed below, after the lock test)
+        except OSError:
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being written right now
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _place(source: Path, directory: Path, stem: str) -> Path:
@@ -205,9 +267,14 @@ def _export_failed(
 
 
 def export_write(
-    mailbox: Mailbox, actor: User | None, purpose: str, request: HttpRequest | None
+    mailbox: Mailbox,
+    actor: User | None,
+    purpose: str,
+    request: HttpRequest | None,
+    progress: Progress | None = None,
 ) -> tuple[MailboxExport, Exported]:
-    """Export every folder of ``mailbox`` (see ``mailbox_export``) and say what went in."""
+    """Export every folder of ``mailbox`` (see ``mailbox_export``) and say what went in;
+    ``progress(done, total)`` is called as messages are written."""
     structure = Structure.objects.get(pk=mailbox.structure_id)
     if not structure.recovery_key:
         _export_failed(mailbox, actor, request, RecoveryKeyMissing.code, purpose)
@@ -216,19 +283,24 @@ def export_write(
     created = timezone.now()
     directory = Path(settings.EXPORT_DIR) / str(structure.public_id)
     stem = f"{mailbox.address}-{created.astimezone(UTC):%Y%m%dT%H%M%SZ}"
-    partial = directory / f".{export_id}.partial"
+    partial = directory / PARTIAL.format(export_id)
     final: Path | None = None
     export: MailboxExport | None = None
     try:
-        with tempfile.TemporaryDirectory(prefix="mssante-export-") as work:
-            archive, manifest, exported = _build_archive(
-                mailbox, export_id, purpose, created, Path(work)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        export_partials_purge(directory)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as output:
+            fcntl.flock(output.fileno(), fcntl.LOCK_EX)  # held until closed: not stale
+            manifest, exported = _encrypt_stream(
+                structure,
+                output,
+                lambda stdin: _stream_archive(
+                    mailbox, export_id, purpose, created, stdin, progress
+                ),
             )
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _encrypt(structure, archive, partial)
-        partial.chmod(0o600)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
+            output.flush()
+            os.fsync(output.fileno())
         size, sha256 = partial.stat().st_size, _sha256(partial)
         final = _place(partial, directory, stem)
         with transaction.atomic():
@@ -316,6 +388,7 @@ def mailbox_export(
     actor: User | None,
     purpose: str = MailboxExport.Purpose.EXPORT,
     request: HttpRequest | None = None,
+    progress: Progress | None = None,
 ) -> MailboxExport:
     """Write every folder of ``mailbox`` to an archive encrypted to its structure's recovery
     key, under ``EXPORT_DIR/<structure public_id>/``, and record it (size, sha256 of the
@@ -329,5 +402,5 @@ def mailbox_export(
     if mailbox.status == Mailbox.Status.CLOSED:
         _export_failed(mailbox, actor, request, "closed", purpose)
         raise ValidationError("Cette BAL est fermée.", code="closed")
-    export, _exported = export_write(mailbox, actor, purpose, request)
+    export, _exported = export_write(mailbox, actor, purpose, request, progress)
     return export

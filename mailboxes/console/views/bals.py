@@ -43,12 +43,13 @@ from mailboxes.console.selectors import (
     structure_people,
     structure_person,
 )
-from mailboxes.console.services import closing, lifecycle, people
 from mailboxes.console.services import export as export_svc
+from mailboxes.console.services import jobs, lifecycle, people
 from mailboxes.console.services.naming import address_propose
 from mailboxes.console.services.publication import publication_plan
 from mailboxes.errors import RecoveryKeyMissing
-from mailboxes.models import Mailbox, MailboxExport
+from mailboxes.models import Mailbox, MailboxExport, MailboxJob
+from mailboxes.transport import quota
 from mailboxes.transport.notices import notice_configure
 
 KINDS = {"per": Mailbox.Kind.PER, "org": Mailbox.Kind.ORG, "app": Mailbox.Kind.APP}
@@ -274,7 +275,12 @@ def _bal_context(current: Structure, box: Mailbox, **extra: Any) -> dict[str, An
             }
         ),
         "exports": list(box.exports.select_related("actor")[:10]),
+        "active_job": box.jobs.filter(
+            state__in=[MailboxJob.State.QUEUED, MailboxJob.State.RUNNING]
+        ).first(),
         "has_key": bool(current.recovery_key_fingerprint),
+        "usage": quota.usage_of(box),
+        "quota_mo": f"{box.quota_bytes / quota.MEGABYTE:g}" if box.quota_bytes is not None else "",
         **extra,
     }
 
@@ -315,6 +321,22 @@ def bal_edit(request: HttpRequest, structure_id: uuid.UUID, bal_id: uuid.UUID) -
             messages.success(request, "Les informations de la BAL sont enregistrées.")
     else:
         messages.error(request, "Le formulaire est incomplet : vérifiez le nom affiché.")
+    return redirect(_bal_url(current, box))
+
+
+@professional_required
+@require_POST
+def bal_quota(request: HttpRequest, structure_id: uuid.UUID, bal_id: uuid.UUID) -> HttpResponse:
+    """The director sets the BAL's quota (in megabytes, empty: no limit); the operator may set
+    it too, from its console."""
+    current = console_structure(_user(request), structure_id)
+    box = console_mailbox(current, bal_id)
+    value = quota.megabytes_to_bytes(request.POST.get("quota_mo", ""))
+    quota.mailbox_quota_set(mailbox=box, quota_bytes=value, actor=_user(request), request=request)
+    if value is None:
+        messages.success(request, "La BAL n'a plus de quota.")
+    else:
+        messages.success(request, f"Le quota de la BAL est de {value / quota.MEGABYTE:g} Mo.")
     return redirect(_bal_url(current, box))
 
 
@@ -443,11 +465,12 @@ def _destructive(
     status = 200
     if request.method == "POST" and form.is_valid():
         try:
-            if close:
-                closing.mailbox_close(mailbox=box, actor=_user(request), request=request)
-                done = box.exports.order_by("-created_at").first()  # the one made to close
-            else:
-                done = export_svc.mailbox_export(mailbox=box, actor=_user(request), request=request)
+            job = jobs.job_request(
+                mailbox=box,
+                kind=MailboxJob.Kind.CLOSE if close else MailboxJob.Kind.EXPORT,
+                actor=_user(request),
+                request=request,
+            )
         except RecoveryKeyMissing as exc:
             form.add_error(None, exc.user_message)
             status = 409
@@ -455,12 +478,7 @@ def _destructive(
             form.add_error(None, _errors(exc))
             status = 409
         else:
-            messages.success(
-                request,
-                (f"La BAL {box.address} est fermée. " if close else "")
-                + (f"Export chiffré enregistré (SHA-256 {done.sha256})." if done else ""),
-            )
-            return redirect(_bal_url(current, box))
+            return redirect("console:job", current.public_id, job.public_id)
     elif request.method == "POST":
         status = 400
     return render(
@@ -475,6 +493,22 @@ def _destructive(
         },
         status=status,
     )
+
+
+@professional_required
+@require_GET
+def job(request: HttpRequest, structure_id: uuid.UUID, job_id: uuid.UUID) -> HttpResponse:
+    """Where a close or export stands; htmx polls the fragment until the job ends."""
+    current = console_structure(_user(request), structure_id)
+    found = (
+        MailboxJob.objects.select_related("mailbox", "export")
+        .filter(public_id=job_id, mailbox__structure=current)
+        .first()
+    )
+    if found is None:
+        raise Http404
+    template = "console/_job.html" if request.htmx else "console/job.html"  # type: ignore[attr-defined]
+    return render(request, template, {"structure": current, "job": found, "box": found.mailbox})
 
 
 @professional_required

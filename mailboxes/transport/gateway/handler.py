@@ -482,6 +482,13 @@ class GatewayHandler:
         else:
             refusal = verdicts[key] = await _off_loop(policy.check_sender, _peer(session), address)
         if refusal:
+            await _off_loop(
+                policy.trace_refusal,
+                peer=_peer(session),
+                mail_from=address,
+                recipient="",
+                reply=refusal,
+            )
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -504,6 +511,13 @@ class GatewayHandler:
         if not found:
             refusal = await _off_loop(policy.check_recipient, address)
         if refusal:
+            await _off_loop(
+                policy.trace_refusal,
+                peer=_peer(session),
+                mail_from=envelope.mail_from or "",
+                recipient=address.strip().lower(),
+                reply=refusal,
+            )
             return refusal
         envelope.rcpt_tos.append(address.strip().lower())
         envelope.rcpt_options.extend(rcpt_options)

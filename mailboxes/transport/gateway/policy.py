@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from accounts.audit import TargetType, audit_event, audit_record_many
+from accounts.audit import Action, TargetType, audit_event, audit_record_many
 from accounts.models import AuditEvent, StructureDomain
 from annuaire.selectors import whitelist_allows, whitelist_lists_certificate
 from mailboxes.models import Mailbox, OutboundMessage
@@ -28,6 +28,7 @@ from mailboxes.transport import dsn as report_dsn
 from mailboxes.transport.delivery_reports import is_report, report_apply
 from mailboxes.transport.gateway.dedup import KEY, TRACE_ACTION, delivery_start
 from mailboxes.transport.notices import mail_arrived
+from mailboxes.transport.quota import FULL_REPLY, usage_of
 from mailboxes.transport.relay import Recipient, message_spool
 from mailboxes.transport.smtp import orcpt_decode, xtext_decode
 
@@ -109,7 +110,11 @@ def _check_recipient(address: str) -> str | None:
     message and retries, so nothing is lost if the BAL is reactivated in time."""
     if not address or "@" not in address:
         return "501 5.1.3 Bad recipient address syntax"
-    mailbox = Mailbox.objects.filter(address=address.strip().lower()).only("status").first()
+    mailbox = (
+        Mailbox.objects.filter(address=address.strip().lower())
+        .only("address", "status", "quota_bytes")
+        .first()
+    )
     if mailbox is None:
         if not StructureDomain.objects.filter(domain=_domain(address)).exists():
             return "550 5.7.1 Relaying denied: we do not host this domain"
@@ -118,6 +123,8 @@ def _check_recipient(address: str) -> str | None:
         return "450 4.2.1 Mailbox temporarily suspended, try again later"
     if mailbox.status not in LOCAL_STATUSES:
         return "550 5.1.1 Mailbox closed"
+    if mailbox.quota_bytes is not None and usage_of(mailbox).full:
+        return FULL_REPLY  # temporary: the sender keeps the message until room is made
     return None
 
 
@@ -326,6 +333,23 @@ def trace(
               "" if success else reply[:3], json.dumps(details)]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(_trace_sql(), params)
+
+
+def trace_refusal(*, peer: Peer, mail_from: str, recipient: str, reply: str) -> None:
+    """Trace a sender or a recipient the policy refused (whitelist, certificate, unknown or
+    full BAL): the operator's console counts refusals by peer and reason from these. Never
+    raises for a trace that cannot be written: the refusal goes out all the same."""
+    event = audit_event(
+        action=Action.GATEWAY_REFUSED,
+        actor_label=peer.dn[:150] or "inconnu",
+        success=False,
+        error_code=reply[:3],
+        details={"tls": peer.tls_version, "from": mail_from, "to": recipient, "reply": reply[:200]},
+    )
+    try:
+        audit_record_many([event])
+    except DatabaseError:
+        logger.exception("gateway refusal trace could not be written (%s)", reply[:3])
 
 
 _TRACE_SQL: str | None = None

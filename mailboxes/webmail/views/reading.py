@@ -38,7 +38,7 @@ from mailboxes.webmail.forms import (
     MessagesAction,
     ReceiptAnswer,
 )
-from mailboxes.webmail.presenters import handling_text, preview_type, rows
+from mailboxes.webmail.presenters import failure_reason, handling_text, preview_type, rows
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.selectors import (
     TEAM_KINDS,
@@ -48,6 +48,8 @@ from mailboxes.webmail.selectors import (
     handlings_of,
     list_neighbours,
     openers_of,
+    quota_warning,
+    sent_statuses,
     taken_by,
     unread_counts,
 )
@@ -166,7 +168,10 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         threaded=threaded,
         request=request,
     )
-    handlings = handlings_of(grant.mailbox, [m.message_id for m in page.messages]) if team else {}
+    ids = [m.message_id for m in page.messages]
+    handlings = handlings_of(grant.mailbox, ids) if team else {}
+    # Sent: the delivery states (in a search in every folder, rows of other folders have none).
+    deliveries = sent_statuses(grant.mailbox, ids) if page.folder == SENT else {}
     params = query.list_params()
     params["page"] = str(page.number) if page.number > 1 else ""
     params = {k: v for k, v in params.items() if v}
@@ -182,8 +187,14 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         "current_folder": next((f for f in folders if f.name == page.folder), None),
         "page": page,
         "rows": rows(
-            page, grant.mailbox.public_id, handlings, list_qs=urlencode(params), labels=labels
+            page,
+            grant.mailbox.public_id,
+            handlings,
+            deliveries,
+            list_qs=urlencode(params),
+            labels=labels,
         ),
+        "is_sent": page.folder == SENT and not everywhere,
         "query": query,
         "grants": grants,
         # What the pager's links keep (all but the page).
@@ -203,6 +214,7 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         "undo": _undo_offer(request, grant.mailbox),
         "is_trash": page.folder == TRASH,
         "poll_seconds": settings.WEBMAIL_POLL_SECONDS,
+        "quota_warning": None if request.htmx else quota_warning(grant.mailbox),  # type: ignore[attr-defined]
         # Selecting messages is only offered to who may act on them here (Access); not on a
         # search in every folder, whose rows are in several folders (open one to act on it).
         "can_act": not everywhere
@@ -293,7 +305,10 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             and folder_name != SENT
             and grant.mailbox.status == Mailbox.Status.ACTIVE
             and grant.allows(Access.SEND),
-            "deliveries": delivery_statuses(grant.mailbox, parsed.message_id)
+            "deliveries": [
+                (d, failure_reason(d.last_reply) if d.status == d.Status.FAILED else "")
+                for d in delivery_statuses(grant.mailbox, parsed.message_id)
+            ]
             if folder_name == SENT
             else [],
             "history_url": _history_url(_user(request), grant.mailbox, parsed.message_id),
