@@ -68,8 +68,8 @@ class FolderExists(PortalError):
 
 class FolderProtected(PortalError):
     user_message = (
-        "La boîte de réception, les envoyés, les brouillons et la corbeille ne peuvent être ni "
-        "renommés ni supprimés."
+        "Les dossiers que toute BAL possède (boîte de réception, envoyés, brouillons, "
+        "corbeille…) ne peuvent être ni renommés ni supprimés."
     )
     code = "folder_protected"
     http_status = 409

@@ -17,7 +17,7 @@ from accounts.models import AuditEvent, User
 from mailboxes.access import access_mailbox
 from mailboxes.errors import FolderExists, FolderNameInvalid, FolderProtected, RightMissing
 from mailboxes.models import Mailbox
-from mailboxes.store.imap import MailStore
+from mailboxes.store.imap import SPECIAL_FOLDERS, MailStore
 from mailboxes.webmail.services.folders import folder_create, folder_delete, folder_rename
 from mailboxes.webmail.services.messages import messages_delete, messages_restore
 from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
@@ -266,12 +266,12 @@ def test_folders_of_ones_own_create_rename_delete_when_empty(doctor_box) -> None
     ]
 
 
-def test_the_four_folders_every_bal_has_stay_and_names_are_checked(doctor_box) -> None:
+def test_the_folders_every_bal_has_stay_and_names_are_checked(doctor_box) -> None:
     doctor, box = doctor_box
     grant = access_mailbox(doctor, box.public_id)
     folder_create(grant=grant, actor=doctor, name="Archives")
 
-    for special in ("INBOX", "Sent", "Drafts", "Trash"):
+    for special in SPECIAL_FOLDERS:
         with pytest.raises(FolderProtected):
             folder_delete(grant=grant, actor=doctor, folder=special)
         with pytest.raises(FolderProtected):
@@ -282,7 +282,7 @@ def test_the_four_folders_every_bal_has_stay_and_names_are_checked(doctor_box) -
     with pytest.raises(FolderExists):
         folder_create(grant=grant, actor=doctor, name="archives")
     with MailStore(box.address) as store:
-        assert sorted(store.folder_names()) == ["Archives", "Drafts", "INBOX", "Sent", "Trash"]
+        assert sorted(store.folder_names()) == sorted(["Archives", *SPECIAL_FOLDERS])
     page = _text(_client(doctor).get(f"/bal/{box.public_id}/dossiers/"))
     assert "Archives" in page and "ni renommables ni supprimables" in page
 

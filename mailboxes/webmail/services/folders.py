@@ -1,7 +1,7 @@
 """A BAL's folders of its own: create, rename, delete (empty only), each traced.
 
-Who may classify the BAL's messages (ORGANISE) may also arrange its folders; the four folders
-every BAL has (INBOX, Sent, Drafts, Trash: mailboxes.store.imap.SPECIAL_FOLDERS) are never
+Who may classify the BAL's messages (ORGANISE) may also arrange its folders; the folders
+every BAL has (INBOX, Sent, Drafts, Trash...: mailboxes.store.imap.SPECIAL_FOLDERS) are never
 renamed or deleted, and a name of one's own never takes theirs. A folder is deleted only when
 empty: its messages are never lost on the way (the Trash is where a message goes to die).
 """
