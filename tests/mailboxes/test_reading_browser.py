@@ -232,6 +232,16 @@ def test_the_conversation_view_groups_a_reply_under_its_message(
     page.get_by_role("link", name="Sortie de M. Leroy", exact=True).click()
     page.get_by_role("link", name=re.compile("Message suivant")).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("RE : Sortie de M. Leroy")
+    # r, f and u on the message page.
+    page.keyboard.press("r")
+    expect(page).to_have_url(re.compile(r"/ecrire/\?mode=repondre&"))
+    page.go_back()
+    page.keyboard.press("f")
+    expect(page).to_have_url(re.compile(r"/ecrire/\?mode=transferer&"))
+    page.go_back()
+    page.keyboard.press("u")
+    expect(page).to_have_url(re.compile(r"/\?dossier=INBOX&vue=conversations$"))
+    page.go_back()
     page.get_by_role("link", name="← Retour à la liste").click()
     expect(page.get_by_text("Vue par conversation", exact=True)).to_have_attribute(
         "aria-current", "true"
