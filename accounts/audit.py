@@ -52,6 +52,16 @@ class Action(models.TextChoices):
     MESSAGE_MOVE = "message.move", _noop("Déplacement de messages")
     MESSAGE_DELETE = "message.delete", _noop("Suppression de messages")
     TRASH_EMPTIED = "mailbox.trash_emptied", _noop("Corbeille vidée")
+    MESSAGE_RESTORED = "message.restored", _noop("Messages remis hors de la corbeille")
+    MESSAGE_ATTACHMENT_PREVIEW = (
+        "message.attachment_preview",
+        _noop("Aperçu d'une pièce jointe"),
+    )
+    MESSAGE_PRINTED = "message.printed", _noop("Impression d'un message")
+    # A BAL's folders of its own (mailboxes.webmail.services.folders)
+    FOLDER_CREATED = "folder.created", _noop("Création d'un dossier")
+    FOLDER_RENAMED = "folder.renamed", _noop("Renommage d'un dossier")
+    FOLDER_DELETED = "folder.deleted", _noop("Suppression d'un dossier")
     # The handover of a team BAL's messages: « Je m'en occupe », « Terminé », « Rendre »
     MESSAGE_TAKEN = "message.taken", _noop("Prise en charge d'un message")
     MESSAGE_DONE = "message.done", _noop("Message traité")

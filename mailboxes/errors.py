@@ -51,6 +51,39 @@ class FolderInvalid(PortalError):
     http_status = 404
 
 
+class FolderNameInvalid(PortalError):
+    user_message = (
+        "Nom de dossier invalide : 1 à 60 caractères, sans « / », « * », « % », guillemet ni "
+        "barre oblique inverse."
+    )
+    code = "folder_name_invalid"
+    http_status = 400
+
+
+class FolderExists(PortalError):
+    user_message = "Un dossier de ce nom existe déjà dans cette boîte aux lettres."
+    code = "folder_exists"
+    http_status = 409
+
+
+class FolderProtected(PortalError):
+    user_message = (
+        "Les dossiers que toute BAL possède (boîte de réception, envoyés, brouillons, "
+        "corbeille…) ne peuvent être ni renommés ni supprimés."
+    )
+    code = "folder_protected"
+    http_status = 409
+
+
+class FolderNotEmpty(PortalError):
+    user_message = (
+        "Ce dossier contient encore des messages : déplacez-les ou mettez-les à la corbeille, "
+        "puis supprimez le dossier."
+    )
+    code = "folder_not_empty"
+    http_status = 409
+
+
 class RecoveryKeyMissing(PortalError):
     user_message = (
         "Aucune clé de recouvrement n'est enregistrée pour la structure : déposez la clé "

@@ -4,7 +4,7 @@ from django.urls import path
 
 from mailboxes.console.views import bals, people
 from mailboxes.software import views as software
-from mailboxes.webmail.views import compose, documents, reading
+from mailboxes.webmail.views import compose, documents, organising, printing, reading
 
 app_name = "mailboxes"
 
@@ -33,11 +33,24 @@ urlpatterns = [
         name="delegation_revoke",
     ),
     path("<uuid:public_id>/actions/", reading.act, name="act"),
-    path("<uuid:public_id>/corbeille/vider/", reading.empty_trash, name="empty_trash"),
+    path("<uuid:public_id>/corbeille/vider/", organising.empty_trash, name="empty_trash"),
+    path("<uuid:public_id>/corbeille/annuler/", organising.restore, name="restore"),
+    path("<uuid:public_id>/dossiers/", organising.folders_manage, name="folders_manage"),
     path("<uuid:public_id>/messages/<int:uid>/", reading.message, name="message"),
     path("<uuid:public_id>/messages/<int:uid>/accuse/", reading.receipt, name="receipt"),
     path("<uuid:public_id>/messages/<int:uid>/prise-en-charge/", reading.handle, name="handle"),
     path("<uuid:public_id>/messages/<int:uid>/contenu/", reading.message_body, name="message_body"),
+    path("<uuid:public_id>/messages/<int:uid>/imprimer/", printing.message_print, name="print"),
+    path(
+        "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/apercu/",
+        printing.attachment_preview,
+        name="attachment_preview",
+    ),
+    path(
+        "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/apercu/fichier/",
+        printing.attachment_file,
+        name="attachment_file",
+    ),
     path(
         "<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/",
         reading.attachment,

@@ -29,7 +29,7 @@ from imapclient.datetime_util import format_criteria_date
 from imapclient.exceptions import IMAPClientError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.imapclient import _literal
-from imapclient.response_parser import parse_message_list
+from imapclient.response_parser import parse_message_list, parse_response
 
 from mailboxes.errors import ControlCharacters, StoreUnavailable
 from mailboxes.store import lmtp
@@ -50,7 +50,14 @@ SORT_ORDERS = {
     "sender": [b"FROM"],
     "subject": [b"SUBJECT"],
     "size": [b"REVERSE", b"SIZE"],
+    "size-asc": [b"SIZE"],
+    "sender-desc": [b"REVERSE", b"FROM"],
+    "subject-desc": [b"REVERSE", b"SUBJECT"],
+    "arrival-asc": [b"ARRIVAL"],
 }
+# A folder name of one's own: no hierarchy separator (Dovecot's is « / », deploy/dovecot), no
+# LIST wildcard (RFC 3501 §6.3.8), no control character; at most 60 characters.
+FOLDER_NAME = re.compile(r"^[^/*%\x00-\x1f\x7f\\\"]{1,60}$")
 TRASH = "Trash"
 SENT = "Sent"
 DRAFTS = "Drafts"
@@ -138,6 +145,7 @@ class Summary:
     author: Address | None = None  # Sender: when it is not the From: address (RFC 5322 §3.6.2)
     taken: bool = False
     done: bool = False
+    folder: str = ""  # the folder it lives in (a search across every folder shows it)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,9 @@ class Page:
     total: int
     number: int
     per_page: int
+    # The conversation view: the UIDs of each conversation of the page, in the order shown
+    # (``total`` and ``per_page`` then count conversations).
+    threads: tuple[tuple[int, ...], ...] = ()
 
     @property
     def pages(self) -> int:
@@ -172,16 +183,46 @@ class Criteria:
     # restricted to ``message_ids``, the ones the person took: the database knows who).
     handling: str = ""
     message_ids: tuple[str, ...] = ()
+    # The quick search box: sender, subject or text at once.
+    text: str = ""
+    unread: bool = False
+    flagged: bool = False
+    # IMAP cannot search BODYSTRUCTURE (RFC 3501 §6.4.4 has no key for it): a message with
+    # attachments is approximated by its top-level « Content-Type: multipart/mixed », the
+    # structure every mailer gives to a text with files joined (RFC 2046 §5.1.3). A
+    # multipart/related HTML mail with inline images only is not found; a multipart/mixed
+    # whose only part is text is.
+    attachments: bool = False
 
     def is_empty(self) -> bool:
         return not (
-            self.sender or self.subject or self.body or self.since or self.before or self.handling
+            self.sender
+            or self.subject
+            or self.body
+            or self.since
+            or self.before
+            or self.handling
+            or self.text
+            or self.unread
+            or self.flagged
+            or self.attachments
         )
 
     def imap(self) -> list[bytes]:
         """IMAP SEARCH keys (RFC 3501 §6.4.4), each text a literal (§4.3) in UTF-8; BEFORE is
         exclusive, so the day after is used."""
         keys: list[bytes] = []
+        if self.text:
+            # OR is binary (§6.4.4): OR FROM x (OR SUBJECT x TEXT x), no parentheses needed.
+            literal = self.text.encode("utf-8")
+            keys += [b"OR", b"FROM", _literal(literal), b"OR", b"SUBJECT", _literal(literal)]
+            keys += [b"TEXT", _literal(literal)]
+        if self.unread:
+            keys.append(b"UNSEEN")
+        if self.flagged:
+            keys.append(b"FLAGGED")
+        if self.attachments:
+            keys += [b"HEADER", b"Content-Type", b"multipart/mixed"]
         for key, text in ((b"FROM", self.sender), (b"SUBJECT", self.subject), (b"BODY", self.body)):
             if text:
                 keys += [key, _literal(text.encode("utf-8"))]
@@ -235,7 +276,7 @@ def _has_attachments(structure: Any) -> bool:
         return False
 
 
-def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
+def _summary(uid: int, data: dict[bytes, Any], folder: str = "") -> Summary:
     envelope = data.get(b"ENVELOPE")
     flags = set(data.get(b"FLAGS", ()))
     senders = _addresses(envelope.from_ if envelope else None)
@@ -256,6 +297,7 @@ def _summary(uid: int, data: dict[bytes, Any]) -> Summary:
         author=_author(envelope, senders),
         taken=TAKEN in flags,
         done=DONE in flags,
+        folder=folder,
     )
 
 
@@ -400,6 +442,18 @@ class MailStore:
 
     # -- listing ---------------------------------------------------------------------------
 
+    def ordered_uids(
+        self, folder: str, *, criteria: Criteria | None = None, order: str = "arrival"
+    ) -> list[int]:
+        """The UIDs of ``folder`` matching ``criteria``, in the list's order. Default order:
+        last arrived first (UIDs grow with arrival, RFC 3501 §2.3.1.1); other orders use
+        server-side SORT (RFC 5256)."""
+        self.client.select_folder(folder, readonly=True)
+        keys = criteria.imap() if criteria else [b"ALL"]
+        if order == "arrival":
+            return sorted(self._search(keys), reverse=True)
+        return self._search(keys, sort=SORT_ORDERS[order])
+
     def page(
         self,
         folder: str,
@@ -409,14 +463,8 @@ class MailStore:
         criteria: Criteria | None = None,
         order: str = "arrival",
     ) -> Page:
-        """One page of ``folder``. Default order: last arrived first (UIDs grow with arrival,
-        RFC 3501 §2.3.1.1); other orders use server-side SORT (RFC 5256)."""
-        self.client.select_folder(folder, readonly=True)
-        keys = criteria.imap() if criteria else [b"ALL"]
-        if order == "arrival":
-            uids = sorted(self._search(keys), reverse=True)
-        else:
-            uids = self._search(keys, sort=SORT_ORDERS[order])
+        """One page of ``folder`` in the list's order (``ordered_uids``)."""
+        uids = self.ordered_uids(folder, criteria=criteria, order=order)
         total = len(uids)
         number = max(1, min(number, max(1, -(-total // per_page))))
         chunk = uids[(number - 1) * per_page : number * per_page]
@@ -425,8 +473,112 @@ class MailStore:
             if chunk
             else {}
         )
-        messages = [_summary(uid, fetched[uid]) for uid in chunk if uid in fetched]
+        messages = [_summary(uid, fetched[uid], folder) for uid in chunk if uid in fetched]
         return Page(folder=folder, messages=messages, total=total, number=number, per_page=per_page)
+
+    def threads(self, folder: str, *, criteria: Criteria | None = None) -> list[list[int]]:
+        """The conversations of ``folder`` matching ``criteria``: UID THREAD REFERENCES
+        (RFC 5256 §3: by References / In-Reply-To, then subject), each conversation's UIDs in
+        its tree order (the first message first), the conversation with the latest arrival
+        first."""
+        self.client.select_folder(folder, readonly=True)
+        keys = criteria.imap() if criteria else [b"ALL"]
+        data = self.client._raw_command_untagged(b"THREAD", [b"REFERENCES", b"UTF-8", *keys])
+        found = [_flatten(tree) for tree in parse_response(data)]
+        found = [uids for uids in found if uids]
+        return sorted(found, key=max, reverse=True)
+
+    def thread_page(
+        self,
+        folder: str,
+        *,
+        number: int = 1,
+        per_page: int = 50,
+        criteria: Criteria | None = None,
+    ) -> Page:
+        """One page of conversations of ``folder`` (``threads``)."""
+        found = self.threads(folder, criteria=criteria)
+        total = len(found)
+        number = max(1, min(number, max(1, -(-total // per_page))))
+        chunk = found[(number - 1) * per_page : number * per_page]
+        uids = [uid for thread in chunk for uid in thread]
+        fields = ["ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"]
+        fetched = self.client.fetch(uids, fields) if uids else {}
+        messages = [_summary(uid, fetched[uid], folder) for uid in uids if uid in fetched]
+        return Page(
+            folder=folder,
+            messages=messages,
+            total=total,
+            number=number,
+            per_page=per_page,
+            threads=tuple(tuple(t) for t in chunk),
+        )
+
+    def everywhere(
+        self, folders: Sequence[str], *, criteria: Criteria, limit: int = 500
+    ) -> list[tuple[str, int]]:
+        """(folder, UID) of the messages matching ``criteria`` in every one of ``folders``,
+        newest first by SORT (REVERSE DATE) within a folder, then merged by date; at most
+        ``limit`` (the most recent of each folder first)."""
+        found: list[tuple[datetime, str, int]] = []
+        for name in folders:
+            self.client.select_folder(name, readonly=True)
+            uids = self._search(criteria.imap(), sort=SORT_ORDERS["date"])[:limit]
+            if not uids:
+                continue
+            for uid, data in self.client.fetch(uids, ["INTERNALDATE"]).items():
+                when = data.get(b"INTERNALDATE")
+                found.append((_comparable(when), name, int(uid)))
+        found.sort(key=lambda item: item[0], reverse=True)
+        return [(name, uid) for _when, name, uid in found[:limit]]
+
+    def summaries(self, refs: Sequence[tuple[str, int]]) -> list[Summary]:
+        """The list rows of these (folder, UID), in that order (a page of ``everywhere``)."""
+        by_folder: dict[str, list[int]] = {}
+        for name, uid in refs:
+            by_folder.setdefault(name, []).append(uid)
+        fetched: dict[tuple[str, int], Summary] = {}
+        for name, uids in by_folder.items():
+            self.client.select_folder(name, readonly=True)
+            data = self.client.fetch(uids, ["ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"])
+            for uid in uids:
+                if uid in data:
+                    fetched[(name, uid)] = _summary(uid, data[uid], name)
+        return [fetched[ref] for ref in refs if ref in fetched]
+
+    # -- folders of one's own ----------------------------------------------------------------
+
+    def folder_create(self, name: str) -> None:
+        """CREATE (RFC 3501 §6.3.3), subscribed so that every client shows it (§6.3.6)."""
+        self.client.create_folder(name)
+        self.client.subscribe_folder(name)
+
+    def folder_rename(self, name: str, new_name: str) -> None:
+        """RENAME (RFC 3501 §6.3.5); the subscription follows the new name."""
+        self.client.rename_folder(name, new_name)
+        with suppress(IMAPClientError):
+            self.client.unsubscribe_folder(name)
+        self.client.subscribe_folder(new_name)
+
+    def folder_total(self, name: str) -> int:
+        return int(self.client.folder_status(name, [b"MESSAGES"])[b"MESSAGES"])
+
+    def folder_delete(self, name: str) -> None:
+        """DELETE (RFC 3501 §6.3.4); the caller checked that it is empty."""
+        with suppress(IMAPClientError):
+            self.client.unsubscribe_folder(name)
+        self.client.delete_folder(name)
+
+    def with_message_ids(self, folder: str, message_ids: Sequence[str]) -> list[int]:
+        """The UIDs of ``folder`` whose Message-ID is one of ``message_ids`` (exact header
+        search, each id a literal)."""
+        if not message_ids:
+            return []
+        self.client.select_folder(folder)
+        found: set[int] = set()
+        for start in range(0, len(message_ids), 20):  # short command lines
+            found.update(self._search(_any_message_id(message_ids[start : start + 20])))
+        return sorted(found)
 
     # -- one message -----------------------------------------------------------------------
 
@@ -587,6 +739,24 @@ class MailStore:
                 if uid in sizes:
                     batch.append(uid)
                     total += size
+
+
+def _flatten(tree: Any) -> list[int]:
+    """The UIDs of one THREAD answer's tree, depth first (RFC 5256 §4: a parenthesised list
+    is a branch; its first element is the parent of the rest)."""
+    if isinstance(tree, int):
+        return [tree]
+    result: list[int] = []
+    for item in tree if isinstance(tree, tuple | list) else ():
+        result += _flatten(item)
+    return result
+
+
+def _comparable(when: datetime | None) -> datetime:
+    """An INTERNALDATE to sort with others, naive or not (imapclient keeps the offset)."""
+    if when is None:
+        return datetime.min
+    return when.replace(tzinfo=None) - (when.utcoffset() or timedelta(0))
 
 
 def _id_key(message_id: str) -> str:

@@ -25,7 +25,17 @@ ORDERS = {
     "expediteur": "sender",
     "objet": "subject",
     "taille": "size",
+    "taille-croissante": "size-asc",
+    "expediteur-inverse": "sender-desc",
+    "objet-inverse": "subject-desc",
 }
+# What a list page is (besides its folder): kept by « Retour à la liste », previous / next on
+# the message page and the actions on a selection.
+LIST_PARAMS = (
+    "page", "tri", "q", "de", "objet", "texte", "du", "au", "suivi", "nonlus", "suivis", "pj",
+    "partout", "vue",
+)  # fmt: skip
+SEARCH_PARAMS = tuple(p for p in LIST_PARAMS if p not in ("page", "tri", "vue"))
 
 
 CONTROL_ERROR = (
@@ -80,6 +90,14 @@ class FolderQuery(WebmailForm):
     dossier = forms.CharField(label="Dossier", max_length=200, required=False)
     page = forms.IntegerField(label="Page", min_value=1, max_value=100_000, required=False)
     tri = forms.ChoiceField(label="Tri", choices=[(k, k) for k in ORDERS], required=False)
+    q = forms.CharField(label="Rechercher", max_length=200, required=False)
+    nonlus = forms.BooleanField(label="Non lus", required=False)
+    suivis = forms.BooleanField(label="Suivis", required=False)
+    pj = forms.BooleanField(label="Avec pièces jointes", required=False)
+    partout = forms.BooleanField(label="Dans tous les dossiers", required=False)
+    vue = forms.ChoiceField(
+        label="Vue", choices=[("conversations", "Par conversation")], required=False
+    )
     de = forms.CharField(label="Expéditeur", max_length=200, required=False)
     objet = forms.CharField(label="Objet", max_length=200, required=False)
     texte = forms.CharField(label="Texte", max_length=200, required=False)
@@ -134,6 +152,10 @@ class FolderQuery(WebmailForm):
             return Criteria()
         d = self.cleaned_data
         return Criteria(
+            text=d["q"].strip(),
+            unread=d["nonlus"],
+            flagged=d["suivis"],
+            attachments=d["pj"],
             sender=d["de"],
             subject=d["objet"],
             body=d["texte"],
@@ -142,6 +164,25 @@ class FolderQuery(WebmailForm):
             handling=d["suivi"],
             message_ids=mine if d["suivi"] == "moi" else (),
         )
+
+    @property
+    def everywhere(self) -> bool:
+        return bool(self.is_valid() and self.cleaned_data.get("partout"))
+
+    @property
+    def threaded(self) -> bool:
+        """The conversation view (never with a search in every folder)."""
+        if not (self.is_valid() and self.cleaned_data.get("vue") == "conversations"):
+            return False
+        return not (self.everywhere and not self.criteria().is_empty())
+
+    def list_params(self, *, keep_page: bool = True) -> dict[str, str]:
+        """The list's parameters as given (valid ones only), to carry in links."""
+        if not self.is_bound:
+            return {}
+        keys = LIST_PARAMS if keep_page else (*SEARCH_PARAMS, "tri", "vue")
+        self.is_valid()  # fills self.errors: a value refused is not carried
+        return {k: str(self.data.get(k)) for k in keys if self.data.get(k) and k not in self.errors}
 
 
 class MessageQuery(WebmailForm):
@@ -155,6 +196,33 @@ class HandoverStep(WebmailForm):
         label="Étape",
         choices=[("prendre", "Je m'en occupe"), ("terminer", "Terminé"), ("rendre", "Rendre")],
     )
+
+
+class FolderChange(WebmailForm):
+    """The folders page: create a folder, rename or delete one of the BAL's own."""
+
+    action = forms.ChoiceField(
+        label="Action",
+        choices=[("creer", "Créer"), ("renommer", "Renommer"), ("supprimer", "Supprimer")],
+        error_messages={"invalid_choice": "Action inconnue."},
+    )
+    dossier = forms.CharField(label="Dossier", max_length=200, required=False)
+    nom = forms.CharField(label="Nom du dossier", max_length=200, required=False, strip=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        action = data.get("action")
+        if action in ("creer", "renommer") and not (data.get("nom") or "").strip():
+            self.add_error("nom", "Indiquez le nom du dossier.")
+        if action in ("renommer", "supprimer") and not data.get("dossier"):
+            self.add_error("dossier", "Choisissez le dossier.")
+        return data
+
+
+class RestoreRequest(WebmailForm):
+    """« Annuler » after « placés dans la corbeille »: which undo (the session holds it)."""
+
+    jeton = forms.RegexField(label="Annulation", regex=r"^[0-9a-f]{32}$")
 
 
 class ReceiptAnswer(WebmailForm):

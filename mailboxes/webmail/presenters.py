@@ -33,6 +33,9 @@ class Row:
     author: str = ""  # « Envoyé par … » when a colleague wrote from the team BAL
     handling: str = ""  # « Pris en charge par … · 14:05 » / « Terminé par … »
     handling_state: str = ""  # taken / done / "" (à traiter)
+    folder_label: str = ""  # a search in every folder: the folder each message is in
+    thread_size: int = 0  # the conversation view: on a conversation's first message, its size
+    thread_reply: bool = False  # the conversation view: a message after the first
     delivery: str = ""  # Sent: attente / transmis / remis / lu / echec ("" when unknown)
     delivery_text: str = ""
 
@@ -110,12 +113,22 @@ def rows(
     mailbox_public_id: object,
     handlings: dict[str, MessageHandling] | None = None,
     deliveries: dict[str, list[OutboundDelivery]] | None = None,
+    *,
+    list_qs: str = "",
+    labels: dict[str, str] | None = None,
 ) -> list[Row]:
+    """The rows of a page; each link carries ``list_qs`` (the list's page, order and search)
+    so that the message page can go back to it and to its neighbours. ``labels``: folder
+    name -> label, given for a search in every folder (each row names its folder)."""
     base = reverse("mailboxes:message", args=[mailbox_public_id, 0]).removesuffix("0/")
-    suffix = f"/?dossier={quote(page.folder, safe='')}"
-    outgoing = page.folder in OUTGOING
+    extra = f"&{list_qs}" if list_qs else ""
+    first_of = {t[0]: len(t) for t in page.threads if len(t) > 1}
+    replies = {uid for t in page.threads for uid in t[1:]}
     result = []
     for m in page.messages:
+        folder = m.folder or page.folder
+        outgoing = folder in OUTGOING
+        suffix = f"/?dossier={quote(folder, safe='')}{extra}"
         when = m.date
         if when is not None and timezone.is_naive(when):
             when = timezone.make_aware(when, UTC)
@@ -135,8 +148,27 @@ def rows(
                 author=(m.author.name or m.author.email) if m.author else "",
                 handling=handling_text((handlings or {}).get(m.message_id)),
                 handling_state="done" if m.done else "taken" if m.taken else "",
+                folder_label=labels.get(folder, folder) if labels is not None else "",
+                thread_size=first_of.get(m.uid, 0),
+                thread_reply=m.uid in replies,
                 delivery=(state := delivery_state((deliveries or {}).get(m.message_id, []))),
                 delivery_text=DELIVERY_TEXTS.get(state, ""),
             )
         )
     return result
+
+
+# What may show inline, from our origin: PDF (Chromium's viewer) and raster images. Never SVG
+# (it runs script), never HTML or anything else: those stay downloads.
+PREVIEW_TYPES = {
+    "application/pdf": "pdf",
+    "image/png": "image",
+    "image/jpeg": "image",
+    "image/gif": "image",
+    "image/webp": "image",
+}
+
+
+def preview_type(content_type: str) -> str:
+    """« pdf », « image », or "" for a type that is never shown inline."""
+    return PREVIEW_TYPES.get(content_type.lower().strip(), "")

@@ -14,7 +14,7 @@ from accounts.models import AuditEvent, User
 from mailboxes.access import Access, Grant
 from mailboxes.errors import StoreUnavailable
 from mailboxes.models import Mailbox, MessageHandling, OutboundDelivery, OutboundMessage
-from mailboxes.store.imap import SPECIAL_FOLDERS, MailStore
+from mailboxes.store.imap import SPECIAL_FOLDERS, Criteria, Folder, MailStore
 from mailboxes.transport import quota
 
 
@@ -51,6 +51,76 @@ def folder_arrivals(grant: Grant, folder: str, since: int) -> Arrivals | None:
             return None
         unread, arrived = store.arrivals(folder, since)
     return Arrivals(str(SPECIAL_FOLDERS.get(folder, folder)), unread, arrived)
+
+
+Ref = tuple[str, int]  # (folder, UID)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The messages above and below one message in the list it was opened from."""
+
+    previous: Ref | None
+    next: Ref | None
+    position: int  # 1-based; 0 when the message is no longer in that list
+    total: int
+    folders: tuple[Folder, ...] = ()  # the BAL's folders, when asked for (to move it)
+
+
+def list_neighbours(
+    grant: Grant,
+    folder: str,
+    uid: int,
+    *,
+    criteria: Criteria | None,
+    order: str,
+    everywhere: bool = False,
+    threaded: bool = False,
+    with_folders: bool = False,
+) -> Neighbours:
+    """Previous / next of ``uid`` in the list (folder, search, order, or the conversation view)
+    its page came from, for the message page. UIDs only: nothing is opened or marked, so
+    nothing is traced (like the counts); ``with_folders``: the BAL's folders too, in the same
+    IMAP session. Empty for a folder the BAL does not have or a person who may not read it."""
+    none = Neighbours(None, None, 0, 0)
+    if not grant.allows(Access.READ):
+        return none
+    searching = criteria is not None and not criteria.is_empty()
+    with MailStore(grant.mailbox.address) as store:
+        if not store.folder_exists(folder):
+            return none
+        folders = tuple(store.folders()) if with_folders else ()
+        if everywhere and searching:
+            assert criteria is not None
+            refs = store.everywhere(store.folder_names(), criteria=criteria)
+        elif threaded:
+            threads = store.threads(folder, criteria=criteria if searching else None)
+            refs = [(folder, u) for thread in threads for u in thread]
+        else:
+            found = store.ordered_uids(
+                folder, criteria=criteria if searching else None, order=order
+            )
+            refs = [(folder, u) for u in found]
+    try:
+        at = refs.index((folder, uid))
+    except ValueError:
+        return Neighbours(None, None, 0, len(refs), folders)
+    return Neighbours(
+        refs[at - 1] if at > 0 else None,
+        refs[at + 1] if at + 1 < len(refs) else None,
+        at + 1,
+        len(refs),
+        folders,
+    )
+
+
+def folders_of(grant: Grant) -> list[Folder]:
+    """The BAL's folders with their counts (STATUS only, untraced like the switcher's counts),
+    for the page that arranges them."""
+    if not grant.allows(Access.READ):
+        return []
+    with MailStore(grant.mailbox.address) as store:
+        return store.folders()
 
 
 def delivery_statuses(mailbox: Mailbox, message_id: str) -> list[OutboundDelivery]:

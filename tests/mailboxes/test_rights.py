@@ -114,6 +114,8 @@ def _scene(persona: str) -> Scene:
     with MailStore(box.address) as store:
         for subject in ("Ancien D", "Ancien E"):
             store.append(TRASH, make_message(subject=subject, to=box.address), flags=())
+        for name in ("Classement", "Vide"):
+            store.folder_create(name)
     index = parse_message(raw).attachments[0].index
     return Scene(cast, box, other, user, rights, colleague, revocable, index)
 
@@ -129,6 +131,11 @@ class Action:
 
 def _act(client: Client, s: Scene, **data: Any) -> Any:
     return client.post(f"/bal/{s.box.public_id}/actions/", data)
+
+
+def _folder_names(s: Scene) -> list[str]:
+    with MailStore(s.box.address) as store:
+        return store.folder_names()
 
 
 def _uid(s: Scene, folder: str, subject: str) -> int:
@@ -176,6 +183,52 @@ ACTIONS = [
         changes=False,
     ),
     Action(
+        "imprimer",
+        Access.READ,
+        lambda c, s: c.get(
+            f"/bal/{s.box.public_id}/messages/{_uid(s, 'INBOX', 'Compte rendu B')}/imprimer/",
+            {"dossier": "INBOX"},
+        ),
+        lambda s: True,
+        changes=False,
+    ),
+    Action(
+        "aperçu de la pièce jointe",
+        Access.READ,
+        lambda c, s: c.get(
+            f"/bal/{s.box.public_id}/messages/{_uid(s, 'INBOX', 'Compte rendu A')}/pieces/"
+            f"{s.attachment_index}/apercu/fichier/",
+            {"dossier": "INBOX"},
+        ),
+        lambda s: True,
+        changes=False,
+    ),
+    Action(
+        "créer un dossier",
+        Access.ORGANISE,
+        lambda c, s: c.post(
+            f"/bal/{s.box.public_id}/dossiers/", {"action": "creer", "nom": "Neuf"}
+        ),
+        lambda s: "Neuf" in _folder_names(s),
+    ),
+    Action(
+        "renommer un dossier",
+        Access.ORGANISE,
+        lambda c, s: c.post(
+            f"/bal/{s.box.public_id}/dossiers/",
+            {"action": "renommer", "dossier": "Classement", "nom": "Classé"},
+        ),
+        lambda s: "Classé" in _folder_names(s),
+    ),
+    Action(
+        "supprimer un dossier vide",
+        Access.ORGANISE,
+        lambda c, s: c.post(
+            f"/bal/{s.box.public_id}/dossiers/", {"action": "supprimer", "dossier": "Vide"}
+        ),
+        lambda s: "Vide" not in _folder_names(s),
+    ),
+    Action(
         "marquer pour suivi",
         Access.ORGANISE,
         lambda c, s: _act(
@@ -219,6 +272,13 @@ ACTIONS = [
             c, s, dossier=TRASH, action="supprimer", uids=[_uid(s, TRASH, "Ancien D")]
         ),
         lambda s: "Ancien D" not in folder_state(s.box.address, TRASH),
+    ),
+    Action(
+        "demander à vider la corbeille",
+        Access.MANAGE,
+        lambda c, s: c.get(f"/bal/{s.box.public_id}/corbeille/vider/"),
+        lambda s: True,
+        changes=False,
     ),
     Action(
         "vider la corbeille",
@@ -319,6 +379,8 @@ def _buttons_match_rights(client: Client, s: Scene, rights: set[Access]) -> None
         "répondre": "Répondre" in message,
         "accusé de lecture": "Envoyer l'accusé de lecture" in message,
         "délégations": f'href="{base}/delegations/"' in inbox,
+        "gérer les dossiers": "Gérer les dossiers" in inbox,
+        "déplacer le message": "Déplacer vers" in message,
     }
     expected = {
         "sélection de messages": organise,
@@ -331,6 +393,8 @@ def _buttons_match_rights(client: Client, s: Scene, rights: set[Access]) -> None
         "répondre": send,
         "accusé de lecture": send,
         "délégations": manage,
+        "gérer les dossiers": organise,
+        "déplacer le message": organise,
     }
     assert seen == expected
 
@@ -373,7 +437,8 @@ def test_every_action_against_every_right(dovecot, persona: str) -> None:
 
 _STORE_ACTIONS = {
     "marquer pour suivi", "marquer comme lu", "déplacer", "mettre à la corbeille",
-    "supprimer définitivement", "vider la corbeille",
+    "supprimer définitivement", "vider la corbeille", "créer un dossier", "renommer un dossier",
+    "supprimer un dossier vide",
 }  # fmt: skip
 
 

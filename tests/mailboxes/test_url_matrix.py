@@ -94,6 +94,11 @@ RULES: dict[str, str] = {
     "bal/<uuid:public_id>/delegations/<uuid:access_id>/retirer/": "object",
     "bal/<uuid:public_id>/actions/": "object",
     "bal/<uuid:public_id>/corbeille/vider/": "object",
+    "bal/<uuid:public_id>/corbeille/annuler/": "object",
+    "bal/<uuid:public_id>/dossiers/": "object",
+    "bal/<uuid:public_id>/messages/<int:uid>/imprimer/": "object",
+    "bal/<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/apercu/": "object",
+    "bal/<uuid:public_id>/messages/<int:uid>/pieces/<int:index>/apercu/fichier/": "object",
     "bal/<uuid:public_id>/messages/<int:uid>/": "object",
     "bal/<uuid:public_id>/messages/<int:uid>/accuse/": "object",
     "bal/<uuid:public_id>/messages/<int:uid>/prise-en-charge/": "object",
@@ -330,9 +335,10 @@ def test_foreign_objects_answer_404_to_every_persona(world: World) -> None:
     # the other director opens the console of the clinique.
     owner = owner_of["bal/"]
     for route in objects:
-        if route.startswith("bal/") and "retirer" not in route:
+        if route.startswith("bal/") and "retirer" not in route and "/apercu/" not in route:
             # 200, 204 for the polling that has nothing to announce, or 405 where the URL
-            # only takes POST (an action).
+            # only takes POST (an action). The attachment here is a ZIP, which has no preview
+            # (404 for its owner too: test_reading_organising shows a PDF's and an image's).
             assert owner.get(concrete(route, world.values)).status_code in (200, 204, 405), route
     director = owner_of["console/"]
     for suffix in ("", "personnes/", "journal/", f"bal/{world.values['bal_id']}/"):

@@ -313,7 +313,7 @@ def test_flag_unread_move_delete_and_empty_trash(world: World) -> None:
         f"{box}/actions/", {"dossier": "INBOX", "action": "supprimer", "uids": [3]}, follow=True
     )
 
-    assert "Messages supprimés." in r.content.decode()
+    assert "1 message placé dans la corbeille." in r.content.decode()
     inbox = client.get(f"{box}/?dossier=INBOX").content.decode()
     assert "Un" in inbox and "⚑" in inbox and "Deux" not in inbox and "Trois" not in inbox
     assert "Deux" in client.get(f"{box}/?dossier=Drafts").content.decode()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -122,12 +123,23 @@ def folder_open(
     per_page: int = 50,
     criteria: Criteria | None = None,
     order: str = "arrival",
+    everywhere: bool = False,
+    threaded: bool = False,
     request: HttpRequest | None = None,
 ) -> tuple[list[Folder], Page]:
     """The folders of the BAL with their counts, and one page of ``folder`` (optionally a
-    search). Raises FolderInvalid, StoreUnavailable."""
+    search). ``everywhere``: the search runs in every folder of the BAL, newest first, each
+    row naming its folder (``Summary.folder``); without a search it is ignored. ``threaded``:
+    the conversation view (``MailStore.thread_page``; not with ``everywhere``, and its order
+    is its own). Raises FolderInvalid, StoreUnavailable."""
     searching = criteria is not None and not criteria.is_empty()
-    details = {"folder": folder, "page": page, "search": searching}
+    everywhere = everywhere and searching
+    details: dict[str, Any] = {"folder": folder, "page": page, "search": searching}
+    if everywhere:
+        details["everywhere"] = True
+    threaded = threaded and not everywhere
+    if threaded:
+        details["threaded"] = True
     with _session(
         grant=grant,
         actor=actor,
@@ -137,13 +149,31 @@ def folder_open(
         folders=[folder],
     ) as (store, _):
         folders = store.folders()
-        listing = store.page(
-            folder,
-            number=page,
-            per_page=per_page,
-            criteria=criteria if searching else None,
-            order=order,
-        )
+        if everywhere:
+            assert criteria is not None
+            refs = store.everywhere([f.name for f in folders], criteria=criteria)
+            total = len(refs)
+            number = max(1, min(page, max(1, -(-total // per_page))))
+            chunk = refs[(number - 1) * per_page : number * per_page]
+            listing = Page(
+                folder=folder,
+                messages=store.summaries(chunk),
+                total=total,
+                number=number,
+                per_page=per_page,
+            )
+        elif threaded:
+            listing = store.thread_page(
+                folder, number=page, per_page=per_page, criteria=criteria if searching else None
+            )
+        else:
+            listing = store.page(
+                folder,
+                number=page,
+                per_page=per_page,
+                criteria=criteria if searching else None,
+                order=order,
+            )
     return folders, listing
 
 
@@ -156,12 +186,13 @@ def _read(
     request: HttpRequest | None,
     mark_seen: bool,
     details: dict[str, Any],
+    action: Action = Action.MESSAGE_READ,
 ) -> tuple[bytes, Summary, Parsed]:
     """Fetch one message inside a traced session (the trace carries its Message-ID)."""
     with _session(
         grant=grant,
         actor=actor,
-        action=Action.MESSAGE_READ,
+        action=action,
         request=request,
         details={"folder": folder, "uid": uid, **details},
         folders=[folder],
@@ -220,6 +251,24 @@ def message_raw(
     return raw
 
 
+def message_print(
+    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
+) -> tuple[Parsed, Summary]:
+    """The message for its print page: read (READ) without marking it, traced as a print
+    (``message.printed``) with its Message-ID. Raises Http404."""
+    _raw, summary, parsed = _read(
+        grant=grant,
+        actor=actor,
+        folder=folder,
+        uid=uid,
+        request=request,
+        mark_seen=False,
+        details={},
+        action=Action.MESSAGE_PRINTED,
+    )
+    return parsed, summary
+
+
 def message_body_open(
     *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
 ) -> str | None:
@@ -250,12 +299,15 @@ def attachment_open(
     uid: int,
     index: int,
     request: HttpRequest | None = None,
+    preview: bool = False,
 ) -> tuple[Attachment, bytes]:
+    """One attachment of a message (READ), traced as a download or, with ``preview``, as an
+    « aperçu » (the preview page and its frame). Raises Http404."""
     details = {"folder": folder, "uid": uid, "part": index}
     with _session(
         grant=grant,
         actor=actor,
-        action=Action.MESSAGE_ATTACHMENT_DOWNLOAD,
+        action=Action.MESSAGE_ATTACHMENT_PREVIEW if preview else Action.MESSAGE_ATTACHMENT_DOWNLOAD,
         request=request,
         details=details,
         folders=[folder],
@@ -309,6 +361,15 @@ def messages_move(
         return store.move(folder, uids, target)
 
 
+@dataclass(frozen=True)
+class Removed:
+    """What ``messages_delete`` did: the UIDs that existed and their Message-IDs (what
+    « Annuler » finds again in the Trash)."""
+
+    uids: list[int]
+    message_ids: list[str]
+
+
 def messages_delete(
     *,
     grant: Grant,
@@ -316,7 +377,7 @@ def messages_delete(
     folder: str,
     uids: Sequence[int],
     request: HttpRequest | None = None,
-) -> list[int]:
+) -> Removed:
     """Move to Trash (ORGANISE); in Trash, delete for good (MANAGE)."""
     permanent = folder == TRASH
     details = {"folder": folder, "uids": list(uids), "permanent": permanent}
@@ -324,8 +385,31 @@ def messages_delete(
         grant=grant, actor=actor, action=Action.MESSAGE_DELETE, request=request, details=details,
         folders=[folder], need=Access.MANAGE if permanent else Access.ORGANISE,
     ) as (store, traced):  # fmt: skip
-        traced["message_ids"] = _message_ids(store, folder, uids)
-        return store.delete(folder, uids)
+        traced["message_ids"] = ids = _message_ids(store, folder, uids)
+        return Removed(store.delete(folder, uids), ids)
+
+
+def messages_restore(
+    *,
+    grant: Grant,
+    actor: User,
+    message_ids: Sequence[str],
+    target: str,
+    request: HttpRequest | None = None,
+) -> int:
+    """« Annuler » after « placés dans la corbeille » (ORGANISE): the messages of the Trash
+    with these Message-IDs go back to ``target``, the folder they came from. Returns how many
+    were found (a message emptied from the Trash meanwhile is not). Raises FolderInvalid."""
+    details: dict[str, Any] = {"folder": TRASH, "target": target}
+    with _session(
+        grant=grant, actor=actor, action=Action.MESSAGE_RESTORED, request=request,
+        details=details, folders=[TRASH, target], need=Access.ORGANISE,
+    ) as (store, traced):  # fmt: skip
+        if target == TRASH:
+            return 0
+        uids = store.with_message_ids(TRASH, list(message_ids))
+        traced["message_ids"] = _message_ids(store, TRASH, uids)
+        return len(store.move(TRASH, uids, target))
 
 
 def trash_empty(*, grant: Grant, actor: User, request: HttpRequest | None = None) -> int:

@@ -4,6 +4,7 @@ render. htmx requests get the fragment; full requests get the page (works withou
 from __future__ import annotations
 
 import re
+import secrets
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -12,19 +13,24 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
+from django.utils.translation import ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import professional_required
 from accounts.models import User
 from accounts.selectors import administered_structures
-from mailboxes.access import Access, access_mailbox, usable_mailboxes
+from mailboxes.access import Access, Grant, access_mailbox, usable_mailboxes
 from mailboxes.documents.xdm import is_xdm_archive
-from mailboxes.errors import HandoverUnavailable, StoreUnavailable
+from mailboxes.errors import (
+    HandoverUnavailable,
+    StoreUnavailable,
+)
 from mailboxes.models import Mailbox
-from mailboxes.store.imap import SENT, TRASH, Summary
+from mailboxes.store.imap import SENT, TRASH, Criteria, Summary
 from mailboxes.store.mime import display_subject
 from mailboxes.webmail.forms import (
+    SEARCH_PARAMS,
     ArrivalsQuery,
     FolderQuery,
     HandoverStep,
@@ -32,13 +38,15 @@ from mailboxes.webmail.forms import (
     MessagesAction,
     ReceiptAnswer,
 )
-from mailboxes.webmail.presenters import failure_reason, handling_text, rows
+from mailboxes.webmail.presenters import failure_reason, handling_text, preview_type, rows
 from mailboxes.webmail.sanitize import sanitize
 from mailboxes.webmail.selectors import (
     TEAM_KINDS,
+    Neighbours,
     delivery_statuses,
     folder_arrivals,
     handlings_of,
+    list_neighbours,
     openers_of,
     quota_warning,
     sent_statuses,
@@ -86,6 +94,54 @@ def switcher(request: HttpRequest) -> HttpResponse:
     )
 
 
+# Column -> (the first order a click asks for, the other one), French URL values (forms.ORDERS).
+SORT_COLUMNS = {
+    "sender": ("expediteur", "expediteur-inverse"),
+    "subject": ("objet", "objet-inverse"),
+    "date": ("date", "date-croissante"),
+    "size": ("taille", "taille-croissante"),
+}
+ASCENDING = {"expediteur", "objet", "date-croissante", "taille-croissante"}
+
+
+def _sort_columns(
+    base: str, params: dict[str, str], *, threaded: bool = False
+) -> dict[str, dict[str, str]]:
+    """Each column header's link (a click sorts by it, a second click the other way) and its
+    aria-sort (WAI-ARIA 1.2: on the header of the column the rows are sorted by only). The
+    conversation view has its own order: a click there goes back to the message view."""
+    current = "" if threaded else params.get("tri") or "reception"
+    kept = {k: v for k, v in params.items() if k not in ("tri", "page", "vue")}
+    columns = {}
+    for column, (first, other) in SORT_COLUMNS.items():
+        mine = current in (first, other) or (column == "date" and current == "reception")
+        shown = "date" if current == "reception" else current
+        wanted = other if mine and shown == first else first
+        state = ""
+        if mine:
+            state = "ascending" if shown in ASCENDING else "descending"
+        columns[column] = {
+            "url": f"{base}&{urlencode({**kept, 'tri': wanted})}",
+            "aria_sort": state,
+            "arrow": {"ascending": "▲", "descending": "▼"}.get(state, ""),
+        }
+    return columns
+
+
+UNDO_KEY = "webmail_undo"
+
+
+def _undo_offer(request: HttpRequest, mailbox: Mailbox) -> dict[str, object] | None:
+    """The « Annuler » of the last « placés dans la corbeille », shown once on the next list."""
+    undo = request.session.get(UNDO_KEY)
+    if not isinstance(undo, dict) or undo.get("bal") != str(mailbox.public_id):
+        return None
+    if undo.get("shown"):
+        return None
+    request.session[UNDO_KEY] = {**undo, "shown": True}
+    return undo
+
+
 @professional_required
 @require_GET
 def folder(request: HttpRequest, public_id: str) -> HttpResponse:
@@ -98,18 +154,30 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
     team = grant.mailbox.kind in TEAM_KINDS
     handover = query.cleaned_data.get("suivi", "") if team and query.is_valid() else ""
     mine = taken_by(grant.mailbox, _user(request)) if handover == "moi" else ()
+    criteria = query.criteria(mine)
+    everywhere = query.everywhere and not criteria.is_empty()
+    threaded = query.threaded
     folders, page = svc.folder_open(
         grant=grant,
         actor=_user(request),
         folder=query.folder,
         page=query.page_number,
-        criteria=query.criteria(mine),
+        criteria=criteria,
         order=query.order,
+        everywhere=everywhere,
+        threaded=threaded,
         request=request,
     )
     ids = [m.message_id for m in page.messages]
     handlings = handlings_of(grant.mailbox, ids) if team else {}
+    # Sent: the delivery states (in a search in every folder, rows of other folders have none).
     deliveries = sent_statuses(grant.mailbox, ids) if page.folder == SENT else {}
+    params = query.list_params()
+    params["page"] = str(page.number) if page.number > 1 else ""
+    params = {k: v for k, v in params.items() if v}
+    search = {k: v for k, v in params.items() if k in SEARCH_PARAMS}
+    base = _folder_url(grant.mailbox.public_id, page.folder)
+    labels = {f.name: f.label for f in folders} if everywhere else None
     context = {
         "team": team,
         "handover": handover,
@@ -118,23 +186,41 @@ def folder(request: HttpRequest, public_id: str) -> HttpResponse:
         "folders": folders,
         "current_folder": next((f for f in folders if f.name == page.folder), None),
         "page": page,
-        "rows": rows(page, grant.mailbox.public_id, handlings, deliveries),
-        "is_sent": page.folder == SENT,
+        "rows": rows(
+            page,
+            grant.mailbox.public_id,
+            handlings,
+            deliveries,
+            list_qs=urlencode(params),
+            labels=labels,
+        ),
+        "is_sent": page.folder == SENT and not everywhere,
         "query": query,
         "grants": grants,
-        "search_qs": urlencode(
-            {
-                k: v
-                for k, v in request.GET.items()
-                if k in ("de", "objet", "texte", "du", "au", "tri", "suivi") and v
-            }
+        # What the pager's links keep (all but the page).
+        "search_qs": urlencode({k: v for k, v in params.items() if k != "page"}),
+        "searching": bool(search),
+        "everywhere": everywhere,
+        "threaded": threaded,
+        "view_toggle": _folder_url(
+            grant.mailbox.public_id,
+            page.folder,
+            **{k: v for k, v in params.items() if k not in ("vue", "page", "tri")},
+            **({} if threaded else {"vue": "conversations"}),
         ),
+        "advanced_open": any(k in search for k in ("de", "objet", "texte", "du", "au")),
+        "sort": _sort_columns(base, params, threaded=threaded),
+        "here": f"{base}&{urlencode(params)}" if params else base,
+        "undo": _undo_offer(request, grant.mailbox),
         "is_trash": page.folder == TRASH,
         "poll_seconds": settings.WEBMAIL_POLL_SECONDS,
         "quota_warning": None if request.htmx else quota_warning(grant.mailbox),  # type: ignore[attr-defined]
-        # Selecting messages is only offered to who may act on them here (Access).
-        "can_act": grant.allows(Access.ORGANISE)
-        or (page.folder == TRASH and grant.allows(Access.MANAGE)),
+        # Selecting messages is only offered to who may act on them here (Access); not on a
+        # search in every folder, whose rows are in several folders (open one to act on it).
+        "can_act": not everywhere
+        and (
+            grant.allows(Access.ORGANISE) or (page.folder == TRASH and grant.allows(Access.MANAGE))
+        ),
     }
     template = "mailboxes/_message_list.html" if request.htmx else "mailboxes/folder.html"  # type: ignore[attr-defined]
     return render(request, template, context)
@@ -183,6 +269,7 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
     raw, parsed, summary = svc.message_read(
         grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
     )
+    listing = _list_context(grant, folder_name, uid, request)
     blocked = sanitize(parsed.html).blocked_remote if parsed.html else 0
     # The « Documents de santé » panel, only for a message that carries an IHE_XDM.ZIP.
     has_archive = any(is_xdm_archive(a.filename) for a in parsed.attachments)
@@ -202,7 +289,17 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             "uid": uid,
             "images": query.cleaned_data["images"],
             "blocked": blocked,
-            "back": _folder_url(grant.mailbox.public_id, folder_name),
+            **listing,
+            "print_url": _message_url(grant.mailbox.public_id, uid, folder_name, "imprimer/"),
+            "previews": {
+                a.index: reverse(
+                    "mailboxes:attachment_preview", args=[grant.mailbox.public_id, uid, a.index]
+                )
+                + "?"
+                + urlencode({"dossier": folder_name})
+                for a in parsed.attachments
+                if preview_type(a.content_type)
+            },
             # RFC 8098: never automatic; asked once per message, of who may send from the BAL.
             "ask_receipt": bool(parsed.wants_mdn)
             and not summary.mdn_sent
@@ -219,6 +316,49 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
             **_handover(grant.mailbox, summary, parsed.message_id),
         },
     )
+
+
+def _message_url(public_id: object, uid: int, folder: str, tail: str = "", **extra: str) -> str:
+    target = reverse("mailboxes:message", args=[public_id, uid]) + tail
+    return f"{target}?{urlencode({'dossier': folder, **{k: v for k, v in extra.items() if v}})}"
+
+
+def _list_context(grant: Grant, folder: str, uid: int, request: HttpRequest) -> dict[str, object]:
+    """What the message page knows of the list it was opened from (page, order, search in
+    its query string): « Retour à la liste » to that very page, the previous and next
+    messages in its order, and the folders to move the message to."""
+    query = FolderQuery(request.GET)
+    params = query.list_params()
+    criteria = query.criteria() if query.is_valid() else Criteria()
+    try:
+        near = list_neighbours(
+            grant, folder, uid, criteria=criteria, order=query.order,
+            everywhere=query.everywhere, threaded=query.threaded,
+            with_folders=grant.allows(Access.ORGANISE),
+        )  # fmt: skip
+    except StoreUnavailable:
+        near = Neighbours(None, None, 0, 0)
+    public_id = grant.mailbox.public_id
+    # The neighbour's page of the list: the position is known, so the page is too.
+    per_page = 50
+
+    def link(ref: tuple[str, int] | None, position: int) -> str:
+        if ref is None:
+            return ""
+        page = (position - 1) // per_page + 1
+        return _message_url(
+            public_id, ref[1], ref[0], **{**params, "page": str(page) if page > 1 else ""}
+        )
+
+    return {
+        "back": _folder_url(public_id, folder, **params),
+        "previous_url": link(near.previous, near.position - 1),
+        "next_url": link(near.next, near.position + 1),
+        "position": near.position,
+        "list_total": near.total,
+        "move_targets": [f for f in near.folders if f.name != folder],
+        "list_qs": urlencode(params),
+    }
 
 
 def _handover(mailbox: Mailbox, summary: Summary, message_id: str) -> dict[str, object]:
@@ -348,8 +488,32 @@ DONE = {
     "suivi": "Messages marqués pour suivi.",
     "non-suivi": "Suivi retiré.",
     "deplacer": "Messages déplacés.",
-    "supprimer": "Messages supprimés.",
+    "supprimer": "Messages supprimés définitivement.",
 }
+
+
+def _trashed(request: HttpRequest, mailbox: Mailbox, origin: str, removed: svc.Removed) -> None:
+    """« 3 messages placés dans la corbeille », and the « Annuler » the next list offers
+    (the session keeps which messages, by Message-ID, and where they came from)."""
+    count = len(removed.uids)
+    if not removed.message_ids:  # nothing « Annuler » could find again: the notice alone
+        messages.success(
+            request,
+            ngettext(
+                "%(n)d message placé dans la corbeille.",
+                "%(n)d messages placés dans la corbeille.",
+                count,
+            )
+            % {"n": count},
+        )
+    else:  # the next list says it, with « Annuler »
+        request.session[UNDO_KEY] = {
+            "bal": str(mailbox.public_id),
+            "token": secrets.token_hex(16),
+            "folder": origin,
+            "ids": removed.message_ids[:500],
+            "count": count,
+        }
 
 
 @professional_required
@@ -386,23 +550,17 @@ def act(request: HttpRequest, public_id: str) -> HttpResponse:
             request=request,
         )
     else:
-        svc.messages_delete(
+        removed = svc.messages_delete(
             grant=grant, actor=user, folder=d["dossier"], uids=d["uids"], request=request
         )
-    messages.success(request, DONE[d["action"]])
+        if d["dossier"] != TRASH:
+            _trashed(request, grant.mailbox, d["dossier"], removed)
+    if not (d["action"] == "supprimer" and d["dossier"] != TRASH):
+        messages.success(request, DONE[d["action"]])
     next_url = d["suivant"]
     if next_url.startswith(reverse("mailboxes:folder", args=[grant.mailbox.public_id])):
         return redirect(next_url)
     return redirect(_folder_url(grant.mailbox.public_id, d["dossier"]))
-
-
-@professional_required
-@require_POST
-def empty_trash(request: HttpRequest, public_id: str) -> HttpResponse:
-    grant = access_mailbox(_user(request), public_id)
-    count = svc.trash_empty(grant=grant, actor=_user(request), request=request)
-    messages.success(request, f"Corbeille vidée ({count} message(s) supprimé(s) définitivement).")
-    return redirect(_folder_url(grant.mailbox.public_id, TRASH))
 
 
 @professional_required
