@@ -33,6 +33,7 @@ from accounts.models import AuditEvent
 from annuaire.selectors import directory_last_import
 from mailboxes.models import MailboxJob, OutboundDelivery
 from mailboxes.transport.crl import CrlError, read_in_force
+from mailboxes.transport.gateway import stats as gateway_stats
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,25 @@ class PortalCollector(Collector):
         for result, code, n in rows:
             received.add_metric([result, code or "250"], n)
         yield received
+        # Counted by the gateway processes themselves (transport.gateway.stats): sessions and
+        # every reply, the refusals at connection, MAIL and RCPT included.
+        totals = gateway_stats.totals()
+        sessions = CounterMetricFamily(
+            "mssante_gateway_sessions",
+            "SMTP sessions of the gateway: admitted, refused at connection (limits, draining), "
+            "TLS handshake failed (certificate, CRL, protocol).",
+            labels=["outcome"],
+        )
+        replies = CounterMetricFamily(
+            "mssante_gateway_replies",
+            "Every SMTP reply of the gateway, by code.",
+            labels=["code"],
+        )
+        for key, n in totals.items():
+            kind, _sep, label = key.removeprefix(gateway_stats.PREFIX).partition(":")
+            (sessions if kind == "sessions" else replies).add_metric([label], n)
+        yield sessions
+        yield replies
 
     def _relay(self, now: datetime) -> Iterable[Metric]:
         attempts = CounterMetricFamily(

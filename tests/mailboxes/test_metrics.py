@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.pki import Issued, issue_crl
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.transport.crl_sync import crl_sync
+from mailboxes.transport.gateway import stats as gateway_stats
 from mailboxes.transport.relay import Recipient, message_relay, message_spool
 from tests.factories import make_message
 from tests.mailboxes.conftest import _free_port, mx_client
@@ -127,3 +128,38 @@ def test_metrics_give_sync_ages_and_certificate_days(
     for name in ("gateway", "relay"):
         days = found[("mssante_certificate_days_left", (("certificate", name),))]
         assert abs(days - expected) < 0.01
+
+
+def test_metrics_count_the_gateways_sessions_and_every_reply(
+    token: None, mx: int, pki: dict[str, Issued], box: Mailbox
+) -> None:
+    import smtplib
+    import ssl
+
+    gateway_stats.flush()  # what earlier tests of this process left pending
+    before = _scrape()
+
+    with mx_client(mx, pki) as smtp:  # admitted: 220, EHLO, STARTTLS, EHLO, MAIL, RCPT refused
+        smtp.mail("labo@operateur-test.mssante.fr")
+        code, _reply = smtp.rcpt("inconnu@ehpad-les-tilleuls.mssante.fr")
+    assert code == 550
+    bare = smtplib.SMTP("127.0.0.1", mx, timeout=10)  # no client certificate: TLS refused
+    bare.ehlo("smtp.inconnu.fr")
+    context = ssl.create_default_context(cafile=str(pki["ca"].cert))
+    context.check_hostname = False
+    with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
+        bare.starttls(context=context)
+        bare.noop()  # TLS 1.3: the server's refusal of the certificate comes after the handshake
+    bare.close()
+    gateway_stats.flush()  # as the gateway process does every few seconds and when it drains
+
+    after = _scrape()
+
+    def delta(name: str, label: str, value: str) -> float:
+        key = (name, ((label, value),))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("mssante_gateway_sessions_total", "outcome", "admises") == 2
+    assert delta("mssante_gateway_sessions_total", "outcome", "tls_echec") == 1
+    assert delta("mssante_gateway_replies_total", "code", "550") == 1
+    assert delta("mssante_gateway_replies_total", "code", "220") >= 3  # greetings, STARTTLS

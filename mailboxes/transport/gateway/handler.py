@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from mailboxes.store.headers import message_id_of
-from mailboxes.transport.gateway import policy
+from mailboxes.transport.gateway import policy, stats
 from mailboxes.transport.gateway.dedup import resend_key
 from mailboxes.transport.gateway.replies import (
     DSN_MAIL,
@@ -127,6 +127,7 @@ class AlertingTLS(sslproto.SSLProtocol):
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:
+            stats.session("tls_echec")
             try:
                 self._process_outgoing()  # type: ignore[attr-defined]  # the pending alert
             except Exception:  # the peer may be gone already: close anyway
@@ -194,9 +195,12 @@ class GatewaySMTP(SMTP):
             self._client = str(peer[0]) if peer else "?"
             refusal = self.state.admit(self, self._client) if self.state is not None else None
             if refusal is not None:
+                stats.session("refusees")
+                stats.reply(refusal)
                 transport.write(refusal.encode() + b"\r\n")
                 transport.close()
                 return
+            stats.session("admises")
             self._starttls_deadline = self.loop.time() + settings.GATEWAY_STARTTLS_TIMEOUT
             self._lines_left = settings.GATEWAY_STARTTLS_COMMANDS
         else:
@@ -239,6 +243,7 @@ class GatewaySMTP(SMTP):
 
     def _goodbye(self, reply: str) -> None:
         """A last reply, then close (RFC 5321 §3.8)."""
+        stats.reply(reply)
         transport = self.transport
         if isinstance(transport, asyncio.Transport) and not transport.is_closing():
             transport.write(reply.encode() + b"\r\n")
@@ -253,6 +258,7 @@ class GatewaySMTP(SMTP):
             status = CONTROL.sub("?", status)
             if not self._hello:
                 status = REWORDED.get(status) or enhanced(status)
+        stats.reply(status)
         await super().push(status)
 
     async def smtp_EHLO(self, hostname: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 
 from mailboxes.transport import crl
+from mailboxes.transport.gateway import stats
 from mailboxes.transport.gateway.handler import DrainState, GatewayHandler, GatewaySMTP
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ async def serve_until(
     server = await loop.create_server(
         protocol_factory(context, state), host=host, port=port, reuse_port=reuse_port
     )
+    flushing = asyncio.create_task(stats.flush_every(stop))
     await stop.wait()
     state.draining = True
     deadline = loop.time() + settings.GATEWAY_DRAIN_SECONDS
@@ -146,3 +148,5 @@ async def serve_until(
         logger.warning("gateway drain timed out with %d open sessions", len(state.active))
     server.close()
     await server.wait_closed()
+    await flushing  # the last counts of this process, drained sessions included
+    await loop.run_in_executor(None, stats.flush)
