@@ -21,9 +21,10 @@ from mailboxes.models import Absence, AbsenceReply, Mailbox, OutboundDelivery, O
 from mailboxes.tasks import send_absence_reply
 from mailboxes.transport.absence import ABSENCE_TASK, absence_watch_reset, refusal
 from mailboxes.transport.gateway.policy import deliver
+from mailboxes.transport.relay import Recipient, message_relay, message_spool
 from mailboxes.webmail.services.absence import absence_set
 from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
-from tests.mailboxes.conftest import wait_provisioned
+from tests.mailboxes.conftest import inbox, wait_provisioned
 
 pytestmark = pytest.mark.django_db
 
@@ -209,7 +210,9 @@ def test_the_reply_is_in_the_outbound_queue_with_rfc_3834_headers(
     assert reply["From"].addresses[0].display_name == "Dr Claire MARTIN"
     assert reply["To"] == SENDER
     assert reply["X-MSS-NIL"]
-    body = reply.get_body().get_content()
+    part = reply.get_body()
+    assert part is not None
+    body = part.get_content()
     assert TEXT in body
     assert "il n'a été transféré à personne" in body
     assert "Leroy" not in body  # nothing of the original but its subject goes back
@@ -350,3 +353,39 @@ def test_a_delegate_with_the_send_right_sets_it_for_the_holder(box: Mailbox) -> 
         {"debut": today, "fin": today, "texte": TEXT},
     )
     assert Absence.objects.get(mailbox=box).set_by == secretary
+
+
+def test_between_two_of_our_bals_absent_colleagues_do_not_answer_each_other(
+    box: Mailbox, holder: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The relay's local delivery answers like the gateway; the reply, delivered locally to
+    a colleague who is away too, is not answered back (Auto-Submitted, null sender)."""
+    colleague = make_professional(first_name="Marc", last_name="Blanc")
+    other = make_mailbox(structure=box.structure, local_part="marc.blanc", owner=colleague)
+    wait_provisioned(other.address)
+    _absent(box, holder)
+    _absent(other, colleague)
+
+    def relay(message: OutboundMessage) -> list[list[Any]]:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            message_relay(public_id=str(message.public_id))
+        return [
+            c.keywords["args"] for c in callbacks if getattr(c, "args", None) == (ABSENCE_TASK,)
+        ]
+
+    sent = message_spool(
+        origin=OutboundMessage.Origin.WEBMAIL,
+        envelope_from=other.address,
+        recipients=[Recipient(BAL)],
+        content=make_message(sender=other.address, subject="Garde de samedi"),
+        mailbox=other,
+    )
+    [task] = relay(sent)
+    assert send_absence_reply(*task) is True
+    [reply] = _replies()
+    assert reply.deliveries.get().local  # one of ours: over LMTP, no remote operator
+    assert relay(reply) == []  # delivered to the colleague, who does not answer it
+    assert OutboundDelivery.objects.get(message=reply).status == OutboundDelivery.Status.DELIVERED
+    assert len(_replies()) == 1
+    [copy] = inbox(other.address)
+    assert b"Subject: Absence : Garde de samedi" in copy
