@@ -43,6 +43,8 @@ WATCH_SECONDS = 30.0
 # mail system (« owner-* », « *-request », « MAILER-DAEMON »; LISTSERV and majordomo alike).
 _ROBOT = re.compile(r"^(mailer-daemon|listserv|majordomo|owner-.*|.*-owner|.*-request)$", re.I)
 
+RECIPIENT_FIELDS = ("To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
+
 _watch_lock = threading.Lock()
 _watch: tuple[float, frozenset[str]] = (0.0, frozenset())
 
@@ -87,6 +89,11 @@ def refusal(*, bal: str, mail_from: str, headers: Message) -> str | None:
         return "auto_submitted"  # auto-generated or auto-replied already (§5)
     if decode_text(headers.get("Precedence", "")).strip().lower() in ("bulk", "list", "junk"):
         return "precedence"
+    # Microsoft's X-Auto-Response-Suppress ([MS-OXCMAIL]): « OOF » or « All » asks
+    # for no out-of-office reply; not RFC 3834, honoured because peers send it.
+    suppress = decode_text(headers.get("X-Auto-Response-Suppress", "")).lower()
+    if {"oof", "all"} & {v.strip() for v in suppress.split(",")}:
+        return "suppressed"
     if any(name.lower().startswith("list-") for name in headers):
         return "list"  # List-Id, List-Unsubscribe... (RFC 2369, RFC 2919)
     local, _, domain = sender.rpartition("@")
@@ -102,9 +109,10 @@ def refusal(*, bal: str, mail_from: str, headers: Message) -> str | None:
         return "patient"
     if sender == bal:
         return "self"
-    # §2: a personal responder answers only mail where the recipient's address is explicitly
-    # in To or Cc (not Bcc, not a list or an alias that expanded to it).
-    if bal not in _addresses(headers, "To", "Cc"):
+    # §2: an absence notice only where the recipient's address is explicitly in a recipient
+    # field (« To, Cc, Bcc, Resent-To, Resent-Cc, or Resent-Bcc »), not for mail that reached
+    # the BAL through a list or an alias.
+    if bal not in _addresses(headers, *RECIPIENT_FIELDS):
         return "not_addressed"
     return None
 

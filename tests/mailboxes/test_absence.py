@@ -100,6 +100,8 @@ REFUSED = [
     ("precedence", SENDER, "Precedence: bulk\r\n"),
     ("precedence", SENDER, "Precedence: list\r\n"),
     ("precedence", SENDER, "Precedence: JUNK\r\n"),
+    ("suppressed", SENDER, "X-Auto-Response-Suppress: OOF\r\n"),
+    ("suppressed", SENDER, "X-Auto-Response-Suppress: DR, RN, NRN, All\r\n"),
     ("list", SENDER, "List-Id: <soins.liste.chu-exemple.mssante.fr>\r\n"),
     ("list", SENDER, "List-Unsubscribe: <mailto:leave@chu-exemple.mssante.fr>\r\n"),
     ("list", SENDER, "List-Post: <mailto:soins@chu-exemple.mssante.fr>\r\n"),
@@ -161,6 +163,8 @@ class TestRefusals:
             _raw(to="Autre <autre@chu-exemple.mssante.fr>", cc=f"Claire <{BAL.upper()}>"),
             _raw(extra="Auto-Submitted: no\r\n"),
             _raw(extra="Precedence: first-class\r\n"),
+            _raw(extra="X-Auto-Response-Suppress: DR, RN\r\n"),
+            _raw(to="secretariat@chu-exemple.mssante.fr", extra=f"Resent-To: {BAL}\r\n"),
         ],
     )
     def test_ordinary_mail_to_the_bal_may_be_answered(self, raw: bytes) -> None:
