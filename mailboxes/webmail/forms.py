@@ -512,8 +512,13 @@ class SignatureForm(forms.Form):
 class AbsenceForm(forms.Form):
     """« Message d'absence »: the dates (both included) and the text of the automatic reply."""
 
-    debut = forms.DateField(label="Du", widget=forms.DateInput(attrs={"type": "date"}))
-    fin = forms.DateField(label="Au (inclus)", widget=forms.DateInput(attrs={"type": "date"}))
+    # <input type="date"> takes ISO dates only (HTML §4.10.5.1.7), whatever the locale shows.
+    debut = forms.DateField(
+        label="Du", widget=forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"})
+    )
+    fin = forms.DateField(
+        label="Au (inclus)", widget=forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"})
+    )
     texte = forms.CharField(
         label="Texte de la réponse",
         max_length=4000,

@@ -61,6 +61,9 @@ def test_the_holder_sets_an_absence_and_sees_it_active(dovecot, live_server, pag
         f"Message d'absence actif du {start_text} au {end_text}."
     )
     assert Absence.objects.get(mailbox=box).ends_on == end
+    # The form shows the absence in force, ready to be changed.
+    expect(page.get_by_label("Au (inclus)")).to_have_value(end.isoformat())
+    expect(page.get_by_role("button", name="Modifier le message d'absence")).to_be_visible()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "absence.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
