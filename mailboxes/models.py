@@ -160,6 +160,7 @@ class OutboundMessage(models.Model):
         REPORT = "report", _("Avis de remise (DSN) produit par l'opérateur")
         NOTICE = "notice", _("Avis du portail à une BAL (délégations, clé de recouvrement)")
         SOFTWARE = "software", _("Logiciel ou client de messagerie (soumission)")
+        AUTOREPLY = "autoreply", _("Message d'absence (réponse automatique, RFC 3834)")
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     origin = models.CharField(max_length=10, choices=Origin)
@@ -459,3 +460,54 @@ class SoftwareLogin(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.mailbox} (→ {self.expires_at:%H:%M:%S})"
+
+
+class Absence(models.Model):
+    """A BAL's absence message: from ``starts_on`` to ``ends_on`` (both included, local
+    dates), mail explicitly addressed to the BAL gets one automatic reply per sender
+    (RFC 3834 personal responder, mailboxes/transport/absence.py). Never a forward."""
+
+    mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, related_name="absence")
+    starts_on = models.DateField(_("du"))
+    ends_on = models.DateField(_("au"))
+    text = models.TextField(_("message"), max_length=4000)
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("message d'absence")
+        verbose_name_plural = _("messages d'absence")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_on__gte=models.F("starts_on")), name="absence_ends_after_start"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} ({self.starts_on} → {self.ends_on})"
+
+
+class AbsenceReply(models.Model):
+    """One automatic reply sent to ``sender`` for the absence period of a BAL that started
+    on ``period_start``: the unique constraint is what makes it « once per sender per
+    period » across concurrent gateways and relay workers (RFC 3834 §2, SHOULD NOT send
+    more than one response to a sender within a period)."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
+    sender = models.CharField(max_length=320)
+    period_start = models.DateField()
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("réponse d'absence envoyée")
+        verbose_name_plural = _("réponses d'absence envoyées")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mailbox", "sender", "period_start"], name="absence_reply_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} → {self.sender} ({self.period_start})"

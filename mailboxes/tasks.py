@@ -7,6 +7,7 @@ from mailboxes.console.services.indicators import indicators_compute
 from mailboxes.console.services.jobs import job_run, jobs_sweep
 from mailboxes.console.services.lifecycle import dovecot_backend_users_sync
 from mailboxes.console.services.usage import usage_compute
+from mailboxes.transport.absence_replies import absence_reply
 from mailboxes.transport.crl_sync import crl_expiry_check, crl_sync
 from mailboxes.transport.gateway.dedup import attempts_purge
 from mailboxes.transport.notices import notice_send
@@ -36,6 +37,12 @@ def compute_indicators() -> int:
 )
 def send_notice(mailbox_id: int) -> bool:
     return notice_send(mailbox_id=mailbox_id)
+
+
+@shared_task(name="mailboxes.tasks.send_absence_reply")
+def send_absence_reply(bal: str, sender: str, facts: dict[str, str]) -> bool:
+    """The absence reply of one BAL to one sender: safe to run twice (AbsenceReply row)."""
+    return absence_reply(bal=bal, sender=sender, facts=facts)
 
 
 @shared_task(name="mailboxes.tasks.compute_usage")

@@ -4,7 +4,7 @@ from django.urls import path
 
 from mailboxes.console.views import bals, people
 from mailboxes.software import views as software
-from mailboxes.webmail.views import compose, documents, organising, printing, reading
+from mailboxes.webmail.views import absence, compose, documents, organising, printing, reading
 
 app_name = "mailboxes"
 
@@ -20,6 +20,7 @@ urlpatterns = [
     path("<uuid:public_id>/nouveaux/", reading.arrivals, name="arrivals"),
     path("<uuid:public_id>/ecrire/", compose.compose, name="compose"),
     path("<uuid:public_id>/signature/", compose.signature, name="signature"),
+    path("<uuid:public_id>/absence/", absence.absence, name="absence"),
     path("<uuid:public_id>/logiciel/", software.connect, name="software_connect"),
     path("<uuid:public_id>/delegations/", people.delegations, name="delegations"),
     path(

@@ -36,6 +36,7 @@ from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.store import lmtp
 from mailboxes.store.imap import inboxes_holding
 from mailboxes.transport import dsn, quota, smtp
+from mailboxes.transport.absence import absence_arrived
 from mailboxes.transport.delivery_reports import is_report, report_apply
 from mailboxes.transport.notices import mail_arrived
 
@@ -243,7 +244,10 @@ def _deliver_local(
             kind = "permanent"
         status = {"delivered": "2.0.0", "permanent": "5.1.1", "temporary": "4.3.0"}[kind]
         results[row.recipient] = smtp.Result(kind, status, outcome.reply(), settings.RELAY_HOSTNAME)
-    mail_arrived([a for a, r in results.items() if r.kind == "delivered"])
+    arrived = [a for a, r in results.items() if r.kind == "delivered"]
+    mail_arrived(arrived)
+    # Absence messages between two of our BALs, as for mail from outside (RFC 3834).
+    absence_arrived(arrived, message.envelope_from, content)
     if any(r.kind == "delivered" for r in results.values()) and is_report(content):
         # A DSN or MDN between two of our BALs updates statuses as one from outside would.
         report_apply(content)

@@ -507,3 +507,33 @@ class SignatureForm(forms.Form):
                 "La signature contient un caractère de contrôle : retirez-le."
             )
         return text
+
+
+class AbsenceForm(forms.Form):
+    """« Message d'absence »: the dates (both included) and the text of the automatic reply."""
+
+    # <input type="date"> takes ISO dates only (HTML §4.10.5.1.7), whatever the locale shows.
+    debut = forms.DateField(
+        label="Du", widget=forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"})
+    )
+    fin = forms.DateField(
+        label="Au (inclus)", widget=forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"})
+    )
+    texte = forms.CharField(
+        label="Texte de la réponse",
+        max_length=4000,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text=(
+            "Envoyé une fois par expéditeur pendant la période, jamais aux patients, aux listes "
+            "ni aux avis automatiques. Les messages restent dans cette BAL : rien n'est transféré."
+        ),
+    )
+
+    def clean_texte(self) -> str:
+        text = str(self.cleaned_data.get("texte") or "")
+        if has_control_characters(text.replace("\r", "").replace("\n", "").replace("\t", " ")):
+            raise forms.ValidationError("Le texte contient un caractère de contrôle : retirez-le.")
+        if not text.strip():
+            raise forms.ValidationError("Écrivez le texte de la réponse.")
+        return text

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 from imapclient import IMAPClient
 
 from accounts.models import AuditEvent, User
 from mailboxes.access import MISSING, Access
-from mailboxes.models import Mailbox, MailboxAccess, OutboundMessage
+from mailboxes.models import Absence, Mailbox, MailboxAccess, OutboundMessage
 from mailboxes.store.imap import TRASH, MailStore
 from mailboxes.store.mime import parse_message
 from tests.factories import grant, make_mailbox, make_membership, make_message, make_professional
@@ -349,7 +350,20 @@ ACTIONS = [
         lambda c, s: c.post(f"/bal/{s.box.public_id}/delegations/{s.revocable.public_id}/retirer/"),
         lambda s: not MailboxAccess.objects.filter(pk=s.revocable.pk).exists(),
     ),
+    Action(
+        "régler le message d'absence",
+        Access.SEND,  # the reply speaks in the BAL's name, as a message one would send
+        lambda c, s: c.post(
+            f"/bal/{s.box.public_id}/absence/",
+            {"debut": _today(), "fin": _today(), "texte": "En congé."},
+        ),
+        lambda s: Absence.objects.filter(mailbox=s.box).exists(),
+    ),
 ]
+
+
+def _today() -> str:
+    return timezone.localdate().isoformat()
 
 
 def _page(response: Any) -> str:
@@ -380,6 +394,7 @@ def _buttons_match_rights(client: Client, s: Scene, rights: set[Access]) -> None
         "accusé de lecture": "Envoyer l'accusé de lecture" in message,
         "délégations": f'href="{base}/delegations/"' in inbox,
         "gérer les dossiers": "Gérer les dossiers" in inbox,
+        "message d'absence": f'href="{base}/absence/"' in inbox,
         "déplacer le message": "Déplacer vers" in message,
     }
     expected = {
@@ -394,6 +409,7 @@ def _buttons_match_rights(client: Client, s: Scene, rights: set[Access]) -> None
         "accusé de lecture": send,
         "délégations": manage,
         "gérer les dossiers": organise,
+        "message d'absence": send,
         "déplacer le message": organise,
     }
     assert seen == expected

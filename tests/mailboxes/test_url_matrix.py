@@ -87,6 +87,7 @@ RULES: dict[str, str] = {
     "bal/<uuid:public_id>/": "object",
     "bal/<uuid:public_id>/ecrire/": "object",
     "bal/<uuid:public_id>/signature/": "object",
+    "bal/<uuid:public_id>/absence/": "object",
     "bal/<uuid:public_id>/nouveaux/": "object",
     "bal/<uuid:public_id>/logiciel/": "object",
     "bal/<uuid:public_id>/delegations/": "object",

@@ -25,6 +25,7 @@ from annuaire.selectors import whitelist_allows, whitelist_lists_certificate
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store import lmtp
 from mailboxes.transport import dsn as report_dsn
+from mailboxes.transport.absence import absence_arrived
 from mailboxes.transport.delivery_reports import is_report, report_apply
 from mailboxes.transport.gateway.dedup import KEY, TRACE_ACTION, delivery_start
 from mailboxes.transport.notices import mail_arrived
@@ -228,6 +229,12 @@ def deliver(
         mail_arrived(delivered)  # new-mail notices (no health data), never delays the reply
     except DatabaseError:
         logger.exception("new-mail notice could not be queued")
+    try:
+        # Absence messages (RFC 3834): decided from the headers, written by a task after
+        # commit: the 250 does not wait for them.
+        absence_arrived(delivered, mail_from, content)
+    except DatabaseError:
+        logger.exception("absence reply could not be queued")
     if is_report(content):
         # A DSN or MDN about something we sent: update the sender's view (« remis », « lu »).
         try:
