@@ -34,12 +34,16 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 
 @pytest.fixture(autouse=True)
 def _fresh_recipient_verdicts() -> Any:
-    """Recipient verdicts are cached per process for 30 s; each test starts without them."""
+    """Recipient verdicts are cached per process (the annuaire's for 30 s, the gateway's for
+    RECIPIENT_TTL): each test starts without them."""
     from annuaire.selectors import recipient_cache_clear
+    from mailboxes.transport.gateway.policy import recipient_verdicts_forget
 
     recipient_cache_clear()
+    recipient_verdicts_forget()
     yield
     recipient_cache_clear()
+    recipient_verdicts_forget()
 
 
 @pytest.fixture(autouse=True)

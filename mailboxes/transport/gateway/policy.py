@@ -87,6 +87,12 @@ RECIPIENT_TTL = 5.0  # seconds a recipient decision is reused (Dovecot itself la
 _recipients: dict[str, tuple[float, str | None]] = {}
 
 
+def recipient_verdicts_forget() -> None:
+    """Forget every recent recipient decision (tests: a verdict of one test must not answer the
+    next one's RCPT within RECIPIENT_TTL)."""
+    _recipients.clear()
+
+
 def known_recipient(address: str) -> tuple[bool, str | None]:
     """A recent decision for ``address`` (found, refusal), without touching the database: a
     peer sends many messages to the same BALs, and a BAL closed is refused at most
