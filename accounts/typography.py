@@ -1,0 +1,29 @@
+"""French typography shared by views and templates (issue 19)."""
+
+from __future__ import annotations
+
+from django.utils.formats import number_format
+from django.utils.translation import ngettext
+
+_UNITS = ("Ko", "Mo", "Go", "To")
+
+
+def octets(size: int | float | None) -> str:
+    """A size as French users read it: « 1 octet », « 340 octets », « 12 Ko », « 1,5 Mo ».
+
+    Multiples of 1 024 written Ko/Mo/Go, as French mail clients and the référentiel's quotas
+    do (not Django's « Kio/Mio »), with a decimal comma and a non-breaking space."""
+    if size is None:
+        return "—"
+    value = float(size)
+    if value < 1024:
+        count = int(value)
+        return ngettext("%(n)s octet", "%(n)s octets", count) % {"n": count}
+    rank = 0
+    value /= 1024
+    while value >= 1024 and rank < len(_UNITS) - 1:
+        value /= 1024
+        rank += 1
+    unit = _UNITS[rank]
+    places = 0 if value >= 10 or value == int(value) else 1
+    return f"{number_format(round(value, places), places)}\u00a0{unit}"
