@@ -21,11 +21,18 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import User
-from mailboxes.models import MailboxExport, MailboxJob, OutboundMessage
+from mailboxes.models import (
+    Mailbox,
+    MailboxExport,
+    MailboxJob,
+    MailboxMonthlyUsage,
+    OutboundMessage,
+)
 from mailboxes.transport.relay import Recipient, message_spool
 from tests.factories import make_message, make_professional
 from tests.mailboxes.conftest import deliver, wait_provisioned
@@ -267,3 +274,42 @@ def test_the_webmail_on_a_phone_folds_its_menus_and_lists_one_message_per_block(
     expect(switcher).to_be_visible()
     expect(page.get_by_role("searchbox")).to_be_visible()
     expect(page.get_by_role("columnheader", name="Objet")).to_be_visible()
+
+
+def test_indicator_charts_stay_readable_on_a_phone(
+    dovecot: Any, live_server: Any, page: Page
+) -> None:
+    people, values = _world()
+    MailboxMonthlyUsage.objects.create(
+        mailbox=Mailbox.objects.get(public_id=values["bal_id"]),
+        month=timezone.localdate().replace(day=1),
+        received=12,
+        sent=5,
+        correspondents=3,
+        domains={"chu-exemple.mssante.fr": 9},
+        structures={"CHU Exemple": 9},
+    )
+    _sign_in(page, live_server.url, people["director"])
+    for size in (PHONE, DESKTOP):
+        page.set_viewport_size(size)
+        page.goto(f"{live_server.url}/console/{values['structure_id']}/indicateurs/")
+        expect(
+            page.get_by_text(re.compile(r"Calculé le \d{1,2} \S+ \d{4} à \d\d:\d\d"))
+        ).to_be_visible()
+        for caption in (
+            "Messages reçus et envoyés par mois",
+            "Principaux domaines partenaires",
+            "Principales structures partenaires",
+        ):
+            expect(page.locator("figcaption", has_text=caption)).to_be_visible()
+        # Each label is drawn at 12 px in a chart never shrunk below its drawn width.
+        smallest = page.evaluate(
+            """() => Math.min(...[...document.querySelectorAll('svg.chart')].map(svg => {
+                const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+                const label = svg.querySelector('.chart-label');
+                return scale * parseFloat(getComputedStyle(label).fontSize);
+            }))"""
+        )
+        assert smallest >= 12, (size, smallest)
+        widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], (size, widths)
