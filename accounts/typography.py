@@ -27,3 +27,11 @@ def octets(size: int | float | None) -> str:
     unit = _UNITS[rank]
     places = 0 if value >= 10 or value == int(value) else 1
     return f"{number_format(round(value, places), places)}\u00a0{unit}"
+
+
+_VOWELS = frozenset("aeiouyàâäéèêëîïôöùûüÿœæ")
+
+
+def elide_de(name: str) -> str:
+    """« de Claire MARTIN », « d'Aurélie LEROY », « d'accueil@ehpad.mssante.fr »."""
+    return f"d'{name}" if name[:1].lower() in _VOWELS else f"de {name}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import template
 from django.utils.translation import gettext_lazy as _
 
-from accounts.typography import octets
+from accounts.typography import elide_de, octets
 
 register = template.Library()
 
@@ -30,3 +30,10 @@ def bal_kind(code: object) -> str:
 def octets_filter(size: int | float | None) -> str:
     """A size in octets, Ko, Mo or Go with a decimal comma (accounts.typography.octets)."""
     return octets(size)
+
+
+@register.filter
+def de(name: object) -> str:
+    """« de Claire » but « d'Aurélie », « d'accueil@… »: French elides « de » before a vowel
+    (a mute h is not guessed: « de Hélène » stays as written)."""
+    return elide_de(str(name))

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from html import unescape
 
 import pytest
+from django.template import Context, Template
 from django.utils import timezone
 
-from accounts.typography import octets
+from accounts.typography import elide_de, octets
 from mailboxes.webmail.forms import attachments_too_large
-from tests.factories import make_message
+from tests.factories import grant, make_mailbox, make_message
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.personas import client_for, make_cast
 
@@ -64,3 +66,25 @@ def test_one_message_two_messages(dovecot) -> None:
     page = client.get(url).content.decode()
     assert re.search(r"<caption[^>]*>2 messages</caption>", page)
     assert re.search(r"\d+ octets|\d+(,\d)?\u00a0Ko", page)  # the size column, in French
+
+
+def test_de_is_elided_before_a_vowel() -> None:
+    assert elide_de("Claire MARTIN") == "de Claire MARTIN"
+    assert elide_de("Aurélie LEROY") == "d'Aurélie LEROY"
+    assert elide_de("Émilie") == "d'Émilie"
+    assert elide_de("accueil@ehpad.mssante.fr") == "d'accueil@ehpad.mssante.fr"
+    template = Template("{% load portal_fr %}Retirer l'accès {{ who|de }} ?")
+    shown = unescape(template.render(Context({"who": "Inès Moreau"})))  # as a browser shows it
+    assert shown == "Retirer l'accès d'Inès Moreau ?"
+
+
+def test_the_folders_page_of_a_team_bal_says_d_accueil(dovecot) -> None:
+    cast = make_cast()
+    accueil = make_mailbox(
+        structure=cast.structure, kind="ORG", local_part="accueil", responsible=cast.director,
+        display_name="Accueil",
+    )  # fmt: skip
+    grant(accueil, cast.nurse, can_organise=True)
+    wait_provisioned(accueil.address)
+    page = unescape(client_for(cast.nurse).get(f"/bal/{accueil.public_id}/dossiers/").text)
+    assert "Dossiers d'accueil@ehpad-les-tilleuls.mssante.fr" in page

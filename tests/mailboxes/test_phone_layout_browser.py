@@ -22,7 +22,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, ViewportSize, expect
 
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import User
@@ -42,8 +42,8 @@ from tests.personas import make_cast
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "e2e-artifacts" / "phone"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 LONG_SUBJECT = (
     "Compte rendu d'hospitalisation de Mme Marie-Thérèse Delacroix-Fontaine, service de "
     "médecine gériatrique, séjour du 12 au 19 novembre"
