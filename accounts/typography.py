@@ -18,7 +18,8 @@ def octets(size: int | float | None) -> str:
     value = float(size)
     if value < 1024:
         count = int(value)
-        return ngettext("%(n)s octet", "%(n)s octets", count) % {"n": count}
+        # French takes the singular for 0 and 1 (« 0 octet »), whatever the active language.
+        return ngettext("%(n)s octet", "%(n)s octets", 2 if count > 1 else 1) % {"n": count}
     rank = 0
     value /= 1024
     while value >= 1024 and rank < len(_UNITS) - 1:

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_sizes_in_octets_ko_mo_with_a_decimal_comma() -> None:
+    assert octets(0) == "0 octet"
     assert octets(1) == "1 octet"
     assert octets(340) == "340 octets"
     assert octets(1536) == "1,5\u00a0Ko"
