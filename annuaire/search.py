@@ -11,6 +11,7 @@ reads its first ten rows in index order and stops; typos are caught by trigram s
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -284,6 +285,24 @@ def directory_search(query: DirectoryQuery, page: int = 1) -> Page:
     return Paginator(qs.order_by(*order), PAGE_SIZE).get_page(page)
 
 
+def _clean(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One option per code, never a blank label, never the same label twice: the extraction
+    spells a code's label in several ways across rows (spaces, case) or leaves it empty."""
+    labels: dict[str, str] = {}
+    for code, label in pairs:
+        label = " ".join((label or "").split())
+        if code and label and code not in labels:
+            labels[code] = label
+    seen: dict[str, int] = {}
+    for label in labels.values():
+        seen[label.casefold()] = seen.get(label.casefold(), 0) + 1
+    options = [
+        (code, f"{label} ({code})" if seen[label.casefold()] > 1 else label)
+        for code, label in labels.items()
+    ]
+    return sorted(options, key=lambda option: norm(option[1]))
+
+
 def directory_choices() -> dict[str, list[tuple[str, str]]]:
     """Professions and savoir-faire present in the directory (for the search form's lists),
     cached until the next import."""
@@ -304,7 +323,7 @@ def directory_choices() -> dict[str, list[tuple[str, str]]]:
             .distinct()
             .order_by("specialty_label")
         )
-        choices = {"professions": list(professions), "specialties": list(specialties)}
+        choices = {"professions": _clean(professions), "specialties": _clean(specialties)}
         cache.set(key, choices, 3600)
     return choices
 

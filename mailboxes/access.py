@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from django.db.models import F, FilteredRelation, Q
@@ -56,6 +57,7 @@ class Grant:
     send: bool
     manage: bool
     relation: str  # "owner", "member", "delegate"
+    until: datetime | None = None  # a delegation's end (MailboxAccess.expires_at)
 
     def allows(self, need: Access) -> bool:
         return {
@@ -116,6 +118,7 @@ def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
             access_organise=F("mine__can_organise"),
             access_send=F("mine__can_send"),
             access_manage=F("mine__can_manage"),
+            access_until=F("mine__expires_at"),
         )
         .select_related("structure")
     )
@@ -134,6 +137,7 @@ def _grants(user: User, public_id: uuid.UUID | None = None) -> list[Grant]:
                     send=bool(box.access_send),
                     manage=bool(box.access_manage),
                     relation=box.access_kind,
+                    until=box.access_until,
                 )
             )
     return sorted(grants, key=lambda g: (g.mailbox.kind != Mailbox.Kind.PER, g.mailbox.address))

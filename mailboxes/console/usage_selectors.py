@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -85,6 +86,15 @@ def usage_series(
         )
         for m in wanted
     ]
+
+
+def usage_computed_at(*, structure: Structure, mailbox: Mailbox | None = None) -> datetime | None:
+    """When the figures shown were last computed (the newest monthly row), None before the
+    first computation."""
+    rows = MailboxMonthlyUsage.objects.filter(mailbox__structure=structure)
+    if mailbox is not None:
+        rows = rows.filter(mailbox=mailbox)
+    return rows.aggregate(latest=Max("computed_at"))["latest"]
 
 
 def _cell(text: str) -> str:

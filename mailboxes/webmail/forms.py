@@ -10,6 +10,7 @@ from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
+from django.utils.formats import number_format
 
 from annuaire.ins import InvalidINS, parse_ins, typed_ins
 from mailboxes.documents.build import DOCUMENT_TYPES
@@ -485,7 +486,7 @@ class ComposeForm(forms.Form):
 
 def attachments_too_large(total: int) -> str:
     return (
-        f"Pièces jointes : {total / 1048576:.1f} Mo au total, "
+        f"Pièces jointes : {number_format(round(total / 1048576, 1), 1)} Mo au total, "
         f"{settings.COMPOSE_MAX_ATTACHMENT_BYTES // 1048576} Mo au plus."
     )
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC
 from urllib.parse import quote
 
-from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.typography import octets
 from mailboxes.models import MessageHandling, OutboundDelivery
 from mailboxes.store.imap import Page, Summary
 from mailboxes.store.mime import display_subject
@@ -141,7 +141,7 @@ def rows(
                 subject=display_subject(m.subject),
                 date_iso=local.isoformat() if local else "",
                 date_text=local.strftime("%d/%m/%Y %H:%M") if local else "",
-                size_text=str(filesizeformat(m.size)),
+                size_text=str(octets(m.size)),
                 seen=m.seen,
                 flagged=m.flagged,
                 has_attachments=m.has_attachments,

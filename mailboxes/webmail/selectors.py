@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 
 from accounts.audit import Action
 from accounts.models import AuditEvent, User
+from accounts.typography import octets
 from mailboxes.access import Access, Grant
 from mailboxes.errors import StoreUnavailable
 from mailboxes.models import Mailbox, MessageHandling, OutboundDelivery, OutboundMessage
@@ -222,8 +222,8 @@ def quota_warning(mailbox: Mailbox) -> str | None:
         return None
     values = {
         "percent": usage.percent,
-        "used": filesizeformat(usage.used),
-        "quota": filesizeformat(mailbox.quota_bytes),
+        "used": octets(usage.used),
+        "quota": octets(mailbox.quota_bytes),
     }
     if usage.full:
         return (

@@ -203,7 +203,7 @@ def test_the_list_shows_each_bal_with_its_people_state_and_size(world) -> None:
     assert "Inès Infirmière" in html  # the member
     assert "Claire Martin" in html  # the holder of the PER BAL
     assert "Active" in html
-    assert re.search(r"\d+(,\d)?\s(octets?|Kio|Mio)", html)  # a size, in French
+    assert re.search(r"\d+(,\d)?\s(octets?|Ko|Mo)", html)  # a size, in French
 
 
 # --- Creating BALs ----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from accounts.models import Structure, User
 from mailboxes.console.charts import top_bars_svg, usage_bars_svg
 from mailboxes.console.forms import IndicatorsForm, JournalForm, set_choices
 from mailboxes.console.selectors import console_mailbox, console_structure, journal_subjects
-from mailboxes.console.usage_selectors import usage_csv_rows, usage_series
+from mailboxes.console.usage_selectors import usage_computed_at, usage_csv_rows, usage_series
 from mailboxes.models import Mailbox
 
 PAGE_SIZE = 50
@@ -216,6 +216,7 @@ def indicators(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
             "series": series,
             "total_received": sum(m.received for m in series),
             "total_sent": sum(m.sent for m in series),
+            "computed_at": usage_computed_at(structure=current, mailbox=box),
             "volume_chart": usage_bars_svg(
                 [(m.month, m.received, m.sent) for m in series],
                 title=f"Messages reçus et envoyés par mois — {scope}",

@@ -6,10 +6,12 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
+from accounts.typography import elide_de
 from mailboxes.operator import selectors
 from mailboxes.operator.guard import operator_required
 from mailboxes.transport.quota import MEGABYTE, mailbox_quota_set, megabytes_to_bytes
@@ -95,7 +97,7 @@ def quota(request: HttpRequest, bal_id: str) -> HttpResponse:
     else:
         messages.success(
             request,
-            _("Le quota de %(bal)s est de %(mo)s Mo.")
-            % {"bal": box.address, "mo": f"{value / MEGABYTE:g}"},
+            _("Le quota %(of_bal)s est de %(mo)s Mo.")
+            % {"of_bal": elide_de(box.address), "mo": number_format(round(value / MEGABYTE, 2))},
         )
     return redirect("operator_console:structure", structure_id=box.structure.public_id)

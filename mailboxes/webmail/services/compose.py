@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
+from django.utils.formats import number_format
 
 from accounts.audit import Action, audit_record
 from accounts.models import Structure, StructureDomain, User
@@ -361,10 +362,12 @@ def message_send(
     )
     limit = MES_LIMIT if patients else settings.COMPOSE_MAX_MESSAGE_BYTES
     if len(raw) > limit:
+        size = number_format(round(len(raw) / 1048576, 1), 1)
         raise MessageTooLarge(
             user_message=(
-                f"Le message fait {len(raw) / 1048576:.1f} Mo une fois encodé ; la limite est "
-                f"de {limit // 1048576} Mo" + (" pour Mon Espace Santé." if patients else ".")
+                f"Le message fait {size} Mo une fois encodé ; "
+                f"la limite est de {limit // 1048576} Mo"
+                + (" pour Mon Espace Santé." if patients else ".")
             )
         )
     notify = "SUCCESS,FAILURE" if draft.delivery_receipt else ""
