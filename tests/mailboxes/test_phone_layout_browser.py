@@ -55,6 +55,7 @@ PAGES: dict[str, str] = {
     "bal/<uuid:public_id>/": "doctor",
     "bal/<uuid:public_id>/ecrire/": "doctor",
     "bal/<uuid:public_id>/signature/": "doctor",
+    "bal/<uuid:public_id>/absence/": "doctor",
     "bal/<uuid:public_id>/delegations/": "doctor",
     "bal/<uuid:public_id>/corbeille/vider/": "doctor",
     "bal/<uuid:public_id>/dossiers/": "doctor",
