@@ -21,6 +21,7 @@ from django.utils.translation import gettext
 
 from accounts.audit import Action, TargetType
 from accounts.models import AuditEvent, User
+from accounts.typography import octets
 
 PARIS = ZoneInfo("Europe/Paris")
 # target_type of the traces written about a BAL (audit_record(target=mailbox)).
@@ -176,6 +177,184 @@ class JournalRow:
     mailbox_id: str
     message_ids: list[str]
     person: User | None
+    details: list[str]
+
+
+FOLDER_NAMES = {
+    "INBOX": "Boîte de réception",
+    "Sent": "Envoyés",
+    "Drafts": "Brouillons",
+    "Trash": "Corbeille",
+    "Archives": "Archives",
+}
+FLAG_NAMES = {"seen": "lu", "flagged": "suivi"}
+PURPOSES = {
+    "forward": "pour un transfert",
+    "reply": "pour une réponse",
+    "documents": "pour les documents de santé",
+    "closing": "à la fermeture de la BAL",
+    "export": "à la demande",
+}
+SERVICES = {"imap": "IMAP", "submission": "envoi SMTP", "pop": "POP"}
+ROLES = {"director": "directeur·rice", "member": "membre", "admin": "administrateur"}
+ACCESS_KINDS = {"member": "membre", "delegate": "délégation"}
+# Reasons of failure, in words; an unknown code is shown as recorded.
+REASONS = {
+    "token_expired": "jeton expiré",
+    "activity_ended": "activité terminée",
+    "denied": "accès refusé",
+    "forbidden": "accès refusé",
+    "not_found": "introuvable",
+    "quota": "quota dépassé",
+    "quota_exceeded": "quota dépassé",
+    "timeout": "délai dépassé",
+    "unreachable": "serveur injoignable",
+    "export_missing": "export introuvable",
+    "crl_refused": "liste de révocation refusée",
+    "whitelist_refused": "liste blanche refusée",
+    "unknown_recipient": "destinataire inconnu",
+    "not_in_whitelist": "domaine hors liste blanche",
+}
+
+
+def _plural(n: int, singular: str, plural: str) -> str:
+    return f"{n} {singular if n <= 1 else plural}"
+
+
+def _number(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple):
+        return len(value)
+    return None
+
+
+def _day(value: object) -> str | None:
+    try:
+        day = date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+    months = [
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
+        "décembre",
+    ]
+    return f"{day.day}{'er' if day.day == 1 else ''} {months[day.month - 1]} {day.year}"
+
+
+def _folder(name: object) -> str:
+    return FOLDER_NAMES.get(str(name), str(name))
+
+
+def detail_lines(event: AuditEvent) -> list[str]:
+    """What a trace records, in French words for the journal screen: folder, number of
+    messages or recipients, rights, dates, reason of a failure. Only the keys listed here are
+    shown (traces hold identifiers, never content; the person and the Message-IDs are shown
+    apart); an unknown key is left out rather than shown raw."""
+    d: Any = event.details if isinstance(event.details, dict) else {}
+    lines: list[str] = []
+    if d.get("folder"):
+        lines.append(f"Dossier : {_folder(d['folder'])}")
+    if d.get("target"):
+        lines.append(f"Vers le dossier : {_folder(d['target'])}")
+    for key in ("uids", "message_ids"):
+        n = _number(d.get(key))
+        if n is not None and n > 1:
+            lines.append(_plural(n, "message", "messages"))
+            break
+    n = _number(d.get("messages"))
+    if n is not None:
+        lines.append(_plural(n, "message", "messages"))
+    n = _number(d.get("folders"))
+    if n is not None:
+        lines.append(_plural(n, "dossier", "dossiers"))
+    if d.get("flag") in FLAG_NAMES:
+        verb = "marqué" if d.get("on") else "plus marqué"
+        lines.append(f"{verb.capitalize()} comme {FLAG_NAMES[d['flag']]}")
+    if "permanent" in d:
+        lines.append("Suppression définitive" if d["permanent"] else "Mis à la corbeille")
+    if d.get("everywhere"):
+        lines.append("Dans tous les dossiers")
+    if d.get("part") is not None and _number(d.get("part")) is not None:
+        lines.append(f"Pièce jointe n° {d['part']}")
+    n = _number(d.get("recipients"))
+    if n is not None:
+        lines.append(_plural(n, "destinataire", "destinataires"))
+    n = _number(d.get("patients"))
+    if n:
+        lines.append(_plural(n, "patient concerné", "patients concernés"))
+    n = _number(d.get("attachments"))
+    if n:
+        lines.append(_plural(n, "pièce jointe", "pièces jointes"))
+    n = _number(d.get("health_documents"))
+    if n:
+        lines.append(_plural(n, "document de santé", "documents de santé"))
+    n = _number(d.get("size"))
+    if n:
+        lines.append(f"Taille : {octets(n)}")
+    if d.get("purpose") in PURPOSES:
+        lines.append(PURPOSES[d["purpose"]].capitalize())
+    if d.get("domain"):
+        lines.append(f"Domaine : {d['domain']}")
+    if isinstance(d.get("domains"), list) and d["domains"]:
+        lines.append("Domaines : " + ", ".join(map(str, d["domains"])))
+    if _number(d.get("attempt")):
+        lines.append(f"Tentative n° {d['attempt']}")
+    if d.get("kind") in ACCESS_KINDS:
+        lines.append(f"Accès : {ACCESS_KINDS[d['kind']]}")
+    rights = [
+        word
+        for key, word in (("organise", "classer"), ("send", "envoyer"), ("manage", "gérer"))
+        if d.get(key)
+    ]
+    if any(key in d for key in ("organise", "send", "manage")):
+        lines.append("Droits : lire" + "".join(f", {w}" for w in rights))
+    if d.get("until") and (until := _day(d["until"])):
+        lines.append(f"Jusqu'au {until}")
+    if d.get("old_role") or d.get("new_role"):
+        old = ROLES.get(str(d.get("old_role")), str(d.get("old_role") or "aucun"))
+        new = ROLES.get(str(d.get("new_role")), str(d.get("new_role") or "aucun"))
+        lines.append(f"Rôle : {old} → {new}")
+    if isinstance(d.get("fields"), list) and d["fields"]:
+        lines.append("Champs modifiés : " + ", ".join(map(str, d["fields"])))
+    starts, ends = _day(d.get("from")), _day(d.get("to"))
+    if starts and ends:
+        lines.append(f"Du {starts} au {ends}")
+    if d.get("address") and isinstance(d.get("address"), str):
+        lines.append(f"Adresse : {d['address']}")
+    if "before" in d and "after" in d:
+        lines.append(f"Quota : {octets(d['before'])} → {octets(d['after'])}")
+    if d.get("service") in SERVICES:
+        lines.append(f"Service : {SERVICES[d['service']]}")
+    if d.get("software"):
+        lines.append(f"Logiciel : {d['software']}")
+    if "enabled" in d:
+        if d["enabled"]:
+            lines.append(f"Avis activés, toutes les {d.get('interval')} minutes")
+        else:
+            lines.append("Avis désactivés")
+    n = _number(d.get("accesses_removed"))
+    if n is not None:
+        lines.append(_plural(n, "accès retiré", "accès retirés"))
+    n = _number(d.get("deleted"))
+    if n is not None:
+        lines.append(_plural(n, "trace supprimée", "traces supprimées"))
+    reason = event.error_code or (d.get("reason") if isinstance(d.get("reason"), str) else "")
+    if reason and (event.result != "success" or not event.error_code):
+        prefix = "Motif de l'échec" if event.result != "success" else "Motif"
+        lines.append(f"{prefix} : {REASONS.get(reason, reason)}")
+    return lines
 
 
 def journal_rows(events: Iterable[AuditEvent]) -> list[JournalRow]:
@@ -192,6 +371,7 @@ def journal_rows(events: Iterable[AuditEvent]) -> list[JournalRow]:
             mailbox_id=event.target_id if event.target_type == MAILBOX_TARGET else "",
             message_ids=named_messages(event),
             person=people.get(_person_id(event)),
+            details=detail_lines(event),
         )
         for event in events
     ]

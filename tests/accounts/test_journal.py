@@ -303,3 +303,39 @@ def test_purge_with_an_explicit_age(world: World) -> None:
     assert audit_purge(older_than_days=7) == 1
     assert not AuditEvent.objects.filter(pk=older.pk).exists()
     assert AuditEvent.objects.filter(pk=newer.pk).exists()
+
+
+def test_details_in_french_words_and_never_content(world: World) -> None:
+    from accounts.journal import detail_lines
+
+    move = _event(
+        "message.move",
+        box=world.soins,
+        details={"folder": "INBOX", "uids": [4, 5, 6], "target": "Archives"},
+    )
+    assert detail_lines(move) == ["Dossier : Boîte de réception", "Vers le dossier : Archives",
+                                  "3 messages"]  # fmt: skip
+    sent = _event(
+        "message.sent",
+        box=world.soins,
+        details={"message_id": "<a@b>", "recipients": 2, "patients": 1, "size": 2048,
+                 "attachments": 1, "health_documents": ["11488-4"], "body": "secret"},
+    )  # fmt: skip
+    lines = detail_lines(sent)
+    assert lines == ["2 destinataires", "1 patient concerné", "1 pièce jointe",
+                     "1 document de santé", "Taille : 2\xa0Ko"]  # fmt: skip
+    assert not any("secret" in line for line in lines)
+    failed = _event(
+        "software.login_failed", box=world.soins, success=False, error_code="token_expired",
+        details={"service": "imap", "reason": "token_expired"},
+    )  # fmt: skip
+    assert detail_lines(failed) == ["Service : IMAP", "Motif de l'échec : jeton expiré"]
+    odd = _event("mailbox.closed", box=world.soins, success=False, error_code="x_42")
+    assert detail_lines(odd) == ["Motif de l'échec : x_42"]
+    grant = _event(
+        "mailbox.access_granted", box=world.claire,
+        details={"kind": "delegate", "organise": True, "send": True, "manage": False,
+                 "until": "2026-12-01T00:00:00+00:00"},
+    )  # fmt: skip
+    assert detail_lines(grant) == ["Accès : délégation", "Droits : lire, classer, envoyer",
+                                   "Jusqu'au 1er décembre 2026"]  # fmt: skip

@@ -625,6 +625,7 @@ def test_journal_filters_and_exports_only_the_structures_traces(world) -> None:
     assert page.status_code == 200
     assert "Inès Infirmière" in html
     assert "accueil@clinique-du-parc" not in html
+    assert "Dossier : Boîte de réception" in html  # the opened folder, in words
     csv = client.get(reverse("console:journal_csv", args=[world.tilleuls.public_id]))
     content = b"".join(csv.streaming_content).decode("utf-8")  # type: ignore[attr-defined]
     assert content.startswith("\ufeffDate;Heure;Auteur")

@@ -148,6 +148,7 @@ def _detailed(user: User, rows: list[JournalRow], boxes: dict[str, str]) -> list
                 "messages": messages,
                 "more": max(0, len(row.message_ids) - DETAIL_MESSAGES),
                 "person": row.person,
+                "details": row.details,
             }
         )
     return detailed
