@@ -94,10 +94,16 @@ class AccessForm(forms.Form):
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
     )
+    # Set by the confirmation page: the person's current rights on the BAL are replaced.
+    replace = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def chosen_rights(self) -> dict[str, bool]:
         """The chosen rights as ``access_set`` takes them."""
         return dict(RIGHTS[self.cleaned_data["rights"]][1])
+
+    def rights_words(self) -> str:
+        """The chosen rights in words, for the confirmation page."""
+        return str(RIGHTS[self.cleaned_data["rights"]][0])
 
     def expires_at(self) -> datetime | None:
         day = self.cleaned_data.get("until")

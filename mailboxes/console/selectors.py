@@ -111,6 +111,11 @@ def console_access(mailbox: Mailbox, public_id: uuid.UUID | str) -> MailboxAcces
     return access
 
 
+def existing_access(mailbox: Mailbox, user: User) -> MailboxAccess | None:
+    """The rights ``user`` already holds on ``mailbox`` (a new grant would replace them)."""
+    return MailboxAccess.objects.filter(mailbox=mailbox, user=user).first()
+
+
 def structure_people(structure: Structure) -> list[Membership]:
     """Everyone of the structure with their role, directors first, then by name."""
     return list(

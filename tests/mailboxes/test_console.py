@@ -423,6 +423,41 @@ def test_holder_delegates_to_the_secretary_who_uses_it_until_revoked(world) -> N
     assert secretary.get(folder, {"dossier": "INBOX"}).status_code == 404
 
 
+def test_a_new_delegation_asks_before_it_replaces_the_existing_one(world) -> None:
+    first = (timezone.localdate() + timedelta(days=30)).isoformat()
+    doctor = signed_in(world.doctor)
+    url = reverse("mailboxes:delegation_grant", args=[world.per.public_id])
+    doctor.post(url, {"person": str(world.secretary.public_id), "rights": "send", "until": first})
+    granted = MailboxAccess.objects.get(mailbox=world.per, user=world.secretary)
+    # A second grant to the same person shows what exists and changes nothing yet.
+    page = doctor.post(url, {"person": str(world.secretary.public_id), "rights": "read"})
+    html = text(page)
+    assert page.status_code == 200
+    assert "Remplacer les droits existants ?" in html
+    assert "Lecture, classement, envoi" in html  # the current rights, in words
+    assert "Lecture — sans date de fin" in html  # the new ones
+    kept = MailboxAccess.objects.get(pk=granted.pk)
+    assert (kept.can_send, kept.expires_at) == (True, granted.expires_at)
+    assert AuditEvent.objects.filter(action="mailbox.access_changed").count() == 0
+    # Confirmed: the same form posted again with « replace ».
+    response = doctor.post(
+        url, {"person": str(world.secretary.public_id), "rights": "read", "replace": "on"}
+    )
+    assert response.status_code == 302
+    replaced = MailboxAccess.objects.get(pk=granted.pk)
+    assert (replaced.can_send, replaced.expires_at) == (False, None)
+    assert AuditEvent.objects.filter(action="mailbox.access_changed").count() == 1
+    # The director's console asks the same for a member of an ORG BAL.
+    director = signed_in(world.director)
+    console_url = reverse(
+        "console:bal_access", args=[world.tilleuls.public_id, world.soins.public_id]
+    )
+    director.post(console_url, {"person": str(world.nurse.public_id), "rights": "send"})
+    page = director.post(console_url, {"person": str(world.nurse.public_id), "rights": "manage"})
+    assert "Remplacer les droits existants ?" in text(page)
+    assert not MailboxAccess.objects.get(mailbox=world.soins, user=world.nurse).can_manage
+
+
 def test_a_delegation_ends_by_itself_at_its_end_date(world) -> None:
     access = access_set(
         mailbox=world.per, user=world.secretary, can_send=False, actor=world.doctor,

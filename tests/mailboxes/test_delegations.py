@@ -154,7 +154,7 @@ def test_the_holder_sees_who_can_use_the_bal_until_when_and_is_told_of_every_cha
     nurse_access = MailboxAccess.objects.get(mailbox=cast.per, user=cast.nurse)
     doctor.post(
         reverse("mailboxes:delegation_grant", args=[cast.per.public_id]),
-        {"person": str(cast.nurse.public_id), "rights": "read"},
+        {"person": str(cast.nurse.public_id), "rights": "read", "replace": "on"},  # confirmed
     )
     doctor.post(
         reverse("mailboxes:delegation_revoke", args=[cast.per.public_id, nurse_access.public_id])

@@ -47,6 +47,7 @@ from mailboxes.console.services import export as export_svc
 from mailboxes.console.services import jobs, lifecycle, people
 from mailboxes.console.services.naming import address_propose
 from mailboxes.console.services.publication import publication_plan
+from mailboxes.console.views.confirm import replace_confirmation
 from mailboxes.errors import RecoveryKeyMissing
 from mailboxes.models import Mailbox, MailboxExport, MailboxJob
 from mailboxes.transport import quota
@@ -354,6 +355,9 @@ def bal_access(request: HttpRequest, structure_id: uuid.UUID, bal_id: uuid.UUID)
         messages.error(request, "Choisissez une personne de la structure et ses droits.")
         return redirect(_bal_url(current, box))
     user = structure_person(current, form.cleaned_data["person"])
+    ask = replace_confirmation(request, box=box, user=user, form=form, back=_bal_url(current, box))
+    if ask is not None:
+        return ask
     try:
         people.access_set(
             mailbox=box,

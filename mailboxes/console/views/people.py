@@ -39,6 +39,7 @@ from mailboxes.console.selectors import (
 )
 from mailboxes.console.services import people
 from mailboxes.console.services.recovery_key import recovery_key_set
+from mailboxes.console.views.confirm import replace_confirmation
 from mailboxes.models import Mailbox
 
 
@@ -213,6 +214,9 @@ def delegation_grant(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse
         messages.error(request, "Choisissez une personne de la structure et ses droits.")
         return redirect(back)
     user = structure_person(box.structure, form.cleaned_data["person"])
+    ask = replace_confirmation(request, box=box, user=user, form=form, back=back)
+    if ask is not None:
+        return ask
     try:
         people.access_set(
             mailbox=box,
