@@ -70,6 +70,34 @@ def validate_siret(value: str) -> str:
 NATIONAL_ID_RE = re.compile(r"^[0-9A-Za-z/]{6,64}$")
 
 
+def invited_national_id(value: str) -> str | None:
+    """The idNat_PS of an identifier typed to invite someone, its key checked: an RPPS (11
+    digits, Luhn key; §B4) or its idNat_PS (`8` + RPPS), an ADELI (9 digits) or its idNat_PS
+    (`0` + ADELI). None when ``value`` is not a number (a name, then). Raises ValidationError
+    (French) for a number of the wrong length or a wrong RPPS key."""
+    digits = normalize_identifier(value)
+    if not digits.isdigit():
+        return None
+    if len(digits) == 12 and digits.startswith("8"):
+        digits = digits[1:]
+    elif len(digits) == 10 and digits.startswith("0"):
+        return digits
+    if len(digits) == 9:
+        return "0" + digits
+    if len(digits) != 11:
+        raise ValidationError(
+            _("Un numéro RPPS compte 11 chiffres (un numéro ADELI, 9 chiffres)."),
+            code="national_id_format",
+        )
+    if not luhn_ok(digits):
+        raise ValidationError(
+            _("La clé du numéro RPPS %(rpps)s est incorrecte : vérifiez le dernier chiffre.")
+            % {"rpps": digits},
+            code="rpps_key",
+        )
+    return "8" + digits
+
+
 def national_id_kind(national_id: str) -> str:
     """RPPS, ADELI, or RPPS+/other, from the idNat_PS prefix (`8`+RPPS, `0`+ADELI; §B4)."""
     if len(national_id) == 12 and national_id.startswith("8") and national_id.isdigit():

@@ -144,10 +144,13 @@ class NoticeForm(forms.Form):
 
 class InviteForm(forms.Form):
     national_id = forms.CharField(
-        label="Identifiant national (RPPS ou ADELI)",
+        label="Nom ou numéro RPPS / ADELI",
         max_length=64,
-        help_text="RPPS : 8 suivi des 11 chiffres ; ADELI : 0 suivi des 9 chiffres.",
+        help_text="Un nom est cherché dans l'Annuaire Santé ; un numéro RPPS compte 11 chiffres "
+        "(clé comprise), un numéro ADELI 9.",
     )
+    # Set by the warning « l'annuaire ne connaît pas cet identifiant » : invite all the same.
+    anyway = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
 
 class RoleForm(forms.Form):

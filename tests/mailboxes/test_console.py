@@ -501,18 +501,67 @@ def test_only_the_holder_manages_delegations_of_a_per_bal(world) -> None:
 
 
 def test_invite_by_national_id_names_the_person_from_the_annuaire(world) -> None:
-    _annuaire_person("810009876543", "Amélie", "POULAIN")
+    _annuaire_person("810009876540", "Amélie", "POULAIN")
     client = signed_in(world.director)
     url = reverse("console:people", args=[world.tilleuls.public_id])
-    response = client.post(url, {"national_id": "810009876543"})
+    response = client.post(url, {"national_id": "810009876540"})
     assert response.status_code == 302
-    invited = User.objects.get(national_id="810009876543")
+    invited = User.objects.get(national_id="810009876540")
     assert (invited.first_name, invited.last_name) == ("Amélie", "POULAIN")
     assert not invited.has_usable_password()
-    again = client.post(url, {"national_id": "810009876543"})
+    again = client.post(url, {"national_id": "10009876540"})  # the RPPS alone: the same person
     assert "fait déjà partie de la structure" in text(again)
     garbage = client.post(url, {"national_id": "<script>"})
-    assert garbage.status_code == 400 and "n'est pas valide" in text(garbage)
+    assert garbage.status_code == 400 and "ne connaît aucun professionnel" in text(garbage)
+
+
+def test_invite_checks_the_rpps_key_and_its_length(world) -> None:
+    client = signed_in(world.director)
+    url = reverse("console:people", args=[world.tilleuls.public_id])
+    wrong_key = client.post(url, {"national_id": "1000 987 6543"})
+    assert wrong_key.status_code == 400
+    assert "La clé du numéro RPPS 10009876543 est incorrecte" in text(wrong_key)
+    short = client.post(url, {"national_id": "1000987"})
+    assert short.status_code == 400 and "11 chiffres" in text(short)
+    assert not User.objects.filter(national_id__startswith="81000987").exists()
+
+
+def test_invite_by_name_through_the_annuaire(world) -> None:
+    _annuaire_person("810009876540", "Amélie", "POULAIN")
+    _annuaire_person("810003456786", "Jean-Marc", "N'DIAYE")
+    _annuaire_person("810001234565", "Jeanne", "N'DIAYE")
+    from annuaire.models import DirectoryEntry
+    from annuaire.search import norm
+
+    for entry in DirectoryEntry.objects.all():  # as the annuaire's import writes them
+        entry.name_norm, entry.given_norm = norm(entry.last_name), norm(entry.first_name)
+        entry.save(update_fields=["name_norm", "given_norm"])
+    client = signed_in(world.director)
+    url = reverse("console:people", args=[world.tilleuls.public_id])
+    assert client.post(url, {"national_id": "Poulain"}).status_code == 302
+    assert User.objects.get(national_id="810009876540").last_name == "POULAIN"
+    # Two of that name: the page offers both, and invites nobody yet.
+    page = text(client.post(url, {"national_id": "N'Diaye"}))
+    assert "Plusieurs professionnels" in page
+    assert "Inviter Jean-Marc N'DIAYE" in page and "Inviter Jeanne N'DIAYE" in page
+    assert not User.objects.filter(national_id="810003456786").exists()
+    assert client.post(url, {"national_id": "810003456786"}).status_code == 302
+    nobody = client.post(url, {"national_id": "Zyxwvut"})
+    assert nobody.status_code == 400 and "ne connaît aucun professionnel" in text(nobody)
+
+
+def test_invite_warns_about_an_identifier_the_annuaire_does_not_know(world) -> None:
+    client = signed_in(world.director)
+    url = reverse("console:people", args=[world.tilleuls.public_id])
+    page = client.post(url, {"national_id": "99700427885"})  # a valid key, unknown here
+    assert page.status_code == 200
+    assert "L'Annuaire Santé ne connaît pas l'identifiant 899700427885" in text(page)
+    assert not User.objects.filter(national_id="899700427885").exists()
+    anyway = client.post(url, {"national_id": "899700427885", "anyway": "on"})
+    assert anyway.status_code == 302
+    assert Membership.objects.filter(
+        structure=world.tilleuls, user__national_id="899700427885"
+    ).exists()
 
 
 def test_role_change_needs_recent_sign_in_and_keeps_one_director(world) -> None:

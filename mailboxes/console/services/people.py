@@ -11,6 +11,7 @@ take effect at once (the grants are read per request, revocation is a DELETE).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +23,10 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from accounts.audit import Action, actor_label_of, audit_record
-from accounts.identifiers import NATIONAL_ID_RE
+from accounts.identifiers import NATIONAL_ID_RE, invited_national_id
 from accounts.models import Membership, Structure, StructureDomain, User
 from accounts.services import membership_set_role
-from annuaire.selectors import directory_professional
+from annuaire.selectors import directory_per_entries, directory_professional
 from mailboxes.access import MISSING, Access, grant_for
 from mailboxes.console.services.lifecycle import mailbox_create
 from mailboxes.console.services.portal_mail import person_named, portal_mail_send, when_text
@@ -280,6 +281,48 @@ def mailbox_update(
 
 
 @transaction.atomic
+@dataclass(frozen=True)
+class InviteLookup:
+    """Whom an invitation names: one national id (``known``: the annuaire lists it), or the
+    professionals of the annuaire whose name matches when there are several."""
+
+    national_id: str = ""
+    known: bool = False
+    choices: tuple[tuple[str, str], ...] = ()  # (national id, name and profession)
+
+
+def invite_lookup(text: str) -> InviteLookup:
+    """Read what a director typed to invite someone: an RPPS or ADELI number (its key
+    checked: accounts.identifiers.invited_national_id), a national id of another form, or a
+    name looked up in the annuaire. Raises ValidationError (French) for a wrong number or a
+    name the annuaire does not know."""
+    text = text.strip()
+    national_id = invited_national_id(text)
+    if national_id is None and NATIONAL_ID_RE.match(text) and any(c.isdigit() for c in text):
+        national_id = text  # another form of idNat_PS (test identities, RPPS+ ranks)
+    if national_id is not None:
+        return InviteLookup(national_id, known=directory_professional(national_id) is not None)
+    if len(text) < 2 or not any(c.isalpha() for c in text):
+        raise ValidationError(
+            "Saisissez un nom ou un numéro RPPS (11 chiffres) ou ADELI (9 chiffres).",
+            code="national_id",
+        )
+    found: dict[str, str] = {}
+    for entry in directory_per_entries(text, 20):
+        name = f"{entry.first_name.title()} {entry.last_name.upper()}".strip()
+        where = ", ".join(x for x in (entry.profession_label, entry.structure_name) if x)
+        found.setdefault(entry.pp_national_id, f"{name} ({where})" if where else name)
+    if not found:
+        raise ValidationError(
+            f"L'annuaire ne connaît aucun professionnel nommé « {text} » : saisissez son "
+            "numéro RPPS ou ADELI.",
+            code="unknown_name",
+        )
+    if len(found) == 1:
+        return InviteLookup(next(iter(found)), known=True)
+    return InviteLookup(choices=tuple(found.items()))
+
+
 def professional_invite(
     *,
     structure: Structure,

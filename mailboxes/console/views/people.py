@@ -19,7 +19,7 @@ from accounts.decorators import (
     reauthenticate,
     recent_auth_required,
 )
-from accounts.models import Membership, User
+from accounts.models import Membership, Structure, User
 from mailboxes.access import Access, access_mailbox
 from mailboxes.console.forms import (
     AccessForm,
@@ -58,9 +58,12 @@ def people_list(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
+                lookup = people.invite_lookup(form.cleaned_data["national_id"])
+                if lookup.choices or not (lookup.known or form.cleaned_data["anyway"]):
+                    return _people_page(request, current, form, lookup=lookup)
                 membership = people.professional_invite(
                     structure=current,
-                    national_id=form.cleaned_data["national_id"],
+                    national_id=lookup.national_id,
                     actor=_user(request),
                     request=request,
                 )
@@ -77,6 +80,20 @@ def people_list(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
                 return redirect("console:people", current.public_id)
         else:
             status = 400
+    return _people_page(request, current, form, status=status)
+
+
+def _people_page(
+    request: HttpRequest,
+    current: Structure,
+    form: InviteForm,
+    *,
+    lookup: people.InviteLookup | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The people of the structure and the invitation form; with ``lookup``, the choice
+    between several professionals of that name, or the warning about an identifier the
+    annuaire does not know."""
     holders = set(
         Mailbox.objects.filter(structure=current, kind=Mailbox.Kind.PER)
         .exclude(status=Mailbox.Status.CLOSED)
@@ -90,6 +107,7 @@ def people_list(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
             "rows": structure_people(current),
             "holders": holders,
             "form": form,
+            "lookup": lookup,
             "me": _user(request),
         },
         status=status,
