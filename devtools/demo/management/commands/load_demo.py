@@ -1,5 +1,10 @@
 """Load the demo structures, professionals and mailboxes (idempotent; run by `make run`).
 
+A structure's directors, BALs, members and delegations are seeded once, in the run that
+creates the structure: a later run (every `make run`) leaves what people did in the demo as
+it is (a BAL closed, a right taken back, a director demoted, a person invited) and creates
+no BAL for them. The professionals are synced from the PSC mock identities every run.
+
 With ``--mail``, also deliver a few demo messages over LMTP to BALs whose inbox is empty
 (Dovecot must be running).
 """
@@ -163,6 +168,7 @@ class Command(BaseCommand):
             return
         self.hosted = {f for f in options["structures"].split(",") if f}
         self.bare = options["bare"]
+        self.fresh: set[int] = set()  # the structures this run creates: seeded once
         with transaction.atomic():
             self.load()
             if not self.bare:
@@ -182,12 +188,13 @@ class Command(BaseCommand):
             if not Structure.objects.filter(
                 identifier_kind=demo.kind, identifier=demo.identifier
             ).exists():
-                structure_create(
+                created = structure_create(
                     identifier_kind=demo.kind,
                     identifier=demo.identifier,
                     name=demo.name,
                     domains=[demo.domain],
                 )
+                self.fresh.add(created.pk)
         for document in load_identities():
             identity = parse_userinfo(document)
             user, new = User.objects.get_or_create(
@@ -200,19 +207,21 @@ class Command(BaseCommand):
             director = User.objects.get(national_id=national_id)
             for finess in finess_list:
                 structure = Structure.objects.filter(identifier=finess).first()
-                if structure is None:  # hosted by another operator
-                    continue
+                if structure is None or structure.pk not in self.fresh:  # hosted elsewhere,
+                    continue  # or seeded in an earlier run: its roles are the directors' now
                 membership_set_role(
                     structure=structure, user=director, role=Membership.Role.DIRECTOR, actor=None
                 )
-        for structure in Structure.objects.all():
+        for structure in Structure.objects.filter(pk__in=self.fresh):
             self.load_mailboxes(structure)
         if self.bare:
             return
         self.load_whitelist()
         self.load_annuaire()
         for owner_id, delegate_id in DELEGATIONS:
-            box = Mailbox.objects.filter(owner__national_id=owner_id).first()
+            box = Mailbox.objects.filter(
+                owner__national_id=owner_id, structure_id__in=self.fresh
+            ).first()
             delegate = User.objects.get(national_id=delegate_id)
             if box and not MailboxAccess.objects.filter(mailbox=box, user=delegate).exists():
                 # The holder delegates (nobody else may); reading, organising and sending.
@@ -349,7 +358,9 @@ class Command(BaseCommand):
             today = (today - timedelta(days=1)).replace(day=1)
             months.append(today)
         rows = []
-        for box in Mailbox.objects.exclude(kind=Mailbox.Kind.APP):
+        for box in Mailbox.objects.filter(structure_id__in=self.fresh).exclude(
+            kind=Mailbox.Kind.APP
+        ):
             if MailboxMonthlyUsage.objects.filter(mailbox=box).exists():
                 continue
             rng = random.Random(box.address)  # noqa: S311 (fictitious figures)
@@ -371,8 +382,8 @@ class Command(BaseCommand):
         (the notices its holder got while the demo was set up, mail sent in an earlier run)."""
         delivered = 0
         for n, (address, sender, subject, body) in enumerate(MESSAGES, start=1):
-            if not Mailbox.objects.filter(address=address).exists():
-                continue
+            if not Mailbox.objects.filter(address=address, status=Mailbox.Status.ACTIVE).exists():
+                continue  # closed, suspended or renamed in the demo: left alone
             domain = sender.rsplit("@", 1)[-1].rstrip(">")
             message_id = f"<demo-{n}@{domain}>"
             with MailStore(address) as store:
