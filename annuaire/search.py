@@ -34,6 +34,12 @@ def _pg() -> bool:
     return connection.vendor == "postgresql"
 
 
+def typos_tolerated() -> bool:
+    """Whether a misspelt last name still finds its professional here: the trigram search
+    needs PostgreSQL's pg_trgm; the embedded SQLite of `make run` matches prefixes only."""
+    return _pg()
+
+
 def _prefix(qs: QuerySet[DirectoryEntry], column: str, value: str) -> QuerySet[DirectoryEntry]:
     """Rows whose ``column`` starts with ``value``, in index order (C collation on PG)."""
     if _pg():

@@ -27,6 +27,7 @@ from annuaire.search import (
     directory_entry,
     directory_search,
     directory_suggest,
+    typos_tolerated,
 )
 from annuaire.whitelist import dn_key
 
@@ -283,6 +284,7 @@ __all__ = [
     "directory_suggest",
     "recipient_cache_clear",
     "recipient_check",
+    "typos_tolerated",
     "whitelist_allows",
     "whitelist_current",
     "whitelist_diff",

@@ -14,6 +14,7 @@ from annuaire.selectors import (
     directory_last_import,
     directory_search,
     directory_suggest,
+    typos_tolerated,
 )
 
 
@@ -25,6 +26,7 @@ def search(request: HttpRequest) -> HttpResponse:
     context: dict[str, object] = {
         "form": form,
         "last_import": directory_last_import(),
+        "typos_tolerated": typos_tolerated(),
     }
     if form.is_bound and form.is_valid():
         query = form.query()

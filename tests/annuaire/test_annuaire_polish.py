@@ -63,3 +63,20 @@ def test_the_annuaire_page_says_aucun_resultat_or_counts() -> None:
     form = client.get("/annuaire/").content.decode()
     assert '<option value="99">' not in form  # the code nobody labelled
     assert form.count(">Médecin</option>") == 1
+
+
+@pytest.mark.usefixtures("directory")
+def test_the_promise_about_typos_matches_the_backend_in_use(monkeypatch) -> None:
+    client = Client()
+    client.force_login(make_professional())
+
+    # PostgreSQL (here): a misspelt name finds its professional, and the page says so.
+    page = client.get("/annuaire/", {"nom": "Martinn"}).content.decode()
+    assert "une faute de frappe dans le nom est tolérée" in page
+    assert "1 adresse trouvée" in page
+
+    # The embedded SQLite of `make run` matches prefixes only: the page must not promise more.
+    monkeypatch.setattr("annuaire.views.typos_tolerated", lambda: False)
+    page = client.get("/annuaire/").content.decode()
+    assert "faute de frappe" not in page
+    assert "le nom doit être écrit sans faute" in page
