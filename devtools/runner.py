@@ -212,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         "GATEWAY_PORT": str(gateway_port),
         "TLS_CRL_URLS": os.environ.get("TLS_CRL_URLS", str(var / "pki" / "ca.crl")),
         "PYTHONUNBUFFERED": "1",
+        # `make run` is the demonstration a newcomer sees: French error pages, not Django's
+        # debug pages (DJANGO_DEBUG=true brings them back for development).
+        "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "false"),
+        "PORTAL_DEMO": os.environ.get("PORTAL_DEMO", "true"),
         **dovecot_home(var),
     }
     prepare(env)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -81,6 +82,17 @@ def test_embedded_default_starts_serves_and_stops_cleanly() -> None:
 
         status, body = _get(f"{base}/connexion/")
         assert status == 200 and "Se connecter avec Pro Santé Connect" in body.decode()
+        # The demonstration's error pages are the portal's, in French, and its styles load.
+        try:
+            _get(f"{base}/nulle-part/")
+        except urllib.error.HTTPError as missing:
+            assert missing.code == 404
+            page = missing.read().decode()
+            assert "Page introuvable" in page and "DEBUG = True" not in page
+        else:
+            raise AssertionError("an unknown page answered 200")
+        status, body = _get(f"{base}/static/css/portal.css")
+        assert status == 200 and b".page" in body
         status, body = _get(
             f"{base}/_dev/psc/auth/realms/esante-wallet/.well-known/wallet-openid-configuration"
         )
