@@ -21,6 +21,7 @@ from annuaire.extraction import COLUMNS
 from annuaire.services import directory_import
 from devtools.pki import Issued
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
+from mailboxes.store import lmtp
 from mailboxes.transport.delivery_reports import report_apply
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
@@ -149,6 +150,16 @@ def test_compose_send_and_follow_the_recipient_status(
         report_apply(_report("mdn", box, message))
         page.reload()
         expect(status).to_contain_text("Lu")
+
+        # The Sent list says it too, and the receipt itself is filed in « Accusés », not the INBOX.
+        lmtp.deliver(REMOTE, [box.address], _report("mdn", box, message))
+        page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=Sent")
+        row = page.locator("#message-list tr", has_text="Sortie de Mme D.")
+        expect(row.locator("td.delivery")).to_have_text("👁 Lu")
+        page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX")
+        expect(page.get_by_text("Avis")).to_have_count(0)
+        page.locator("nav a", has_text="Accusés").first.click()
+        expect(page.get_by_role("link", name="Avis")).to_be_visible()
     finally:
         worker.kill()
         worker.wait(10)
