@@ -8,7 +8,7 @@ from datetime import datetime
 
 from django.utils.translation import gettext as _
 
-from accounts.audit import Action
+from accounts.audit import Action, TargetType
 from accounts.models import AuditEvent, User
 from accounts.typography import octets
 from mailboxes.access import Access, Grant
@@ -186,6 +186,8 @@ def openers_of(mailbox: Mailbox, message_id: str) -> list[tuple[str, datetime]]:
     events = (
         AuditEvent.objects.filter(
             action=Action.MESSAGE_READ.value,
+            # Both columns of the journal's index (audit_target), not target_id alone.
+            target_type=TargetType.MAILBOX.value,
             target_id=str(mailbox.public_id),
             result=AuditEvent.Result.SUCCESS,
             details__message_id=message_id,
