@@ -7,34 +7,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from accounts.models import User
 from annuaire.ins import MONTHS
 from mailboxes.models import Absence
+from tests.browser import sign_in
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "e2e-artifacts"
-
-
-def _sign_in(page: Page, live_server, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.clear_cookies()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": live_server.url,
-            }
-        ]
-    )
 
 
 def test_the_holder_sets_an_absence_and_sees_it_active(dovecot, live_server, page: Page) -> None:
@@ -44,7 +27,7 @@ def test_the_holder_sets_an_absence_and_sees_it_active(dovecot, live_server, pag
     today = timezone.localdate()
     end = today + timedelta(days=7)
 
-    _sign_in(page, live_server, holder)
+    sign_in(page, live_server.url, holder, recent=False)
     page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX")
     page.get_by_role("link", name="Message d'absence").click()
     expect(page.get_by_role("heading", name="Message d'absence")).to_be_visible()

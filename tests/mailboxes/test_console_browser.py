@@ -4,39 +4,18 @@ list, opens it and can write from it."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from playwright.sync_api import Browser, Page, expect
 
-from accounts.decorators import AUTH_AT_SESSION_KEY
-from accounts.models import Membership, User
+from accounts.models import Membership
 from mailboxes.models import Mailbox, MailboxAccess
+from tests.browser import sign_in
 from tests.factories import make_membership, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _sign_in(page: Page, base_url: str, user: User) -> None:
-    """A session as right after a Pro Santé Connect sign-in (adding a member asks for one)."""
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session[AUTH_AT_SESSION_KEY] = int(time.time())
-    session.save()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": base_url,
-            }
-        ]
-    )
 
 
 def test_director_creates_an_org_bal_adds_a_nurse_who_then_sees_it(
@@ -58,7 +37,7 @@ def test_director_creates_an_org_bal_adds_a_nurse_who_then_sees_it(
         ),
     )
 
-    _sign_in(page, base, director)
+    sign_in(page, base, director)
     page.goto(f"{base}/")
     page.get_by_role("link", name="Console").click()
     expect(page.get_by_role("heading", name="Boîtes aux lettres")).to_be_visible()
@@ -91,7 +70,7 @@ def test_director_creates_an_org_bal_adds_a_nurse_who_then_sees_it(
     nurse_context = browser.new_context(locale="fr-FR")
     try:
         nurse_page = nurse_context.new_page()
-        _sign_in(nurse_page, base, nurse)
+        sign_in(nurse_page, base, nurse)
         nurse_page.goto(f"{base}/bal/")
         link = nurse_page.get_by_role("link", name="soins@ehpad-les-tilleuls.mssante.fr")
         expect(link.first).to_be_visible()

@@ -3,43 +3,23 @@ leaves everything as it was, « OK » does it."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from playwright.sync_api import Dialog, Page, expect
 
-from accounts.decorators import AUTH_AT_SESSION_KEY
-from accounts.models import Membership, User
+from accounts.models import Membership
 from mailboxes.models import MailboxAccess
+from tests.browser import sign_in
 from tests.personas import make_cast
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _sign_in(page: Page, base_url: str, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session[AUTH_AT_SESSION_KEY] = int(time.time())
-    session.save()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": base_url,
-            }
-        ]
-    )
-
-
 def test_role_changes_and_removals_ask_first(dovecot: Any, live_server: Any, page: Page) -> None:
     cast = make_cast()
     base = live_server.url
-    _sign_in(page, base, cast.director)
+    sign_in(page, base, cast.director)
     questions: list[str] = []
     answer = {"accept": False}
 

@@ -3,18 +3,14 @@ value, at a phone's width and a desktop's: the value beside its label or right u
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Page
 
-from accounts.decorators import AUTH_AT_SESSION_KEY
-from accounts.models import User
 from mailboxes.models import Mailbox
+from tests.browser import sign_in
 from tests.personas import make_cast
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,23 +23,6 @@ PAIRS = """() => [...document.querySelectorAll('dl.facts dt')].map(dt => {
 })"""
 
 
-def _sign_in(page: Page, base_url: str, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session[AUTH_AT_SESSION_KEY] = int(time.time())
-    session.save()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": base_url,
-            }
-        ]
-    )
-
-
 @pytest.mark.parametrize("width", [390, 1280])
 def test_bal_summary_labels_stay_with_their_values(
     dovecot: Any, live_server: Any, page: Page, width: int
@@ -54,7 +33,7 @@ def test_bal_summary_labels_stay_with_their_values(
     # Every pair shown: kind, holder, creation, change of state.
     Mailbox.objects.filter(pk=box.pk).update(status_changed_at=timezone.now())
     page.set_viewport_size({"width": width, "height": 900})
-    _sign_in(page, live_server.url, cast.director)
+    sign_in(page, live_server.url, cast.director)
     page.goto(f"{live_server.url}/console/{cast.structure.public_id}/bal/{box.public_id}/")
     pairs = page.evaluate(PAIRS)
     labels = [p["label"] for p in pairs]

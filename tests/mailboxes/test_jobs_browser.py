@@ -7,41 +7,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.test import Client
 from playwright.sync_api import Page, expect
 
-from accounts.decorators import AUTH_AT_SESSION_KEY
-from accounts.models import Membership, User
+from accounts.models import Membership
 from mailboxes.console.services.recovery_key import recovery_key_set
 from mailboxes.models import Mailbox, MailboxJob
+from tests.browser import sign_in
 from tests.factories import make_membership, make_message, make_professional
 from tests.mailboxes.conftest import deliver
 from tests.mailboxes.pgp import Keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _sign_in(page: Page, base_url: str, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session[AUTH_AT_SESSION_KEY] = int(time.time())  # export asks for a recent sign-in
-    session.save()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": base_url,
-            }
-        ]
-    )
 
 
 def _store_worker() -> subprocess.Popen[bytes]:
@@ -77,7 +58,7 @@ def test_the_export_page_follows_the_job_until_its_result(
     page.on("console", lambda m: blocked.append(m.text) if "Content Security" in m.text else None)
     base = live_server.url
 
-    _sign_in(page, base, director)
+    sign_in(page, base, director)
     page.goto(f"{base}/console/{box.structure.public_id}/bal/{box.public_id}/exporter/")
     page.get_by_label("Recopiez l'adresse de la BAL pour confirmer").fill(box.address)
     page.get_by_role("button", name="Produire l'export chiffré").click()

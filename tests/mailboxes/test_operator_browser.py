@@ -5,39 +5,19 @@ both are traced. A director has no link and gets a 404."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from accounts.decorators import AUTH_AT_SESSION_KEY
-from accounts.models import AuditEvent, Membership, User
+from accounts.models import AuditEvent, Membership
 from mailboxes.models import OutboundDelivery, OutboundMessage
 from mailboxes.transport.relay import Recipient, message_spool
+from tests.browser import sign_in
 from tests.factories import make_membership, make_professional, make_structure
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _sign_in(page: Page, base_url: str, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session[AUTH_AT_SESSION_KEY] = int(time.time())
-    session.save()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": base_url,
-            }
-        ]
-    )
 
 
 def _stuck_message() -> OutboundMessage:
@@ -76,7 +56,7 @@ def test_staff_retry_then_abandon_a_stuck_message(live_server: Any, page: Page) 
         ),
     )
 
-    _sign_in(page, base, staff)
+    sign_in(page, base, staff)
     page.goto(f"{base}/")
     page.get_by_role("link", name="Opérateur").click()
     expect(page.get_by_role("heading", name="File sortante")).to_be_visible()
@@ -121,7 +101,7 @@ def test_a_director_has_no_link_and_gets_404(live_server: Any, page: Page) -> No
     message = _stuck_message()
     base = live_server.url
 
-    _sign_in(page, base, director)
+    sign_in(page, base, director)
     page.goto(f"{base}/")
     expect(page.get_by_role("link", name="Console")).to_be_visible()
     expect(page.get_by_role("link", name="Opérateur")).to_have_count(0)

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import base64
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Page, ViewportSize, expect
 
-from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import User
 from mailboxes.models import (
     Mailbox,
@@ -34,6 +30,7 @@ from mailboxes.models import (
     OutboundMessage,
 )
 from mailboxes.transport.relay import Recipient, message_spool
+from tests.browser import sign_in
 from tests.factories import make_message, make_professional
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.test_url_matrix import RULES
@@ -113,24 +110,6 @@ POST_ONLY = re.compile(
     r"modifier|droits|etat|notification|quota|exporter)/$"
 )
 SIGN_IN_PAGES = re.compile(r"^operateur/(connexion|deconnexion|double-authentification|reauth)")
-
-
-def _sign_in(page: Page, base_url: str, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session[AUTH_AT_SESSION_KEY] = int(time.time())
-    session.save()
-    page.context.clear_cookies()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": base_url,
-            }
-        ]
-    )
 
 
 def _world() -> tuple[dict[str, User], dict[str, Any]]:
@@ -215,7 +194,7 @@ def test_nothing_scrolls_sideways_at_390px(
 ) -> None:
     people, values = _world()
     persona = PAGES[route]
-    _sign_in(page, live_server.url, people[persona])
+    sign_in(page, live_server.url, people[persona])
     url = live_server.url + _url(route, values)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
@@ -244,7 +223,7 @@ def test_the_webmail_on_a_phone_folds_its_menus_and_lists_one_message_per_block(
     dovecot: Any, live_server: Any, page: Page
 ) -> None:
     people, values = _world()
-    _sign_in(page, live_server.url, people["doctor"])
+    sign_in(page, live_server.url, people["doctor"])
     page.set_viewport_size(PHONE)
     page.goto(f"{live_server.url}/bal/{values['public_id']}/?dossier=INBOX")
 
@@ -290,7 +269,7 @@ def test_indicator_charts_stay_readable_on_a_phone(
         domains={"chu-exemple.mssante.fr": 9},
         structures={"CHU Exemple": 9},
     )
-    _sign_in(page, live_server.url, people["director"])
+    sign_in(page, live_server.url, people["director"])
     for size in (PHONE, DESKTOP):
         page.set_viewport_size(size)
         page.goto(f"{live_server.url}/console/{values['structure_id']}/indicateurs/")

@@ -10,31 +10,15 @@ import re
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from playwright.sync_api import Page, expect
 
-from accounts.models import User
+from tests.browser import sign_in
 from tests.factories import make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.test_reading_organising import PNG, _with_attachment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "e2e-artifacts"
-
-
-def _sign_in(page: Page, live_server, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": live_server.url,
-            }
-        ]
-    )
 
 
 def test_search_select_all_trash_with_undo_sort_and_shortcuts(
@@ -45,7 +29,7 @@ def test_search_select_all_trash_with_undo_sort_and_shortcuts(
     wait_provisioned(box.address)
     for subject in ("Relance B", "Relance A", "Relance C", "Réunion de service"):
         deliver(box.address, make_message(subject=subject))
-    _sign_in(page, live_server, doctor)
+    sign_in(page, live_server.url, doctor, recent=False)
     page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX")
 
     # One quick box; the other fields fold out under « Recherche avancée ».
@@ -134,7 +118,7 @@ def test_folders_move_everywhere_empty_trash_print_and_preview(
     deliver(box.address, make_message(subject="Bilan Leroy", body="Créatinine normale."))
     deliver(box.address, _with_attachment("Photo de la plaie", "plaie.png", "image/png", PNG))
     deliver(box.address, make_message(subject="Publicité"))
-    _sign_in(page, live_server, doctor)
+    sign_in(page, live_server.url, doctor, recent=False)
     inbox = f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX"
     page.goto(inbox)
 
@@ -215,7 +199,7 @@ def test_the_conversation_view_groups_a_reply_under_its_message(
         f"In-Reply-To: {parent.group(1).decode()}\r\nReferences: {parent.group(1).decode()}\r\n"
     )
     deliver(box.address, make_message(subject="RE : Sortie de M. Leroy", extra_headers=references))
-    _sign_in(page, live_server, doctor)
+    sign_in(page, live_server.url, doctor, recent=False)
     page.goto(f"{live_server.url}/bal/{box.public_id}/?dossier=INBOX")
     expect(page.locator("td.subject a").first).to_have_text("RE : Sortie de M. Leroy")
 

@@ -7,31 +7,14 @@ import re
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from playwright.sync_api import Page, expect
 
-from accounts.models import User
+from tests.browser import sign_in
 from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "e2e-artifacts"
-
-
-def _sign_in(page: Page, live_server, user: User) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.clear_cookies()
-    page.context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": live_server.url,
-            }
-        ]
-    )
 
 
 def test_a_shift_hands_a_message_over_to_the_next(dovecot, live_server, page: Page) -> None:
@@ -48,7 +31,7 @@ def test_a_shift_hands_a_message_over_to_the_next(dovecot, live_server, page: Pa
     deliver(team.address, make_message(subject="Ordonnance de Mme Leroy"))
     inbox = f"{live_server.url}/bal/{team.public_id}/?dossier=INBOX"
 
-    _sign_in(page, live_server, morning)
+    sign_in(page, live_server.url, morning, recent=False)
     page.goto(inbox)
     page.get_by_role("link", name="Passage de 18 h : M. Durand").click()
     expect(page.get_by_text("À traiter : personne ne l'a encore pris en charge.")).to_be_visible()
@@ -56,7 +39,7 @@ def test_a_shift_hands_a_message_over_to_the_next(dovecot, live_server, page: Pa
     expect(page.get_by_text("Vous avez pris ce message en charge")).to_be_visible()
     expect(page.get_by_text(re.compile(r"Pris en charge par Julien Bernard le"))).to_be_visible()
 
-    _sign_in(page, live_server, afternoon)
+    sign_in(page, live_server.url, afternoon, recent=False)
     page.goto(inbox)
     expect(page.get_by_text(re.compile(r"Pris en charge par Julien Bernard le"))).to_be_visible()
     page.get_by_role("link", name="À traiter").click()
