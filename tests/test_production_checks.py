@@ -5,45 +5,17 @@ its own process with a production environment as .env.example describes it."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.production import run_in_production
 
 
 def _check(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "LANG": "C.UTF-8",
-        "PORTAL_ENV": "production",
-        "PORTAL_VAR_DIR": str(tmp_path / "var"),
-        "PORTAL_SITE_URL": "https://portail.exemple-operateur.fr",
-        "DJANGO_SECRET_KEY": "cle-de-production-" + "x" * 40,
-        "DATABASE_URL": "postgres://mssante:motdepasse@127.0.0.1:9/mssante",
-        "REDIS_URL": "redis://127.0.0.1:9/0",
-        "DOVECOT_MASTER_PASSWORD": "mot-de-passe-maitre",
-        "PSC_DISCOVERY_URL": "https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet/"
-        ".well-known/wallet-openid-configuration",
-        "PSC_CLIENT_ID": "portail-mssante",
-        "PSC_CLIENT_SECRET": "secret-ans",
-        "TLS_CRL_URLS": "http://crl.exemple/igc.crl",
-        "MSS_NIL": "4242424242",
-        "EXPORT_DIR": str(tmp_path / "exports"),
-        **variables,
-    }
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_in_production([sys.executable, "manage.py", "check"], tmp_path, **variables)
 
 
 def test_a_complete_production_environment_passes(tmp_path: Path) -> None:

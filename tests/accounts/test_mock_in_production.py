@@ -5,14 +5,14 @@ under gunicorn."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.production import run_in_production
+
 REFUSAL = "PSC_MOCK_ENABLED=true is refused with PORTAL_ENV=production"
 ENTRY_POINTS = {
     "import": [sys.executable, "-c", "import mssante_portal.settings"],
@@ -26,28 +26,7 @@ ENTRY_POINTS = {
 
 
 def _start(entry: str, tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
-    """Run an entry point with a production environment as .env.example describes it."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "LANG": "C.UTF-8",
-        "PORTAL_ENV": "production",
-        "PORTAL_VAR_DIR": str(tmp_path / "var"),
-        "PORTAL_SITE_URL": "https://portail.exemple-operateur.fr",
-        "DJANGO_SECRET_KEY": "cle-de-production-" + "x" * 40,
-        "DATABASE_URL": "postgres://mssante:motdepasse@127.0.0.1:9/mssante",
-        "REDIS_URL": "redis://127.0.0.1:9/0",
-        "DOVECOT_MASTER_PASSWORD": "mot-de-passe-maitre",
-        "PSC_DISCOVERY_URL": "https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet/"
-        ".well-known/wallet-openid-configuration",
-        "PSC_CLIENT_ID": "portail-mssante",
-        "PSC_CLIENT_SECRET": "secret-ans",
-        "MSS_NIL": "0000000000",
-        **variables,
-    }
-    return subprocess.run(
-        ENTRY_POINTS[entry], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_in_production(ENTRY_POINTS[entry], tmp_path, **variables)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
