@@ -400,6 +400,14 @@ class MailStore:
         rank = {name: i for i, name in enumerate(FOLDER_ORDER)}
         return sorted(result, key=lambda f: (rank.get(f.name, len(rank)), f.name.lower()))
 
+    def size(self) -> int:
+        """Bytes held by the BAL, every folder included: the sum of each folder's STATUS SIZE
+        (RFC 8438), as Dovecot counts it, wherever the mail is stored (this process's disk, a
+        volume it does not mount, a backend behind the proxy)."""
+        return sum(
+            int(self.client.folder_status(name, [b"SIZE"])[b"SIZE"]) for name in self.folder_names()
+        )
+
     def unread(self, folder: str = "INBOX") -> int:
         return int(self.client.folder_status(folder, [b"UNSEEN"])[b"UNSEEN"])
 

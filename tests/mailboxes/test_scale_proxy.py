@@ -38,6 +38,7 @@ from mailboxes.console.services.lifecycle import (
 from mailboxes.models import Mailbox, OutboundDelivery, OutboundMessage
 from mailboxes.store import dovecot as store
 from mailboxes.store.imap import MailStore
+from mailboxes.store.sizes import home_sizes
 from mailboxes.transport.gateway.server import serve_until, tls_context
 from mailboxes.transport.relay import BATCH_ROWS, Recipient, message_relay, message_spool
 from mailboxes.webmail.selectors import unread_counts
@@ -304,6 +305,9 @@ def test_two_gateways_two_workers_two_backends_behind_a_proxy_store_each_message
         with MailStore(box.address) as mail:
             _validity, uids = mail.folder_uids("INBOX")
             assert set(mail.message_ids("INBOX", uids).values()) == per_bal[box.address]
+    # The consoles' sizes and the quota too: the proxy stores nothing, the backends answer.
+    sizes = home_sizes([box.address for box in boxes])
+    assert all(sizes[address] for address, ids in per_bal.items() if ids), sizes
 
 
 @pytest.fixture
