@@ -373,6 +373,37 @@ class Journey:
         check("compte rendu de consultation" in text, "le texte du message n'est pas affiché")
         return "reçu par la passerelle (STARTTLS, certificat du pair) et lu dans le webmail"
 
+    def quota(self) -> str:
+        """A full BAL is refused at RCPT (452 4.2.2) by the gateway container, which does not
+        mount the mail: it learns the size from Dovecot."""
+
+        def set_quota(value: str) -> None:
+            self.c.manage(
+                "web", "shell", "-c",
+                "from mailboxes.models import Mailbox; "
+                f"Mailbox.objects.filter(address='{DOCTOR_BAL}').update(quota_bytes={value})",
+            )  # fmt: skip
+
+        set_quota("1")
+        try:
+            context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+            context.check_hostname = False
+            context.load_cert_chain(str(self.pki / "peer.crt"), str(self.pki / "peer.key"))
+            with smtplib.SMTP("127.0.0.1", self.args.smtp_port, timeout=30) as smtp:
+                smtp.ehlo("smtp.operateur-test.fr")
+                smtp.starttls(context=context)
+                smtp.ehlo("smtp.operateur-test.fr")
+                smtp.mail(PEER_SENDER)
+                code, reply = smtp.rcpt(DOCTOR_BAL)
+                smtp.rset()
+        finally:
+            set_quota("None")
+        check(
+            code == 452 and reply.startswith(b"4.2.2"),
+            f"BAL pleine acceptée par la passerelle : {code} {reply!r}",
+        )
+        return f"BAL pleine refusée à RCPT : {code} {reply.decode()[:40]}"
+
     def send(self) -> str:
         host = self.c.run("worker", "getent", "hosts", "host.containers.internal").stdout.split()
         check(host, "host.containers.internal ne se résout pas dans le conteneur worker")
@@ -518,6 +549,7 @@ def main() -> int:
         ("données de démonstration", journey.demo),
         ("connexion PSC (simulateur)", journey.sign_in),
         ("réception par la passerelle, lecture au webmail", journey.receive),
+        ("quota : une BAL pleine refusée par la passerelle", journey.quota),
         ("écriture au webmail, relais vers le puits TLS", journey.send),
         ("fermeture d'une BAL depuis la console", journey.close),
     ]
