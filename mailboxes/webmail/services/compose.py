@@ -40,6 +40,7 @@ from mailboxes.documents.build import (
     PatientIdentity,
     health_document_build,
 )
+from mailboxes.documents.codes import sector_of
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store.headers import header_set
@@ -227,7 +228,8 @@ def health_document_of(
 ) -> HealthDocument:
     """The archive, PDF/A, subject and headers of ``request``, written by ``actor`` (their
     national id from Pro Santé Connect as the author) for the structure of ``mailbox``
-    (author organisation and custodian). Raises HealthDocumentRefused (French)."""
+    (author organisation and custodian, its sector as the facility type: codes.sector_of).
+    Raises HealthDocumentRefused (French)."""
     if not actor.national_id:
         raise HealthDocumentRefused(
             user_message="Seul un professionnel identifié (RPPS) peut signer un document de santé."
@@ -238,6 +240,7 @@ def health_document_of(
         given=actor.first_name or "",
         structure_name=mailbox.structure.name,
         structure_id=structure_national_id(mailbox.structure),
+        sector=sector_of(mailbox.structure)[0],
     )
     try:
         return health_document_build(
