@@ -75,6 +75,7 @@ def _sent_document(other: Mailbox) -> tuple[EmailMessage, bytes]:
         for p in received.iter_attachments()
         if p.get_filename() == "IHE_XDM.ZIP"
     ]
+    assert isinstance(archive, bytes)
     return received, archive
 
 
