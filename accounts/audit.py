@@ -35,6 +35,7 @@ class Action(models.TextChoices):
     # Structures and people (accounts.services, mailboxes.console)
     STRUCTURE_CREATED = "structure.created", _noop("Création de la structure")
     RECOVERY_KEY_SET = "structure.recovery_key_set", _noop("Dépôt de la clé de recouvrement")
+    STRUCTURE_SECTOR_SET = "structure.sector_set", _noop("Choix du type de structure")
     MEMBERSHIP_ADDED = "membership.added", _noop("Ajout d'un membre à la structure")
     MEMBERSHIP_INVITED = "membership.invited", _noop("Invitation d'un membre")
     MEMBERSHIP_ROLE_CHANGED = "membership.role_changed", _noop("Changement de rôle")

@@ -66,6 +66,10 @@ class Structure(models.Model):
     recovery_key_uploaded_at = models.DateTimeField(null=True, blank=True)
     # The key it replaced: exports made before the replacement need that key's private half.
     recovery_key_previous_fingerprint = models.CharField(max_length=64, blank=True)
+    # The structure's sector (TRE_R02 code, e.g. SA17 for an EHPAD), set in the console: the
+    # healthcareFacilityTypeCode of the health documents it sends (mailboxes.documents.codes).
+    # Blank: not chosen yet, the directory's sector of its members stands in.
+    facility_type_code = models.CharField(_("type de structure"), max_length=8, blank=True)
 
     class Meta:
         verbose_name = _("structure")

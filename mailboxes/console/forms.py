@@ -9,6 +9,7 @@ from django import forms
 from django.utils import timezone
 
 from accounts.models import Membership
+from mailboxes.documents.codes import sector_choices
 from mailboxes.models import Mailbox
 
 DATE_FORMATS = ["%Y-%m-%d", "%d/%m/%Y"]
@@ -209,3 +210,19 @@ class JournalForm(forms.Form):
 class IndicatorsForm(forms.Form):
     bal = forms.ChoiceField(label="BAL", required=False)
     mois = forms.IntegerField(label="Période (mois)", min_value=1, max_value=36, required=False)
+
+
+class SectorForm(forms.Form):
+    """The structure's type, as its health documents name it (healthcareFacilityTypeCode)."""
+
+    secteur = forms.ChoiceField(
+        label="Type de structure (secteur d'activité)",
+        help_text=(
+            "Repris dans l'en-tête des documents de santé envoyés (lieu de prise en charge) "
+            "et dans leurs métadonnées XDS, avec le cadre d'exercice qui en découle."
+        ),
+    )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        set_choices(self, "secteur", [("", "—"), *sector_choices()])

@@ -33,6 +33,7 @@ urlpatterns = [
         name="person_remove",
     ),
     path(S + "cle/", people.recovery_key, name="recovery_key"),
+    path(S + "documents-de-sante/", people.sector, name="sector"),
     path(S + "journal/", activity.journal, name="journal"),
     path(S + "journal.csv", activity.journal_csv, name="journal_csv"),
     path(S + "indicateurs/", activity.indicators, name="indicators"),

@@ -25,6 +25,13 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
+from mailboxes.documents.codes import (
+    UNDEFINED_SECTOR,
+    Code,
+    class_of,
+    facility,
+    practice_setting_of,
+)
 from mailboxes.documents.xdm import (
     AUTHOR,
     CONFIDENTIALITY_CODE,
@@ -74,6 +81,11 @@ SUBMISSION_AUTHOR = "urn:uuid:a7058bb9-b4e4-4307-ba5b-e3f0ab85e12d"
 CONTENT_TYPE_CODE = "urn:uuid:aa543740-bdda-424e-8c96-df4873be8500"
 SUBMISSION_UNIQUE_ID = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8"
 SUBMISSION_SOURCE_ID = "urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832"
+# DocumentEntry classification schemes (IHE ITI TF-3 Table 4.2.5-1; the ANS stylesheet
+# CDAHeaderToXDM.xsl uses the same two last ones, mailboxes.documents.codes).
+CLASS_CODE = "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a"
+FACILITY_TYPE_CODE = "urn:uuid:f33fb8ac-18af-42cc-ae0e-ed0b0bdb91e1"
+PRACTICE_SETTING_CODE = "urn:uuid:cccf5598-8b07-4b77-a05e-ae952c785ead"
 SUBSET = "SUBSET01"
 CDA_NAME = "DOC0001.XML"
 SEX_LABELS = {"F": "Féminin", "M": "Masculin", "U": "Inconnu"}
@@ -129,6 +141,17 @@ class AuthorIdentity:
     given: str
     structure_name: str
     structure_id: str  # idNat_Struct: « 1 » + FINESS, « 3 » + SIRET
+    sector: str = UNDEFINED_SECTOR  # the structure's TRE_R02 sector (codes.sector_of)
+
+    @property
+    def facility(self) -> Code:
+        """healthcareFacilityTypeCode (JDV_J02)."""
+        return facility(self.sector)
+
+    @property
+    def practice_setting(self) -> Code | None:
+        """practiceSettingCode (JDV_J04), None when the sector pairs with none."""
+        return practice_setting_of(self.sector)
 
 
 @dataclass(frozen=True)
@@ -264,7 +287,10 @@ def build_cda(
     """A CDA R2 level-1 document (structuration minimale, CI-SIS) carrying ``pdf``: header with
     the patient (INS and the four traits), the author (idNat_PS) and the structure as author
     organisation and custodian, the type (LOINC, JDV_J07), confidentiality « N », the act as
-    the service event."""
+    the service event performed by the author at the structure with its practice setting
+    (standardIndustryClassCode, JDV_J04), and the structure's type as the encounter's
+    healthCareFacility code (JDV_J02): where the ANS derive practiceSettingCode and
+    healthcareFacilityTypeCode from (codes.py). No serviceEvent code: no eventCodeList."""
     label = DOCUMENT_TYPES[type_code]
     patient_root, patient_extension = patient.identifier(author.structure_id, document_id)
     when = _hl7_time(now)
@@ -278,6 +304,14 @@ def build_cda(
         f"<id root={_attr(STRUCTURE_OID)} extension={_attr(author.structure_id)}/>"
         f"<name>{escape(author.structure_name)}</name>"
     )
+    setting = author.practice_setting
+    setting_xml = (
+        f"<standardIndustryClassCode code={_attr(setting.code)}"
+        f" displayName={_attr(setting.label)} codeSystem={_attr(setting.system)}/>"
+        if setting
+        else ""
+    )
+    place = author.facility
     xml = f"""<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
 <realmCode code="FR"/>
@@ -317,7 +351,19 @@ def build_cda(
 </assignedEntity></legalAuthenticator>
 <documentationOf><serviceEvent>
 <effectiveTime><low value="{act_date:%Y%m%d}"/><high value="{act_date:%Y%m%d}"/></effectiveTime>
+<performer typeCode="PRF"><assignedEntity>
+<id root="{RPPS_OID}" extension={_attr(author.national_id)}/>
+<assignedPerson>{author_name}</assignedPerson>
+<representedOrganization>{structure}{setting_xml}</representedOrganization>
+</assignedEntity></performer>
 </serviceEvent></documentationOf>
+<componentOf><encompassingEncounter>
+<effectiveTime><low value="{act_date:%Y%m%d}"/><high value="{act_date:%Y%m%d}"/></effectiveTime>
+<location><healthCareFacility>
+<id root={_attr(STRUCTURE_OID)} extension={_attr(author.structure_id)}/>
+<code code={_attr(place.code)} displayName={_attr(place.label)} codeSystem={_attr(place.system)}/>
+</healthCareFacility></location>
+</encompassingEncounter></componentOf>
 <component><nonXMLBody>
 <text mediaType="application/pdf" representation="B64">{base64.b64encode(pdf).decode()}</text>
 </nonXMLBody></component>
@@ -367,8 +413,11 @@ def metadata_of(
     each field taken from what the CDA header says (CI-SIS « Lien entre l'en-tête CDA et les
     métadonnées XDS », mssante-spec §3.4): patientId = recordTarget id, sourcePatientInfo =
     the traits, author = author, typeCode = code, confidentialityCode, creationTime =
-    effectiveTime (UTC), serviceStart/StopTime = the act, uniqueId = the document id, plus
-    the SHA-1 hash and the size of the file."""
+    effectiveTime (UTC), serviceStart/StopTime = the act, uniqueId = the document id,
+    classCode = the class of the type (ASS_X04), healthcareFacilityTypeCode = the encounter's
+    healthCareFacility code, practiceSettingCode = the performer organisation's
+    standardIndustryClassCode (when the sector has one), plus the SHA-1 hash and the size of
+    the file. No eventCodeList: the header's serviceEvent has no code."""
     label = DOCUMENT_TYPES[type_code]
     utc = now.astimezone(tz=None).utctimetuple()
     created = (
@@ -388,6 +437,14 @@ def metadata_of(
     author_slots = _slot("authorPerson", person) + _slot("authorInstitution", institution)
     sex = patient.sex if patient.sex in SEX_LABELS else "U"
     doc, ss = "Document01", "SubmissionSet01"
+    klass, place, setting = class_of(type_code), author.facility, author.practice_setting
+    setting_xml = (
+        _classification(
+            PRACTICE_SETTING_CODE, doc, "cl10", setting.code, setting.system, setting.label
+        )
+        if setting
+        else ""
+    )
     entry = (
         f'<rim:ExtrinsicObject id="{doc}" mimeType="text/xml" objectType="{DOCUMENT_ENTRY}"'
         ' status="urn:oasis:names:tc:ebxml-regrep:StatusType:Approved">'
@@ -419,6 +476,9 @@ def metadata_of(
             "Document à corps non structuré en PDF",
         )
         + _classification(TYPE_CODE, doc, "cl04", type_code, LOINC, label)
+        + _classification(CLASS_CODE, doc, "cl08", klass.code, klass.system, klass.label)
+        + _classification(FACILITY_TYPE_CODE, doc, "cl09", place.code, place.system, place.label)
+        + setting_xml
         + _external(PATIENT_ID, doc, "ei01", patient_id, "XDSDocumentEntry.patientId")
         + _external(
             DOCUMENT_UNIQUE_ID, doc, "ei02", _oid_of(document_id), "XDSDocumentEntry.uniqueId"

@@ -1,5 +1,6 @@
 """A message submitted by a software or a mail client (API LPS, port 587): the webmail's checks
-and outbound spool (mailboxes.webmail.services.compose), for a message the client wrote whole.
+and outbound spool (mailboxes.webmail.services.compose, then .outbound like the webmail's
+send), for a message the client wrote whole.
 
 RFC 6409 §8 lets the submission server complete and correct the header: `From:` becomes the
 BAL (labelled as the webmail labels it, Référentiel #2 ECO.2.2.7), `Sender:` the author when
@@ -11,22 +12,18 @@ from __future__ import annotations
 
 import email
 import email.policy
-import uuid
 from datetime import datetime
 from email.headerregistry import Address
 from email.utils import format_datetime, make_msgid
 
 from django.conf import settings
-from django.db import transaction
 
-from accounts.audit import Action, audit_record
 from mailboxes.access import MISSING, Access, grant_for, require
 from mailboxes.errors import MailboxSuspended, RightMissing
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.software.sessions import SoftwareSession
 from mailboxes.store.headers import header_set
-from mailboxes.store.imap import SENT, MailStore
-from mailboxes.transport.relay import Recipient, message_spool
+from mailboxes.transport.relay import Recipient
 from mailboxes.webmail.services.compose import (
     MES_LIMIT,
     MessageTooLarge,
@@ -35,6 +32,7 @@ from mailboxes.webmail.services.compose import (
     recipients_review,
     sender_label,
 )
+from mailboxes.webmail.services.outbound import message_commit
 
 REPLACED = ("From", "Sender", "Bcc", "Return-Path", "X-MSS-NIL")
 
@@ -85,34 +83,20 @@ def message_submit(
         raise MessageTooLarge(
             user_message=f"Message too large: {len(content)} bytes, the limit is {limit}."
         )
-    with transaction.atomic():
-        spooled = message_spool(
-            origin=OutboundMessage.Origin.SOFTWARE,
-            envelope_from=mailbox.address,
-            recipients=[Recipient(a, "", f"rfc822;{a}") for a in recipients],
-            content=content,
-            message_id=message_id,
-            mailbox=mailbox,
-            author=actor,
-            ret="HDRS",
-            envid=uuid.uuid4().hex,
-        )
-        audit_record(
-            action=Action.MESSAGE_SENT,
-            actor=actor,
-            target=mailbox,
-            structure=mailbox.structure,
-            ip=remote,
-            details={
-                "message_id": message_id,
-                "recipients": len(recipients),
-                "patients": len(patients),
-                "size": len(content),
-                "service": "submission",
-                "software": session.software,
-            },
-        )
-        # Last, still inside the transaction: if Dovecot refuses the Sent copy nothing is sent.
-        with MailStore(mailbox.address) as store:
-            store.append(SENT, content)
-    return spooled
+    return message_commit(
+        origin=OutboundMessage.Origin.SOFTWARE,
+        mailbox=mailbox,
+        actor=actor,
+        recipients=[Recipient(a, "", f"rfc822;{a}") for a in recipients],
+        content=content,
+        message_id=message_id,
+        ip=remote,
+        details={
+            "message_id": message_id,
+            "recipients": len(recipients),
+            "patients": len(patients),
+            "size": len(content),
+            "service": "submission",
+            "software": session.software,
+        },
+    )

@@ -362,6 +362,10 @@ class ComposeForm(forms.Form):
         label="Identité qualifiée (vérifiée par le téléservice INSi et une pièce d'identité)",
         required=False,
     )
+    # A resumed draft holds the PDF (a browser cannot refill a file field): kept while ticked.
+    doc_du_brouillon = forms.BooleanField(
+        label="Joindre le document de santé enregistré avec le brouillon", required=False
+    )
     accuse_remise = forms.BooleanField(label="Demander un accusé de réception", required=False)
     accuse_lecture = forms.BooleanField(label="Demander un accusé de lecture", required=False)
     bloquer_reponse = forms.BooleanField(
@@ -448,16 +452,18 @@ class ComposeForm(forms.Form):
         return data
 
     def _clean_document(self, data: dict[str, Any]) -> None:
-        """The health document's fields, all required once a PDF is given; the INS checked as
-        everywhere one is typed (annuaire.ins.parse_ins: length, first digit, key)."""
-        if not data.get("doc_pdf") or data.get("action") == "brouillon":
-            data["doc_pdf"] = None if data.get("action") == "brouillon" else data.get("doc_pdf")
+        """The health document's fields, all required once a PDF is given (or kept by the
+        draft, ``doc_du_brouillon``) and the message is sent; the INS checked as everywhere one
+        is typed (annuaire.ins.parse_ins: length, first digit, key). A draft keeps them as
+        typed, unchecked, with its PDF."""
+        upload = data.get("doc_pdf")
+        if upload:
+            head = upload.read(5)
+            upload.seek(0)
+            if head != b"%PDF-":
+                self.add_error("doc_pdf", "Le document de santé doit être un fichier PDF.")
+        if data.get("action") == "brouillon" or not (upload or data.get("doc_du_brouillon")):
             return
-        upload = data["doc_pdf"]
-        head = upload.read(5)
-        upload.seek(0)
-        if head != b"%PDF-":
-            self.add_error("doc_pdf", "Le document de santé doit être un fichier PDF.")
         required = {
             "doc_type": "Choisissez le type du document.",
             "doc_date_acte": "Indiquez la date de l'acte.",

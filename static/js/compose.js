@@ -137,9 +137,12 @@
   let noSubjectConfirmed = false;
   // A health document writes the subject itself (Référentiel #2 ECO.2.1.3): nothing to ask.
   const healthDocument = form.querySelector("[name=doc_pdf]");
+  const keptDocument = form.querySelector("[name=doc_du_brouillon]"); // a resumed draft's PDF
   form.addEventListener("submit", (event) => {
     const sending = !event.submitter || event.submitter.value === "envoyer";
-    const documentSubject = healthDocument && healthDocument.files && healthDocument.files.length;
+    const documentSubject =
+      (healthDocument && healthDocument.files && healthDocument.files.length) ||
+      (keptDocument && keptDocument.checked);
     if (sending && !subject.value.trim() && !documentSubject && !noSubjectConfirmed) {
       if (!window.confirm("Ce message n'a pas d'objet. L'envoyer quand même ?")) {
         event.preventDefault();

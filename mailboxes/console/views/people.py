@@ -26,6 +26,7 @@ from mailboxes.console.forms import (
     InviteForm,
     RecoveryKeyForm,
     RoleForm,
+    SectorForm,
     rights_choices,
     set_choices,
 )
@@ -39,7 +40,9 @@ from mailboxes.console.selectors import (
 )
 from mailboxes.console.services import people
 from mailboxes.console.services.recovery_key import recovery_key_set
+from mailboxes.console.services.sector import structure_sector_set
 from mailboxes.console.views.confirm import replace_confirmation
+from mailboxes.documents.codes import FACILITY_TYPES, practice_setting_of, sector_of
 from mailboxes.models import Mailbox
 
 
@@ -188,6 +191,36 @@ def recovery_key(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
     return render(
         request, "console/recovery_key.html", {"structure": current, "form": form}, status=status
     )
+
+
+@professional_required
+@require_http_methods(["GET", "POST"])
+def sector(request: HttpRequest, structure_id: uuid.UUID) -> HttpResponse:
+    """« Documents de santé »: the structure's type, named in the documents it sends."""
+    current = console_structure(_user(request), structure_id)
+    code, source = sector_of(current)
+    initial = {"secteur": current.facility_type_code or (code if source == "annuaire" else "")}
+    form = SectorForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            structure_sector_set(
+                structure=current,
+                code=form.cleaned_data["secteur"],
+                actor=_user(request),
+                request=request,
+            )
+            messages.success(request, "Le type de structure est enregistré.")
+            return redirect("console:sector", current.public_id)
+        status = 400
+    context = {
+        "structure": current,
+        "form": form,
+        "sector": (code, FACILITY_TYPES[code]),
+        "source": source,
+        "setting": practice_setting_of(code),
+    }
+    return render(request, "console/sector.html", context, status=status)
 
 
 # --- Delegations of a BAL, on the webmail side: a PER BAL's holder, an ORG/APP BAL's managers --

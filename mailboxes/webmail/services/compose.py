@@ -13,10 +13,10 @@ by ``mailboxes.documents.build`` at send time: archive, PDF/A, subject (ECO.2.1.
 from __future__ import annotations
 
 import email.policy
+import json
 import mimetypes
 import re
 import unicodedata
-import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.headerregistry import Address
@@ -25,10 +25,8 @@ from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import transaction
 from django.utils.formats import number_format
 
-from accounts.audit import Action, audit_record
 from accounts.models import Structure, StructureDomain, User
 from annuaire.ins import INS
 from annuaire.selectors import MALFORMED, RecipientVerdict, recipient_check
@@ -40,12 +38,13 @@ from mailboxes.documents.build import (
     PatientIdentity,
     health_document_build,
 )
+from mailboxes.documents.codes import sector_of
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.store.headers import header_set
-from mailboxes.store.imap import SENT, MailStore
 from mailboxes.store.mime import attachment_bytes, parse_message
-from mailboxes.transport.relay import Recipient, message_spool
+from mailboxes.transport.relay import Recipient
+from mailboxes.webmail.services.outbound import message_commit
 from mssante_portal.errors import PortalError
 
 if TYPE_CHECKING:
@@ -108,6 +107,31 @@ class Attachment:
     data: bytes
 
 
+# The fields of « Joindre un document de santé » a draft keeps, as typed (the form checks them
+# again when the draft is sent).
+DOCUMENT_FIELDS = (
+    "doc_type",
+    "doc_date_acte",
+    "doc_ins",
+    "doc_nom",
+    "doc_prenom",
+    "doc_naissance",
+    "doc_sexe",
+    "doc_qualifiee",
+)
+DRAFT_DOCUMENT_HEADER = "X-MSS-Portal-Document"  # on the draft's parts that hold the document
+
+
+@dataclass(frozen=True)
+class DraftDocument:
+    """A health document kept in a draft, not built yet: the PDF as given and the fields as
+    typed (strings, ``DOCUMENT_FIELDS``)."""
+
+    pdf: bytes
+    pdf_name: str
+    fields: dict[str, str]
+
+
 @dataclass
 class Draft:
     to: list[str]
@@ -123,6 +147,7 @@ class Draft:
     references: str = ""
     patient_confirmed: bool = False
     document: DocumentRequest | None = None  # built at send time, never kept in a draft
+    kept_document: DraftDocument | None = None  # what a saved draft keeps of it instead
 
     @property
     def recipients(self) -> list[str]:
@@ -227,7 +252,8 @@ def health_document_of(
 ) -> HealthDocument:
     """The archive, PDF/A, subject and headers of ``request``, written by ``actor`` (their
     national id from Pro Santé Connect as the author) for the structure of ``mailbox``
-    (author organisation and custodian). Raises HealthDocumentRefused (French)."""
+    (author organisation and custodian, its sector as the facility type: codes.sector_of).
+    Raises HealthDocumentRefused (French)."""
     if not actor.national_id:
         raise HealthDocumentRefused(
             user_message="Seul un professionnel identifié (RPPS) peut signer un document de santé."
@@ -238,6 +264,7 @@ def health_document_of(
         given=actor.first_name or "",
         structure_name=mailbox.structure.name,
         structure_id=structure_national_id(mailbox.structure),
+        sector=sector_of(mailbox.structure)[0],
     )
     try:
         return health_document_build(
@@ -265,7 +292,9 @@ def message_build(
     """The message as it leaves us, and its Message-ID. Every header goes through
     ``header_set`` (one header line each, whatever the subject or the names decode to).
     ``keep_bcc`` writes the Cci addresses as `Bcc:`, for a draft only (RFC 5322 §3.6.3: a sent
-    copy does not show them). With a health ``document``, the subject is the one ECO.2.1.3
+    copy does not show them); a draft also keeps its health document unbuilt
+    (``draft.kept_document``: the PDF and a JSON part of the fields, each marked with
+    ``DRAFT_DOCUMENT_HEADER``). With a health ``document``, the subject is the one ECO.2.1.3
     prescribes, and the archive and its PDF/A follow the other attachments."""
     message = EmailMessage(policy=email.policy.SMTP)
     header_set(message, "From", _address(sender_label(mailbox), mailbox.address))
@@ -303,6 +332,15 @@ def message_build(
             subtype=subtype or "octet-stream",
             filename=item.name,
         )
+    if keep_bcc and draft.kept_document is not None:
+        kept = draft.kept_document
+        fields = json.dumps(kept.fields, ensure_ascii=False).encode()
+        for data, subtype, name, kind in (
+            (kept.pdf, "pdf", kept.pdf_name, "pdf"),
+            (fields, "json", "document-de-sante.json", "champs"),
+        ):
+            message.add_attachment(data, maintype="application", subtype=subtype, filename=name)
+            header_set(list(message.iter_parts())[-1], DRAFT_DOCUMENT_HEADER, kind)
     if document is not None:  # ECO.2.1.5: the archive, and the PDF/A-1 of its document
         message.add_attachment(
             document.archive, maintype="application", subtype="zip", filename="IHE_XDM.ZIP"
@@ -371,34 +409,20 @@ def message_send(
             )
         )
     notify = "SUCCESS,FAILURE" if draft.delivery_receipt else ""
-    with transaction.atomic():
-        spooled = message_spool(
-            origin=OutboundMessage.Origin.WEBMAIL,
-            envelope_from=mailbox.address,
-            recipients=[Recipient(a, notify, f"rfc822;{a}") for a in draft.recipients],
-            content=raw,
-            message_id=message_id,
-            mailbox=mailbox,
-            author=actor,
-            ret="HDRS",
-            envid=uuid.uuid4().hex,
-        )
-        audit_record(
-            action=Action.MESSAGE_SENT,
-            actor=actor,
-            target=mailbox,
-            structure=mailbox.structure,
-            request=request,
-            details={
-                "message_id": message_id,
-                "recipients": len(draft.recipients),
-                "patients": len(patients),
-                "size": len(raw),
-                "attachments": len(draft.attachments),
-                "health_documents": [document.code_cda] if document else [],
-            },
-        )
-        # Last, still inside the transaction: if Dovecot refuses the Sent copy nothing is sent.
-        with MailStore(mailbox.address) as store:
-            store.append(SENT, raw)
-    return spooled
+    return message_commit(
+        origin=OutboundMessage.Origin.WEBMAIL,
+        mailbox=mailbox,
+        actor=actor,
+        recipients=[Recipient(a, notify, f"rfc822;{a}") for a in draft.recipients],
+        content=raw,
+        message_id=message_id,
+        request=request,
+        details={
+            "message_id": message_id,
+            "recipients": len(draft.recipients),
+            "patients": len(patients),
+            "size": len(raw),
+            "attachments": len(draft.attachments),
+            "health_documents": [document.code_cda] if document else [],
+        },
+    )

@@ -2,13 +2,16 @@
 folder (so that any IMAP client sees it too), one copy per draft: each save appends the new
 copy and removes the older ones, found by the draft's token header. Two saves of the same
 draft at once: the second is told to wait, nothing is half-saved. Sending a resumed draft
-removes it."""
+removes it. A health document joined to a draft is kept unbuilt (its PDF and the fields as
+typed): reopening the draft shows it again, sending from the draft builds and sends it."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any
@@ -22,7 +25,15 @@ from mailboxes.access import Access, Grant, require
 from mailboxes.errors import MailboxSuspended
 from mailboxes.models import Mailbox
 from mailboxes.store.imap import DRAFTS, MailStore
-from mailboxes.webmail.services.compose import Attachment, Draft, message_build, safe_filename
+from mailboxes.webmail.services.compose import (
+    DOCUMENT_FIELDS,
+    DRAFT_DOCUMENT_HEADER,
+    Attachment,
+    Draft,
+    DraftDocument,
+    message_build,
+    safe_filename,
+)
 from mssante_portal.errors import PortalError
 
 HEADER = "X-MSS-Portal-Draft"
@@ -38,6 +49,13 @@ class DraftBusy(PortalError):
     code = "draft.busy"
     http_status = 409
     permanent = False
+
+
+@dataclass(frozen=True)
+class OpenedDraft:
+    initial: dict[str, Any]  # the compose form's initial values
+    attachments: list[Attachment]
+    document: DraftDocument | None  # the health document kept unbuilt, if any
 
 
 def _check(grant: Grant, token: str) -> None:
@@ -117,10 +135,11 @@ def draft_open(
     uid: int,
     purpose: str = "resume",
     request: HttpRequest | None = None,
-) -> tuple[dict[str, Any], list[Attachment]]:
-    """The compose form's initial values and the attachments of a saved draft. Raises Http404
-    for a missing draft or a message of Drafts that is not one of ours. A read of content:
-    traced (``message.draft_opened``, ``purpose`` "resume" or "send"), failures too."""
+) -> OpenedDraft:
+    """The compose form's initial values, the attachments and the health document of a saved
+    draft. Raises Http404 for a missing draft or a message of Drafts that is not one of ours.
+    A read of content: traced (``message.draft_opened``, ``purpose`` "resume" or "send"),
+    failures too."""
     details: dict[str, Any] = {"folder": DRAFTS, "uid": uid, "purpose": purpose}
     try:
         with MailStore(grant.mailbox.address) as store:
@@ -137,8 +156,17 @@ def draft_open(
     _draft_trace(grant, actor, request, details)
     body = message.get_body(preferencelist=("plain",))
     attachments = []
+    pdf: Attachment | None = None
+    fields: dict[str, str] = {}
     for part in message.iter_attachments():
         data = part.get_payload(decode=True)
+        kind = str(part.get(DRAFT_DOCUMENT_HEADER, "")).strip()
+        if kind == "pdf" and isinstance(data, bytes):
+            pdf = Attachment(safe_filename(part.get_filename() or ""), "application/pdf", data)
+            continue
+        if kind == "champs" and isinstance(data, bytes):
+            fields = _document_fields(data)
+            continue
         attachments.append(
             Attachment(
                 safe_filename(part.get_filename() or ""),
@@ -158,4 +186,24 @@ def draft_open(
         "brouillon": str(message[HEADER]),
         "brouillon_uid": uid,
     }
-    return initial, attachments
+    document = None
+    if pdf is not None:
+        document = DraftDocument(pdf.data, pdf.name, fields)
+        initial.update(fields, doc_qualifiee=fields.get("doc_qualifiee") == "on")
+        initial["doc_du_brouillon"] = True
+    return OpenedDraft(initial, attachments, document)
+
+
+def _document_fields(data: bytes) -> dict[str, str]:
+    """The health document's fields as the draft kept them: only the known ones, as short
+    strings (the Drafts folder is writable by any IMAP client; the form checks them again
+    before anything is sent)."""
+    try:
+        parsed = json.loads(data[:20_000])
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {
+        name: parsed[name][:100] for name in DOCUMENT_FIELDS if isinstance(parsed.get(name), str)
+    }

@@ -37,9 +37,11 @@ from mailboxes.webmail.forms import (
 from mailboxes.webmail.selectors import recent_correspondents
 from mailboxes.webmail.services import messages as reading
 from mailboxes.webmail.services.compose import (
+    DOCUMENT_FIELDS,
     Attachment,
     DocumentRequest,
     Draft,
+    DraftDocument,
     HealthDocumentRefused,
     MessageTooLarge,
     PatientConfirmationRequired,
@@ -186,11 +188,12 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
             signature = signature_text(grant=default, actor=user)
             initial["corps"] = signed(str(initial.get("corps", "")), signature)
         if opened["brouillon"].isdigit():  # « Reprendre le brouillon »
-            saved, kept = draft_open(
+            saved = draft_open(
                 grant=grant, actor=user, uid=int(opened["brouillon"]), request=request
             )
-            initial.update(saved, de=str(grant.mailbox.public_id))
-            context["draft_attachments"] = kept
+            initial.update(saved.initial, de=str(grant.mailbox.public_id))
+            context["draft_attachments"] = saved.attachments
+            context["draft_document"] = saved.document
         if opened["mode"] in ("transferer", "transferer-texte") and "transfert" in initial:
             base = reverse("mailboxes:compose", args=[grant.mailbox.public_id])
             other = "transferer" if opened["mode"] == "transferer-texte" else "transferer-texte"
@@ -229,10 +232,20 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         attachments += _forwarded(
             grant, user, request, data["transfert"], inline=data["transfert_texte"]
         )
-    if data["brouillon_uid"]:  # a resumed draft keeps its attachments
-        attachments += draft_open(
+    kept: DraftDocument | None = None
+    if data["brouillon_uid"]:  # a resumed draft keeps its attachments and health document
+        saved = draft_open(
             grant=grant, actor=user, uid=data["brouillon_uid"], purpose="send", request=request
-        )[1]
+        )
+        attachments += saved.attachments
+        kept = saved.document if data["doc_du_brouillon"] else None
+    if data["doc_du_brouillon"] and kept is None and not data["doc_pdf"]:
+        form.add_error(
+            "doc_pdf",
+            "Le document de santé du brouillon est introuvable : joignez de nouveau le PDF.",
+        )
+        return render(request, "mailboxes/compose.html", context, status=400)
+    kept_document = _kept_document(form, data, kept)
     draft = Draft(
         to=data["a"],
         cc=data["cc"],
@@ -246,7 +259,8 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         in_reply_to=data["en_reponse_a"],
         references=data["references"],
         patient_confirmed=data["confirmation_patient"],
-        document=_document_request(data),
+        document=_document_request(data, kept_document) if data["action"] != "brouillon" else None,
+        kept_document=kept_document,
     )
     if data["action"] == "brouillon" and request.headers.get(AUTOSAVE_HEADER):
         return _autosave(request, sender, user, draft, data["brouillon"])
@@ -268,15 +282,32 @@ def compose(request: HttpRequest, public_id: str) -> HttpResponse:
         messages.success(request, "Message envoyé.")
         target = reverse("mailboxes:folder", args=[sender.mailbox.public_id])
         return redirect(f"{target}?{urlencode({'dossier': SENT})}")
-    if draft.attachments:
+    if draft.attachments or draft.kept_document:
         _keep_attachments(request, sender, user, draft, data["brouillon"], form, context)
     return render(request, "mailboxes/compose.html", context, status=400)
 
 
-def _document_request(data: dict[str, Any]) -> DocumentRequest | None:
-    """« Joindre un document de santé », when a PDF was given (the form checked the rest)."""
+def _kept_document(
+    form: ComposeForm, data: dict[str, Any], kept: DraftDocument | None
+) -> DraftDocument | None:
+    """The health document as a draft keeps it: the PDF given now, else the one the resumed
+    draft holds, with the fields as typed."""
     upload = data.get("doc_pdf")
-    if not upload:
+    if upload:
+        pdf, name = upload.read(), safe_filename(upload.name or "document.pdf")
+        upload.seek(0)
+    elif kept is not None:
+        pdf, name = kept.pdf, kept.pdf_name
+    else:
+        return None
+    fields = {k: str(form.data.get(k, ""))[:100] for k in DOCUMENT_FIELDS}
+    return DraftDocument(pdf, name, fields)
+
+
+def _document_request(data: dict[str, Any], kept: DraftDocument | None) -> DocumentRequest | None:
+    """« Joindre un document de santé », when a PDF was given or kept by the draft (the form
+    checked the rest)."""
+    if kept is None:
         return None
     patient = PatientIdentity(
         ins=data["doc_ins"],
@@ -289,7 +320,7 @@ def _document_request(data: dict[str, Any]) -> DocumentRequest | None:
         test_identity=settings.PORTAL_ENV != "production" or settings.PORTAL_DEMO,
     )
     return DocumentRequest(
-        pdf=upload.read(),
+        pdf=kept.pdf,
         patient=patient,
         type_code=data["doc_type"],
         act_date=data["doc_date_acte"],
@@ -305,8 +336,9 @@ def _keep_attachments(
     form: ComposeForm,
     context: dict[str, Any],
 ) -> None:
-    """A refused send keeps its attachments: the message is saved as its draft (a browser
-    cannot refill a file field) and the page resumes from that draft, attachments listed."""
+    """A refused send keeps its attachments and its health document: the message is saved as
+    its draft (a browser cannot refill a file field) and the page resumes from that draft,
+    attachments and document listed."""
     try:
         uid = draft_save(grant=sender, actor=user, draft=draft, token=token, request=request)
     except (PortalError, HeaderRefused, Http404):  # busy, store down, an unwritable address
@@ -316,6 +348,9 @@ def _keep_attachments(
     data = form.data.copy()
     data["brouillon_uid"] = str(uid)
     data["transfert"] = ""  # the forwarded message is now one of the draft's attachments
+    if draft.kept_document is not None:
+        data["doc_du_brouillon"] = "on"  # its PDF is now the draft's
+        context["draft_document"] = draft.kept_document
     form.data = data
     context["draft_attachments"] = draft.attachments
 
