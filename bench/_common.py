@@ -54,7 +54,7 @@ def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback URL we built)
+            with urllib.request.urlopen(url, timeout=2):
                 return
         except urllib.error.HTTPError:
             return  # it answers
@@ -155,7 +155,11 @@ def django_setup(base: Path, database: str, *, fresh: bool = False, **env: str) 
 
 
 def scratch(prefix: str) -> Path:
+    """A scratch folder; from now on SIGTERM runs the bench's ``finally`` (its servers stop)."""
+    import signal
     import tempfile
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     base = Path(tempfile.mkdtemp(prefix=prefix))
     base.chmod(0o755)  # Dovecot's unprivileged services traverse it
@@ -183,6 +187,27 @@ def dovecot_running(base: Path) -> Iterator[Any]:
         yield instance
     finally:
         dovecot.stop(proc)
+
+
+def static_passdb(instance: Any, address: str, token: str, actor: str) -> None:
+    """Make an API LPS Dovecot instance a baseline: its checkpassword passdb (the portal's
+    validation) replaced by a passwd-file where ``address`` has ``token`` as its password,
+    with the extra field our answer gives (the session's actor). XOAUTH2 all the same."""
+    import re
+
+    users = instance.base_dir / "static-tokens"
+    text = instance.config_path.read_text()
+    block = re.compile(r"passdb \{[^{}]*driver = checkpassword[^{}]*\}", re.S)
+    if not block.search(text):
+        raise RuntimeError("no checkpassword passdb: is the API LPS section on?")
+    text = block.sub(
+        "passdb {\n  driver = passwd-file\n  mechanisms = xoauth2 oauthbearer\n"
+        f"  args = scheme=PLAIN username_format=%Lu {users}\n}}",
+        text,
+    )
+    instance.config_path.write_text(text)
+    users.write_text(f"{address}:{{PLAIN}}{token}::::::userdb_lps_actor={actor}\n")
+    users.chmod(0o644)
 
 
 # --- The TLS sink: the other operators -----------------------------------------------------------
@@ -232,10 +257,15 @@ class Sink:
         self._procs = [
             multiprocessing.Process(
                 target=_sink_main,
-                args=(self.port, str(pki["peer"].cert), str(pki["peer"].key),
-                      str(pki["ca"].cert), self.counter),
+                args=(
+                    self.port,
+                    str(pki["peer"].cert),
+                    str(pki["peer"].key),
+                    str(pki["ca"].cert),
+                    self.counter,
+                ),
                 daemon=True,
-            )  # fmt: skip
+            )
             for _ in range(processes)
         ]
 

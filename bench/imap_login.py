@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import imaplib
 import os
-import re
 import secrets
 import smtplib
 import socket
@@ -55,6 +54,7 @@ from _common import (
     machine,
     pct,
     scratch,
+    static_passdb,
     tree_cpu_seconds,
     wait_http,
 )
@@ -83,7 +83,9 @@ def xoauth2(address: str, token: str) -> bytes:
     return f"user={address}\x01auth=Bearer {token}\x01\x01".encode()
 
 
-def one_session(port: int, context: ssl.SSLContext, address: str, token: str) -> tuple[float, float]:
+def one_session(
+    port: int, context: ssl.SSLContext, address: str, token: str
+) -> tuple[float, float]:
     """(AUTHENTICATE ms, whole session ms)."""
     started = time.perf_counter()
     imap = Imaps("127.0.0.1", port, ssl_context=context)
@@ -115,7 +117,7 @@ def run_round(
                 with lock:
                     logins.append(login)
                     totals.append(total)
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
@@ -128,22 +130,6 @@ def run_round(
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]!r}")
     return {"rate": len(totals) / wall, "logins": logins, "totals": totals, "n": len(totals)}
-
-
-def static_passdb(config: Path, users: Path, address: str) -> None:
-    """Replace the checkpassword passdb of an instance by a passwd-file: ``address`` with
-    STATIC_TOKEN as its password, the same extra field as our answer (the session's actor)."""
-    text = config.read_text()
-    block = re.compile(r"passdb \{[^{}]*driver = checkpassword[^{}]*\}", re.S)
-    assert block.search(text), "no checkpassword passdb in the LPS section"
-    text = block.sub(
-        "passdb {\n  driver = passwd-file\n  mechanisms = xoauth2 oauthbearer\n"
-        f"  args = scheme=PLAIN username_format=%Lu {users}\n}}",
-        text,
-    )
-    config.write_text(text)
-    users.write_text(f"{address}:{{PLAIN}}{STATIC_TOKEN}::::::userdb_lps_actor={DOCTOR}\n")
-    users.chmod(0o644)
 
 
 def main() -> int:
@@ -197,7 +183,7 @@ def main() -> int:
 
     ours = instance_at("dovecot", ours_port)
     static = instance_at("dovecot-static", static_port)
-    static_passdb(static.config_path, static.base_dir / "static-tokens", box.address)
+    static_passdb(static, box.address, STATIC_TOKEN, DOCTOR)
     procs: list[subprocess.Popen[bytes]] = []
     gunicorn: subprocess.Popen[bytes] | None = None
     try:
@@ -248,7 +234,9 @@ def main() -> int:
                 cpu_before = [tree_cpu_seconds(pid) for pid in watched]
                 at = load()
                 result = run_round(port, context, box.address, tokens_now, args.sessions)
-                cpu = [tree_cpu_seconds(pid) - b for pid, b in zip(watched, cpu_before, strict=True)]
+                cpu = [
+                    tree_cpu_seconds(pid) - b for pid, b in zip(watched, cpu_before, strict=True)
+                ]
                 result["cpu_portal_ms"] = cpu[0] * 1000 / result["n"]
                 result["cpu_dovecot_ms"] = sum(cpu[1:]) * 1000 / result["n"]
                 results[name].append(result)
