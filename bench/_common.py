@@ -190,16 +190,16 @@ def dovecot_running(base: Path) -> Iterator[Any]:
 
 
 def static_passdb(instance: Any, address: str, token: str, actor: str) -> None:
-    """Make an API LPS Dovecot instance a baseline: its checkpassword passdb (the portal's
+    """Make an API LPS Dovecot instance a baseline: its Lua passdb (the portal's
     validation) replaced by a passwd-file where ``address`` has ``token`` as its password,
     with the extra field our answer gives (the session's actor). XOAUTH2 all the same."""
     import re
 
     users = instance.base_dir / "static-tokens"
     text = instance.config_path.read_text()
-    block = re.compile(r"passdb \{[^{}]*driver = checkpassword[^{}]*\}", re.S)
+    block = re.compile(r"passdb \{[^{}]*driver = lua[^{}]*\}", re.S)
     if not block.search(text):
-        raise RuntimeError("no checkpassword passdb: is the API LPS section on?")
+        raise RuntimeError("no Lua passdb: is the API LPS section on?")
     text = block.sub(
         "passdb {\n  driver = passwd-file\n  mechanisms = xoauth2 oauthbearer\n"
         f"  args = scheme=PLAIN username_format=%Lu {users}\n}}",

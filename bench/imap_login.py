@@ -5,12 +5,12 @@ One session = connect (IMAPS, TLS 1.2+, from 127.0.0.2), AUTHENTICATE XOAUTH2, E
 FETCH of 50 envelopes, LOGOUT. Two Dovecot instances written by the same code
 (mailboxes/store/dovecot.py with the API LPS section), each holding the same 50 messages:
 
-- ours: the token goes through our validation, as in production: Dovecot's checkpassword
-  script (deploy/dovecot/lps-auth.tmpl) posts it to the portal (gunicorn, the Dockerfile's
+- ours: the token goes through our validation, as in production: Dovecot's Lua passdb
+  (deploy/dovecot/lps-auth.lua.tmpl) posts it to the portal (gunicorn, the Dockerfile's
   3 workers x 4 threads) at /logiciels/dovecot/auth, which introspects it at the PSC mock
   (over HTTP, on the same portal), checks the person's right on the BAL, writes the login
   trace and the session row (for its end at the token's expiry);
-- static: the checkpassword passdb replaced by a passwd-file holding the BAL and one fixed
+- static: that passdb replaced by a passwd-file holding the BAL and one fixed
   token as its password (XOAUTH2 all the same): Dovecot's floor for this session.
 
 CLIENTS threads each play a software that opens sessions one after the other. Two ways to

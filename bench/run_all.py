@@ -136,7 +136,7 @@ def render(figures: list[dict], runs: dict[str, dict]) -> str:
         "par le banc, avec TLS et certificats clients de la même PKI de test ; il ne vérifie ni "
         "la liste blanche ni l'annuaire, nous si.",
         "- Logiciels (API LPS) : `imap_login` compare le même Dovecot avec notre validation du "
-        "jeton (script checkpassword, portail, introspection au bouchon PSC) et avec une base de "
+        "jeton (passdb Lua, portail, introspection au bouchon PSC) et avec une base de "
         "mots de passe statique ; `submission` compare notre serveur de soumission et le relais "
         "à Postfix en soumission (SASL Dovecot, jeton fixe, aucune validation) vers le même puits.",
         "- Pannes : les processus sont tués avec SIGKILL à des instants aléatoires et "

@@ -22,7 +22,7 @@ its spread and the machine's load before each round. The issue sets no numeric g
 figure is published with its ratio.
 
     apt-get install -y --no-install-recommends postfix
-    PORTAL_ENV=test .venv/bin/python bench/submission.py [--messages 2000] [--rounds 3]
+    PORTAL_ENV=test .venv/bin/python bench/submission.py [--messages 1000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ smtp_tls_connection_reuse = yes
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=2000, help="per round and side")
+    parser.add_argument("--messages", type=int, default=1000, help="per round and side")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--per-connection", type=int, default=10)
