@@ -40,10 +40,16 @@ REPLACED = ("From", "Sender", "Bcc", "Return-Path", "X-MSS-NIL")
 
 
 def message_submit(
-    *, session: SoftwareSession, recipients: list[str], raw: bytes, remote: str | None
+    *,
+    session: SoftwareSession,
+    recipients: list[str],
+    raw: bytes,
+    remote: str | None,
+    store: MailStore | None = None,
 ) -> OutboundMessage:
     """Send ``raw`` (a whole message) from the BAL of ``session`` to ``recipients`` (the
-    envelope's RCPT TO).
+    envelope's RCPT TO). ``store``: an open MailStore on that BAL to file the Sent copy with
+    (the submission server keeps one per SMTP session), else one is opened for this message.
 
     Raises RightMissing without the send right, MailboxSuspended on a suspended BAL,
     RecipientsRefused when any address may not receive (the verdicts attached),
@@ -113,6 +119,9 @@ def message_submit(
             },
         )
         # Last, still inside the transaction: if Dovecot refuses the Sent copy nothing is sent.
-        with MailStore(mailbox.address) as store:
+        if store is not None and store.address == mailbox.address:
             store.append(SENT, content)
+        else:
+            with MailStore(mailbox.address) as opened:
+                opened.append(SENT, content)
     return spooled
