@@ -155,7 +155,7 @@ def main() -> int:
     base = scratch("mssante-imapbench-")
     web_port, ours_port, static_port = free_port(), free_port(), free_port()
     web = f"http://127.0.0.1:{web_port}"
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/3")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     from devtools.pki import make_test_pki
 
     pki = make_test_pki(base / "pki")

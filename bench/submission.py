@@ -181,7 +181,8 @@ def main() -> int:
     base = scratch("mssante-subbench-")
     web_port, sub_port, static_imaps = free_port(), free_port(), free_port()
     web = f"http://127.0.0.1:{web_port}"
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/3")
+    # A Redis database of its own (broker and cache), emptied first: relay_vs_postfix uses /7.
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/8"
     from devtools.pki import make_test_pki
 
     pki = make_test_pki(base / "pki")
