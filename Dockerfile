@@ -10,7 +10,7 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORTAL_ENV=production \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 RUN set -eu; \
-    pkgs="dovecot-imapd dovecot-lmtpd gnupg ghostscript curl ca-certificates"; \
+    pkgs="dovecot-imapd dovecot-lmtpd dovecot-auth-lua lua-socket gnupg ghostscript curl ca-certificates"; \
     command -v python3.11 >/dev/null || pkgs="$pkgs python3 python3-venv"; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; \

@@ -41,6 +41,12 @@ BENCHES: dict[str, tuple[list[str], list[str], str, str]] = {
         [], ["--messages", "500"], "Pannes provoquées : rien de perdu, rien de dupliqué", "8"),
     "xdm_open": (
         [], ["--rounds", "10"], "Ouvrir un message portant des documents de santé", "20"),
+    "imap_login": (
+        [], ["--sessions", "60", "--rounds", "2"],
+        "Sessions IMAP des logiciels avec un jeton Pro Santé Connect", "18"),
+    "submission": (
+        [], ["--messages", "100", "--rounds", "1"],
+        "Soumission des logiciels (XOAUTH2) puis relais, contre Postfix", "18"),
 }  # fmt: skip
 
 
@@ -129,6 +135,10 @@ def render(figures: list[dict], runs: dict[str, dict]) -> str:
         "- Passerelle et relais : Postfix 3.7 (paquet Debian) est une instance privée configurée "
         "par le banc, avec TLS et certificats clients de la même PKI de test ; il ne vérifie ni "
         "la liste blanche ni l'annuaire, nous si.",
+        "- Logiciels (API LPS) : `imap_login` compare le même Dovecot avec notre validation du "
+        "jeton (passdb Lua, portail, introspection au bouchon PSC) et avec une base de "
+        "mots de passe statique ; `submission` compare notre serveur de soumission et le relais "
+        "à Postfix en soumission (SASL Dovecot, jeton fixe, aucune validation) vers le même puits.",
         "- Pannes : les processus sont tués avec SIGKILL à des instants aléatoires et "
         "redémarrés ; un message compte comme remis s'il est dans la BAL de l'opérateur A, "
         "dupliqué s'il y est plusieurs fois.",

@@ -16,38 +16,25 @@ Uses PostgreSQL from DATABASE_URL (database `mssante_bench`, created if missing)
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import resource
+import shutil
 import smtplib
-import socket
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import django_setup, dovecot_running, load, pct, scratch
 from report import Figure, emit
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 GOAL_MS = 100.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def archive_of(documents: int, pdf_size: int, rng: random.Random) -> bytes:
@@ -117,42 +104,12 @@ def main() -> int:
     parser.add_argument("--pdf-kb", type=int, default=500)
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="mssante-bench-"))
-    base.chmod(0o755)
-    os.environ.update(
-        {
-            "PORTAL_ENV": "test",
-            "DJANGO_SETTINGS_MODULE": "mssante_portal.settings",
-            "PSC_MOCK_ENABLED": "true",
-            "PORTAL_DEMO": "true",
-            "DOVECOT_DIR": str(base / "dovecot"),
-            "DOVECOT_MAIL_ROOT": str(base / "mail"),
-            "DOVECOT_IMAP_PORT": str(free_port()),
-        }
-    )
-    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mssante")
-    os.environ["DATABASE_URL"] = url.rsplit("/", 1)[0] + "/mssante_bench"
-
-    import psycopg
-
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'mssante_bench'").fetchone():
-            conn.execute("CREATE DATABASE mssante_bench")
-
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-    from django.test import Client
-
+    base = scratch("mssante-bench-")
+    django_setup(base, "mssante_bench")
     from accounts.models import Structure, StructureDomain, User
-    from mailboxes.console.services.lifecycle import dovecot_users_sync, mailbox_create
+    from mailboxes.console.services.lifecycle import mailbox_create
     from mailboxes.models import Mailbox
-    from mailboxes.store import dovecot
-    from mailboxes.webmail.services.documents import documents_of
 
-    call_command("migrate", verbosity=0)
     structure, _ = Structure.objects.get_or_create(
         identifier_kind="finess_eg", identifier="690001235", defaults={"name": "EHPAD Les Tilleuls"}
     )
@@ -171,81 +128,81 @@ def main() -> int:
         owner=user,
         actor=None,
     )
-    instance = dovecot.instance_from_settings()
-    dovecot.write_instance(
-        instance,
-        master_user=settings.DOVECOT_MASTER_USER,
-        master_password=settings.DOVECOT_MASTER_PASSWORD,
-    )
-    dovecot_users_sync()
-    proc = dovecot.start(instance, base / "dovecot.log")
+    print(f"Machine : {load()}")
     try:
-        rng = random.Random(20)
-        archive = archive_of(args.documents, args.pdf_kb * 1024, rng)
-        with_panel = message_with(archive, "IHE_XDM.ZIP", box.address, 1)
-        # Same bytes, a name the panel ignores: what the page costs without it.
-        without = message_with(archive, "IHE_XDM.DAT", box.address, 2)
-        print(
-            f"Archive : {args.documents} documents, {len(archive) / 1048576:.1f} Mo ; "
-            f"message : {len(with_panel) / 1048576:.1f} Mo"
-        )
-        with smtplib.LMTP(str(dovecot.instance_from_settings().lmtp_socket)) as lmtp:
-            lmtp.sendmail("labo@bio.mssante.fr", [box.address], with_panel)  # UID 1
-            lmtp.sendmail("labo@bio.mssante.fr", [box.address], without)  # UID 2
-
-        client = Client(HTTP_HOST="127.0.0.1")
-        client.force_login(user)
-
-        def page(uid: int) -> float:
-            started = time.perf_counter()
-            response = client.get(f"/bal/{box.public_id}/messages/{uid}/?dossier=INBOX")
-            elapsed = (time.perf_counter() - started) * 1000
-            assert response.status_code == 200
-            shown = b"Documents de sant" in response.content
-            assert shown == (uid == 1), "the panel must show on UID 1 only"
-            return elapsed
-
-        for _ in range(3):  # warm caches on both sides
-            page(1)
-            page(2)
-        results: dict[int, list[float]] = {1: [], 2: []}
-        for r in range(args.rounds):
-            for uid in (1, 2) if r % 2 else (2, 1):
-                results[uid].append(page(uid))
-
-        tracemalloc.start()
-        documents = documents_of(with_panel)
-        _current, parse_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        assert len(documents.archives[0][1].documents) == args.documents
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-        print(f"\n{'mesure (ms)':<38}{'p50':>8}{'p95':>8}")
-        for uid, label in ((1, "message avec le panneau"), (2, "même message, sans panneau")):
-            values = results[uid]
-            print(f"{label:<38}{statistics.median(values):8.1f}{pct(values, 95):8.1f}")
-        added = pct(results[1], 95) - pct(results[2], 95)
-        print(f"\nsurcoût p95 du panneau : {added:.1f} ms (objectif <= {GOAL_MS:.0f} ms)")
-        print(
-            f"mémoire : pic du processus {rss:.0f} Mo (ru_maxrss), "
-            f"pic d'une lecture du panneau {parse_peak / 1048576:.1f} Mo (tracemalloc)"
-        )
-        emit(
-            Figure("xdm_open", f"Ouvrir un message avec {args.documents} documents de santé "
-                   f"({len(with_panel) / 1048576:.0f} Mo, p95)", pct(results[1], 95), "ms",
-                   pct(results[2], 95), "le même message sans le panneau (p95)",
-                   f"surcoût <= {GOAL_MS:.0f} ms", added <= GOAL_MS, None),
-            Figure("xdm_open", "Surcoût du panneau Documents de santé (p95)", added, "ms",
-                   None, "", f"<= {GOAL_MS:.0f} ms", added <= GOAL_MS, None),
-            Figure("xdm_open", "Pic mémoire d'une lecture du panneau (tracemalloc)",
-                   round(parse_peak / 1048576, 1), "Mo"),
-        )  # fmt: skip
-        return 0
+        with dovecot_running(base) as instance:
+            return measure(args, box, user, instance)
     finally:
-        dovecot.stop(proc)
-        import shutil
-
         shutil.rmtree(base, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, box: Any, user: Any, instance: Any) -> int:
+    """Deliver both messages, open both pages round by round, print and emit the figures."""
+    from django.test import Client
+
+    from mailboxes.webmail.services.documents import documents_of
+
+    rng = random.Random(20)
+    archive = archive_of(args.documents, args.pdf_kb * 1024, rng)
+    with_panel = message_with(archive, "IHE_XDM.ZIP", box.address, 1)
+    # Same bytes, a name the panel ignores: what the page costs without it.
+    without = message_with(archive, "IHE_XDM.DAT", box.address, 2)
+    print(
+        f"Archive : {args.documents} documents, {len(archive) / 1048576:.1f} Mo ; "
+        f"message : {len(with_panel) / 1048576:.1f} Mo"
+    )
+    with smtplib.LMTP(str(instance.lmtp_socket)) as lmtp:
+        lmtp.sendmail("labo@bio.mssante.fr", [box.address], with_panel)  # UID 1
+        lmtp.sendmail("labo@bio.mssante.fr", [box.address], without)  # UID 2
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(user)
+
+    def page(uid: int) -> float:
+        started = time.perf_counter()
+        response = client.get(f"/bal/{box.public_id}/messages/{uid}/?dossier=INBOX")
+        elapsed = (time.perf_counter() - started) * 1000
+        assert response.status_code == 200
+        shown = b"Documents de sant" in response.content
+        assert shown == (uid == 1), "the panel must show on UID 1 only"
+        return elapsed
+
+    for _ in range(3):  # warm caches on both sides
+        page(1)
+        page(2)
+    results: dict[int, list[float]] = {1: [], 2: []}
+    for r in range(args.rounds):
+        for uid in (1, 2) if r % 2 else (2, 1):
+            results[uid].append(page(uid))
+
+    tracemalloc.start()
+    documents = documents_of(with_panel)
+    _current, parse_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(documents.archives[0][1].documents) == args.documents
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+    print(f"\n{'mesure (ms)':<38}{'p50':>8}{'p95':>8}")
+    for uid, label in ((1, "message avec le panneau"), (2, "même message, sans panneau")):
+        values = results[uid]
+        print(f"{label:<38}{statistics.median(values):8.1f}{pct(values, 95):8.1f}")
+    added = pct(results[1], 95) - pct(results[2], 95)
+    print(f"\nsurcoût p95 du panneau : {added:.1f} ms (objectif <= {GOAL_MS:.0f} ms)")
+    print(
+        f"mémoire : pic du processus {rss:.0f} Mo (ru_maxrss), "
+        f"pic d'une lecture du panneau {parse_peak / 1048576:.1f} Mo (tracemalloc)"
+    )
+    emit(
+        Figure("xdm_open", f"Ouvrir un message avec {args.documents} documents de santé "
+               f"({len(with_panel) / 1048576:.0f} Mo, p95)", pct(results[1], 95), "ms",
+               pct(results[2], 95), "le même message sans le panneau (p95)",
+               f"surcoût <= {GOAL_MS:.0f} ms", added <= GOAL_MS, None),
+        Figure("xdm_open", "Surcoût du panneau Documents de santé (p95)", added, "ms",
+               None, "", f"<= {GOAL_MS:.0f} ms", added <= GOAL_MS, None),
+        Figure("xdm_open", "Pic mémoire d'une lecture du panneau (tracemalloc)",
+               round(parse_peak / 1048576, 1), "Mo"),
+    )  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

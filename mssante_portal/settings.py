@@ -496,6 +496,9 @@ LPS_AUTH_SECRET = _secret("LPS_AUTH_SECRET") if _lps_on or PORTAL_ENV != "produc
 LPS_SUBMISSION_MAX_SIZE = env_int(
     "LPS_SUBMISSION_MAX_SIZE", COMPOSE_MAX_MESSAGE_BYTES, minimum=1024
 )
+# How long a token PSC found live is taken as live without asking again (never past its exp;
+# 0: ask PSC at every login). The delay before a token revoked at PSC stops opening sessions.
+LPS_TOKEN_CACHE_SECONDS = env_int("LPS_TOKEN_CACHE_SECONDS", 30, minimum=0)
 
 # --- Sessions, cookies, security --------------------------------------------------------------
 # Sessions in the database, read through the cache (one query less on every page).

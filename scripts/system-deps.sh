@@ -5,8 +5,9 @@ set -euo pipefail
 mode="${1:-run}"
 
 # ghostscript: the PDF/A-1b beside a health document (mssante-spec §3.3, ECO.2.1.5).
-# curl: the API LPS login script Dovecot runs (deploy/dovecot/lps-auth.tmpl) and its tests.
-pkgs=(dovecot-imapd dovecot-lmtpd gnupg ghostscript curl python3-venv)
+# dovecot-auth-lua, lua-socket: the API LPS passdb (deploy/dovecot/lps-auth.lua.tmpl).
+# curl: the tests speak IMAP and SMTP with it, as a mail client we did not write.
+pkgs=(dovecot-imapd dovecot-lmtpd dovecot-auth-lua lua-socket gnupg ghostscript curl python3-venv)
 if [[ "$mode" == "test" || "$mode" == "bench" ]]; then
   pkgs+=(chromium)
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)

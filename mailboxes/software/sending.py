@@ -23,6 +23,7 @@ from mailboxes.errors import MailboxSuspended, RightMissing
 from mailboxes.models import Mailbox, OutboundMessage
 from mailboxes.software.sessions import SoftwareSession
 from mailboxes.store.headers import header_set
+from mailboxes.store.imap import MailStore
 from mailboxes.transport.relay import Recipient
 from mailboxes.webmail.services.compose import (
     MES_LIMIT,
@@ -38,10 +39,16 @@ REPLACED = ("From", "Sender", "Bcc", "Return-Path", "X-MSS-NIL")
 
 
 def message_submit(
-    *, session: SoftwareSession, recipients: list[str], raw: bytes, remote: str | None
+    *,
+    session: SoftwareSession,
+    recipients: list[str],
+    raw: bytes,
+    remote: str | None,
+    store: MailStore | None = None,
 ) -> OutboundMessage:
     """Send ``raw`` (a whole message) from the BAL of ``session`` to ``recipients`` (the
-    envelope's RCPT TO).
+    envelope's RCPT TO). ``store``: an open MailStore on that BAL to file the Sent copy with
+    (the submission server keeps one per SMTP session), else one is opened for this message.
 
     Raises RightMissing without the send right, MailboxSuspended on a suspended BAL,
     RecipientsRefused when any address may not receive (the verdicts attached),
@@ -91,6 +98,7 @@ def message_submit(
         content=content,
         message_id=message_id,
         ip=remote,
+        store=store,
         details={
             "message_id": message_id,
             "recipients": len(recipients),

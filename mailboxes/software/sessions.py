@@ -78,8 +78,8 @@ def software_login(
     The token must be live at PSC (``psc.token_identity``), its professional known here and
     holding ``need`` on that BAL, as in the webmail (delegations and team BALs included).
     Raises LoginRefused (the failure traced, the reason in the trace only) or PscUnavailable.
-    Traces the login with the software's name and the client address (one row each, no
-    transaction: a refusal must stay in the journal)."""
+    Traces the login with the software's name and the client address; a refusal's trace is
+    written on its own (it must stay in the journal), a login's with its session row."""
     address = address.strip().lower()
     try:
         identity = token_identity(token)
@@ -95,21 +95,26 @@ def software_login(
             address=address, service=service, remote=remote, user=user, mailbox=mailbox,
             software=identity.client_id,
         )  # fmt: skip
-    audit_record(
-        action=Action.SOFTWARE_LOGIN,
-        actor=user,
-        target=grant.mailbox,
-        structure=grant.mailbox.structure,
-        ip=remote,
-        details={"service": service, "software": identity.client_id, "relation": grant.relation},
-    )
     assert user is not None
-    if service == "imap":
-        _session_open(grant.mailbox, user, remote, identity.expires)
+    # The trace and the session row in one transaction: one commit per login.
+    with transaction.atomic():
+        audit_record(
+            action=Action.SOFTWARE_LOGIN,
+            actor=user,
+            target=grant.mailbox,
+            structure=grant.mailbox.structure,
+            ip=remote,
+            details={
+                "service": service,
+                "software": identity.client_id,
+                "relation": grant.relation,
+            },
+        )
+        if service == "imap":
+            _session_open(grant.mailbox, user, remote, identity.expires)
     return SoftwareSession(grant, user, identity.client_id, identity.expires)
 
 
-@transaction.atomic
 def _session_open(mailbox: Mailbox, user: User, remote: str | None, expires: int) -> None:
     """Note when this IMAP session must end; a newer login of the same person from the same
     address supersedes the earlier ones (the software reopened with a refreshed token)."""

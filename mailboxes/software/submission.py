@@ -27,6 +27,7 @@ from mailboxes.models import Mailbox
 from mailboxes.software.psc import PscUnavailable
 from mailboxes.software.sending import message_submit
 from mailboxes.software.sessions import LoginRefused, SoftwareSession, software_login
+from mailboxes.store.imap import MailStore
 from mailboxes.webmail.services.compose import (
     MessageTooLarge,
     RecipientsRefused,
@@ -177,7 +178,8 @@ class SubmissionHandler:
         raw = envelope.original_content or b""
         try:
             spooled = await _off_loop(
-                message_submit,
+                _submit_with_store,
+                server,
                 session=opened,
                 recipients=list(envelope.rcpt_tos),
                 raw=raw,
@@ -198,9 +200,42 @@ class SubmissionHandler:
         return f"250 2.0.0 Message accepte {spooled.message_id}"
 
 
+def _submit_with_store(server: SMTP, **kwargs: Any) -> Any:
+    """``message_submit`` with the SMTP session's own IMAP session on the BAL for the Sent
+    copies: opened at its first message, kept for the next ones (an IMAP login per message
+    cost as much as the rest of the submission), dropped after any failure so that the next
+    message opens a fresh one. Runs off the event loop; a session's commands come one at a
+    time, so one thread at a time uses it."""
+    session: SoftwareSession = kwargs["session"]
+    store = getattr(server, "sent_store", None)
+    if store is None:
+        store = MailStore(session.grant.mailbox.address).__enter__()
+        server.sent_store = store  # type: ignore[attr-defined]
+    try:
+        return message_submit(store=store, **kwargs)
+    except BaseException:
+        _close_store(server)
+        raise
+
+
+def _close_store(server: SMTP) -> None:
+    store = getattr(server, "sent_store", None)
+    server.sent_store = None  # type: ignore[attr-defined]
+    if store is not None:
+        store.__exit__(None, None, None)
+
+
 class SubmissionSMTP(SMTP):
     """aiosmtpd's SMTP with what we do not use turned off (STYLE.md, boundaries): no HELP, no
     VRFY, no EXPN; AUTH only after TLS and only XOAUTH2 / OAUTHBEARER."""
+
+    sent_store: MailStore | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sent_store is not None:
+            # The IMAP logout off the event loop; the SMTP side closes at once.
+            asyncio.get_running_loop().run_in_executor(None, _close_store, self)
+        super().connection_lost(exc)
 
     async def smtp_HELP(self, arg: str) -> None:
         await self.push("502 5.5.1 Command not implemented")

@@ -1,4 +1,4 @@
-"""The endpoint Dovecot's checkpassword script calls for every XOAUTH2/OAUTHBEARER login on the
+"""The endpoint Dovecot's Lua passdb calls for every XOAUTH2/OAUTHBEARER login on the
 API LPS listeners (mailboxes/store/dovecot_lps.py). Reachable from loopback only, with the
 shared secret; the token is read from the body and kept nowhere (SC.MSS/CONF.28)."""
 
@@ -38,9 +38,9 @@ def _from_dovecot(request: HttpRequest) -> bool:
 @csrf_exempt
 @require_POST
 def dovecot_auth(request: HttpRequest) -> HttpResponse:
-    """Body: ``login NUL token NUL`` (checkpassword, fd 3). 200 with the session's extra
-    fields (tab-separated, for Dovecot), 403 refused, 503 PSC unreachable (Dovecot then
-    answers a temporary failure), 404 to anyone but Dovecot."""
+    """Body: ``login NUL token NUL`` (deploy/dovecot/lps-auth.lua.tmpl). 200 with the
+    session's extra fields (tab-separated, for Dovecot), 403 refused, 503 PSC unreachable
+    (Dovecot then answers a temporary failure), 404 to anyone but Dovecot."""
     if not _from_dovecot(request):
         return HttpResponse(status=404)
     parts = request.body.split(b"\0")

@@ -3,9 +3,9 @@ and care software, SASL XOAUTH2/OAUTHBEARER checked by the portal, and the ACL g
 carry a session's rights on the BAL. Off (an empty section) while no LPS port is set, so that
 the portal's own instance is exactly what it was.
 
-Dovecot calls ``lps-auth`` (checkpassword protocol) with the login and the token; the script
-posts them to the portal on loopback with a shared secret (``LPS_AUTH_URL``,
-``LPS_AUTH_SECRET``), and the portal answers ``userdb_acl_groups=<group>``.
+Dovecot's auth workers run ``lps-auth.lua`` (a Lua passdb: long-lived, no process per login)
+with the login and the token; it posts them to the portal on loopback with a shared secret
+(``LPS_AUTH_URL``, ``LPS_AUTH_SECRET``), and the portal answers ``userdb_acl_groups=<group>``.
 """
 
 from __future__ import annotations
@@ -59,20 +59,31 @@ def section(base_dir: Path) -> str:
     )
 
 
+def _lua_string(value: str) -> str:
+    """``value`` inside a Lua double-quoted string (URLs and paths we configure)."""
+    if any(c in value for c in '"\\\n\r'):
+        raise ValueError(f"not allowed in a Lua string: {value!r}")
+    return value
+
+
 def write_files(base_dir: Path, write: object, internal_gid: int) -> None:
-    """The checkpassword script, its secret header and the ACL groups, next to the config.
+    """The Lua passdb script, its secret header and the ACL groups, next to the config.
     ``write`` is the instance writer's atomic write (path, content, mode, group)."""
     if not enabled():
         return
     assert callable(write)
-    script = string.Template((DEPLOY / "lps-auth.tmpl").read_text(encoding="utf-8"))
+    script = string.Template((DEPLOY / "lps-auth.lua.tmpl").read_text(encoding="utf-8"))
     write(
-        base_dir / "lps-auth",
-        script.substitute(base_dir=base_dir, url=settings.LPS_AUTH_URL),
-        0o755,
+        base_dir / "lps-auth.lua",
+        script.substitute(
+            url=_lua_string(settings.LPS_AUTH_URL),
+            secret_file=_lua_string(str(base_dir / "lps-auth.header")),
+            timeout=int(settings.PSC_HTTP_TIMEOUT) + 5,
+        ),
+        0o644,
         None,
     )
-    # Read by Dovecot's auth process only; given to curl as a file, never on a command line.
+    # Read by Dovecot's auth workers only, never on a command line.
     write(
         base_dir / "lps-auth.header",
         f"X-LPS-Secret: {settings.LPS_AUTH_SECRET}\n",

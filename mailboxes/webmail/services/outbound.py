@@ -30,12 +30,14 @@ def message_commit(
     details: dict[str, Any],
     request: HttpRequest | None = None,
     ip: str | None = None,
+    store: MailStore | None = None,
 ) -> OutboundMessage:
     """Spool ``content`` (already checked and built) from ``mailbox`` to ``recipients``,
     trace ``message.sent`` by ``actor`` with ``details`` (identifiers and counts only), and
     append the copy to Sent, in one transaction: the relay task is enqueued after commit
     (``message_spool``). Raises StoreUnavailable when the Sent copy cannot be stored: then
-    nothing is spooled nor traced."""
+    nothing is spooled nor traced. ``store``: an open session on that BAL to file the copy with
+    (the submission server keeps one per SMTP session), else one is opened for this message."""
     with transaction.atomic():
         spooled = message_spool(
             origin=origin,
@@ -58,6 +60,9 @@ def message_commit(
             details=details,
         )
         # Last, still inside the transaction: if Dovecot refuses the Sent copy nothing is sent.
-        with MailStore(mailbox.address) as store:
+        if store is not None and store.address == mailbox.address:
             store.append(SENT, content)
+        else:
+            with MailStore(mailbox.address) as opened:
+                opened.append(SENT, content)
     return spooled

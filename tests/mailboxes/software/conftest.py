@@ -1,4 +1,4 @@
-"""A Dovecot with the API LPS listeners on, its checkpassword script calling the live portal,
+"""A Dovecot with the API LPS listeners on, its Lua passdb calling the live portal,
 and mail clients we did not write (imaplib, smtplib, curl) that connect from 127.0.0.2, so
 that Dovecot does not take them for local connections (secured without TLS)."""
 

@@ -52,3 +52,31 @@ def test_no_lps_configuration_while_no_port_is_set(settings, tmp_path: Path) -> 
     settings.LPS_IMAP_PORT = "10143"
     text = dovecot_lps.section(tmp_path)
     assert "ssl_min_protocol = TLSv1.2" in text and "mechanisms = xoauth2 oauthbearer" in text
+
+
+def test_dovecot_asks_the_portal_through_a_lua_passdb_that_holds_no_secret(
+    settings, tmp_path: Path
+) -> None:
+    """A long-lived Lua passdb (no process per login); the secret stays in its own file."""
+    settings.LPS_IMAP_PORT = "10143"
+    settings.LPS_AUTH_URL = "http://127.0.0.1:8000/logiciels/dovecot/auth"
+    settings.LPS_AUTH_SECRET = "secret-de-test-lps"
+    written: dict[str, str] = {}
+    dovecot_lps.write_files(
+        tmp_path, lambda path, content, *_: written.__setitem__(path.name, content), 0
+    )
+
+    section = dovecot_lps.section(tmp_path)
+    assert "driver = lua" in section and "checkpassword" not in section
+    assert f"file={tmp_path}/lps-auth.lua blocking=yes" in section
+    script = written["lps-auth.lua"]
+    assert settings.LPS_AUTH_URL in script and str(tmp_path / "lps-auth.header") in script
+    assert "secret-de-test-lps" not in script
+    assert written["lps-auth.header"] == "X-LPS-Secret: secret-de-test-lps\n"
+
+
+def test_a_url_that_would_break_the_lua_script_is_refused(settings, tmp_path: Path) -> None:
+    settings.LPS_IMAP_PORT = "10143"
+    settings.LPS_AUTH_URL = 'http://127.0.0.1:8000/x" .. os.execute("id") .. "'
+    with pytest.raises(ValueError):
+        dovecot_lps.write_files(tmp_path, lambda *_: None, 0)

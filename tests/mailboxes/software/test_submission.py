@@ -131,6 +131,28 @@ def test_holder_submits_with_xoauth2_into_the_outbound_spool(submission, cast, p
     assert sent_trace.details["software"] == "logiciel-metier-test"
 
 
+def test_several_messages_of_one_session_each_get_their_sent_copy(submission, cast, pki) -> None:
+    """The session keeps one IMAP session for its Sent copies: every message is still filed,
+    before and after a refused one."""
+    box, colleague = cast["box"], cast["colleague"]
+    smtp = _session(submission, pki)
+    smtp.auth("XOAUTH2", lambda _=None: _xoauth2(box.address, token(DOCTOR)))
+    for n in range(3):
+        body = _message(box.address, "x").replace(b"Transmission DUI", f"Envoi {n}".encode())
+        assert smtp.sendmail(box.address, [colleague.address], body) == {}
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        smtp.sendmail(box.address, [OUTSIDE], _message(box.address, OUTSIDE))
+    body = _message(box.address, "x").replace(b"Transmission DUI", b"Envoi 3")
+    assert smtp.sendmail(box.address, [colleague.address], body) == {}
+    smtp.quit()
+
+    filed = _sent_folder(box.address)
+    assert sorted(n for n in range(4) if any(f"Envoi {n}".encode() in m for m in filed)) == [
+        0, 1, 2, 3,
+    ]  # fmt: skip
+    assert OutboundMessage.objects.filter(mailbox=box).count() == 4
+
+
 def test_delegate_submits_with_oauthbearer_and_sender_names_them(submission, cast, pki) -> None:
     box = cast["box"]
     smtp = _session(submission, pki)
