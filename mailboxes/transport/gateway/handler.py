@@ -18,7 +18,13 @@ from typing import Any, AnyStr, TypeVar
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    close_old_connections,
+    connection,
+    connections,
+)
 
 from mailboxes.store.headers import message_id_of
 from mailboxes.transport.gateway import policy, stats
@@ -54,14 +60,15 @@ def _sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     if now - getattr(_hygiene, "checked", 0.0) > 1.0:
         close_old_connections()
         _hygiene.checked = now
+    conn = connections[DEFAULT_DB_ALIAS]  # one look-up of this thread's connection
     try:
         return fn(*args, **kwargs)
     except DatabaseError:
-        connection.close()
+        conn.close()
         raise
     finally:
-        if not connection.settings_dict.get("CONN_MAX_AGE"):
-            connection.close()  # no persistent connections configured: none left open
+        if not conn.settings_dict.get("CONN_MAX_AGE"):
+            conn.close()  # no persistent connections configured: none left open
 
 
 async def _off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
