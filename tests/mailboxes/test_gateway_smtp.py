@@ -561,3 +561,20 @@ def test_an_internal_failure_is_a_temporary_451_without_details(mx: int, pki, se
         database["PORT"] = saved
         wire.close()
     assert reply == [b"451 4.3.0 Temporary failure, try again later\r\n"]
+
+
+def test_a_message_many_times_the_tls_read_buffer_arrives_whole(
+    mx: int, pki: dict[str, Issued], box: Mailbox
+) -> None:
+    """The TLS layer reads 64 KiB at a time (AlertingTLS.max_size, a fourth of asyncio's):
+    a 2 MB text arrives byte for byte, its end and its last line included."""
+    from mailboxes.transport.gateway.handler import AlertingTLS
+    from tests.mailboxes.conftest import inbox, mx_client
+
+    lines = "\r\n".join(f"ligne {n:07d} " + "x" * 60 for n in range(30_000))
+    raw = make_message(to=box.address, subject="Gros compte rendu", body=lines + "\r\nFIN")
+    assert len(raw) > 30 * AlertingTLS.max_size
+    with mx_client(mx, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], raw) == {}
+    [stored] = inbox(box.address)
+    assert stored.endswith(raw.split(b"\r\n\r\n", 1)[1]) and b"ligne 0029999 " in stored

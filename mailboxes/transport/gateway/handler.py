@@ -130,7 +130,12 @@ class AlertingTLS(sslproto.SSLProtocol):
     """asyncio's server-side TLS, sending the alert of a refused handshake before it closes
     the connection. asyncio drops what OpenSSL wrote for the peer (RFC 8446 §6.2: "certificate
     revoked", "unknown ca", "certificate expired"...) and the sending operator only sees the
-    connection closed; with the alert, its logs say why."""
+    connection closed; with the alert, its logs say why.
+
+    Its read buffer is DATA_CHUNK octets instead of asyncio's 256 KiB: allocated per TLS
+    session, it was most of a session's memory, and SMTP reads no more at a time."""
+
+    max_size = DATA_CHUNK  # asyncio.sslproto.SSLProtocol: "Buffer size passed to read()"
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:
