@@ -65,12 +65,22 @@ imported where used (-6 MB per process). yappi, same 2,200 messages: 18.4 s -> 1
 3.16 / 3.37 ms per message before, 2.80 / 3.04 / 2.83 after (median 3.16 -> 2.83, -10 %);
 peak RSS of a serving process 107-108 MB -> 101-102 MB. Against Postfix, 3 rounds of 2,000
 (load 8 to 19): ours 69 / 109 / 151 msg/s, Postfix 75 / 99 / 150, median ratio 1.01 (0.93 to
-1.10), p99 166 ms against 146 ms, CPU 3.06 ms per message, serving RSS 111 MB. Goals not met
-on this machine: 1.5x (the client waits for each 250, so the rate is the latency of the
-chain gateway -> PostgreSQL -> Dovecot -> PostgreSQL, and on an overloaded machine each hop
-waits for a core), and 100 MB: the serving process's RSS grows with the number of messages
-(about 4 KB per message: 101 MB after 1,700, 111-117 MB after 6,200, before this branch
-too); not found yet (not the TLS session cache, not the thread count).
+1.10), p99 166 ms against 146 ms, CPU 3.06 ms per message, serving RSS 111 MB.
+
+The serving process's RSS grew with the sessions (101 MB after 1,700 messages, 111-117 MB
+after 6,200, before this branch too): tracemalloc showed closed sessions waiting for the
+cyclic garbage collector (aiosmtpd keeps bound methods of the session in the session, a cycle
+by design), each holding asyncio's 256 KiB TLS read buffer. The buffer is now 64 KiB
+(AlertingTLS.max_size): 99 MB after 6,200 messages (--ours-only, 2 x 3,000).
+Last run against Postfix with all of it, 3 rounds of 2,000 (load 7 to 15): ours 111 / 115 /
+143 msg/s, Postfix 152 / 127 / 110, median ratio 0.90 (0.73 to 1.30), p99 146 ms against
+115 ms, CPU 2.79 ms per message (2.75 to 3.04), serving RSS 100 MB (supervisor 99 MB). Goals
+not met here: 1.5x, and the p99. The client waits for each 250, so the rate is the latency of
+the chain gateway -> PostgreSQL -> Dovecot -> PostgreSQL, and on this overloaded machine each
+hop waits for a core; Postfix answers once its queue file is written. Left to try: the
+delivery on the event loop (psycopg's async connection and an asyncio LMTP client) instead of
+a worker thread, which removes two thread hops and the GIL hand-offs per message; uvloop gains
+nothing while asyncio's TLS layer (pure Python, AlertingTLS) stays.
 """
 
 from __future__ import annotations
