@@ -19,6 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -27,9 +28,11 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_pem_public_key,
 )
-from lxml import etree
-from signxml import SignatureConfiguration, XMLVerifier
-from signxml.exceptions import InvalidCertificate, InvalidInput, InvalidSignature
+
+if TYPE_CHECKING:
+    from lxml import etree
+# lxml and signxml are imported where a list is parsed (whitelist_parse): every process that
+# checks a peer against the whitelist imports this module, and they cost it ~4 MB of memory.
 
 NS = "{https://listeblanche.mssante.fr/schema}"
 DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
@@ -186,6 +189,10 @@ def parse_signed(
     must be one of ``pins`` (``spki_pin`` values). Both are checked at ``at`` (now), with
     ``tolerance`` around the certificate's validity (``_verification_time``).
     """
+    from lxml import etree
+    from signxml import SignatureConfiguration, XMLVerifier
+    from signxml.exceptions import InvalidCertificate, InvalidInput, InvalidSignature
+
     if len(data) > MAX_BYTES:
         raise WhitelistError("Le fichier de liste blanche est anormalement volumineux.")
     try:

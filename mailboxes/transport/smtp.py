@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-import dns.exception
-import dns.resolver
 from cryptography import x509
 from django.conf import settings
 
@@ -76,6 +74,11 @@ def routes(domain: str) -> list[tuple[str, int]]:
     static = _static_route(domain)
     if static is not None:
         return static
+    # Imported here: the gateway imports this module (through the relay's spool) and never
+    # resolves MX; dnspython costs a process ~4 MB of memory.
+    import dns.exception
+    import dns.resolver
+
     try:
         answer = dns.resolver.resolve(domain, "MX", lifetime=10)
     except dns.resolver.NXDOMAIN as exc:

@@ -6,6 +6,8 @@ ID (the header's, whole), envelope sender, text and peer, or it is delivered."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from devtools.pki import Issued
@@ -84,9 +86,11 @@ def _store_dies(monkeypatch: pytest.MonkeyPatch, *, after_storing: bool) -> None
 
     real = lmtp.deliver
 
-    def dies(mail_from: str, recipients: list[str], content: bytes) -> dict:
+    def dies(mail_from: str, recipients: list[str], content: bytes, **kwargs: Any) -> dict:
         if after_storing:
-            real(mail_from, recipients, content)
+            real(mail_from, recipients, content, **kwargs)
+        elif kwargs.get("before_data"):
+            kwargs["before_data"]()  # the attempt marker, as the real one writes it
         raise lmtp.StoreUnreachable("connection reset during DATA")
 
     monkeypatch.setattr(lmtp, "deliver", dies)

@@ -454,6 +454,33 @@ def test_a_session_in_tls_is_not_held_to_the_starttls_timeout(quick: None, mx: i
         wire.close()
 
 
+@pytest.fixture
+def short_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions in TLS time out after 1 s without a command (aiosmtpd's 300 s otherwise)."""
+    from mailboxes.transport.gateway import server
+
+    real = server.smtp_kwargs
+    monkeypatch.setattr(server, "smtp_kwargs", lambda context: {**real(context), "timeout": 1.0})
+
+
+def test_a_session_in_tls_lives_while_it_talks_and_is_cut_off_when_idle(
+    short_idle: None, mx: int, pki
+) -> None:
+    """Each command gives the session its whole idle time again (RFC 5321 §4.5.3.2); once
+    the client says nothing for that long, 421 and the connection closed."""
+    wire = _greeted(mx, pki, "ehlo", "")
+    try:
+        for _ in range(4):  # 1.6 s in all, longer than the idle time
+            time.sleep(0.4)
+            assert wire.command(b"NOOP") == [b"250 2.0.0 OK\r\n"]
+        started = time.monotonic()
+        assert wire.line() == b"421 4.4.2 Timeout, closing connection\r\n"
+        assert wire.closed()
+    finally:
+        wire.close()
+    assert 0.5 < time.monotonic() - started < 3
+
+
 def test_a_stalled_tls_handshake_is_cut_off(quick: None, mx: int) -> None:
     wire = Wire(mx, timeout=5)
     started = time.monotonic()
@@ -534,3 +561,20 @@ def test_an_internal_failure_is_a_temporary_451_without_details(mx: int, pki, se
         database["PORT"] = saved
         wire.close()
     assert reply == [b"451 4.3.0 Temporary failure, try again later\r\n"]
+
+
+def test_a_message_many_times_the_tls_read_buffer_arrives_whole(
+    mx: int, pki: dict[str, Issued], box: Mailbox
+) -> None:
+    """The TLS layer reads 64 KiB at a time (AlertingTLS.max_size, a fourth of asyncio's):
+    a 2 MB text arrives byte for byte, its end and its last line included."""
+    from mailboxes.transport.gateway.handler import AlertingTLS
+    from tests.mailboxes.conftest import inbox, mx_client
+
+    lines = "\r\n".join(f"ligne {n:07d} " + "x" * 60 for n in range(30_000))
+    raw = make_message(to=box.address, subject="Gros compte rendu", body=lines + "\r\nFIN")
+    assert len(raw) > 30 * AlertingTLS.max_size
+    with mx_client(mx, pki) as smtp:
+        assert smtp.sendmail(SENDER, [box.address], raw) == {}
+    [stored] = inbox(box.address)
+    assert stored.endswith(raw.split(b"\r\n\r\n", 1)[1]) and b"ligne 0029999 " in stored

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from accounts.audit import Action, TargetType
@@ -97,11 +97,11 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _earlier_and_mark(key: str, message_id: str, recipients: list[str]) -> Iterable[Row]:
-    options = connection.settings_dict["OPTIONS"]
+    conn = connections[DEFAULT_DB_ALIAS]
     if (
-        connection.vendor == "postgresql"
-        and not options.get("server_side_binding")
-        and connection.get_autocommit()
+        conn.vendor == "postgresql"
+        and not conn.settings_dict["OPTIONS"].get("server_side_binding")
+        and conn.get_autocommit()
     ):
         return _earlier_and_mark_pg(key, message_id, recipients)
     since = timezone.now() - WINDOW
@@ -138,9 +138,20 @@ def _earlier_and_mark_pg(key: str, message_id: str, recipients: list[str]) -> li
     in. The traces are found by their indexed target (the Message-ID's first 128 characters),
     then their key; the window is computed by the server: a datetime parameter costs
     client-side conversion."""
-    with connection.cursor() as cursor:
-        cursor.execute(_pg_sql(), [message_id, key, json.dumps(recipients), message_id, key, key])
-        return list(cursor.fetchall())
+    return hot_query(_pg_sql(), [message_id, key, json.dumps(recipients), message_id, key, key])
+
+
+def hot_query(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """One simple-protocol query (several statements allowed) on this thread's connection,
+    through psycopg's cursor directly: Django's cursor wrapper and its connection proxy cost
+    more than the query's own client side, twice per message on the gateway. Database errors
+    come out as Django's (DatabaseError), as from any query; the rows of the first statement,
+    if it returns any."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    conn.ensure_connection()
+    with conn.wrap_database_errors, conn.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
 
 
 _SQL: str | None = None

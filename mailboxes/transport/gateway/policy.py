@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography import x509
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 from accounts.audit import Action, TargetType, audit_event, audit_record_many
@@ -27,7 +27,7 @@ from mailboxes.store import lmtp
 from mailboxes.transport import dsn as report_dsn
 from mailboxes.transport.absence import absence_arrived
 from mailboxes.transport.delivery_reports import is_report, report_apply
-from mailboxes.transport.gateway.dedup import KEY, TRACE_ACTION, delivery_start
+from mailboxes.transport.gateway.dedup import KEY, TRACE_ACTION, delivery_start, hot_query
 from mailboxes.transport.notices import mail_arrived
 from mailboxes.transport.quota import FULL_REPLY, usage_of
 from mailboxes.transport.relay import Recipient, message_spool
@@ -135,13 +135,25 @@ def _check_recipient(address: str) -> str | None:
     return None
 
 
+_date: tuple[int, str] = (0, "")
+
+
+def _now_rfc5322() -> str:
+    """The date of a Received header (RFC 5322 §3.3, local time), formatted once a second."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, formatdate(second, localtime=True))
+    return _date[1]
+
+
 def received_header(peer: Peer, helo: str, client_ip: str) -> bytes:
     """RFC 5321 §4.4 trace header with the TLS version and cipher (RFC 8314 §4.3 style)."""
     line = (
         f"Received: from {helo or 'unknown'} ([{client_ip}])\r\n"
         f"\tby {settings.GATEWAY_HOSTNAME} with ESMTPS "
         f"(version={peer.tls_version} cipher={peer.cipher})\r\n"
-        f"\t(peer certificate: {peer.dn}); {formatdate(localtime=True)}\r\n"
+        f"\t(peer certificate: {peer.dn}); {_now_rfc5322()}\r\n"
     )
     return line.encode("utf-8", "replace")
 
@@ -208,23 +220,28 @@ def deliver(
     """
     # A resend of a message we already delivered (the sender lost our 250): those recipients
     # are answered again without a second copy; this attempt is recorded before Dovecot sees
-    # the message (mailboxes/transport/gateway/dedup.py).
+    # the message (mailboxes/transport/gateway/dedup.py). The check runs while Dovecot reads
+    # the envelope (lmtp.deliver's before_data): one wait for both.
+    done: set[str] = set()
+
+    def mark() -> set[str]:
+        found = delivery_start(key=key, message_id=message_id, recipients=recipients,
+                               sender=mail_from, content=content)  # fmt: skip
+        done.update(found)
+        return done
+
+    text = received + content
     try:
-        done = delivery_start(
-            key=key, message_id=message_id, recipients=recipients, sender=mail_from,
-            content=content,
-        )  # fmt: skip
+        outcomes = lmtp.deliver(mail_from, recipients, text, before_data=mark)
     except DatabaseError:
         logger.exception("duplicate check failed: the sender keeps the message")
         return "451 4.3.0 Temporary failure, try again later"
+    except lmtp.StoreUnreachable:
+        return "451 4.3.0 Mail store unavailable, try again later"
     recipients = [r for r in recipients if r not in done]
     if not recipients:
         return "250 2.0.0 Message delivered"
-    content = received + content
-    try:
-        outcomes = lmtp.deliver(mail_from, recipients, content)
-    except lmtp.StoreUnreachable:
-        return "451 4.3.0 Mail store unavailable, try again later"
+    content = text
     delivered = [r for r in recipients if outcomes[r].delivered]
     failed = [r for r in recipients if not outcomes[r].delivered]
     if not delivered:
@@ -321,9 +338,11 @@ def trace(
     if key:
         details[KEY] = key
     # psycopg's client-side cursors (Django's default) may send several statements at once
-    options = connection.settings_dict["OPTIONS"]
-    simple_protocol = connection.vendor == "postgresql" and not options.get("server_side_binding")
-    if not simple_protocol or not connection.get_autocommit():
+    conn = connections[DEFAULT_DB_ALIAS]
+    simple_protocol = conn.vendor == "postgresql" and not conn.settings_dict["OPTIONS"].get(
+        "server_side_binding"
+    )
+    if not simple_protocol or not conn.get_autocommit():
         event = audit_event(
             action=TRACE_ACTION,
             actor_label=peer.dn[:150] or "inconnu",
@@ -344,8 +363,7 @@ def trace(
     result = AuditEvent.Result.SUCCESS if success else AuditEvent.Result.FAILURE
     params = [str(uuid.uuid4()), peer.dn[:150] or "inconnu", message_id[:128], result,
               "" if success else reply[:3], json.dumps(details)]  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute(_trace_sql(), params)
+    hot_query(_trace_sql(), params)
 
 
 def trace_refusal(*, peer: Peer, mail_from: str, recipient: str, reply: str) -> None:
