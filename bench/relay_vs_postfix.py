@@ -69,6 +69,7 @@ import asyncio
 import multiprocessing
 import os
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -716,6 +717,8 @@ def main() -> int:
     parser.add_argument("--only", choices=["ours", "postfix"])
     parser.add_argument("--sink-processes", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
+    # SIGTERM (timeout, kill) unwinds through the finally blocks: Postfix and the worker stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("postfix") is None and args.only != "ours":
         print("Postfix manque : scripts/system-deps.sh bench")
         return 2

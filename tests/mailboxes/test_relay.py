@@ -904,3 +904,45 @@ def test_a_spooled_message_without_message_id_is_not_taken_for_the_one_its_body_
     row.refresh_from_db()
     assert row.status == Status.DELIVERED
     assert len(inbox(late.address)) == 2
+
+
+def test_a_task_whose_message_a_batch_already_took_takes_no_batch_itself(
+    peer: Peer, box: Mailbox
+) -> None:
+    """Each message keeps its own task: the task of a message that is already done costs one
+    query and leaves the other due messages to their own tasks (no race for the head)."""
+    from mailboxes.transport.relay import BATCH_ROWS
+
+    first = _send(box, [Recipient(REMOTE, notify="NEVER")])
+    assert message_relay(public_id=str(first.public_id)) == 1
+    later = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(2)]
+    assert message_relay(public_id=str(first.public_id), also_due=BATCH_ROWS) == 0
+    assert set(
+        OutboundDelivery.objects.filter(message__in=later).values_list("status", flat=True)
+    ) == {Status.QUEUED}
+    assert message_relay(public_id=str(later[1].public_id), also_due=BATCH_ROWS) == 2
+    assert len(peer.received) == 3
+    assert set(OutboundDelivery.objects.values_list("status", flat=True)) == {Status.RELAYED}
+
+
+@pytest.mark.parametrize("limit", ["messages", "bytes"])
+def test_a_batch_is_bounded_by_messages_and_by_the_content_it_holds(
+    peer: Peer, box: Mailbox, monkeypatch, limit: str
+) -> None:
+    from mailboxes.transport import relay
+
+    messages = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(4)]
+    if limit == "messages":
+        monkeypatch.setattr(relay, "BATCH_MESSAGES", 3)  # the task's own message and 2 others
+    else:  # the task's own message whatever its size, then others while their content fits
+        monkeypatch.setattr(relay, "BATCH_BYTES", 2 * messages[0].size + 1)
+    assert message_relay(public_id=str(messages[3].public_id), also_due=relay.BATCH_ROWS) == 3
+    statuses = dict(OutboundDelivery.objects.values_list("message_id", "status"))
+    assert statuses == {
+        messages[0].pk: Status.RELAYED,
+        messages[1].pk: Status.RELAYED,
+        messages[2].pk: Status.QUEUED,  # left to its own task
+        messages[3].pk: Status.RELAYED,
+    }
+    assert message_relay(public_id=str(messages[2].public_id), also_due=relay.BATCH_ROWS) == 1
+    assert len(peer.received) == 4
