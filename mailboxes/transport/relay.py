@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from celery import current_app
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
@@ -63,6 +64,22 @@ def _enqueue(message: OutboundMessage, countdown: float = 0) -> None:
     current_app.send_task(
         RELAY_TASK, args=[str(message.public_id)], queue="relay", countdown=countdown or None
     )
+
+
+# One relay task waits in the queue at a time for new messages, instead of one per message:
+# a spool enqueues a task only when it sets this flag; the task clears it before it claims, so
+# whatever was committed before the flag was seen set is claimed by that task (with up to
+# BATCH_MESSAGES others), and a task that claimed something enqueues the next one before it
+# sends, so that a backlog drains in parallel batches. The flag is no state to keep: lost
+# (cache flushed), tasks are only more; stale (its task lost with Redis), it lapses after
+# KICK_SECONDS and the sweep re-queues what was overdue meanwhile.
+KICK_KEY = "relay:task-waiting"
+KICK_SECONDS = 30
+
+
+def _kick(message: OutboundMessage) -> None:
+    if cache.add(KICK_KEY, 1, KICK_SECONDS):
+        _enqueue(message)
 
 
 def message_enqueue(message: OutboundMessage) -> None:
@@ -116,7 +133,7 @@ def message_spool(
         )
         for r in {r.address.lower(): r for r in recipients}.values()
     )
-    transaction.on_commit(lambda: _enqueue(message))
+    transaction.on_commit(lambda: _kick(message))
     return message
 
 
@@ -153,13 +170,9 @@ Outcomes = dict[tuple[int, str], smtp.Result]  # (message pk, recipient) -> outc
 _CLAIMED_FIELDS = ("pk", "message_id", "recipient", "domain", "local", "notify", "orcpt",
                    "attempts", "last_reply")  # fmt: skip
 
-# The claim in one statement (PostgreSQL): the message asked for and, when it still has due
-# rows, whole messages among the ``also_due`` rows due first, up to BATCH_MESSAGES and
-# BATCH_BYTES; their due rows are locked with SKIP LOCKED and marked ``sending`` under the
-# token, and returned. A task whose message a batch already took costs one cheap query and
-# takes no batch: every message keeps its own task (and the sweep), so a backlog is still
-# drained, by the tasks of the messages no batch took yet, without eight workers racing for
-# the same head of the queue.
+# The claim in one statement (PostgreSQL): the message asked for, then whole messages among
+# the ``also_due`` rows due first, up to BATCH_MESSAGES and BATCH_BYTES; their due rows are
+# locked with SKIP LOCKED and marked ``sending`` under the token, and returned.
 _CLAIM_SQL = """
 WITH target AS (
     SELECT id FROM mailboxes_outboundmessage WHERE public_id = %(public_id)s
@@ -170,11 +183,7 @@ WITH target AS (
 ), others AS (
     SELECT m.id, m.size, min(due.next_attempt_at) AS first
     FROM due JOIN mailboxes_outboundmessage m ON m.id = due.message_id
-    WHERE m.id NOT IN (SELECT id FROM target) AND EXISTS (
-        SELECT 1 FROM mailboxes_outbounddelivery
-        WHERE message_id IN (SELECT id FROM target) AND status = 'queued'
-          AND next_attempt_at <= %(now)s
-    )
+    WHERE m.id NOT IN (SELECT id FROM target)
     GROUP BY m.id, m.size
 ), ranked AS (
     SELECT id, sum(size) OVER (ORDER BY first, id) AS held,
@@ -546,9 +555,15 @@ def message_relay(*, public_id: str, also_due: int = 0) -> int:
     a backlog drains in batches. Returns how many rows were handled. Safe to run twice and
     concurrently: rows are claimed before anything is sent. Raises what recording raised
     (the rows it could not record stay claimed until the sweep)."""
+    if also_due:
+        cache.delete(KICK_KEY)  # from now on, a new message enqueues a new task
     rows = _claim(public_id, also_due)
     if not rows:
         return 0
+    if also_due:
+        # What is left of a backlog goes to the next task, in another worker process (when
+        # nothing is left, it claims nothing and ends the chain).
+        _kick(OutboundMessage(public_id=public_id))
     messages = OutboundMessage.objects.select_related("mailbox").in_bulk(
         {r.message_id for r in rows}
     )

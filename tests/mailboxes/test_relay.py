@@ -906,23 +906,43 @@ def test_a_spooled_message_without_message_id_is_not_taken_for_the_one_its_body_
     assert len(inbox(late.address)) == 2
 
 
-def test_a_task_whose_message_a_batch_already_took_takes_no_batch_itself(
-    peer: Peer, box: Mailbox
-) -> None:
-    """Each message keeps its own task: the task of a message that is already done costs one
-    query and leaves the other due messages to their own tasks (no race for the head)."""
+def _waiting_tasks() -> list[str]:
+    """The message public ids of the relay tasks waiting in the broker (queue « relay »)."""
+    import ast
+    import json
+
+    import redis
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    return [
+        ast.literal_eval(json.loads(raw)["headers"]["argsrepr"])[0]
+        for raw in broker.lrange("relay", 0, -1)
+    ]
+
+
+def test_one_relay_task_waits_for_new_messages_and_takes_them_all(peer: Peer, box: Mailbox) -> None:
+    """A message spooled while a relay task is still waiting adds no task: that task, when it
+    runs, takes every message committed before it started, then leaves the next one waiting."""
+    import redis
+
     from mailboxes.transport.relay import BATCH_ROWS
 
-    first = _send(box, [Recipient(REMOTE, notify="NEVER")])
-    assert message_relay(public_id=str(first.public_id)) == 1
-    later = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(2)]
-    assert message_relay(public_id=str(first.public_id), also_due=BATCH_ROWS) == 0
-    assert set(
-        OutboundDelivery.objects.filter(message__in=later).values_list("status", flat=True)
-    ) == {Status.QUEUED}
-    assert message_relay(public_id=str(later[1].public_id), also_due=BATCH_ROWS) == 2
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("relay")
+    messages = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(3)]
+    assert _waiting_tasks() == [str(messages[0].public_id)]
+    assert message_relay(public_id=str(messages[0].public_id), also_due=BATCH_ROWS) == 3
     assert len(peer.received) == 3
-    assert set(OutboundDelivery.objects.values_list("status", flat=True)) == {Status.RELAYED}
+    # The task took a batch: the next one waits, for what a batch could not hold.
+    assert len(_waiting_tasks()) == 2
+    later = _send(box, [Recipient(REMOTE, notify="NEVER")])
+    assert len(_waiting_tasks()) == 2  # the waiting task will take it
+    assert message_relay(public_id=str(messages[0].public_id), also_due=BATCH_ROWS) == 1
+    assert OutboundDelivery.objects.get(message=later).status == Status.RELAYED
+    # Nothing waits any more: the next message enqueues its own task.
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("relay")
+    assert message_relay(public_id=str(messages[0].public_id), also_due=BATCH_ROWS) == 0
+    last = _send(box, [Recipient(REMOTE, notify="NEVER")])
+    assert _waiting_tasks() == [str(last.public_id)]
 
 
 @pytest.mark.parametrize("limit", ["messages", "bytes"])
