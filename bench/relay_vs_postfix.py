@@ -732,7 +732,9 @@ def main() -> int:
         "PORTAL_ENV": "test",
         "DJANGO_SETTINGS_MODULE": "mssante_portal.settings",
         "DATABASE_URL": f"{pg}/mssante_relaybench",
-        "CELERY_BROKER_URL": os.environ.get("RELAY_BENCH_BROKER", "redis://127.0.0.1:6379/7"),
+        # A broker and a cache of their own (RELAY_BENCH_REDIS: a free Redis database).
+        "CELERY_BROKER_URL": os.environ.get("RELAY_BENCH_REDIS", "redis://127.0.0.1:6379/7"),
+        "CACHE_URL": os.environ.get("RELAY_BENCH_REDIS", "redis://127.0.0.1:6379/7"),
         "LOG_LEVEL": "WARNING",
     }
     os.environ.update(env)

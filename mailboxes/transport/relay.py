@@ -1,14 +1,16 @@
 """The outbound spool and the relay (ARCHITECTURE.md, data flow 2; mssante-spec §1.4, §3.5).
 
 ``message_spool`` writes a message and one ``OutboundDelivery`` per recipient in one
-transaction and enqueues the relay task after commit. ``message_relay`` (the Celery task's
-only call) claims the due rows of one message atomically, with those of other due messages
-when asked (a backlog drains in batches), delivers them (LMTP for the BALs we host, SMTP over
-mutual TLS for the others, one transaction per message and peer: the domains a peer serves
-share it, each domain's whitelist entry checked on its certificate) and records each outcome:
-delivered/relayed, retry with exponential backoff, or failure with a DSN (RFC 3464) spooled
-back to the sender in the same transaction. ``relay_sweep`` re-queues
-what a lost task or a killed worker left behind. The row is the truth; a task may run twice.
+transaction and, after commit, enqueues a relay task unless one is already waiting (the
+kick flag: that task will take this message too). ``message_relay`` (the Celery task's only
+call) claims the due rows of one message atomically, in one statement, with those of other
+due messages when asked (a backlog drains in batches, each task enqueuing the next), delivers
+them (LMTP for the BALs we host, SMTP over mutual TLS for the others, one transaction per
+message and peer: the domains a peer serves share it, each domain's whitelist entry checked
+on its certificate) and records each outcome: delivered/relayed, retry with exponential
+backoff, or failure with a DSN (RFC 3464) spooled back to the sender in the same
+transaction. ``relay_sweep`` re-queues what a lost task or a killed worker left behind. The
+row is the truth; a task may run twice.
 """
 
 from __future__ import annotations
@@ -66,19 +68,23 @@ def _enqueue(message: OutboundMessage, countdown: float = 0) -> None:
     )
 
 
-# One relay task waits in the queue at a time for new messages, instead of one per message:
-# a spool enqueues a task only when it sets this flag; the task clears it before it claims, so
+# The kick flag: one relay task waits in the queue for new messages, not one per message. A
+# spool enqueues a task only when it sets this flag; the task clears it before it claims, so
 # whatever was committed before the flag was seen set is claimed by that task (with up to
 # BATCH_MESSAGES others), and a task that claimed something enqueues the next one before it
 # sends, so that a backlog drains in parallel batches. The flag is no state to keep: lost
 # (cache flushed), tasks are only more; stale (its task lost with Redis), it lapses after
 # KICK_SECONDS and the sweep re-queues what was overdue meanwhile.
-KICK_KEY = "relay:task-waiting"
 KICK_SECONDS = 30
 
 
+def _kick_key() -> str:
+    # Named after the database: two portals that share a cache never skip each other's task.
+    return f"relay:task-waiting:{connection.settings_dict['NAME']}"
+
+
 def _kick(message: OutboundMessage) -> None:
-    if cache.add(KICK_KEY, 1, KICK_SECONDS):
+    if cache.add(_kick_key(), 1, KICK_SECONDS):
         _enqueue(message)
 
 
@@ -556,7 +562,7 @@ def message_relay(*, public_id: str, also_due: int = 0) -> int:
     concurrently: rows are claimed before anything is sent. Raises what recording raised
     (the rows it could not record stay claimed until the sweep)."""
     if also_due:
-        cache.delete(KICK_KEY)  # from now on, a new message enqueues a new task
+        cache.delete(_kick_key())  # from now on, a new message enqueues a new task
     rows = _claim(public_id, also_due)
     if not rows:
         return 0
