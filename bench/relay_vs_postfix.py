@@ -94,7 +94,8 @@ not counted; Postfix = its whole process tree):
   (before: 18.5 + 12.7). Peak RSS of a relay worker process: 118 MB (goal <= 150 MB);
   Postfix's largest process 14 MB. Again with 5,000 and 800 messages, load 2.6-11.9: 1
   recipient ours 1,359 msg/s [265-1,742] vs Postfix 1,004 [571-1,068], ratios 0.46 (round 1,
-  load 12; PostgreSQL 2.2 ms per message while the fresh table was vacuumed and analysed),
+  load 12; PostgreSQL 2.2 ms per message, not explained: autovacuum of the fresh table,
+  counted with the backends, is a guess),
   1.35, 1.63, median 1.35x, CPU 0.62 + 0.42 vs 1.36; 50 recipients ours 312 msg/s [193-334]
   vs 215 [208-238], ratios 0.81, 1.61, 1.45, median 1.45x, CPU 1.80 + 3.11 vs 5.89; sink
   ceiling 7,900 and 6,700 msg/s (4.5x our fastest round). Goal (>= 2x on both) not met: ours now costs about 0.6x
