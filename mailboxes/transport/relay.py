@@ -1,14 +1,16 @@
 """The outbound spool and the relay (ARCHITECTURE.md, data flow 2; mssante-spec §1.4, §3.5).
 
 ``message_spool`` writes a message and one ``OutboundDelivery`` per recipient in one
-transaction and enqueues the relay task after commit. ``message_relay`` (the Celery task's
-only call) claims the due rows of one message atomically, with those of other due messages
-when asked (a backlog drains in batches), delivers them (LMTP for the BALs we host, SMTP over
-mutual TLS for the others, one transaction per message and peer: the domains a peer serves
-share it, each domain's whitelist entry checked on its certificate) and records each outcome:
-delivered/relayed, retry with exponential backoff, or failure with a DSN (RFC 3464) spooled
-back to the sender in the same transaction. ``relay_sweep`` re-queues
-what a lost task or a killed worker left behind. The row is the truth; a task may run twice.
+transaction and, after commit, enqueues a relay task unless one is already waiting (the
+kick flag: that task will take this message too). ``message_relay`` (the Celery task's only
+call) claims the due rows of one message atomically, in one statement, with those of other
+due messages when asked (a backlog drains in batches, each task enqueuing the next), delivers
+them (LMTP for the BALs we host, SMTP over mutual TLS for the others, one transaction per
+message and peer: the domains a peer serves share it, each domain's whitelist entry checked
+on its certificate) and records each outcome: delivered/relayed, retry with exponential
+backoff, or failure with a DSN (RFC 3464) spooled back to the sender in the same
+transaction. ``relay_sweep`` re-queues what a lost task or a killed worker left behind. The
+row is the truth; a task may run twice.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import TypeVar
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
@@ -63,6 +66,26 @@ def _enqueue(message: OutboundMessage, countdown: float = 0) -> None:
     current_app.send_task(
         RELAY_TASK, args=[str(message.public_id)], queue="relay", countdown=countdown or None
     )
+
+
+# The kick flag: one relay task waits in the queue for new messages, not one per message. A
+# spool enqueues a task only when it sets this flag; the task clears it before it claims, so
+# whatever was committed before the flag was seen set is claimed by that task (with up to
+# BATCH_MESSAGES others), and a task that claimed something enqueues the next one before it
+# sends, so that a backlog drains in parallel batches. The flag is no state to keep: lost
+# (cache flushed), tasks are only more; stale (its task lost with Redis), it lapses after
+# KICK_SECONDS and the sweep re-queues what was overdue meanwhile.
+KICK_SECONDS = 30
+
+
+def _kick_key() -> str:
+    # Named after the database: two portals that share a cache never skip each other's task.
+    return f"relay:task-waiting:{connection.settings_dict['NAME']}"
+
+
+def _kick(message: OutboundMessage) -> None:
+    if cache.add(_kick_key(), 1, KICK_SECONDS):
+        _enqueue(message)
 
 
 def message_enqueue(message: OutboundMessage) -> None:
@@ -116,14 +139,15 @@ def message_spool(
         )
         for r in {r.address.lower(): r for r in recipients}.values()
     )
-    transaction.on_commit(lambda: _enqueue(message))
+    transaction.on_commit(lambda: _kick(message))
     return message
 
 
 # A task also takes other due rows, so that a backlog drains in batches: one claim, the messages
 # read together, each peer's sessions shared by the batch, outcomes recorded in a few statements.
 BATCH_ROWS = 1000  # due rows looked at for other messages (their messages are taken whole)
-BATCH_MESSAGES = 50  # messages of one recipient each: a batch stays short
+BATCH_MESSAGES = 200  # messages in one batch at most (a batch of one-recipient messages)
+BATCH_BYTES = 32 * 1024 * 1024  # content a batch holds in memory, its first message apart
 SESSIONS_PER_PEER = 8  # parallel sessions to one peer within a batch (Postfix: up to 20)
 # Replies after which a local delivery may or may not have been stored: the next attempt
 # searches the INBOX first (_deliver_local).
@@ -149,15 +173,68 @@ class Claimed:
 
 
 Outcomes = dict[tuple[int, str], smtp.Result]  # (message pk, recipient) -> outcome
+_CLAIMED_FIELDS = ("pk", "message_id", "recipient", "domain", "local", "notify", "orcpt",
+                   "attempts", "last_reply")  # fmt: skip
+
+# The claim in one statement (PostgreSQL): the message asked for, then whole messages among
+# the ``also_due`` rows due first, up to BATCH_MESSAGES and BATCH_BYTES; their due rows are
+# locked with SKIP LOCKED and marked ``sending`` under the token, and returned.
+_CLAIM_SQL = """
+WITH target AS (
+    SELECT id FROM mailboxes_outboundmessage WHERE public_id = %(public_id)s
+), due AS (
+    SELECT message_id, next_attempt_at FROM mailboxes_outbounddelivery
+    WHERE status = 'queued' AND next_attempt_at <= %(now)s
+    ORDER BY next_attempt_at LIMIT %(also_due)s
+), others AS (
+    SELECT m.id, m.size, min(due.next_attempt_at) AS first
+    FROM due JOIN mailboxes_outboundmessage m ON m.id = due.message_id
+    WHERE m.id NOT IN (SELECT id FROM target)
+    GROUP BY m.id, m.size
+), ranked AS (
+    SELECT id, sum(size) OVER (ORDER BY first, id) AS held,
+           row_number() OVER (ORDER BY first, id) AS n
+    FROM others
+), picked AS (
+    SELECT id FROM target
+    UNION ALL
+    SELECT id FROM ranked WHERE n < %(messages)s AND held <= %(bytes)s
+)
+UPDATE mailboxes_outbounddelivery AS d
+SET status = 'sending', claim_token = %(token)s, claimed_until = %(until)s
+WHERE d.id IN (
+    SELECT id FROM mailboxes_outbounddelivery
+    WHERE message_id IN (SELECT id FROM picked) AND status = 'queued'
+      AND next_attempt_at <= %(now)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING d.id, d.message_id, d.recipient, d.domain, d.local, d.notify, d.orcpt, d.attempts,
+          d.last_reply
+"""
 
 
 def _claim(public_id: str, also_due: int) -> list[Claimed]:
     """Take the due rows of the message ``public_id`` and, when ``also_due``, those of other
-    messages with due rows (among the ``also_due`` due first, whole messages, BATCH_MESSAGES at
-    most): a conditional UPDATE with a token, rows locked with SKIP LOCKED on PostgreSQL, so
-    that two workers never send the same row (STYLE.md: atomic claim)."""
+    messages with due rows (among the ``also_due`` due first, whole messages, BATCH_MESSAGES
+    and BATCH_BYTES at most): a conditional UPDATE with a token, rows locked with SKIP LOCKED
+    on PostgreSQL, so that two workers never send the same row (STYLE.md: atomic claim)."""
     token = uuid.uuid4()
     now = timezone.now()
+    until = now + timedelta(seconds=settings.RELAY_CLAIM_SECONDS)
+    if connection.vendor != "postgresql":
+        return _claim_orm(public_id, also_due, token, now, until)
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, {"public_id": public_id, "now": now, "also_due": also_due,
+                                    "messages": BATCH_MESSAGES, "bytes": BATCH_BYTES,
+                                    "token": token, "until": until})  # fmt: skip
+        rows = cursor.fetchall()
+    return sorted((Claimed(token, *values) for values in rows), key=lambda r: r.pk)
+
+
+def _claim_orm(
+    public_id: str, also_due: int, token: uuid.UUID, now: datetime, until: datetime
+) -> list[Claimed]:
+    """``_claim`` for the embedded SQLite database (one writer at a time: no row locks)."""
     pk = OutboundMessage.objects.filter(public_id=public_id).values_list("pk", flat=True).first()
     due = OutboundDelivery.objects.select_for_update(skip_locked=True).filter(
         status=Status.QUEUED, next_attempt_at__lte=now
@@ -176,17 +253,13 @@ def _claim(public_id: str, also_due: int) -> list[Claimed]:
             return []
         locked = due.filter(message_id__in=ids).values("pk")  # FOR UPDATE SKIP LOCKED
         OutboundDelivery.objects.filter(pk__in=locked, status=Status.QUEUED).update(
-            status=Status.SENDING,
-            claim_token=token,
-            claimed_until=now + timedelta(seconds=settings.RELAY_CLAIM_SECONDS),
+            status=Status.SENDING, claim_token=token, claimed_until=until
         )
-    fields = ("pk", "message_id", "recipient", "domain", "local", "notify", "orcpt", "attempts",
-              "last_reply")  # fmt: skip
     return [
         Claimed(token, *values)
         for values in OutboundDelivery.objects.filter(message_id__in=ids, claim_token=token)
         .order_by("pk")
-        .values_list(*fields)
+        .values_list(*_CLAIMED_FIELDS)
     ]
 
 
@@ -488,9 +561,15 @@ def message_relay(*, public_id: str, also_due: int = 0) -> int:
     a backlog drains in batches. Returns how many rows were handled. Safe to run twice and
     concurrently: rows are claimed before anything is sent. Raises what recording raised
     (the rows it could not record stay claimed until the sweep)."""
+    if also_due:
+        cache.delete(_kick_key())  # from now on, a new message enqueues a new task
     rows = _claim(public_id, also_due)
     if not rows:
         return 0
+    if also_due:
+        # What is left of a backlog goes to the next task, in another worker process (when
+        # nothing is left, it claims nothing and ends the chain).
+        _kick(OutboundMessage(public_id=public_id))
     messages = OutboundMessage.objects.select_related("mailbox").in_bulk(
         {r.message_id for r in rows}
     )

@@ -904,3 +904,65 @@ def test_a_spooled_message_without_message_id_is_not_taken_for_the_one_its_body_
     row.refresh_from_db()
     assert row.status == Status.DELIVERED
     assert len(inbox(late.address)) == 2
+
+
+def _waiting_tasks() -> list[str]:
+    """The message public ids of the relay tasks waiting in the broker (queue « relay »)."""
+    import ast
+    import json
+
+    import redis
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    return [
+        ast.literal_eval(json.loads(raw)["headers"]["argsrepr"])[0]
+        for raw in broker.lrange("relay", 0, -1)
+    ]
+
+
+def test_one_relay_task_waits_for_new_messages_and_takes_them_all(peer: Peer, box: Mailbox) -> None:
+    """A message spooled while a relay task is still waiting adds no task: that task, when it
+    runs, takes every message committed before it started, then leaves the next one waiting."""
+    import redis
+
+    from mailboxes.transport.relay import BATCH_ROWS
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("relay")
+    messages = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(3)]
+    assert _waiting_tasks() == [str(messages[0].public_id)]
+    assert message_relay(public_id=str(messages[0].public_id), also_due=BATCH_ROWS) == 3
+    assert len(peer.received) == 3
+    # The task took a batch: the next one waits, for what a batch could not hold.
+    assert len(_waiting_tasks()) == 2
+    later = _send(box, [Recipient(REMOTE, notify="NEVER")])
+    assert len(_waiting_tasks()) == 2  # the waiting task will take it
+    assert message_relay(public_id=str(messages[0].public_id), also_due=BATCH_ROWS) == 1
+    assert OutboundDelivery.objects.get(message=later).status == Status.RELAYED
+    # Nothing waits any more: the next message enqueues its own task.
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("relay")
+    assert message_relay(public_id=str(messages[0].public_id), also_due=BATCH_ROWS) == 0
+    last = _send(box, [Recipient(REMOTE, notify="NEVER")])
+    assert _waiting_tasks() == [str(last.public_id)]
+
+
+@pytest.mark.parametrize("limit", ["messages", "bytes"])
+def test_a_batch_is_bounded_by_messages_and_by_the_content_it_holds(
+    peer: Peer, box: Mailbox, monkeypatch, limit: str
+) -> None:
+    from mailboxes.transport import relay
+
+    messages = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(4)]
+    if limit == "messages":
+        monkeypatch.setattr(relay, "BATCH_MESSAGES", 3)  # the task's own message and 2 others
+    else:  # the task's own message whatever its size, then others while their content fits
+        monkeypatch.setattr(relay, "BATCH_BYTES", 2 * messages[0].size + 1)
+    assert message_relay(public_id=str(messages[3].public_id), also_due=relay.BATCH_ROWS) == 3
+    statuses = dict(OutboundDelivery.objects.values_list("message_id", "status"))
+    assert statuses == {
+        messages[0].pk: Status.RELAYED,
+        messages[1].pk: Status.RELAYED,
+        messages[2].pk: Status.QUEUED,  # left to its own task
+        messages[3].pk: Status.RELAYED,
+    }
+    assert message_relay(public_id=str(messages[2].public_id), also_due=relay.BATCH_ROWS) == 1
+    assert len(peer.received) == 4
