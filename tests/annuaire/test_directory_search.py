@@ -197,6 +197,29 @@ class TestAutocomplete:
     def test_one_letter_suggests_nothing(self) -> None:
         assert self.suggest("d") == []
 
+    def test_a_later_step_only_when_the_earlier_ones_found_nothing(self) -> None:
+        # « lefe » starts two names: those people only, not the close spellings of it.
+        assert set(self.suggest("lefe")) == {
+            "helene.lefevre@medecin.mssante.fr",
+            "marc.lefebvre@infirmier.mssante.fr",
+        }
+        # A typo whose letters also start a real name: the real name, not the close spelling.
+        assert self.suggest("dupont-m") == ["jeanne.dupont-moreau@sage-femme.mssante.fr"]
+        # A name and a word of the town.
+        assert self.suggest("ndiaye reims") == ["aissatou.ndiaye@ch-reims.mssante.fr"]
+
+    def test_wildcards_typed_in_an_address_are_letters(self) -> None:
+        assert self.suggest("jean.dupont@") == ["jean.dupont@medecin.mssante.fr"]
+        assert self.suggest("jean_dupont@") == []
+        assert self.suggest("%@medecin") == []
+
+    @pytest.mark.parametrize("text", ["lefevbre", "cardio reims", "jean dup", "aissatou.nd"])
+    def test_one_round_trip_to_the_database_whatever_the_step(
+        self, text: str, django_assert_num_queries
+    ) -> None:
+        with django_assert_num_queries(1):
+            assert self.suggest(text)
+
 
 @pytest.mark.usefixtures("directory")
 def test_the_annuaire_page_and_its_write_button() -> None:
