@@ -407,18 +407,25 @@ class MailStore:
         self.client.select_folder(folder, readonly=readonly)
         self._selected = (folder, readonly)
 
-    def folders(self) -> list[Folder]:
+    def folders(self, *, counts: bool = True) -> list[Folder]:
+        """The BAL's folders in the webmail's order, with their counts (a STATUS each, RFC
+        3501 §6.3.10); ``counts=False``: names and labels only, from the LIST this session
+        already has (total, unread and uidnext then 0), for a list of folders to move to."""
         result = []
         for name in self.folder_names():
-            status = self.client.folder_status(name, [b"MESSAGES", b"UNSEEN", b"UIDNEXT"])
+            status = (
+                self.client.folder_status(name, [b"MESSAGES", b"UNSEEN", b"UIDNEXT"])
+                if counts
+                else {}
+            )
             result.append(
                 Folder(
                     name=name,
                     label=str(SPECIAL_FOLDERS.get(name, name)),
-                    total=int(status[b"MESSAGES"]),
-                    unread=int(status[b"UNSEEN"]),
+                    total=int(status.get(b"MESSAGES", 0)),
+                    unread=int(status.get(b"UNSEEN", 0)),
                     special=name in SPECIAL_FOLDERS,
-                    uidnext=int(status[b"UIDNEXT"]),
+                    uidnext=int(status.get(b"UIDNEXT", 0)),
                 )
             )
         rank = {name: i for i, name in enumerate(FOLDER_ORDER)}

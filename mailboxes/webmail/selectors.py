@@ -64,7 +64,7 @@ class Neighbours:
     next: Ref | None
     position: int  # 1-based; 0 when the message is no longer in that list
     total: int
-    folders: tuple[Folder, ...] = ()  # the BAL's folders, when asked for (to move it)
+    folders: tuple[Folder, ...] = ()  # the BAL's folders, without counts (to move it)
 
 
 def list_neighbours(
@@ -106,7 +106,8 @@ def _neighbours(
     searching = criteria is not None and not criteria.is_empty()
     if not store.folder_exists(folder):
         return Neighbours(None, None, 0, 0)
-    folders = tuple(store.folders()) if with_folders else ()
+    # The folders to move the message to: names only, no counts (no STATUS).
+    folders = tuple(store.folders(counts=False)) if with_folders else ()
     if everywhere and searching:
         assert criteria is not None
         refs = store.everywhere(store.folder_names(), criteria=criteria)
