@@ -11,7 +11,7 @@ reads its first ten rows in index order and stops; typos are caught by trigram s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -240,9 +240,11 @@ def _suggest_sql(text: str, tokens: list[str], limit: int) -> list[DirectoryEntr
     name_c, given_c = '(name_norm COLLATE "C")', '(given_norm COLLATE "C")'
     empty_c = "''::text COLLATE \"C\""
     ctes: list[str] = []
-    params: list[object] = []
+    params: list[str | float] = []
 
-    def branch(step: int, keys: tuple[str, str], where: str, args: list[object], order: str) -> str:
+    def branch(
+        step: int, keys: tuple[str, str], where: str, args: Sequence[str], order: str
+    ) -> str:
         params.extend(args)
         return (
             f"(SELECT {step} AS step, {keys[0]} AS k1, {keys[1]} AS k2, {fields} "  # noqa: S608 (our names)

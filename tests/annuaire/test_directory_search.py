@@ -307,3 +307,17 @@ class TestRecipientVerdict:
 
         verdict = recipient_check("helene.lefevre@medecin.mssante.fr")
         assert (verdict.ok, verdict.holder, verdict.notice) == (True, "", NOT_IN_DIRECTORY)
+
+
+def test_the_autocomplete_fragment_escapes_what_the_directory_says() -> None:
+    """Names and services come from a national file: shown as text, never as markup."""
+    from annuaire.presenters import suggestions_html
+    from annuaire.selectors import Suggestion
+
+    html = suggestions_html(
+        [Suggestion('x"y@a.fr', "<script>alert(1)</script>", "Service <b>", "ORG")], "xy"
+    )
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'data-address="x&quot;y@a.fr"' in html and "Service &lt;b&gt;" in html
+    assert '<span class="bal-kind bal-kind--org">ORG</span>' in html
+    assert "Aucune adresse" in suggestions_html([], "xy") and suggestions_html([], "x") == ""
