@@ -265,16 +265,20 @@ def _suggest_sql(text: str, tokens: list[str], limit: int) -> list[DirectoryEntr
             if given:
                 where, args = f"{where} AND {given_c} LIKE %s", [*args, _like_prefix(given)]
             first.append(branch(i, (name_c, given_c), where, args, f"{name_c}, {given_c}"))
-        if len(tokens) == 1:  # a first name alone
-            first.append(
-                branch(
-                    len(splits), (given_c, empty_c), f"bal_type = 'PER' AND {given_c} LIKE %s",
-                    [_like_prefix(tokens[0])], given_c,
-                )
-            )  # fmt: skip
         ctes.append("s0 AS MATERIALIZED (" + " UNION ALL ".join(first) + ")")
         longest = max(tokens, key=len)
         gate = "NOT EXISTS (SELECT 1 FROM s0)"
+        if len(tokens) == 1:  # a first name alone, when the last names left room
+            ctes.append(
+                "g0 AS MATERIALIZED "  # noqa: S608 (our names, counts and a bound LIKE)
+                + branch(
+                    len(splits), (given_c, empty_c),
+                    f"bal_type = 'PER' AND {given_c} LIKE %s AND "  # noqa: S608
+                    f"(SELECT count(DISTINCT address) FROM s0) < {int(limit)}",
+                    [_like_prefix(tokens[0])], given_c,
+                )
+            )  # fmt: skip
+            gate += " AND NOT EXISTS (SELECT 1 FROM g0)"
         if len(longest) >= 3:
             # Structures and services (ORG/APP): every word in the name, service or town (the
             # partial trigram index); any ten, sorted by name once fetched.
