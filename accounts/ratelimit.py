@@ -17,7 +17,8 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
@@ -55,10 +56,35 @@ def _rates(action: str) -> list[tuple[int, int, str]]:
     return rates
 
 
+def _count(windows: list[tuple[str, int]]) -> list[int]:
+    """Add one use to each (counter key, window seconds) and return the new counts. On Redis,
+    one round trip for all of them: INCR, then EXPIRE NX (Redis 7: the expiry is set by the
+    first use only, so the window does not move), in one MULTI/EXEC so that no counter is
+    left without its expiry. Elsewhere (the embedded file cache) through the cache API."""
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        keys = [backend.make_and_validate_key(key) for key, _seconds in windows]
+        client = backend._cache.get_client(keys[0], write=True)  # Django's own Redis client
+        pipe = client.pipeline(transaction=True)
+        for key, (_key, seconds) in zip(keys, windows, strict=True):
+            pipe.incr(key)
+            pipe.expire(key, seconds, nx=True)
+        return [int(used) for used in pipe.execute()[0::2]]
+    counts = []
+    for key, seconds in windows:
+        cache.add(key, 0, timeout=seconds)
+        try:
+            counts.append(cache.incr(key))
+        except ValueError:  # expired between add and incr: a new window
+            cache.add(key, 1, timeout=seconds)
+            counts.append(1)
+    return counts
+
+
 def allowed(request: HttpRequest, action: str) -> bool:
     """Count one use of ``action`` by this request's person and address; False once a limit
     of the current window is exceeded. A limit ``user`` counts only signed-in people."""
-    ok = True
+    limits, windows = [], []
     for count, seconds, per in _rates(action):
         if per == "user":
             if not request.user.is_authenticated:
@@ -66,15 +92,11 @@ def allowed(request: HttpRequest, action: str) -> bool:
             who = f"user:{request.user.pk}"
         else:
             who = f"ip:{client_ip(request) or 'inconnue'}"
-        key = f"ratelimit:{action}:{count}/{seconds}:{who}"
-        cache.add(key, 0, timeout=seconds)
-        try:
-            used = cache.incr(key)
-        except ValueError:  # expired between add and incr: a new window
-            cache.add(key, 1, timeout=seconds)
-            used = 1
-        ok = ok and used <= count
-    return ok
+        limits.append(count)
+        windows.append((f"ratelimit:{action}:{count}/{seconds}:{who}", seconds))
+    if not windows:
+        return True
+    return all(used <= count for used, count in zip(_count(windows), limits, strict=True))
 
 
 def rate_limited(action: str) -> Callable[[View], View]:

@@ -11,7 +11,7 @@ reads its first ten rows in index order and stops; typos are caught by trigram s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -164,10 +164,34 @@ def _splits(tokens: list[str]) -> list[tuple[str, str]]:
 
 def directory_suggest(text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
     """The best ``limit`` BALs for what is being typed: an address prefix, a name (last or
-    first name, in any order, typos tolerated on PostgreSQL) or a structure and service."""
+    first name, in any order, typos tolerated on PostgreSQL) or a structure and service.
+
+    In order, each step only when the ones before it found nothing: the names read as (last
+    name, first name) in every split and a first name alone; then structures and services
+    (every word in the name, service or town); then close spellings of the last name (a
+    typo); then a last name and a word of the town. On PostgreSQL every step is one branch of
+    a single statement (``_suggest_sql``): one round trip whatever the text, the later branches
+    gated by the earlier ones being empty, so that they are never run when not needed."""
     text = text.strip()
     if len(text) < 2:
         return []
+    if "@" in text or ("." in text and " " not in text):
+        tokens: list[str] = []
+    else:
+        tokens = norm(text).split()
+        if not tokens:
+            return []
+    if _pg():
+        entries = _suggest_sql(text.lower(), tokens, limit)
+    else:
+        entries = _suggest_orm(text.lower(), tokens, limit)
+    if entries and all(e.bal_type != "PER" for e in entries):
+        return sorted((_suggestion(e) for e in entries), key=lambda s: (s.label, s.detail))
+    return [_suggestion(e) for e in entries]
+
+
+def _suggest_orm(text: str, tokens: list[str], limit: int) -> list[DirectoryEntry]:
+    """``directory_suggest`` on SQLite (the embedded mode): one query a step, no typos."""
     base = DirectoryEntry.objects.only(*SUGGEST_FIELDS)
     found: dict[str, DirectoryEntry] = {}
 
@@ -179,35 +203,145 @@ def directory_suggest(text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
             if len(found) >= limit:
                 return
 
-    if "@" in text or ("." in text and " " not in text):
-        take(_prefix(base, "address", text.lower()))
-        return [_suggestion(e) for e in found.values()]
-    tokens = norm(text).split()
     if not tokens:
-        return []
+        take(_prefix(base, "address", text))
+        return list(found.values())
     people = base.filter(bal_type="PER")
-    splits = _splits(tokens)
-    for name, given in splits:  # last name and first name, in either order (one index)
+    for name, given in _splits(tokens):
         by_name = _prefix(people, "name_norm", name)
         take(_starting(by_name, "given_norm", given) if given else by_name)
-    if len(tokens) == 1:  # a first name alone
+    if len(tokens) == 1:
         take(_prefix(people, "given_norm", tokens[0]))
     longest = max(tokens, key=len)
     if not found and len(longest) >= 3:
-        # Structures and services (ORG/APP): every word in the name, service or town. Any ten
-        # (all match every word); sorted by name once fetched.
         take(_contains_all(base.exclude(bal_type="PER"), tokens).order_by())
-    if not found:  # a typo in the last name: close spellings, best first
-        for name, given in [(n, g) for n, g in splits if len(n) >= 4][:2]:
-            for close in _close_names(name, 5):
-                rows = _equal(people, "name_norm", close)
-                take(_prefix(_starting(rows, "given_norm", given), "given_norm", ""))
-    if not found and len(tokens) > 1 and len(longest) >= 3:  # a name and a town...
+    if not found and len(tokens) > 1 and len(longest) >= 3:
         others = [t for t in tokens if t != longest]
         take(_contains_all(_prefix(people, "name_norm", longest), others))
-    if all(e.bal_type != "PER" for e in found.values()):
-        return sorted((_suggestion(e) for e in found.values()), key=lambda s: (s.label, s.detail))
-    return [_suggestion(e) for e in found.values()]
+    return list(found.values())
+
+
+def _like_prefix(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _like_contains(value: str) -> str:
+    return "%" + _like_prefix(value)
+
+
+def _suggest_sql(text: str, tokens: list[str], limit: int) -> list[DirectoryEntry]:
+    """``directory_suggest`` on PostgreSQL in one statement. Each branch is a CTE of at most
+    ``limit`` rows read in index order (C collation) and stopped there; a fallback CTE carries
+    ``NOT EXISTS`` on the ones before it, an uncorrelated condition PostgreSQL evaluates once
+    before its scan (a one-time filter), so a fallback costs nothing when an earlier step
+    found something. Rows come back ordered by step, then by each step's own order."""
+    table = connection.ops.quote_name(DirectoryEntry._meta.db_table)
+    fields = ", ".join(connection.ops.quote_name(f) for f in ("id", *SUGGEST_FIELDS))
+    name_c, given_c = '(name_norm COLLATE "C")', '(given_norm COLLATE "C")'
+    empty_c = "''::text COLLATE \"C\""
+    ctes: list[str] = []
+    params: list[str | float] = []
+
+    def branch(
+        step: int, keys: tuple[str, str], where: str, args: Sequence[str], order: str
+    ) -> str:
+        params.extend(args)
+        return (
+            f"(SELECT {step} AS step, {keys[0]} AS k1, {keys[1]} AS k2, {fields} "  # noqa: S608 (our names)
+            f"FROM {table} WHERE {where} ORDER BY {order} LIMIT {int(limit)})"
+        )
+
+    if not tokens:  # an address being typed
+        addr_c = '(address COLLATE "C")'
+        ctes.append(
+            "s0 AS MATERIALIZED "
+            + branch(0, (addr_c, empty_c), f"{addr_c} LIKE %s", [_like_prefix(text)], addr_c)
+        )
+    else:
+        splits = _splits(tokens)
+        first: list[str] = []
+        for i, (name, given) in enumerate(splits):  # (last, first) in either order: one index
+            where, args = f"bal_type = 'PER' AND {name_c} LIKE %s", [_like_prefix(name)]
+            if given:
+                where, args = f"{where} AND {given_c} LIKE %s", [*args, _like_prefix(given)]
+            first.append(branch(i, (name_c, given_c), where, args, f"{name_c}, {given_c}"))
+        ctes.append("s0 AS MATERIALIZED (" + " UNION ALL ".join(first) + ")")
+        longest = max(tokens, key=len)
+        gate = "NOT EXISTS (SELECT 1 FROM s0)"
+        if len(tokens) == 1:  # a first name alone, when the last names left room
+            ctes.append(
+                "g0 AS MATERIALIZED "  # noqa: S608 (our names, counts and a bound LIKE)
+                + branch(
+                    len(splits), (given_c, empty_c),
+                    f"bal_type = 'PER' AND {given_c} LIKE %s AND "  # noqa: S608
+                    f"(SELECT count(DISTINCT address) FROM s0) < {int(limit)}",
+                    [_like_prefix(tokens[0])], given_c,
+                )
+            )  # fmt: skip
+            gate += " AND NOT EXISTS (SELECT 1 FROM g0)"
+        if len(longest) >= 3:
+            # Structures and services (ORG/APP): every word in the name, service or town (the
+            # partial trigram index); any ten, sorted by name once fetched.
+            words = " AND ".join("search_norm LIKE %s" for _ in tokens)
+            ctes.append(
+                "s1 AS MATERIALIZED "
+                + branch(
+                    100, (empty_c, empty_c), f"bal_type <> 'PER' AND {words} AND {gate}",
+                    [_like_contains(t) for t in tokens], "1",
+                )
+            )  # fmt: skip
+            gate += " AND NOT EXISTS (SELECT 1 FROM s1)"
+        typos = [(n, g) for n, g in splits if len(n) >= 4][:2]
+        for j, (name, given) in enumerate(typos):
+            # A typo in the last name: the distinct names sharing its first letters (from the
+            # index alone), scored by trigram similarity, the five closest, best first; then
+            # their people in first-name order.
+            ctes.append(
+                f"n{j} AS MATERIALIZED (SELECT DISTINCT {name_c} AS name FROM {table} "  # noqa: S608
+                f"WHERE {name_c} LIKE %s AND {gate})"
+            )
+            ctes.append(
+                f"c{j} AS MATERIALIZED (SELECT name, row_number() OVER (ORDER BY "  # noqa: S608
+                f"similarity(name, %s) DESC, name) AS rank FROM n{j} "
+                f"WHERE similarity(name, %s) > %s ORDER BY similarity(name, %s) DESC, name LIMIT 5)"
+            )
+            params.extend([_like_prefix(_stem(name)), name, name, SIMILARITY, name])
+            where, args = f"bal_type = 'PER' AND {name_c} = c{j}.name", []
+            if given:
+                where, args = f"{where} AND {given_c} LIKE %s", [_like_prefix(given)]
+            rows = branch(0, (given_c, empty_c), where, args, given_c)
+            ctes.append(
+                f"t{j} AS MATERIALIZED (SELECT {200 + 10 * j} + c{j}.rank AS step, r.k1, r.k2, "  # noqa: S608
+                f"{', '.join('r.' + f for f in fields.split(', '))} "
+                f"FROM c{j} CROSS JOIN LATERAL {rows} r)"
+            )
+        if typos:
+            gate += "".join(f" AND NOT EXISTS (SELECT 1 FROM t{j})" for j in range(len(typos)))  # noqa: S608
+        if len(tokens) > 1 and len(longest) >= 3:  # a name and a word of the town...
+            others = [t for t in tokens if t != longest]
+            words = "".join(" AND search_norm LIKE %s" for _ in others)
+            ctes.append(
+                "s3 AS MATERIALIZED "
+                + branch(
+                    300, (name_c, given_c),
+                    f"bal_type = 'PER' AND {name_c} LIKE %s{words} AND {gate}",
+                    [_like_prefix(longest), *(_like_contains(t) for t in others)], name_c,
+                )
+            )  # fmt: skip
+    names = [c.split(" ", 1)[0] for c in ctes if not c.startswith(("n", "c"))]
+    union = " UNION ALL ".join(f"SELECT * FROM {n}" for n in names)  # noqa: S608
+    sql = f"WITH {', '.join(ctes)} SELECT * FROM ({union}) found ORDER BY step, k1, k2"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    found: dict[str, DirectoryEntry] = {}
+    columns = ("id", *SUGGEST_FIELDS)
+    for row in rows:
+        entry = DirectoryEntry(**dict(zip(columns, row[3:], strict=True)))
+        found.setdefault(entry.address, entry)
+        if len(found) >= limit:
+            break
+    return list(found.values())
 
 
 # --- Search (the annuaire page) ----------------------------------------------------------------

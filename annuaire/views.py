@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET
 from accounts.decorators import professional_required
 from accounts.ratelimit import ANNUAIRE_SEARCH, ANNUAIRE_SUGGEST, rate_limited
 from annuaire.forms import DirectorySearchForm
+from annuaire.presenters import suggestions_html
 from annuaire.selectors import (
     directory_choices,
     directory_last_import,
@@ -48,8 +49,4 @@ def search(request: HttpRequest) -> HttpResponse:
 def suggest(request: HttpRequest) -> HttpResponse:
     """The 10 best BALs for what is typed (htmx fragment)."""
     text = request.GET.get("q", "")[:100]
-    return render(
-        request,
-        "annuaire/_suggestions.html",
-        {"suggestions": directory_suggest(text), "text": text},
-    )
+    return HttpResponse(suggestions_html(directory_suggest(text), text))

@@ -6,12 +6,32 @@ then measures, interleaved round by round, the server time of
   versus imapclient doing the same IMAP work (login, LIST + STATUS of each folder, SELECT,
   SEARCH, FETCH of 50 envelopes);
 - opening a message (page with parsing and rendering) versus imapclient fetching it and
-  setting \\Seen.
-Prints p50/p95 and the p95 ratio. Goal (issue 3): p95 ratio <= 1.5.
+  setting \\Seen (login, LIST, SELECT, FETCH, STORE). The page also finds the message's
+  neighbours in the list and the folders to move it to (in the same IMAP session since issue
+  21: three ESEARCH, no STATUS); the baseline does not.
+Prints p50/p95 (wall time), the median CPU time of this thread for each (the client side's own
+work: Django and parsing for the portal, parsing for imapclient; the load stretches it less
+than wall time), the p95 ratios with their spread over five slices of the rounds, the load
+average, and the peak RSS of this process, which runs the portal (Django's test client; the
+fill runs here too). Goal (issue 21): p95 ratio <= 1.2 for both pages; peak RSS <= 150 MB.
 
     PORTAL_ENV=test .venv/bin/python bench/webmail_inbox.py [--messages 20000] [--rounds 150]
+        [--db mssante_bench] [--keep DIR]
 
-Uses PostgreSQL from DATABASE_URL (database `mssante_bench`, created if missing).
+Uses PostgreSQL from DATABASE_URL (database `--db`, created if missing). --keep DIR keeps the
+filled Dovecot mail in DIR and reuses it (the fill takes minutes).
+
+History (p95 ratio inbox / message):
+- 2026-12-01, quiet machine (make bench): 1.21 / 1.20 (issue 3's goal, 1.5, met).
+- 2026-12-03, issue 21, on a machine shared with five other sessions (load 10 to 17 on 2
+  cores, so the figures are noisy; see the slices' spread): before the changes 1.29 / 2.29
+  (load ~15). After one IMAP session per message page, ESEARCH neighbours, LIST once per
+  session, no STATUS for the move targets and no RFC 2047 decoding of plain header values,
+  main and this checkout run one after the other on the same mail (100 rounds each, load
+  ~9 then ~6): main 1.96 / 1.92 (slices' medians 1.41 / 2.17), CPU of the portal's thread
+  51 / 39 ms against imapclient's 22 / 3; this checkout 1.81 / 1.37 (slices' medians 1.29 /
+  1.35), CPU 38 / 17 ms against 18 / 2.5. A 150-round run (load ~9): 1.55 / 1.26 (slices'
+  medians 1.27 / 1.18). Goal 1.2 not shown on this loaded machine; peak RSS 128-131 MB.
 """
 
 from __future__ import annotations
@@ -101,9 +121,15 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=150)
+    parser.add_argument("--db", default="mssante_bench")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep the filled mail in DIR and reuse it on the next run"
+    )
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="mssante-bench-"))
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mssante-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    filled = base / f"filled-{args.messages}"
     base.chmod(0o755)
     os.environ.update(
         {
@@ -117,13 +143,13 @@ def main() -> int:
         }
     )
     url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mssante")
-    os.environ["DATABASE_URL"] = url.rsplit("/", 1)[0] + "/mssante_bench"
+    os.environ["DATABASE_URL"] = url.rsplit("/", 1)[0] + f"/{args.db}"
 
     import psycopg
 
     with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'mssante_bench'").fetchone():
-            conn.execute("CREATE DATABASE mssante_bench")
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.db]).fetchone():
+            conn.execute(f'CREATE DATABASE "{args.db}"')
 
     import django
 
@@ -169,13 +195,16 @@ def main() -> int:
         rng = random.Random(42)
         started = time.perf_counter()
         pool = message_templates(box.address, rng)
-        with smtplib.LMTP(str(dovecot.instance_from_settings().lmtp_socket)) as lmtp:
-            for i in range(args.messages):
-                lmtp.sendmail("labo@bio.mssante.fr", [box.address], realistic_message(i, pool))
-        fill = time.perf_counter() - started
-        print(
-            f"Rempli : {args.messages} messages en {fill:.1f} s ({args.messages / fill:.0f} msg/s)"
-        )
+        if not filled.exists():
+            with smtplib.LMTP(str(dovecot.instance_from_settings().lmtp_socket)) as lmtp:
+                for i in range(args.messages):
+                    lmtp.sendmail("labo@bio.mssante.fr", [box.address], realistic_message(i, pool))
+            filled.touch()
+            fill = time.perf_counter() - started
+            print(
+                f"Rempli : {args.messages} messages en {fill:.1f} s "
+                f"({args.messages / fill:.0f} msg/s)"
+            )
 
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(user)
@@ -201,9 +230,14 @@ def main() -> int:
                 )
                 imap.add_flags([uid], [b"\\Seen"], silent=True)
 
-        def timed(fn: object, *a: object) -> float:
-            t = time.perf_counter()
+        cpu: dict[str, list[float]] = {}
+
+        def timed(fn: object, *a: object, key: str = "") -> float:
+            t, c = time.perf_counter(), time.thread_time()
             fn(*a)  # type: ignore[operator]
+            # This thread's CPU time too: the client side's own work (parsing, Django for the
+            # portal), which the machine's load does not stretch as it stretches wall time.
+            cpu.setdefault(key, []).append((time.thread_time() - c) * 1000)
             return (time.perf_counter() - t) * 1000
 
         def portal_inbox() -> None:
@@ -217,6 +251,7 @@ def main() -> int:
         for _ in range(5):  # warm caches on both sides
             portal_inbox()
             raw_inbox()
+        load_before = os.getloadavg()
         results: dict[str, list[float]] = {
             k: [] for k in ("portal_inbox", "raw_inbox", "portal_msg", "raw_msg")
         }
@@ -227,9 +262,17 @@ def main() -> int:
             if r % 2:
                 pairs = [pairs[1], pairs[0], pairs[3], pairs[2]]
             for key, fn, fargs in pairs:
-                results[key].append(timed(fn, *fargs))
+                results[key].append(timed(fn, *fargs, key=key))
 
-        print(f"\n{'mesure (ms)':<28}{'p50':>8}{'p95':>8}")
+        load_after = os.getloadavg()
+        print(
+            "charge (1, 5, 15 min) : avant "
+            + " ".join(f"{x:.2f}" for x in load_before)
+            + ", après "
+            + " ".join(f"{x:.2f}" for x in load_after)
+            + f" ({os.cpu_count()} cœurs)"
+        )
+        print(f"\n{'mesure (ms)':<28}{'p50':>8}{'p95':>8}{'CPU p50':>9}")
         labels = [
             ("portal_inbox", "portail : boîte (50 lignes)"),
             ("raw_inbox", "imapclient : même travail"),
@@ -238,27 +281,58 @@ def main() -> int:
         ]
         for key, label in labels:
             values = results[key]
-            print(f"{label:<28}{statistics.median(values):8.1f}{pct(values, 95):8.1f}")
+            print(
+                f"{label:<28}{statistics.median(values):8.1f}{pct(values, 95):8.1f}"
+                f"{statistics.median(cpu[key]):9.1f}"
+            )
         inbox_ratio = pct(results["portal_inbox"], 95) / pct(results["raw_inbox"], 95)
         msg_ratio = pct(results["portal_msg"], 95) / pct(results["raw_msg"], 95)
         print(
-            f"\nratio p95 boîte : {inbox_ratio:.2f}   ratio p95 message : {msg_ratio:.2f}   (objectif <= 1.5)"
+            f"\nratio p95 boîte : {inbox_ratio:.2f}   ratio p95 message : {msg_ratio:.2f}"
+            "   (objectif <= 1.2, ticket 21)"
+        )
+        # The spread: the same ratios over five slices of the interleaved rounds.
+        size = max(1, args.rounds // 5)
+        for what, ours, theirs in (("boîte", "portal_inbox", "raw_inbox"),
+                                   ("message", "portal_msg", "raw_msg")):  # fmt: skip
+            per = sorted(
+                pct(results[ours][i : i + size], 95) / pct(results[theirs][i : i + size], 95)
+                for i in range(0, args.rounds - size + 1, size)
+            )
+            print(
+                f"ratio p95 {what} par tranche de {size} tours : médiane "
+                f"{statistics.median(per):.2f}, min {per[0]:.2f}, max {per[-1]:.2f}"
+            )
+        # The portal ran in this process (Django's test client): its peak is the web worker's
+        # peak for these pages (the fill above ran in here too, and is counted).
+        peak = int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmHWM")
+            )
+        )
+        print(
+            f"pic de mémoire (VmHWM) du processus portail : {peak / 1024:.0f} Mo (objectif <= 150)"
         )
         emit(
             Figure("webmail_inbox", f"Page de la boîte (50 lignes, {args.messages} messages, p95)",
                    pct(results["portal_inbox"], 95), "ms", pct(results["raw_inbox"], 95),
-                   "imapclient, même travail IMAP (p95)", "ratio p95 <= 1,5",
-                   inbox_ratio <= 1.5, inbox_ratio),
+                   "imapclient, même travail IMAP (p95)", "ratio p95 <= 1,2 (ticket 21)",
+                   inbox_ratio <= 1.2, inbox_ratio),
             Figure("webmail_inbox", "Ouvrir un message (p95)", pct(results["portal_msg"], 95),
                    "ms", pct(results["raw_msg"], 95), "imapclient, même travail IMAP (p95)",
-                   "ratio p95 <= 1,5", msg_ratio <= 1.5, msg_ratio),
+                   "ratio p95 <= 1,2 (ticket 21)", msg_ratio <= 1.2, msg_ratio),
+            Figure("webmail_inbox", "Pic de mémoire du processus portail (VmHWM)", peak / 1024,
+                   "Mo", goal="<= 150 Mo (ticket 21)", met=peak / 1024 <= 150),
         )  # fmt: skip
         return 0
     finally:
         dovecot.stop(proc)
         import shutil
 
-        shutil.rmtree(base, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,8 @@ def _decoded(value: bytes | str | Header) -> str:
             raw = value.decode("cp1252", "replace")
     else:
         raw = value
+    if raw.isascii() and "=?" not in raw:
+        return raw  # no encoded word (RFC 2047 §2): nothing to decode (most list rows)
     try:
         return str(make_header(decode_header(raw)))
     except _UNDECODABLE:

@@ -71,6 +71,11 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL
 _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
 
 
+# What a command can raise when Dovecot fails mid-session (a reader that may go without the
+# answer catches these; MailStore's exit turns them into StoreUnavailable otherwise).
+IMAP_ERRORS: tuple[type[Exception], ...] = (IMAPClientError, OSError)
+
+
 def has_control_characters(value: str) -> bool:
     """Whether ``value`` holds a C0 control character (CR, LF, NUL, TAB...) or DEL."""
     return CONTROL_CHARACTERS.search(value) is not None
@@ -339,6 +344,11 @@ class MailStore:
     def __init__(self, address: str) -> None:
         self.address = address
         self._client: IMAPClient | None = None
+        # What this session already knows, so that one page asks Dovecot once: the folder
+        # names (LIST, forgotten when this session creates, renames or deletes one) and the
+        # folder selected, with its mode (SELECT or EXAMINE, RFC 3501 §6.3.1-2).
+        self._names: list[str] | None = None
+        self._selected: tuple[str, bool] | None = None
 
     def __enter__(self) -> MailStore:
         try:
@@ -366,6 +376,7 @@ class MailStore:
             with suppress(OSError, IMAPClientError):
                 self._client.logout()
             self._client = None
+        self._names = self._selected = None
         if isinstance(exc, IMAPClientError | OSError):
             # A protocol or network failure mid-session: the person gets a clear, retryable error.
             raise StoreUnavailable() from exc
@@ -378,23 +389,43 @@ class MailStore:
     # -- folders ---------------------------------------------------------------------------
 
     def folder_names(self) -> list[str]:
-        """The BAL's selectable folders (LIST "" "*", RFC 3501 §6.3.8)."""
-        return [
-            name for flags, _delim, name in self.client.list_folders() if b"\\Noselect" not in flags
-        ]
+        """The BAL's selectable folders (LIST "" "*", RFC 3501 §6.3.8), asked once a session."""
+        if self._names is None:
+            self._names = [
+                name
+                for flags, _delim, name in self.client.list_folders()
+                if b"\\Noselect" not in flags
+            ]
+        return list(self._names)
 
-    def folders(self) -> list[Folder]:
+    def select(self, folder: str, *, readonly: bool = False) -> None:
+        """SELECT (or EXAMINE when ``readonly``) ``folder``, unless this session already has
+        it selected in that mode: a page that reads then lists one folder selects it once."""
+        if self._selected == (folder, readonly):
+            return
+        self._selected = None  # a failed SELECT leaves no folder selected (RFC 3501 §6.3.1)
+        self.client.select_folder(folder, readonly=readonly)
+        self._selected = (folder, readonly)
+
+    def folders(self, *, counts: bool = True) -> list[Folder]:
+        """The BAL's folders in the webmail's order, with their counts (a STATUS each, RFC
+        3501 §6.3.10); ``counts=False``: names and labels only, from the LIST this session
+        already has (total, unread and uidnext then 0), for a list of folders to move to."""
         result = []
         for name in self.folder_names():
-            status = self.client.folder_status(name, [b"MESSAGES", b"UNSEEN", b"UIDNEXT"])
+            status = (
+                self.client.folder_status(name, [b"MESSAGES", b"UNSEEN", b"UIDNEXT"])
+                if counts
+                else {}
+            )
             result.append(
                 Folder(
                     name=name,
                     label=str(SPECIAL_FOLDERS.get(name, name)),
-                    total=int(status[b"MESSAGES"]),
-                    unread=int(status[b"UNSEEN"]),
+                    total=int(status.get(b"MESSAGES", 0)),
+                    unread=int(status.get(b"UNSEEN", 0)),
                     special=name in SPECIAL_FOLDERS,
-                    uidnext=int(status[b"UIDNEXT"]),
+                    uidnext=int(status.get(b"UIDNEXT", 0)),
                 )
             )
         rank = {name: i for i, name in enumerate(FOLDER_ORDER)}
@@ -419,7 +450,7 @@ class MailStore:
         unread, uidnext = int(status[b"UNSEEN"]), int(status[b"UIDNEXT"])
         if uidnext <= since:
             return unread, 0
-        self.client.select_folder(folder, readonly=True)
+        self.select(folder, readonly=True)
         # "n:*" also matches the last message when its UID is below n (RFC 3501 §6.4.8).
         uids = self.client.search([b"UID", f"{since}:*".encode()])
         return unread, sum(1 for uid in uids if uid >= since)
@@ -456,7 +487,7 @@ class MailStore:
         """The UIDs of ``folder`` matching ``criteria``, in the list's order. Default order:
         last arrived first (UIDs grow with arrival, RFC 3501 §2.3.1.1); other orders use
         server-side SORT (RFC 5256)."""
-        self.client.select_folder(folder, readonly=True)
+        self.select(folder, readonly=True)
         keys = criteria.imap() if criteria else [b"ALL"]
         if order == "arrival":
             return sorted(self._search(keys), reverse=True)
@@ -484,12 +515,47 @@ class MailStore:
         messages = [_summary(uid, fetched[uid], folder) for uid in chunk if uid in fetched]
         return Page(folder=folder, messages=messages, total=total, number=number, per_page=per_page)
 
+    def around(self, folder: str, uid: int) -> tuple[int | None, int | None, int, int] | None:
+        """Where ``uid`` stands in ``folder`` listed by arrival, newest first (``page``'s
+        default order): (the UID above it, the UID below it, its 1-based position or 0 when
+        it is not there, the folder's total). Three ESEARCH answers (RFC 4731: MIN, MAX and
+        COUNT of a UID range) rather than every UID of the folder. The folder stays selected
+        as it is when this session has it already (searches change nothing); None when the
+        server does not offer ESEARCH."""
+        if b"ESEARCH" not in self.client.capabilities():
+            return None
+        if self._selected is None or self._selected[0] != folder:
+            self.select(folder, readonly=True)
+
+        def esearch(what: bytes, uids: bytes) -> dict[bytes, int]:
+            answer = self.client._raw_command_untagged(
+                b"SEARCH", [b"RETURN", what, *([b"UID", uids] if uids else [b"ALL"])],
+                response_name=b"ESEARCH",
+            )  # fmt: skip
+            words = b" ".join(a for a in answer if isinstance(a, bytes)).split()
+            return {
+                key: int(words[i + 1])
+                for i, key in enumerate(words[:-1])
+                if key in (b"MIN", b"MAX", b"COUNT")
+            }
+
+        total = esearch(b"(COUNT)", b"").get(b"COUNT", 0)
+        # "n:*" matches the last message even when its UID is below n (RFC 3501 §6.4.8).
+        newer = esearch(b"(MIN COUNT)", f"{uid + 1}:*".encode())
+        if newer.get(b"MIN", 0) <= uid:
+            newer = {}
+        older = esearch(b"(MAX COUNT)", f"1:{uid - 1}".encode()) if uid > 1 else {}
+        above, below = newer.get(b"COUNT", 0), older.get(b"COUNT", 0)
+        if above + below + 1 != total:  # ``uid`` itself is not in the folder
+            return None, None, 0, total
+        return newer.get(b"MIN"), older.get(b"MAX"), above + 1, total
+
     def threads(self, folder: str, *, criteria: Criteria | None = None) -> list[list[int]]:
         """The conversations of ``folder`` matching ``criteria``: UID THREAD REFERENCES
         (RFC 5256 §3: by References / In-Reply-To, then subject), each conversation's UIDs in
         its tree order (the first message first), the conversation with the latest arrival
         first."""
-        self.client.select_folder(folder, readonly=True)
+        self.select(folder, readonly=True)
         keys = criteria.imap() if criteria else [b"ALL"]
         data = self.client._raw_command_untagged(b"THREAD", [b"REFERENCES", b"UTF-8", *keys])
         found = [_flatten(tree) for tree in parse_response(data)]
@@ -530,7 +596,7 @@ class MailStore:
         ``limit`` (the most recent of each folder first)."""
         found: list[tuple[datetime, str, int]] = []
         for name in folders:
-            self.client.select_folder(name, readonly=True)
+            self.select(name, readonly=True)
             uids = self._search(criteria.imap(), sort=SORT_ORDERS["date"])[:limit]
             if not uids:
                 continue
@@ -547,7 +613,7 @@ class MailStore:
             by_folder.setdefault(name, []).append(uid)
         fetched: dict[tuple[str, int], Summary] = {}
         for name, uids in by_folder.items():
-            self.client.select_folder(name, readonly=True)
+            self.select(name, readonly=True)
             data = self.client.fetch(uids, ["ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"])
             for uid in uids:
                 if uid in data:
@@ -558,11 +624,13 @@ class MailStore:
 
     def folder_create(self, name: str) -> None:
         """CREATE (RFC 3501 §6.3.3), subscribed so that every client shows it (§6.3.6)."""
+        self._names = None
         self.client.create_folder(name)
         self.client.subscribe_folder(name)
 
     def folder_rename(self, name: str, new_name: str) -> None:
         """RENAME (RFC 3501 §6.3.5); the subscription follows the new name."""
+        self._names = self._selected = None
         self.client.rename_folder(name, new_name)
         with suppress(IMAPClientError):
             self.client.unsubscribe_folder(name)
@@ -573,6 +641,7 @@ class MailStore:
 
     def folder_delete(self, name: str) -> None:
         """DELETE (RFC 3501 §6.3.4); the caller checked that it is empty."""
+        self._names = self._selected = None
         with suppress(IMAPClientError):
             self.client.unsubscribe_folder(name)
         self.client.delete_folder(name)
@@ -582,7 +651,7 @@ class MailStore:
         search, each id a literal)."""
         if not message_ids:
             return []
-        self.client.select_folder(folder)
+        self.select(folder)
         found: set[int] = set()
         for start in range(0, len(message_ids), 20):  # short command lines
             found.update(self._search(_any_message_id(message_ids[start : start + 20])))
@@ -596,7 +665,7 @@ class MailStore:
         """The raw message and its summary, or None when the UID does not exist."""
         if not 0 < uid < 2**32:  # RFC 3501 §2.3.1.1: nz-number, 32 bits
             return None
-        self.client.select_folder(folder, readonly=not mark_seen)
+        self.select(folder, readonly=not mark_seen)
         data = self.client.fetch(
             [uid], ["BODY.PEEK[]", "ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"]
         )
@@ -610,7 +679,7 @@ class MailStore:
 
     def _existing(self, folder: str, uids: Sequence[int]) -> list[int]:
         uids = [u for u in uids if 0 < u < 2**32]
-        self.client.select_folder(folder)
+        self.select(folder)
         if not uids:
             return []
         return [int(u) for u in self.client.search(["UID", ",".join(map(str, uids))])]
@@ -647,7 +716,7 @@ class MailStore:
     def search_header(self, folder: str, name: str, value: str) -> list[int]:
         """UIDs of ``folder`` with a ``name`` field containing ``value`` (sent as literals with
         CHARSET UTF-8, so a UTF-8 header, RFC 6532, is found too)."""
-        self.client.select_folder(folder)
+        self.select(folder)
         keys = [b"HEADER", _literal(name.encode("utf-8")), _literal(value.encode("utf-8"))]
         return sorted(self._search(keys))
 
@@ -660,7 +729,7 @@ class MailStore:
         return found
 
     def empty_trash(self) -> int:
-        self.client.select_folder(TRASH)
+        self.select(TRASH)
         uids = self.client.search(["ALL"])
         if uids:
             self.client.add_flags(uids, [b"\\Deleted"], silent=True)
@@ -673,7 +742,7 @@ class MailStore:
         uids = [u for u in uids if 0 < u < 2**32]
         if not uids:
             return {}
-        self.client.select_folder(folder, readonly=True)
+        self.select(folder, readonly=True)
         found: dict[int, str] = {}
         for uid, data in self.client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).items():
             block = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
@@ -697,7 +766,7 @@ class MailStore:
             missing = [k for k in wanted if wanted[k] not in found]
             if not missing:
                 break
-            self.client.select_folder(name, readonly=True)
+            self.select(name, readonly=True)
             for start in range(0, len(missing), 20):  # short command lines
                 chunk = missing[start : start + 20]
                 criteria: list[Any] = ["HEADER", "Message-ID", chunk[0]]
@@ -719,7 +788,9 @@ class MailStore:
 
     def folder_uids(self, folder: str) -> tuple[int, list[int]]:
         """UIDVALIDITY and every UID of ``folder``, ascending (RFC 3501 §2.3.1.1)."""
+        self._selected = None
         selected = self.client.select_folder(folder, readonly=True)
+        self._selected = (folder, True)
         return int(selected[b"UIDVALIDITY"]), sorted(int(u) for u in self.client.search(["ALL"]))
 
     def raw_messages(
@@ -728,7 +799,7 @@ class MailStore:
         """(uid, raw bytes, flags, internal date) of each of ``uids``, in batches of about
         ``batch_bytes`` so that a large BAL never sits in memory. Read-only (BODY.PEEK keeps
         \\Seen as it was); a UID expunged meanwhile is skipped."""
-        self.client.select_folder(folder, readonly=True)
+        self.select(folder, readonly=True)
         for start in range(0, len(uids), 500):  # short command lines (imap_max_line_length)
             window = list(uids[start : start + 500])
             sizes = self.client.fetch(window, ["RFC822.SIZE"])

@@ -64,7 +64,7 @@ class Neighbours:
     next: Ref | None
     position: int  # 1-based; 0 when the message is no longer in that list
     total: int
-    folders: tuple[Folder, ...] = ()  # the BAL's folders, when asked for (to move it)
+    folders: tuple[Folder, ...] = ()  # the BAL's folders, without counts (to move it)
 
 
 def list_neighbours(
@@ -77,30 +77,56 @@ def list_neighbours(
     everywhere: bool = False,
     threaded: bool = False,
     with_folders: bool = False,
+    store: MailStore | None = None,
 ) -> Neighbours:
     """Previous / next of ``uid`` in the list (folder, search, order, or the conversation view)
     its page came from, for the message page. UIDs only: nothing is opened or marked, so
     nothing is traced (like the counts); ``with_folders``: the BAL's folders too, in the same
-    IMAP session. Empty for a folder the BAL does not have or a person who may not read it."""
-    none = Neighbours(None, None, 0, 0)
+    IMAP session. ``store``: an IMAP session already open on this BAL (the page's own, which
+    read the message), else one is opened. Empty for a folder the BAL does not have or a
+    person who may not read it."""
     if not grant.allows(Access.READ):
-        return none
+        return Neighbours(None, None, 0, 0)
+    if store is not None:
+        return _neighbours(store, folder, uid, criteria, order, everywhere, threaded, with_folders)
+    with MailStore(grant.mailbox.address) as opened:
+        return _neighbours(opened, folder, uid, criteria, order, everywhere, threaded, with_folders)
+
+
+def _neighbours(
+    store: MailStore,
+    folder: str,
+    uid: int,
+    criteria: Criteria | None,
+    order: str,
+    everywhere: bool,
+    threaded: bool,
+    with_folders: bool,
+) -> Neighbours:
     searching = criteria is not None and not criteria.is_empty()
-    with MailStore(grant.mailbox.address) as store:
-        if not store.folder_exists(folder):
-            return none
-        folders = tuple(store.folders()) if with_folders else ()
-        if everywhere and searching:
-            assert criteria is not None
-            refs = store.everywhere(store.folder_names(), criteria=criteria)
-        elif threaded:
-            threads = store.threads(folder, criteria=criteria if searching else None)
-            refs = [(folder, u) for thread in threads for u in thread]
-        else:
-            found = store.ordered_uids(
-                folder, criteria=criteria if searching else None, order=order
+    if not store.folder_exists(folder):
+        return Neighbours(None, None, 0, 0)
+    # The folders to move the message to: names only, no counts (no STATUS).
+    folders = tuple(store.folders(counts=False)) if with_folders else ()
+    if everywhere and searching:
+        assert criteria is not None
+        refs = store.everywhere(store.folder_names(), criteria=criteria)
+    elif threaded:
+        threads = store.threads(folder, criteria=criteria if searching else None)
+        refs = [(folder, u) for thread in threads for u in thread]
+    else:
+        near = store.around(folder, uid) if order == "arrival" and not searching else None
+        if near is not None:  # the folder by arrival: its neighbours without every UID
+            above, below, position, total = near
+            return Neighbours(
+                (folder, above) if above else None,
+                (folder, below) if below else None,
+                position,
+                total,
+                folders,
             )
-            refs = [(folder, u) for u in found]
+        found = store.ordered_uids(folder, criteria=criteria if searching else None, order=order)
+        refs = [(folder, u) for u in found]
     try:
         at = refs.index((folder, uid))
     except ValueError:

@@ -102,3 +102,32 @@ def test_the_limit_counts_the_client_behind_a_trusted_proxy(settings) -> None:
     people = [make_professional(first_name=f"P{i}") for i in range(4)]
     assert [search(p, "198.51.100.1") for p in people[:3]] == [200, 200, 429]
     assert search(people[3], "198.51.100.2") == 200  # another client behind the same proxy
+
+
+def test_a_counter_lives_as_long_as_its_window_from_the_first_use(settings) -> None:
+    """The counters are stored with their window's expiry, set by the first use and kept by
+    the next ones (one Redis round trip per request: INCR and EXPIRE NX together)."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    _limits(settings, annuaire_suggest="50/m/user,100/h/ip")
+    doctor = make_professional()
+    client = _client(doctor)
+    backend = caches["default"]
+    assert isinstance(backend, RedisCache)
+    redis = backend._cache.get_client(write=True)
+    user_key = backend.make_and_validate_key(f"ratelimit:annuaire_suggest:50/60:user:{doctor.pk}")
+    ip_key = backend.make_and_validate_key("ratelimit:annuaire_suggest:100/3600:ip:198.51.100.7")
+    redis.delete(user_key, ip_key)
+
+    def used(key: str) -> int:
+        return int(redis.get(key) or 0)
+
+    client.get("/annuaire/suggestions/", {"q": "mart"}, HTTP_HX_REQUEST="true")
+    assert used(user_key) == 1 and used(ip_key) == 1
+    assert 55 <= redis.ttl(user_key) <= 60
+    assert 3590 <= redis.ttl(ip_key) <= 3600
+    redis.expire(user_key, 30)  # as if half the window had passed
+    client.get("/annuaire/suggestions/", {"q": "mart"}, HTTP_HX_REQUEST="true")
+    assert used(user_key) == 2
+    assert redis.ttl(user_key) <= 30  # the window did not move

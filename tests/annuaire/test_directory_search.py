@@ -197,6 +197,29 @@ class TestAutocomplete:
     def test_one_letter_suggests_nothing(self) -> None:
         assert self.suggest("d") == []
 
+    def test_a_later_step_only_when_the_earlier_ones_found_nothing(self) -> None:
+        # « lefe » starts two names: those people only, not the close spellings of it.
+        assert set(self.suggest("lefe")) == {
+            "helene.lefevre@medecin.mssante.fr",
+            "marc.lefebvre@infirmier.mssante.fr",
+        }
+        # A typo whose letters also start a real name: the real name, not the close spelling.
+        assert self.suggest("dupont-m") == ["jeanne.dupont-moreau@sage-femme.mssante.fr"]
+        # A name and a word of the town.
+        assert self.suggest("ndiaye reims") == ["aissatou.ndiaye@ch-reims.mssante.fr"]
+
+    def test_wildcards_typed_in_an_address_are_letters(self) -> None:
+        assert self.suggest("jean.dupont@") == ["jean.dupont@medecin.mssante.fr"]
+        assert self.suggest("jean_dupont@") == []
+        assert self.suggest("%@medecin") == []
+
+    @pytest.mark.parametrize("text", ["lefevbre", "cardio reims", "jean dup", "aissatou.nd"])
+    def test_one_round_trip_to_the_database_whatever_the_step(
+        self, text: str, django_assert_num_queries
+    ) -> None:
+        with django_assert_num_queries(1):
+            assert self.suggest(text)
+
 
 @pytest.mark.usefixtures("directory")
 def test_the_annuaire_page_and_its_write_button() -> None:
@@ -284,3 +307,17 @@ class TestRecipientVerdict:
 
         verdict = recipient_check("helene.lefevre@medecin.mssante.fr")
         assert (verdict.ok, verdict.holder, verdict.notice) == (True, "", NOT_IN_DIRECTORY)
+
+
+def test_the_autocomplete_fragment_escapes_what_the_directory_says() -> None:
+    """Names and services come from a national file: shown as text, never as markup."""
+    from annuaire.presenters import suggestions_html
+    from annuaire.selectors import Suggestion
+
+    html = suggestions_html(
+        [Suggestion('x"y@a.fr', "<script>alert(1)</script>", "Service <b>", "ORG")], "xy"
+    )
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'data-address="x&quot;y@a.fr"' in html and "Service &lt;b&gt;" in html
+    assert '<span class="bal-kind bal-kind--org">ORG</span>' in html
+    assert "Aucune adresse" in suggestions_html([], "xy") and suggestions_html([], "x") == ""

@@ -506,3 +506,46 @@ def test_back_to_the_list_keeps_its_page_and_next_crosses_to_the_next_page(docto
     following = re.search(r'<a href="([^"]+)" rel="next"', edge)
     assert following is not None and "page=2" in following.group(1)
     assert "<h1>Message 01</h1>" in _text(client.get(following.group(1)))
+
+
+def test_previous_and_next_by_arrival_and_the_position_in_the_folder(doctor_box) -> None:
+    """The message page's neighbours in the folder by arrival (newest first), including the
+    first and the last message and a UID the folder no longer has."""
+    _doctor, box = doctor_box
+    with MailStore(box.address) as store:
+        for i in range(5):
+            store.append("INBOX", make_message(subject=f"Arrivée {i}"), flags=())
+        store.delete("INBOX", [store.ordered_uids("INBOX")[2]])  # a hole among the UIDs
+        uids = store.ordered_uids("INBOX")  # newest first
+        assert len(uids) == 4
+        for at, uid in enumerate(uids):
+            assert store.around("INBOX", uid) == (
+                uids[at - 1] if at else None,
+                uids[at + 1] if at + 1 < len(uids) else None,
+                at + 1,
+                4,
+            )
+        assert store.around("INBOX", uids[0] + 7) == (None, None, 0, 4)
+        assert store.around("INBOX", 1) == (uids[-2], None, 4, 4)
+
+
+def test_the_message_page_is_one_imap_session(doctor_box, monkeypatch) -> None:
+    """Reading the message and finding its neighbours and the folders to move it to share one
+    login to Dovecot."""
+    doctor, box = doctor_box
+    with MailStore(box.address) as store:
+        for i in range(3):
+            store.append("INBOX", make_message(subject=f"Message {i}"), flags=())
+        middle = store.ordered_uids("INBOX")[1]
+    logins: list[str] = []
+    enter = MailStore.__enter__
+
+    def counted(self: MailStore) -> MailStore:
+        logins.append(self.address)
+        return enter(self)
+
+    monkeypatch.setattr(MailStore, "__enter__", counted)
+    page = _text(_client(doctor).get(f"/bal/{box.public_id}/messages/{middle}/?dossier=INBOX"))
+    assert "<h1>Message 1</h1>" in page
+    assert re.search(r'rel="next"', page) and re.search(r'rel="prev"', page)
+    assert logins == [box.address]

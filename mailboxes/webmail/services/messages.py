@@ -11,7 +11,7 @@ no subject, no address, no body.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -187,8 +187,10 @@ def _read(
     mark_seen: bool,
     details: dict[str, Any],
     action: Action = Action.MESSAGE_READ,
+    then: Callable[[MailStore], None] | None = None,
 ) -> tuple[bytes, Summary, Parsed]:
-    """Fetch one message inside a traced session (the trace carries its Message-ID)."""
+    """Fetch one message inside a traced session (the trace carries its Message-ID); ``then``
+    runs after it in the same IMAP session."""
     with _session(
         grant=grant,
         actor=actor,
@@ -203,6 +205,8 @@ def _read(
         raw, summary = found
         parsed = parse_message(raw)
         traced["message_id"] = parsed.message_id
+        if then is not None:
+            then(store)
     return raw, summary, parsed
 
 
@@ -219,10 +223,19 @@ def message_open(
 
 
 def message_read(
-    *, grant: Grant, actor: User, folder: str, uid: int, request: HttpRequest | None = None
+    *,
+    grant: Grant,
+    actor: User,
+    folder: str,
+    uid: int,
+    request: HttpRequest | None = None,
+    then: Callable[[MailStore], None] | None = None,
 ) -> tuple[bytes, Parsed, Summary]:
     """``message_open`` with the message as stored, for the page that also reads its health
-    documents (services.documents.documents_of) without fetching it twice."""
+    documents (services.documents.documents_of) without fetching it twice. ``then``: what
+    the page reads next in the same IMAP session once the message is read (its neighbours in
+    the list), so that one page is one login; an IMAP failure there is the caller's to
+    absorb, the read is traced as it went."""
     raw, summary, parsed = _read(
         grant=grant,
         actor=actor,
@@ -231,6 +244,7 @@ def message_read(
         request=request,
         mark_seen=grant.mailbox.status == Mailbox.Status.ACTIVE and grant.allows(Access.ORGANISE),
         details={},
+        then=then,
     )
     return raw, parsed, summary
 

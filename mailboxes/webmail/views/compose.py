@@ -20,6 +20,7 @@ from accounts.decorators import professional_required
 from accounts.models import User
 from accounts.ratelimit import ANNUAIRE_SUGGEST, rate_limited
 from annuaire.ins import PATIENT_DOMAIN, typed_ins
+from annuaire.presenters import suggestions_html
 from annuaire.selectors import Suggestion, directory_entries, directory_suggest
 from mailboxes.access import MISSING, Access, Grant, access_mailbox, usable_mailboxes
 from mailboxes.documents.build import PatientIdentity
@@ -413,11 +414,7 @@ def recipient_suggest(request: HttpRequest) -> HttpResponse:
         for address in recent
     ]
     suggestions += [s for s in directory_suggest(text) if s.address not in recent]
-    return render(
-        request,
-        "annuaire/_suggestions.html",
-        {"suggestions": suggestions[:10], "text": text},
-    )
+    return HttpResponse(suggestions_html(suggestions[:10], text))
 
 
 @professional_required

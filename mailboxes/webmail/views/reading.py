@@ -27,7 +27,7 @@ from mailboxes.errors import (
     StoreUnavailable,
 )
 from mailboxes.models import Mailbox
-from mailboxes.store.imap import SENT, TRASH, Criteria, Summary
+from mailboxes.store.imap import IMAP_ERRORS, SENT, TRASH, Criteria, MailStore, Summary
 from mailboxes.store.mime import display_subject
 from mailboxes.webmail.forms import (
     SEARCH_PARAMS,
@@ -266,10 +266,26 @@ def message(request: HttpRequest, public_id: str, uid: int) -> HttpResponse:
     if not query.is_valid():
         raise Http404
     folder_name = query.cleaned_data["dossier"]
+    list_query = FolderQuery(request.GET)
+    near: list[Neighbours] = []
+
+    def neighbours(store: MailStore) -> None:
+        # The list the message was opened from, in the IMAP session that read it (one
+        # login per page); without it, the page still shows the message.
+        try:
+            near.append(_neighbours(grant, folder_name, uid, list_query, store))
+        except IMAP_ERRORS:
+            pass
+        except StoreUnavailable:
+            pass
+
     raw, parsed, summary = svc.message_read(
-        grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request
+        grant=grant, actor=_user(request), folder=folder_name, uid=uid, request=request,
+        then=neighbours,
+    )  # fmt: skip
+    listing = _list_context(
+        grant, folder_name, list_query, near[0] if near else Neighbours(None, None, 0, 0)
     )
-    listing = _list_context(grant, folder_name, uid, request)
     blocked = sanitize(parsed.html).blocked_remote if parsed.html else 0
     # The « Documents de santé » panel, only for a message that carries an IHE_XDM.ZIP.
     has_archive = any(is_xdm_archive(a.filename) for a in parsed.attachments)
@@ -323,21 +339,26 @@ def _message_url(public_id: object, uid: int, folder: str, tail: str = "", **ext
     return f"{target}?{urlencode({'dossier': folder, **{k: v for k, v in extra.items() if v}})}"
 
 
-def _list_context(grant: Grant, folder: str, uid: int, request: HttpRequest) -> dict[str, object]:
-    """What the message page knows of the list it was opened from (page, order, search in
-    its query string): « Retour à la liste » to that very page, the previous and next
-    messages in its order, and the folders to move the message to."""
-    query = FolderQuery(request.GET)
-    params = query.list_params()
+def _neighbours(
+    grant: Grant, folder: str, uid: int, query: FolderQuery, store: MailStore | None = None
+) -> Neighbours:
+    """The previous and next messages in the list the page came from (its query string:
+    page, order, search), and the folders to move the message to."""
     criteria = query.criteria() if query.is_valid() else Criteria()
-    try:
-        near = list_neighbours(
-            grant, folder, uid, criteria=criteria, order=query.order,
-            everywhere=query.everywhere, threaded=query.threaded,
-            with_folders=grant.allows(Access.ORGANISE),
-        )  # fmt: skip
-    except StoreUnavailable:
-        near = Neighbours(None, None, 0, 0)
+    return list_neighbours(
+        grant, folder, uid, criteria=criteria, order=query.order,
+        everywhere=query.everywhere, threaded=query.threaded,
+        with_folders=grant.allows(Access.ORGANISE), store=store,
+    )  # fmt: skip
+
+
+def _list_context(
+    grant: Grant, folder: str, query: FolderQuery, near: Neighbours
+) -> dict[str, object]:
+    """What the message page knows of the list it was opened from: « Retour à la liste » to
+    that very page, the previous and next messages in its order (``near``), and the folders
+    to move the message to."""
+    params = query.list_params()
     public_id = grant.mailbox.public_id
     # The neighbour's page of the list: the position is known, so the page is too.
     per_page = 50
