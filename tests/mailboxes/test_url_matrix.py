@@ -127,6 +127,7 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/exporter/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/fermer/": "object",
     "console/<uuid:structure_id>/taches/<uuid:job_id>/": "object",
+    "console/<uuid:structure_id>/documents-de-sante/": "object",
     "console/<uuid:structure_id>/exports/<uuid:export_id>/": "object",
     "console/<uuid:structure_id>/personnes/": "object",
     "console/<uuid:structure_id>/personnes/<uuid:membership_id>/role/": "object",
