@@ -68,6 +68,7 @@ PAGES: dict[str, str] = {
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/": "director",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/fermer/": "director",
     "console/<uuid:structure_id>/taches/<uuid:job_id>/": "director",
+    "console/<uuid:structure_id>/documents-de-sante/": "director",
     "console/<uuid:structure_id>/personnes/": "director",
     "console/<uuid:structure_id>/cle/": "director",
     "console/<uuid:structure_id>/journal/": "director",
