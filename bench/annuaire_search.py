@@ -389,10 +389,10 @@ def main() -> None:
         emit(
             Figure("annuaire_search", "Autocomplétion /annuaire/suggestions/ (p95, HTTP)", p95,
                    "ms", floor95, "requête HTTP connectée sans recherche (p95, même passe)",
-                   "p95 <= 1,5x plancher HTTP (ticket 21)", ratio <= 1.5, ratio),
+                   "p95 <= 1,5x plancher HTTP", ratio <= 1.5, ratio),
             Figure("annuaire_search", "Requête SQL indexée seule (psycopg, p95)", base95, "ms"),
             Figure("annuaire_search", "Pic de mémoire d'un worker web (VmHWM)",
-                   max(rss) / 1024 if rss else 0, "Mo", goal="<= 150 Mo (ticket 21)",
+                   max(rss) / 1024 if rss else 0, "Mo", goal="<= 150 Mo",
                    met=bool(rss) and max(rss) / 1024 <= 150),
         )  # fmt: skip
     finally:

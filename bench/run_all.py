@@ -30,11 +30,11 @@ BENCHES: dict[str, tuple[list[str], list[str], str, str]] = {
     "annuaire_import": (
         [], ["--rows", "50000"], "Import de l'extraction nationale de l'Annuaire Santé", "6"),
     "annuaire_search": (
-        [], ["--queries", "200"], "Recherche et autocomplétion dans l'annuaire national", "6"),
+        [], ["--queries", "200"], "Recherche et autocomplétion dans l'annuaire national", "21"),
     "webmail_inbox": (
-        [], ["--messages", "2000", "--rounds", "40"], "Lecture d'une grosse boîte", "3"),
+        [], ["--messages", "2000", "--rounds", "40"], "Lecture d'une grosse boîte", "21"),
     "gateway_vs_postfix": (
-        [], ["--messages", "500", "--rounds", "2"], "Passerelle entrante contre Postfix", "4"),
+        [], ["--messages", "500", "--rounds", "2"], "Passerelle entrante contre Postfix", "21"),
     "relay_vs_postfix": (
         [], ["--messages", "500", "--wide-messages", "100", "--rounds", "1"],
         "Relais sortant contre Postfix réglé (1 et 50 destinataires)", "21"),
@@ -145,6 +145,10 @@ def render(figures: list[dict], runs: dict[str, dict]) -> str:
         "dupliqué s'il y est plusieurs fois.",
         "",
     ]
+    # Earlier runs and what changed between them, kept by hand (never regenerated).
+    history = ROOT / "bench" / "history.md"
+    if history.exists():
+        lines += [history.read_text("utf-8").rstrip(), ""]
     return "\n".join(lines)
 
 
