@@ -123,6 +123,15 @@ class Action(models.TextChoices):
         "software.session_ended",
         _noop("Fin de session d'un logiciel (jeton expiré)"),
     )
+    # APP BALs by certificate (mailboxes.software.certificates): the director's bindings
+    SOFTWARE_CERTIFICATE_BOUND = (
+        "software.certificate_bound",
+        _noop("Certificat d'un logiciel lié à une BAL applicative"),
+    )
+    SOFTWARE_CERTIFICATE_UNBOUND = (
+        "software.certificate_unbound",
+        _noop("Certificat d'un logiciel retiré d'une BAL applicative"),
+    )
 
 
 class TargetType(models.TextChoices):

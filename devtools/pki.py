@@ -262,7 +262,9 @@ def make_test_pki(folder: Path) -> dict[str, Issued]:
     """Create the test PKI in ``folder`` (created if needed). Returns what was issued by role:
     ``ca``, ``gateway``, ``peer``, ``foreign`` (signed by another CA), ``expired``, ``signer``
     (of the test whitelist), ``patient`` (the stand-in for patient.mssante.fr), ``revoked``
-    (listed in the CA's CRL, written next to them: ``crl_paths``)."""
+    (listed in the CA's CRL, written next to them: ``crl_paths``), ``software`` and
+    ``software-other`` (client certificates of software owning an APP BAL) and
+    ``software-foreign`` (``software``'s name, from another CA)."""
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     valid = {"not_before": now - dt.timedelta(days=1), "not_after": now + dt.timedelta(days=825)}
@@ -305,5 +307,40 @@ def make_test_pki(folder: Path) -> dict[str, Issued]:
         ),
     )
     issued["revoked"] = _write(folder, "revoked", *_revoked_leaf(ca))
+    # Software that own APP BALs and log in with their certificate (SASL EXTERNAL): two of
+    # them, and one with the first one's name from another CA.
+    software = _name(SOFTWARE_CN, "EHPAD TEST", "1750000002")
+    issued["software"] = _write(folder, "software", *_leaf(software, ca, dns=[], **valid))
+    issued["software-other"] = _write(
+        folder,
+        "software-other",
+        *_leaf(_name("automate.labo-test.fr", "LABO TEST", "1750000003"), ca, dns=[], **valid),
+    )
+    issued["software-foreign"] = _write(
+        folder, "software-foreign", *_leaf(software, other_ca, dns=[], **valid)
+    )
     issue_crl(folder)
     return issued
+
+
+SOFTWARE_CN = "dui.ehpad-test.fr"  # the test PKI's software certificate (APP BAL, EXTERNAL)
+
+
+def issue_software(folder: Path, common_name: str, stem: str) -> Issued:
+    """A software's client certificate named ``common_name``, from the test CA of ``folder``
+    (made by make_test_pki), written as ``<stem>.crt`` and ``<stem>.key``."""
+    ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    now = dt.datetime.now(dt.UTC)
+    return _write(
+        folder,
+        stem,
+        *_leaf(
+            _name(common_name, "LOGICIEL TEST"),
+            (ca_cert, ca_key),
+            dns=[],
+            not_before=now - dt.timedelta(days=1),
+            not_after=now + dt.timedelta(days=825),
+        ),
+    )

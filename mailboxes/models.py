@@ -464,6 +464,36 @@ class SoftwareLogin(models.Model):
         return f"{self.user} @ {self.mailbox} (→ {self.expires_at:%H:%M:%S})"
 
 
+class AppCertificate(models.Model):
+    """A software's TLS client certificate bound by the structure's director to one APP BAL
+    (API LPS, mssante-spec §2.2): the software logs in with SASL EXTERNAL, without a token or
+    a password. IMAP finds the binding by the certificate's CN (Dovecot 2.3 hands its passdb
+    the CN only), hence one BAL per CN; submission by the exact certificate (SHA-256). The
+    certificate itself is public: it is kept to show it and to check it again."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="certificates")
+    fingerprint = models.CharField(_("empreinte SHA-256"), max_length=64, unique=True)
+    common_name = models.CharField(_("nom commun (CN)"), max_length=255, db_index=True)
+    subject = models.CharField(_("sujet"), max_length=1000)
+    issuer = models.CharField(_("émetteur"), max_length=1000)
+    serial = models.CharField(_("numéro de série"), max_length=64)
+    not_after = models.DateTimeField(_("valable jusqu'au"))
+    pem = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("certificat d'un logiciel")
+        verbose_name_plural = _("certificats des logiciels")
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.common_name} → {self.mailbox}"
+
+
 class Absence(models.Model):
     """A BAL's absence message: from ``starts_on`` to ``ends_on`` (both included, local
     dates), mail explicitly addressed to the BAL gets one automatic reply per sender

@@ -487,6 +487,10 @@ LPS_SUBMISSION_HOSTNAME = env_str("LPS_SUBMISSION_HOSTNAME", LPS_IMAP_HOSTNAME)
 # The certificate of those listeners (TLS 1.2 minimum, TLS_CIPHERS: CONF.01, CONF.03).
 LPS_TLS_CERT = env_str("LPS_TLS_CERT", GATEWAY_CERT)
 LPS_TLS_KEY = env_str("LPS_TLS_KEY", GATEWAY_KEY)
+# The CAs of the software certificates that open APP BALs (SASL EXTERNAL): IGC-Santé's
+# organisation CAs in production, like the gateway's peers. The CRLs in force (TLS_CRL_FILE)
+# apply to them too.
+LPS_CLIENT_CA_BUNDLE = env_str("LPS_CLIENT_CA_BUNDLE", GATEWAY_CA_BUNDLE)
 # Where Dovecot asks the portal whether a token opens a BAL (loopback), and the secret it shows.
 LPS_AUTH_URL = env_str("LPS_AUTH_URL", f"{SITE_URL}/logiciels/dovecot/auth")
 # Where Dovecot's requests may come from: loopback, or the Dovecot container's network.

@@ -8,11 +8,9 @@ expiry (at most PSC's token lifetime, 120 s, later), not at once."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from datetime import timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
 from accounts.audit import Action, audit_record
@@ -24,14 +22,7 @@ Kick = Callable[[str, str | None], None]
 
 def doveadm_kick(address: str, remote: str | None) -> None:
     """Disconnect ``address``'s IMAP sessions from ``remote`` (all of them without one)."""
-    config = store.instance_from_settings().config_path
-    masks = [address, remote] if remote else [address]
-    subprocess.run(  # noqa: S603 (fixed program, values from our tables)
-        ["doveadm", "-c", str(config), "kick", *masks],  # noqa: S607
-        check=False,
-        capture_output=True,
-        timeout=settings.DOVECOT_TIMEOUT,
-    )
+    store.sessions_kick(address, remote)
 
 
 def sessions_end_expired(*, kick: Kick = doveadm_kick) -> int:

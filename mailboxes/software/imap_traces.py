@@ -17,11 +17,13 @@ from django.db import transaction
 
 from accounts.audit import Action, audit_event, audit_record_many
 from accounts.models import User
-from mailboxes.models import Mailbox
+from mailboxes.models import AppCertificate, Mailbox
 
-# "imap(<bal>)<pid><session><lps=<national id>>: Info: <event>: <fields>"
+# "imap(<bal>)<pid><session><lps=<national id>>: Info: <event>: <fields>"; a software that
+# opened its APP BAL with its certificate is "lps=cert:<SHA-256 of the certificate>".
 LINE = re.compile(
-    r"imap\((?P<bal>[^)\s]+)\)<\d+><(?P<session>[^>]*)><lps=(?P<actor>\d+)>: Info: "
+    r"imap\((?P<bal>[^)\s]+)\)<\d+><(?P<session>[^>]*)><lps=(?P<actor>\d+|cert:[0-9a-f]{64})>: "
+    r"Info: "
     r"(?P<event>expunge|copy from [^:]+|flag_change|mailbox_delete|mailbox_rename"
     r"|Disconnected: [^:]*?)(?::| in=)\s?(?P<fields>.*)$"
 )
@@ -91,6 +93,13 @@ def collect(log: Path) -> int:
     users = {
         u.national_id: u for u in User.objects.filter(national_id__in={s.actor for s in found})
     }
+    # A certificate unbound since is still named by its fingerprint.
+    software = {
+        f"cert:{c.fingerprint}": f"logiciel « {c.common_name} » (certificat)"
+        for c in AppCertificate.objects.filter(
+            fingerprint__in={s.actor[5:] for s in found if s.actor.startswith("cert:")}
+        )
+    }
     boxes = {
         b.address: b
         for b in Mailbox.objects.filter(address__in={s.bal.lower() for s in found}).select_related(
@@ -104,7 +113,7 @@ def collect(log: Path) -> int:
             audit_event(
                 action=seen.action,
                 actor=users.get(seen.actor),
-                actor_label="" if seen.actor in users else seen.actor,
+                actor_label="" if seen.actor in users else software.get(seen.actor, seen.actor),
                 target=box,
                 structure=box.structure if box else None,
                 details={**seen.details, "service": "imap", "session": seen.session},

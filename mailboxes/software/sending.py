@@ -21,7 +21,7 @@ from django.conf import settings
 from mailboxes.access import MISSING, Access, grant_for, require
 from mailboxes.errors import MailboxSuspended, RightMissing
 from mailboxes.models import Mailbox, OutboundMessage
-from mailboxes.software.sessions import SoftwareSession
+from mailboxes.software.sessions import SoftwareSession, certificate_still_bound
 from mailboxes.store.headers import header_set
 from mailboxes.store.imap import MailStore
 from mailboxes.transport.relay import Recipient
@@ -56,13 +56,19 @@ def message_submit(
     stored (nothing is sent then). On success the message is in the spool (durable), in
     Sent, and traced with the software's name."""
     actor = session.user
-    # The rights as they are now, not as they were at AUTH: a revoked delegation stops the
-    # next message of an open session.
-    grant = grant_for(actor, session.grant.mailbox)
-    if grant is None:
-        raise RightMissing(MISSING[Access.SEND])
-    require(grant, Access.SEND)
-    mailbox = grant.mailbox
+    if actor is None:
+        # A software's certificate (APP BAL): still bound now, not only at AUTH.
+        if not certificate_still_bound(session):
+            raise RightMissing("Ce certificat n'ouvre plus cette BAL.")
+        mailbox = Mailbox.objects.select_related("structure").get(pk=session.grant.mailbox.pk)
+    else:
+        # The rights as they are now, not as they were at AUTH: a revoked delegation stops
+        # the next message of an open session.
+        grant = grant_for(actor, session.grant.mailbox)
+        if grant is None:
+            raise RightMissing(MISSING[Access.SEND])
+        require(grant, Access.SEND)
+        mailbox = grant.mailbox
     if mailbox.status != Mailbox.Status.ACTIVE:
         raise MailboxSuspended()
     verdicts = recipients_review(recipients)
@@ -74,7 +80,8 @@ def message_submit(
         del message[name]
     local, _, domain = mailbox.address.rpartition("@")
     header_set(message, "From", Address(sender_label(mailbox), local, domain))
-    author = author_header(mailbox=mailbox, actor=actor)
+    # The software that owns an APP BAL writes as the BAL itself: no `Sender:`.
+    author = author_header(mailbox=mailbox, actor=actor) if actor is not None else None
     if author is not None:
         header_set(message, "Sender", author)
     if message["Date"] is None:
@@ -94,6 +101,7 @@ def message_submit(
         origin=OutboundMessage.Origin.SOFTWARE,
         mailbox=mailbox,
         actor=actor,
+        actor_label=session.actor_label,
         recipients=[Recipient(a, "", f"rfc822;{a}") for a in recipients],
         content=content,
         message_id=message_id,

@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.audit import Action, audit_record
 from accounts.models import User
 from mailboxes.access import Access, Grant, grant_for
-from mailboxes.models import Mailbox, SoftwareLogin
+from mailboxes.models import AppCertificate, Mailbox, SoftwareLogin
 from mailboxes.software.psc import TokenRefused, token_identity
 from mailboxes.store.dovecot_lps import GROUPS, IMAP_MANAGE, IMAP_ORGANISE, IMAP_READ
 from mssante_portal.errors import PortalError
@@ -32,9 +32,15 @@ class LoginRefused(PortalError):
 @dataclass(frozen=True)
 class SoftwareSession:
     grant: Grant
-    user: User
-    software: str  # the PSC client the professional signed in to
-    expires: int  # when the token ends, and the session with it (SC.MSS/CONF.10)
+    user: User | None  # None: a software opened its APP BAL with its certificate
+    software: str  # the PSC client the professional signed in to, or the certificate's CN
+    expires: int  # when the token (or the certificate) ends, and the session with it (CONF.10)
+    certificate: AppCertificate | None = None  # the binding a certificate session rests on
+
+    @property
+    def actor_label(self) -> str:
+        """Who acts, in the journal, when no person does."""
+        return f"logiciel « {self.software} » (certificat)" if self.user is None else ""
 
 
 def imap_group(grant: Grant) -> str:
@@ -43,7 +49,7 @@ def imap_group(grant: Grant) -> str:
     webmail."""
     if grant.mailbox.status == Mailbox.Status.SUSPENDED:
         return GROUPS[IMAP_READ]
-    if grant.relation == "owner":
+    if grant.relation in ("owner", "certificate"):
         return ""
     if grant.allows(Access.MANAGE):
         return GROUPS[IMAP_MANAGE]
@@ -54,12 +60,12 @@ def imap_group(grant: Grant) -> str:
 
 def _refused(
     *, reason: str, address: str, service: str, remote: str | None, user: User | None = None,
-    mailbox: Mailbox | None = None, software: str = "",
+    mailbox: Mailbox | None = None, software: str = "", actor_label: str = "inconnu",
 ) -> LoginRefused:  # fmt: skip
     audit_record(
         action=Action.SOFTWARE_LOGIN_FAILED,
         actor=user,
-        actor_label="" if user else "inconnu",
+        actor_label="" if user else actor_label,
         target=mailbox,
         structure=mailbox.structure if mailbox else None,
         success=False,
@@ -127,3 +133,82 @@ def _session_open(mailbox: Mailbox, user: User, remote: str | None, expires: int
         remote=remote,
         expires_at=datetime.fromtimestamp(expires, tz=UTC),
     )
+
+
+def certificate_login(
+    *,
+    login: str,
+    service: str,
+    remote: str | None,
+    common_name: str = "",
+    fingerprint: str = "",
+) -> SoftwareSession:
+    """Open the APP BAL a software's TLS client certificate is bound to (SASL EXTERNAL).
+
+    The certificate was verified by the TLS layer (chain to LPS_CLIENT_CA_BUNDLE, CRLs in
+    force); the binding is found by its exact ``fingerprint`` (submission) or, where the
+    server tells only the subject's CN (Dovecot 2.3's IMAP), by ``common_name``: one CN is
+    bound to one BAL at most (mailboxes.console.services.certificates). ``login``: the BAL
+    the client asked for (the SASL authorization identity), "" for the bound one; any other
+    BAL is refused. Raises LoginRefused (traced). Traces the login, naming the software."""
+    login = login.strip().lower()
+    bindings = AppCertificate.objects.select_related("mailbox__structure")
+    if fingerprint:
+        bound = bindings.filter(fingerprint=fingerprint.lower()).first()
+    else:
+        bound = bindings.filter(common_name=common_name).first() if common_name else None
+    label = f"logiciel « {(bound.common_name if bound else common_name)[:200]} » (certificat)"
+    if bound is None:
+        raise _refused(
+            reason="unknown_certificate", address=login, service=service, remote=remote,
+            actor_label=label,
+        )  # fmt: skip
+    mailbox = bound.mailbox
+    now = timezone.now()
+    if login and login != mailbox.address:
+        reason = "other_mailbox"
+    elif bound.not_after <= now:
+        reason = "certificate_expired"
+    elif mailbox.kind != Mailbox.Kind.APP or mailbox.status not in (
+        Mailbox.Status.ACTIVE, Mailbox.Status.SUSPENDED
+    ):  # fmt: skip
+        reason = "mailbox_unusable"
+    else:
+        reason = ""
+    if reason:
+        raise _refused(
+            reason=reason, address=login or mailbox.address, service=service, remote=remote,
+            mailbox=mailbox, software=bound.common_name, actor_label=label,
+        )  # fmt: skip
+    grant = Grant(
+        mailbox=mailbox, read=True, organise=True, send=True, manage=False, relation="certificate"
+    )
+    audit_record(
+        action=Action.SOFTWARE_LOGIN,
+        actor_label=label,
+        target=mailbox,
+        structure=mailbox.structure,
+        ip=remote,
+        details={
+            "service": service,
+            "software": bound.common_name,
+            "mechanism": "EXTERNAL",
+            "fingerprint": bound.fingerprint,
+        },
+    )
+    return SoftwareSession(
+        grant=grant,
+        user=None,
+        software=bound.common_name,
+        expires=int(bound.not_after.timestamp()),
+        certificate=bound,
+    )
+
+
+def certificate_still_bound(session: SoftwareSession) -> bool:
+    """Whether the binding a certificate session rests on still holds (unbinding takes effect
+    at the session's next command)."""
+    assert session.certificate is not None
+    return AppCertificate.objects.filter(
+        pk=session.certificate.pk, mailbox_id=session.grant.mailbox.pk
+    ).exists()

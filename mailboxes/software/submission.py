@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
 import ssl
 import time
 import unicodedata
@@ -22,12 +23,20 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from mailboxes.access import Access
+from mailboxes.console.services.certificates import fingerprint_of
 from mailboxes.errors import MailboxSuspended, RightMissing, StoreUnavailable
 from mailboxes.models import Mailbox
 from mailboxes.software.psc import PscUnavailable
 from mailboxes.software.sending import message_submit
-from mailboxes.software.sessions import LoginRefused, SoftwareSession, software_login
+from mailboxes.software.sessions import (
+    LoginRefused,
+    SoftwareSession,
+    certificate_login,
+    certificate_still_bound,
+    software_login,
+)
 from mailboxes.store.imap import MailStore
+from mailboxes.transport import crl
 from mailboxes.webmail.services.compose import (
     MessageTooLarge,
     RecipientsRefused,
@@ -135,6 +144,51 @@ class SubmissionHandler:
             )
         return AuthResult(success=True, auth_data=session)
 
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
+        """SASL EXTERNAL (RFC 4422 appendix A): the TLS client certificate a director bound
+        to an APP BAL; the optional authorization identity must be that BAL."""
+        if len(args) > 1 and args[1] == "=":  # RFC 4954 §4: an empty initial response
+            authzid = ""
+        elif len(args) > 1:
+            try:
+                authzid = base64.b64decode(args[1], validate=True).decode()
+            except (binascii.Error, ValueError):
+                return AuthResult(
+                    success=False, handled=False, message="501 5.5.2 Cannot decode base64"
+                )
+        else:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+            try:
+                authzid = bytes(blob).decode()
+            except UnicodeDecodeError:
+                authzid = "\0"
+        assert server.session is not None
+        remote = str(server.session.peer[0]) if server.session.peer else None
+        der = _peer_certificate(server)
+        if der is None or "\0" in authzid:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 Aucun certificat client valide presente",
+            )
+        try:
+            session = await _off_loop(
+                certificate_login,
+                fingerprint=fingerprint_of(der),
+                login=authzid,
+                service="submission",
+                remote=remote,
+            )
+        except LoginRefused:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 Certificat refuse pour cette BAL",
+            )
+        return AuthResult(success=True, auth_data=session)
+
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         return await self._auth(server, args, _xoauth2)
 
@@ -148,6 +202,10 @@ class SubmissionHandler:
         mailbox = opened.grant.mailbox
         if now() >= opened.expires:  # SC.MSS/CONF.10: the session ends with its token
             return "421 4.7.0 Jeton Pro Sante Connect expire : reconnectez-vous"
+        if opened.certificate is not None and not await _off_loop(
+            certificate_still_bound, opened
+        ):  # the director unbound it: it opens nothing from the next command on
+            return "530 5.7.0 Certificat retire de cette BAL : reconnectez-vous"
         if address.strip().lower() != mailbox.address:
             return f"553 5.7.1 L'expediteur doit etre la BAL ouverte <{mailbox.address}>"
         if not opened.grant.allows(Access.SEND):
@@ -200,6 +258,17 @@ class SubmissionHandler:
         return f"250 2.0.0 Message accepte {spooled.message_id}"
 
 
+def _peer_certificate(server: SMTP) -> bytes | None:
+    """The client's certificate (DER) as the TLS layer verified it (LPS_CLIENT_CA_BUNDLE and
+    the CRLs in force), None without one."""
+    transport = server.transport
+    sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+    if sslobj is None:
+        return None
+    der = sslobj.getpeercert(binary_form=True)
+    return bytes(der) if der else None
+
+
 def _submit_with_store(server: SMTP, **kwargs: Any) -> Any:
     """``message_submit`` with the SMTP session's own IMAP session on the BAL for the Sent
     copies: opened at its first message, kept for the next ones (an IMAP login per message
@@ -227,7 +296,7 @@ def _close_store(server: SMTP) -> None:
 
 class SubmissionSMTP(SMTP):
     """aiosmtpd's SMTP with what we do not use turned off (STYLE.md, boundaries): no HELP, no
-    VRFY, no EXPN; AUTH only after TLS and only XOAUTH2 / OAUTHBEARER."""
+    VRFY, no EXPN; AUTH only after TLS and only XOAUTH2 / OAUTHBEARER / EXTERNAL."""
 
     sent_store: MailStore | None = None
 
@@ -247,13 +316,20 @@ class SubmissionSMTP(SMTP):
         await self.push("502 5.5.1 Command not implemented")
 
 
-def tls_context(*, cert: str, key: str) -> ssl.SSLContext:
-    """Server TLS for clients: no client certificate, TLS 1.2 minimum, the operator's cipher
-    suites (SC.MSS/CONF.01, CONF.03)."""
+def tls_context(*, cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """Server TLS for clients: TLS 1.2 minimum, the operator's cipher suites (SC.MSS/CONF.01,
+    CONF.03). A client certificate is asked for but not required (mail clients use tokens);
+    one that is sent must chain to ``client_ca`` (default LPS_CLIENT_CA_BUNDLE) and not be
+    revoked by the CRLs in force (TLS_CRL_FILE), or the handshake fails."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(settings.TLS_CIPHERS)
+    bundle = settings.LPS_CLIENT_CA_BUNDLE if client_ca is None else client_ca
+    if bundle and os.path.exists(bundle):
+        context.load_verify_locations(cafile=bundle)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        crl.load_into(context, settings.TLS_CRL_FILE)
     return context
 
 
@@ -265,7 +341,7 @@ def smtp_kwargs(context: ssl.SSLContext) -> dict[str, Any]:
         "require_starttls": True,  # RFC 3207: nothing but EHLO/STARTTLS/QUIT before TLS
         "auth_required": True,  # RFC 6409 §4.3: MAIL only after AUTH
         "auth_require_tls": True,  # SC.MSS/CONF.07
-        "auth_exclude_mechanism": ["PLAIN", "LOGIN"],
+        "auth_exclude_mechanism": ["PLAIN", "LOGIN"],  # EXTERNAL, XOAUTH2, OAUTHBEARER left
         "data_size_limit": settings.LPS_SUBMISSION_MAX_SIZE,
         "enable_SMTPUTF8": True,
         "decode_data": False,

@@ -18,7 +18,12 @@ from accounts.models import StructureDomain, User
 from mailboxes.access import access_mailbox
 from mailboxes.software.autoconfig import autoconfig_xml, endpoints
 from mailboxes.software.psc import PscUnavailable, issuer
-from mailboxes.software.sessions import LoginRefused, imap_group, software_login
+from mailboxes.software.sessions import (
+    LoginRefused,
+    certificate_login,
+    imap_group,
+    software_login,
+)
 
 
 def _from_dovecot(request: HttpRequest) -> bool:
@@ -38,7 +43,8 @@ def _from_dovecot(request: HttpRequest) -> bool:
 @csrf_exempt
 @require_POST
 def dovecot_auth(request: HttpRequest) -> HttpResponse:
-    """Body: ``login NUL token NUL`` (deploy/dovecot/lps-auth.lua.tmpl). 200 with the
+    """Body: ``login NUL token NUL`` (deploy/dovecot/lps-auth.lua.tmpl); for SASL EXTERNAL
+    (header ``X-Dovecot-Mechanism``), ``certificate CN NUL requested BAL NUL``. 200 with the
     session's extra fields (tab-separated, for Dovecot), 403 refused, 503 PSC unreachable
     (Dovecot then answers a temporary failure), 404 to anyone but Dovecot."""
     if not _from_dovecot(request):
@@ -52,17 +58,27 @@ def dovecot_auth(request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=403)
     remote = request.headers.get("X-Dovecot-Remote", "") or None
     service = request.headers.get("X-Dovecot-Service", "imap")[:16]
+    external = request.headers.get("X-Dovecot-Mechanism", "").upper() == "EXTERNAL"
     try:
-        session = software_login(address=address, token=token, service=service, remote=remote)
+        if external:
+            # ``login``: the certificate's CN (Dovecot verified the certificate); ``token``:
+            # the BAL the client named, "" for the certificate's own.
+            session = certificate_login(
+                common_name=address, login=token, service=service, remote=remote
+            )
+        else:
+            session = software_login(address=address, token=token, service=service, remote=remote)
     except LoginRefused:
         return HttpResponse(status=403)
     except PscUnavailable:
         return HttpResponse(status=503)
-    fields = [
-        f"user={session.grant.mailbox.address}",
-        # Names the person in the session's log lines (imap_traces).
-        f"userdb_lps_actor={session.user.national_id}",
-    ]
+    # Names the person (or the certificate) in the session's log lines (imap_traces).
+    actor = (
+        session.user.national_id
+        if session.user is not None
+        else f"cert:{session.certificate.fingerprint if session.certificate else ''}"
+    )
+    fields = [f"user={session.grant.mailbox.address}", f"userdb_lps_actor={actor}"]
     group = imap_group(session.grant)
     if group:
         fields.append(f"userdb_acl_groups={group}")

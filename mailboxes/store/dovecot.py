@@ -401,3 +401,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def sessions_kick(address: str, remote: str | None = None) -> None:
+    """Disconnect ``address``'s IMAP sessions (from ``remote`` only, when given) at once:
+    ``doveadm kick`` on the instance. A session whose right ended (a token expired, a
+    certificate unbound) must not outlive it; the others simply reconnect."""
+    config = instance_from_settings().config_path
+    masks = [address, remote] if remote else [address]
+    subprocess.run(  # noqa: S603 (fixed program, values from our tables)
+        ["doveadm", "-c", str(config), "kick", *masks],  # noqa: S607
+        check=False,
+        capture_output=True,
+        timeout=settings.DOVECOT_TIMEOUT,
+    )

@@ -46,16 +46,45 @@ def _listeners() -> str:
     return "".join(lines)
 
 
+def _client_ca() -> tuple[str, bool]:
+    """What Dovecot verifies software certificates with (APP BALs, SASL EXTERNAL): the CAs of
+    LPS_CLIENT_CA_BUNDLE and the CRLs in force (TLS_CRL_FILE), in one PEM; and whether CRLs are
+    there (Dovecot then requires one for each CA). ("", False) when the bundle is unreadable:
+    EXTERNAL is then not offered at all."""
+    try:
+        bundle = Path(settings.LPS_CLIENT_CA_BUNDLE).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "", False
+    if "BEGIN CERTIFICATE" not in bundle:
+        return "", False
+    crls = ""
+    if settings.TLS_CRL_FILE:
+        try:
+            crls = Path(settings.TLS_CRL_FILE).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            crls = ""
+    has_crl = "BEGIN X509 CRL" in crls
+    return bundle.rstrip() + "\n" + (crls.rstrip() + "\n" if has_crl else ""), has_crl
+
+
 def section(base_dir: Path) -> str:
     """The configuration appended to dovecot.conf ("" when off)."""
     if not enabled():
         return ""
+    client_ca, has_crl = _client_ca()
+    external = ""
+    if client_ca:
+        external = string.Template(
+            (DEPLOY / "lps-external.conf.tmpl").read_text(encoding="utf-8")
+        ).substitute(base_dir=base_dir, require_crl="yes" if has_crl else "no")
     return string.Template((DEPLOY / "lps.conf.tmpl").read_text(encoding="utf-8")).substitute(
         base_dir=base_dir,
         cert=settings.LPS_TLS_CERT,
         key=settings.LPS_TLS_KEY,
         ciphers=settings.TLS_CIPHERS,
         listeners=_listeners(),
+        external_mechanism=" external" if client_ca else "",
+        external=external,
     )
 
 
@@ -92,3 +121,6 @@ def write_files(base_dir: Path, write: object, internal_gid: int) -> None:
     )
     acl = "".join(f"* group-override={group} {rights}\n" for rights, group in GROUPS.items())
     write(base_dir / "lps-acl", acl, 0o644, None)
+    client_ca, _has_crl = _client_ca()
+    if client_ca:
+        write(base_dir / "lps-client-ca.pem", client_ca, 0o644, None)

@@ -23,7 +23,7 @@ def message_commit(
     *,
     origin: str,
     mailbox: Mailbox,
-    actor: User,
+    actor: User | None,
     recipients: list[Recipient],
     content: bytes,
     message_id: str,
@@ -31,9 +31,11 @@ def message_commit(
     request: HttpRequest | None = None,
     ip: str | None = None,
     store: MailStore | None = None,
+    actor_label: str = "",
 ) -> OutboundMessage:
     """Spool ``content`` (already checked and built) from ``mailbox`` to ``recipients``,
-    trace ``message.sent`` by ``actor`` with ``details`` (identifiers and counts only), and
+    trace ``message.sent`` by ``actor`` (None: a software's certificate, named by
+    ``actor_label``) with ``details`` (identifiers and counts only), and
     append the copy to Sent, in one transaction: the relay task is enqueued after commit
     (``message_spool``). Raises StoreUnavailable when the Sent copy cannot be stored: then
     nothing is spooled nor traced. ``store``: an open session on that BAL to file the copy with
@@ -53,6 +55,7 @@ def message_commit(
         audit_record(
             action=Action.MESSAGE_SENT,
             actor=actor,
+            actor_label=actor_label,
             target=mailbox,
             structure=mailbox.structure,
             request=request,

@@ -48,8 +48,12 @@ class LpsImapTls(imaplib.IMAP4_SSL):
         return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
-def client_tls(pki: dict[str, Issued]) -> ssl.SSLContext:
+def client_tls(pki: dict[str, Issued], certificate: str = "") -> ssl.SSLContext:
+    """The client's TLS: trusts the test CA; presents ``pki[certificate]`` when given (a
+    software's client certificate, for SASL EXTERNAL)."""
     context = ssl.create_default_context(cafile=str(pki["ca"].cert))
+    if certificate:
+        context.load_cert_chain(str(pki[certificate].cert), str(pki[certificate].key))
     return context
 
 
@@ -81,7 +85,7 @@ def lps_dovecot(live_server: Any, pki: dict[str, Issued]) -> Iterator[dict[str, 
     names = (
         "DOVECOT_DIR", "DOVECOT_MAIL_ROOT", "DOVECOT_IMAP_PORT", "LPS_IMAP_PORT",
         "LPS_IMAPS_PORT", "LPS_LISTEN", "LPS_TLS_CERT", "LPS_TLS_KEY", "LPS_AUTH_URL",
-        "PSC_DISCOVERY_URL",
+        "PSC_DISCOVERY_URL", "LPS_CLIENT_CA_BUNDLE",
     )  # fmt: skip
     saved = {name: getattr(settings, name) for name in names}
     base = Path(tempfile.mkdtemp(prefix="mssante-lps-"))
@@ -96,6 +100,7 @@ def lps_dovecot(live_server: Any, pki: dict[str, Issued]) -> Iterator[dict[str, 
     settings.LPS_TLS_KEY = str(pki["gateway"].key)
     settings.LPS_AUTH_URL = f"{live_server.url}/logiciels/dovecot/auth"
     settings.PSC_DISCOVERY_URL = f"{live_server.url}{DISCOVERY_PATH}"
+    settings.LPS_CLIENT_CA_BUNDLE = str(pki["ca"].cert)  # the software certificates' CA
     instance = store.instance_from_settings()
     store.write_instance(
         instance,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from devtools.pki import crl_paths, make_test_pki, refresh_test_crl
+from devtools.pki import crl_paths, issue_software, make_test_pki, refresh_test_crl
 from devtools.whitelist_sign import trust_env
 
 
@@ -23,9 +24,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--keep", action="store_true", help="Ne rien faire si la PKI existe déjà."
         )
+        parser.add_argument(
+            "--software",
+            metavar="CN",
+            help="Délivre, avec l'AC de test existante, le certificat client d'un logiciel "
+            "(BAL applicative, SASL EXTERNAL) portant ce nom commun.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         out = Path(options["out"])
+        if options["software"]:
+            if not (out / "ca.key").exists():
+                raise CommandError(f"Pas de PKI de test dans {out} : lancez d'abord make_test_pki.")
+            stem = "software-" + re.sub(r"[^a-z0-9.-]+", "-", options["software"].lower())
+            issued = issue_software(out, options["software"], stem)
+            self.stdout.write(f"certificat {issued.cert}\nclé        {issued.key}")
+            return
         if options["keep"] and (out / "ca.crt").exists():
             # A kept PKI outlives its CRL (a few days): re-sign it when it is about to end.
             renewed = refresh_test_crl(out)
