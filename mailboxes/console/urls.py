@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from mailboxes.console.views import activity, bals, people
+from mailboxes.console.views import activity, bals, certificates, people
 
 app_name = "console"
 
@@ -23,6 +23,12 @@ urlpatterns = [
     path(B + "quota/", bals.bal_quota, name="bal_quota"),
     path(B + "exporter/", bals.bal_export, name="bal_export"),
     path(B + "fermer/", bals.bal_close, name="bal_close"),
+    path(B + "certificats/", certificates.certificate_add, name="certificate_add"),
+    path(
+        B + "certificats/<uuid:certificate_id>/retirer/",
+        certificates.certificate_remove,
+        name="certificate_remove",
+    ),
     path(S + "taches/<uuid:job_id>/", bals.job, name="job"),
     path(S + "exports/<uuid:export_id>/", bals.export_download, name="export_download"),
     path(S + "personnes/", people.people_list, name="people"),

@@ -108,7 +108,7 @@ NOT_PAGES = {
 }
 POST_ONLY = re.compile(
     r"(actions|annuler|accuse|prise-en-charge|retirer|accorder|relancer|abandonner|role|"
-    r"modifier|droits|etat|notification|quota|exporter)/$"
+    r"modifier|droits|etat|notification|quota|exporter|certificats)/$"
 )
 SIGN_IN_PAGES = re.compile(r"^operateur/(connexion|deconnexion|double-authentification|reauth)")
 

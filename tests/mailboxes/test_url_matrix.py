@@ -13,16 +13,18 @@ import base64
 import re
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from accounts.decorators import AUTH_AT_SESSION_KEY
 from accounts.models import Membership, Structure, User
-from mailboxes.models import Mailbox, MailboxAccess, MailboxExport, MailboxJob
+from mailboxes.models import AppCertificate, Mailbox, MailboxAccess, MailboxExport, MailboxJob
 from tests.factories import grant, make_mailbox, make_membership, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.xdm_build import xdm
@@ -126,6 +128,10 @@ RULES: dict[str, str] = {
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/quota/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/exporter/": "object",
     "console/<uuid:structure_id>/bal/<uuid:bal_id>/fermer/": "object",
+    "console/<uuid:structure_id>/bal/<uuid:bal_id>/certificats/": "object",
+    "console/<uuid:structure_id>/bal/<uuid:bal_id>/certificats/<uuid:certificate_id>/retirer/": (
+        "object"
+    ),
     "console/<uuid:structure_id>/taches/<uuid:job_id>/": "object",
     "console/<uuid:structure_id>/documents-de-sante/": "object",
     "console/<uuid:structure_id>/exports/<uuid:export_id>/": "object",
@@ -245,6 +251,10 @@ def world(dovecot) -> World:
         folders=0, key_fingerprint="F" * 40,
     )  # fmt: skip
     job = MailboxJob.objects.create(mailbox=accueil, kind="export", state="termine", export=export)
+    certificate = AppCertificate.objects.create(
+        mailbox=accueil, fingerprint="a" * 64, common_name="robot.clinique-test.fr", subject="x",
+        issuer="x", serial="1", not_after=timezone.now() + timedelta(days=30), pem="x",
+    )  # fmt: skip
     wait_provisioned(per.address, soins.address, per2.address, accueil.address)
     deliver(
         per2.address,
@@ -271,6 +281,7 @@ def world(dovecot) -> World:
         "job_id": job.public_id,
         "membership_id": membership.public_id,
         "member_access_id": member.public_id,
+        "certificate_id": certificate.public_id,
         "message_id": per2.public_id,  # no such spooled message: the guard answers first
     }
     own = {

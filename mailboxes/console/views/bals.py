@@ -280,6 +280,9 @@ def _bal_context(current: Structure, box: Mailbox, **extra: Any) -> dict[str, An
             state__in=[MailboxJob.State.QUEUED, MailboxJob.State.RUNNING]
         ).first(),
         "has_key": bool(current.recovery_key_fingerprint),
+        "certificates": list(box.certificates.select_related("created_by"))
+        if box.kind == Mailbox.Kind.APP
+        else [],
         "usage": quota.usage_of(box),
         "quota_mo": f"{box.quota_bytes / quota.MEGABYTE:g}" if box.quota_bytes is not None else "",
         **extra,
@@ -494,6 +497,9 @@ def _destructive(
             "form": form,
             "close": close,
             "has_key": bool(current.recovery_key_fingerprint),
+            "certificates": list(box.certificates.select_related("created_by"))
+            if box.kind == Mailbox.Kind.APP
+            else [],
         },
         status=status,
     )

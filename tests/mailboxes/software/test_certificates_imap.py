@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.test import TestCase
 
 from accounts.audit import Action
@@ -86,9 +85,7 @@ def test_a_certificate_opens_no_other_bal(apps, lps, pki) -> None:
 
 
 @pytest.mark.parametrize("certificate", ["software-other", "software-foreign", ""])
-def test_an_unbound_a_foreign_or_no_certificate_opens_nothing(
-    apps, lps, pki, certificate
-) -> None:
+def test_an_unbound_a_foreign_or_no_certificate_opens_nothing(apps, lps, pki, certificate) -> None:
     """Another software's certificate (valid, not bound), the DUI's name from another CA, no
     certificate at all: EXTERNAL fails, whatever BAL is named."""
     imap = LpsImap("127.0.0.1", lps["imap"])
@@ -161,4 +158,3 @@ def test_curl_logs_in_with_its_certificate(apps, lps, pki) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "1 EXISTS" in done.stdout
-    assert settings.LPS_CLIENT_CA_BUNDLE == str(pki["ca"].cert)
