@@ -181,9 +181,11 @@ def prepare(env: dict[str, str]) -> None:
     steps = (
         ["migrate", "--noinput"],
         ["load_demo"],
-        ["dovecot_config"],
         ["make_test_pki", "--keep"],
         ["sync_crl"],  # the test CA's CRL (TLS_CRL_URLS): revocation checked as in production
+        # After the PKI and its CRL: Dovecot verifies software certificates with both.
+        ["dovecot_config"],
+        ["demo_app_certificate"],  # the demo APP BAL opens with var/pki/software.crt
     )
     for step in steps:
         subprocess.run([*manage, *step], cwd=ROOT, env=env, check=True)
@@ -252,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         if imap_lps:
             runner.say("runner", "  curl --ssl-reqd --cacert var/pki/ca.crt --user "
                        "claire.martin@ehpad-les-tilleuls.mssante.fr: --oauth2-bearer <jeton> "
+                       f"imap://127.0.0.1:{imap_lps}/INBOX")  # fmt: skip
+            runner.say("runner", "  la BAL applicative du DUI, avec le certificat du logiciel "
+                       "(SASL EXTERNAL) : curl --ssl-reqd --cacert var/pki/ca.crt --cert "
+                       "var/pki/software.crt --key var/pki/software.key --login-options "
+                       "AUTH=EXTERNAL --user dui-noreply@ehpad-les-tilleuls.mssante.fr: "
                        f"imap://127.0.0.1:{imap_lps}/INBOX")  # fmt: skip
     runner.say("runner", "Ctrl-C pour tout arrêter.")
     died = runner.watch()

@@ -48,11 +48,13 @@ def test_embedded_default_starts_serves_and_stops_cleanly() -> None:
     tmp_path = Path(tempfile.mkdtemp(prefix="mssante-run-"))
     tmp_path.chmod(0o755)
     port = _free_port()
+    imap_lps = _free_port()  # API LPS on, as the README shows it
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("DATABASE_URL", "REDIS_URL", "CELERY_", "DOVECOT_", "PSC_", "PORTAL_"))
     }
+    env["LPS_IMAP_PORT"] = str(imap_lps)
     log = (tmp_path / "run.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -107,6 +109,7 @@ def test_embedded_default_starts_serves_and_stops_cleanly() -> None:
         assert len(_children(proc.pid)) >= 4  # dovecot, web, worker, beat (and their children)
         assert "Messages de démonstration déposés : 3" in (tmp_path / "run.log").read_text()
         _send_through_gateway(tmp_path / "run.log", tmp_path / "var" / "pki")
+        _open_the_app_bal_with_its_certificate(tmp_path / "var" / "pki", imap_lps)
     finally:
         children = _children(proc.pid)
         proc.send_signal(signal.SIGINT)
@@ -149,3 +152,20 @@ def _send_through_gateway(log: Path, pki: Path) -> None:
             message,
         )
     assert refused == {}
+
+
+def _open_the_app_bal_with_its_certificate(pki: Path, imap_port: int) -> None:
+    """The README's curl line: the demo DUI's APP BAL, SASL EXTERNAL with the software
+    certificate make run bound to it."""
+    done = subprocess.run(
+        [
+            "curl", "--silent", "--show-error", "--ssl-reqd", "--max-time", "20",
+            "--cacert", str(pki / "ca.crt"), "--cert", str(pki / "software.crt"),
+            "--key", str(pki / "software.key"), "--login-options", "AUTH=EXTERNAL",
+            "--user", "dui-noreply@ehpad-les-tilleuls.mssante.fr:",
+            f"imap://127.0.0.1:{imap_port}/INBOX", "-X", "EXAMINE INBOX",
+        ],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "EXISTS" in done.stdout

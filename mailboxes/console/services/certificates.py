@@ -153,7 +153,7 @@ def certificate_check(cert: x509.Certificate, *, now: dt.datetime | None = None)
 
 @transaction.atomic
 def certificate_bind(
-    *, mailbox: Mailbox, data: bytes, actor: User, request: HttpRequest | None = None
+    *, mailbox: Mailbox, data: bytes, actor: User | None, request: HttpRequest | None = None
 ) -> AppCertificate:
     """Bind the certificate in ``data`` (PEM or DER) to the APP BAL ``mailbox``. Raises
     ValidationError (French) when it is not an APP BAL, when the certificate would be refused

@@ -9,7 +9,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from devtools.pki import crl_paths, issue_software, make_test_pki, refresh_test_crl
+from devtools.pki import (
+    SOFTWARE_CN,
+    crl_paths,
+    issue_software,
+    make_test_pki,
+    refresh_test_crl,
+)
 from devtools.whitelist_sign import trust_env
 
 
@@ -43,6 +49,8 @@ class Command(BaseCommand):
         if options["keep"] and (out / "ca.crt").exists():
             # A kept PKI outlives its CRL (a few days): re-sign it when it is about to end.
             renewed = refresh_test_crl(out)
+            if not (out / "software.crt").exists():  # a PKI made before software certificates
+                issue_software(out, SOFTWARE_CN, "software")
             self.stdout.write(
                 f"PKI de test conservée : {out}" + (" (LCR renouvelée)" if renewed else "")
             )
