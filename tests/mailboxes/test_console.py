@@ -27,7 +27,7 @@ from mailboxes.console import urls as urls_console
 from mailboxes.console.services.jobs import job_run
 from mailboxes.console.services.lifecycle import mailbox_suspend
 from mailboxes.console.services.people import access_set
-from mailboxes.models import Mailbox, MailboxAccess, MailboxExport, MailboxJob
+from mailboxes.models import AppCertificate, Mailbox, MailboxAccess, MailboxExport, MailboxJob
 from mailboxes.transport.gateway.policy import check_recipient, deliver
 from mailboxes.transport.notices import NOTICE_BODY, notice_configure, notice_send
 from tests.factories import (
@@ -121,6 +121,10 @@ def _console_urls(w: World) -> list[tuple[str, str]]:
     )  # fmt: skip
     membership = Membership.objects.get(user=w.nurse, structure=w.tilleuls)
     job = MailboxJob.objects.create(mailbox=w.soins, kind="export", state="termine", export=export)
+    certificate = AppCertificate.objects.create(
+        mailbox=w.soins, fingerprint="b" * 64, common_name="robot.tilleuls-test.fr", subject="x",
+        issuer="x", serial="1", not_after=timezone.now() + timedelta(days=30), pem="x",
+    )  # fmt: skip
     values = {
         "structure_id": w.tilleuls.public_id,
         "bal_id": w.soins.public_id,
@@ -129,6 +133,7 @@ def _console_urls(w: World) -> list[tuple[str, str]]:
         "export_id": export.public_id,
         "job_id": job.public_id,
         "membership_id": membership.public_id,
+        "certificate_id": certificate.public_id,
     }
     urls = []
     for pattern in urls_console.urlpatterns:
