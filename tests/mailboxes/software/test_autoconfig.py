@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 import pytest
 from django.core.management import call_command
 
-from tests.factories import make_mailbox, make_professional, make_structure
+from tests.factories import grant, make_mailbox, make_professional, make_structure
 from tests.personas import client_for
 
 pytestmark = pytest.mark.django_db
@@ -80,6 +80,17 @@ def test_connect_page_shows_the_settings_of_the_bal(lps_ports, dovecot) -> None:
     page = client_for(doctor).get(f"/bal/{box.public_id}/logiciel/").content.decode()
     assert "imap.operateur.example" in page and "smtp.operateur.example" in page
     assert box.address in page and "OAUTHBEARER" in page
+    assert "SASL EXTERNAL" not in page  # a PER BAL opens with its holder's PSC sign-in only
+
+
+def test_connect_page_of_an_app_bal_tells_of_its_software_certificate(lps_ports, dovecot) -> None:
+    director = make_professional()
+    box = make_mailbox(
+        structure=make_structure(), kind="APP", local_part="dui", responsible=director
+    )
+    grant(box, director)  # a member of the software's BAL reads it in the webmail too
+    page = client_for(director).get(f"/bal/{box.public_id}/logiciel/").content.decode()
+    assert "SASL EXTERNAL" in page and "Logiciels autorisés" in page
 
 
 def test_connect_page_of_someone_elses_bal_is_404(lps_ports) -> None:
