@@ -166,6 +166,26 @@ def read_in_force(path: str) -> list[CrlInfo]:
     return [info(crl) for crl in parse(data, path)]
 
 
+def revoked_in_force(path: str) -> set[tuple[str, int]]:
+    """(issuer RFC 4514, serial) of every certificate the CRLs of the file in force revoke;
+    empty without a file. Raises CrlError when the file exists but cannot be read."""
+    if not path:
+        return set()
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        raise CrlError(
+            f"Lecture impossible de la LCR en vigueur ({path}) : {exc.strerror}"
+        ) from exc
+    return {
+        (crl.issuer.rfc4514_string(), entry.serial_number)
+        for crl in parse(data, path)
+        for entry in crl
+    }
+
+
 def write_atomically(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data``: a temporary file in the same folder, flushed to disk,
     then renamed over the old one (readers see the old or the new file, never a mix)."""

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
+from django.db import transaction
 
 from accounts.audit import Action, TargetType, audit_record
+from mailboxes.models import AppCertificate
+from mailboxes.store import dovecot
 from mailboxes.transport import crl as crls
 from mailboxes.transport.crl import CrlError, CrlInfo
 
@@ -57,7 +61,14 @@ def _fetch(source: str) -> bytes:
 def _collect(sources: list[str]) -> tuple[bytes, list[CrlInfo]]:
     """Every CRL of ``sources``, verified, as the PEM file to put in force. Raises CrlError at
     the first one that is not good (then nothing changes)."""
-    authorities = crls.load_authorities([settings.GATEWAY_CA_BUNDLE, settings.RELAY_CA_BUNDLE])
+    software_cas = settings.LPS_CLIENT_CA_BUNDLE  # optional: no software certificates without it
+    authorities = crls.load_authorities(
+        [
+            settings.GATEWAY_CA_BUNDLE,
+            settings.RELAY_CA_BUNDLE,
+            software_cas if software_cas and Path(software_cas).exists() else "",
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
     pem: list[bytes] = []
     summaries: dict[str, CrlInfo] = {}
@@ -136,8 +147,52 @@ def crl_sync(*, sources: list[str] | None = None) -> CrlSync:
             ],
         },
     )
+    if run.result != "failure":
+        software_certificates_revoke()
     crl_expiry_check()
     return run
+
+
+def software_certificates_revoke(*, kick: Callable[[str], None] | None = None) -> int:
+    """Unbind every software certificate (APP BAL, mailboxes.models.AppCertificate) that the
+    CRLs in force revoke, and end its BAL's IMAP sessions: Dovecot reads the CRLs only when its
+    configuration is written, the portal's bindings follow each sync. Each removal is traced
+    (``software.certificate_unbound``, reason ``revoked``). Returns how many."""
+    try:
+        revoked = crls.revoked_in_force(settings.TLS_CRL_FILE)
+    except CrlError as exc:
+        logger.error("software certificates not checked against the CRLs: %s", exc)
+        return 0
+    if not revoked:
+        return 0
+    serials = {format(serial, "x") for _issuer, serial in revoked}
+    removed = 0
+    for bound in AppCertificate.objects.filter(serial__in=serials).select_related(
+        "mailbox__structure"
+    ):
+        if (bound.issuer, int(bound.serial, 16)) not in revoked:
+            continue
+        with transaction.atomic():
+            audit_record(
+                action=Action.SOFTWARE_CERTIFICATE_UNBOUND,
+                actor_label="synchronisation LCR",
+                target=bound.mailbox,
+                structure=bound.mailbox.structure,
+                details={
+                    "common_name": bound.common_name,
+                    "fingerprint": bound.fingerprint,
+                    "reason": "revoked",
+                },
+            )
+            bound.delete()
+        (kick or dovecot.sessions_kick)(bound.mailbox.address)
+        logger.warning(
+            "software certificate %s revoked by the CRL: unbound from %s",
+            bound.common_name,
+            bound.mailbox.address,
+        )
+        removed += 1
+    return removed
 
 
 def crl_expiry_check(*, now: dt.datetime | None = None) -> bool:

@@ -15,8 +15,10 @@ from django.urls import reverse
 
 from accounts.audit import Action
 from accounts.models import AuditEvent, Membership
+from devtools.pki import issue_crl
 from mailboxes.models import AppCertificate
 from mailboxes.store import dovecot
+from mailboxes.transport.crl_sync import crl_sync
 from tests.factories import make_mailbox, make_membership, make_professional, make_structure
 from tests.mailboxes.test_console import signed_in
 
@@ -159,3 +161,41 @@ def test_another_structures_director_gets_404(place, pki) -> None:
     )
     assert signed_in(intruder).post(url).status_code == 404
     assert AppCertificate.objects.filter(pk=bound.pk).exists()
+
+
+# --- Revocation: the CRLs in force (IGC-Santé) ---------------------------------------------------
+
+
+def _revoke_software(pki, settings, tmp_path) -> None:
+    """A CRL of the test CA that revokes the software's certificate, put in force by sync_crl."""
+    settings.TLS_CRL_FILE = str(tmp_path / "tls" / "crl.pem")
+    settings.GATEWAY_CA_BUNDLE = settings.RELAY_CA_BUNDLE = str(pki["ca"].cert)
+    crl = tmp_path / "revoque.crl"
+    issue_crl(Path(pki["ca"].cert).parent, revoked=[Path(pki["software"].cert)], out=crl)
+    assert crl_sync(sources=[str(crl)]).result == "success"
+
+
+def test_a_sync_that_revokes_a_bound_certificate_unbinds_it_and_ends_its_sessions(
+    place, pki, settings, tmp_path, monkeypatch
+) -> None:
+    _add(signed_in(place["director"]), place, certificate=_file(pki["software"].cert))
+    kicked: list[str] = []
+    monkeypatch.setattr(
+        dovecot, "sessions_kick", lambda address, _remote=None: kicked.append(address)
+    )
+
+    _revoke_software(pki, settings, tmp_path)
+
+    assert not AppCertificate.objects.exists() and kicked == [place["dui"].address]
+    trace = AuditEvent.objects.get(action=Action.SOFTWARE_CERTIFICATE_UNBOUND)
+    assert trace.details["reason"] == "revoked" and trace.actor_label == "synchronisation LCR"
+
+
+def test_a_revoked_certificate_cannot_be_bound(place, pki, settings, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(dovecot, "sessions_kick", lambda *_args: None)
+    _revoke_software(pki, settings, tmp_path)
+    page = _add(signed_in(place["director"]), place, certificate=_file(pki["software"].cert))
+    assert "révoqué" in page and not AppCertificate.objects.exists()
+    # Another certificate of the same CA, not revoked, still can.
+    page = _add(signed_in(place["director"]), place, certificate=_file(pki["software-other"].cert))
+    assert "peut désormais ouvrir" in page

@@ -31,6 +31,7 @@ from accounts.audit import Action, audit_record
 from accounts.models import User
 from mailboxes.models import AppCertificate, Mailbox
 from mailboxes.store import dovecot
+from mailboxes.transport import crl
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -145,6 +146,12 @@ def certificate_check(cert: x509.Certificate, *, now: dt.datetime | None = None)
             "Ce certificat n'est pas délivré par une autorité reconnue pour les logiciels "
             "(IGC-Santé)."
         )
+    try:
+        revoked = crl.revoked_in_force(settings.TLS_CRL_FILE)
+    except crl.CrlError:
+        revoked = set()
+    if (cert.issuer.rfc4514_string(), cert.serial_number) in revoked:
+        raise ValidationError("Ce certificat est révoqué (liste de révocation de l'autorité).")
     cn = common_name_of(cert).strip()
     if not cn:
         raise ValidationError("Ce certificat ne porte pas de nom commun (CN).")
