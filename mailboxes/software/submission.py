@@ -94,6 +94,25 @@ def _oauthbearer(blob: bytes) -> tuple[str, str] | None:
     return login, token[len("Bearer ") :]
 
 
+async def _sasl_response(server: SMTP, args: list[str]) -> bytes | AuthResult:
+    """The client's SASL response: the initial one on the AUTH line (``=`` for an empty one,
+    RFC 4954 §4) or asked for; an AuthResult to answer at once when there is none or it is
+    not base64."""
+    if len(args) > 1 and args[1] == "=":
+        return b""
+    if len(args) > 1:
+        try:
+            return base64.b64decode(args[1], validate=True)
+        except (binascii.Error, ValueError):
+            return AuthResult(
+                success=False, handled=False, message="501 5.5.2 Cannot decode base64"
+            )
+    blob = await server.challenge_auth("")
+    if blob is MISSING:
+        return AuthResult(success=False, handled=True)
+    return bytes(blob)
+
+
 class SubmissionHandler:
     """aiosmtpd hooks. The token is read, checked at PSC and dropped: never stored
     (SC.MSS/CONF.28)."""
@@ -101,17 +120,9 @@ class SubmissionHandler:
     async def _auth(
         self, server: SMTP, args: list[str], parse: Callable[[bytes], tuple[str, str] | None]
     ) -> AuthResult:
-        if len(args) > 1:
-            try:
-                blob: Any = base64.b64decode(args[1], validate=True)
-            except (binascii.Error, ValueError):
-                return AuthResult(
-                    success=False, handled=False, message="501 5.5.2 Cannot decode base64"
-                )
-        else:
-            blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
+        blob = await _sasl_response(server, args)
+        if isinstance(blob, AuthResult):
+            return blob
         try:
             credentials = parse(blob)
         except (UnicodeDecodeError, ValueError):
@@ -147,23 +158,13 @@ class SubmissionHandler:
     async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> AuthResult:
         """SASL EXTERNAL (RFC 4422 appendix A): the TLS client certificate a director bound
         to an APP BAL; the optional authorization identity must be that BAL."""
-        if len(args) > 1 and args[1] == "=":  # RFC 4954 §4: an empty initial response
-            authzid = ""
-        elif len(args) > 1:
-            try:
-                authzid = base64.b64decode(args[1], validate=True).decode()
-            except (binascii.Error, ValueError):
-                return AuthResult(
-                    success=False, handled=False, message="501 5.5.2 Cannot decode base64"
-                )
-        else:
-            blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-            try:
-                authzid = bytes(blob).decode()
-            except UnicodeDecodeError:
-                authzid = "\0"
+        blob = await _sasl_response(server, args)
+        if isinstance(blob, AuthResult):
+            return blob
+        try:
+            authzid = blob.decode()
+        except UnicodeDecodeError:
+            authzid = "\0"
         assert server.session is not None
         remote = str(server.session.peer[0]) if server.session.peer else None
         der = _peer_certificate(server)

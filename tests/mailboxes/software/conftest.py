@@ -4,21 +4,30 @@ that Dovecot does not take them for local connections (secured without TLS)."""
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import shutil
 import socket
 import ssl
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from django.conf import settings
 
 from devtools.pki import Issued
 from devtools.psc_mock import tokens
+from mailboxes.software.submission import (
+    SubmissionHandler,
+    SubmissionSMTP,
+    smtp_kwargs,
+    tls_context,
+)
 from mailboxes.store import dovecot as store
 
 CLIENT_ADDRESS = "127.0.0.2"
@@ -74,6 +83,30 @@ def token(national_id: str, *, lifetime: int = tokens.TOKEN_TTL) -> str:
         sub=national_id, mode="CARD", client_id=settings.PSC_MOCK_LPS_CLIENT_ID,
         auth_time=int(time.time()), lifetime=lifetime,
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def submission_server(pki: dict[str, Issued], settings: Any) -> Iterator[int]:
+    """Our submission server in a thread, as run_submission serves it (its TLS asks for a
+    client certificate of LPS_CLIENT_CA_BUNDLE, for SASL EXTERNAL). Yields the port."""
+
+    class _Controller(Controller):
+        def factory(self) -> SubmissionSMTP:
+            return SubmissionSMTP(self.handler, **self.SMTP_kwargs)
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+    kwargs = smtp_kwargs(tls_context(cert=str(pki["gateway"].cert), key=str(pki["gateway"].key)))
+    announced = kwargs.pop("hostname")
+    port = free_port()
+    controller = _Controller(
+        SubmissionHandler(), hostname="127.0.0.1", port=port, server_hostname=announced, **kwargs
+    )
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,29 +7,21 @@ from __future__ import annotations
 import base64
 import smtplib
 import ssl
-import warnings
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.test import TestCase
 
 from accounts.audit import Action
 from accounts.models import AuditEvent
 from mailboxes.console.services.certificates import certificate_bind, certificate_unbind
 from mailboxes.models import AppCertificate, OutboundMessage
-from mailboxes.software.submission import (
-    SubmissionHandler,
-    SubmissionSMTP,
-    smtp_kwargs,
-    tls_context,
-)
 from tests.factories import make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
-from tests.mailboxes.software.conftest import client_tls, free_port
+from tests.mailboxes.software.conftest import client_tls, submission_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,26 +30,9 @@ OUTSIDE = "quelquun@gmail.com"
 
 @pytest.fixture
 def submission(pki, dovecot, settings) -> Iterator[int]:
-    class _Controller(Controller):
-        def factory(self) -> SubmissionSMTP:
-            return SubmissionSMTP(self.handler, **self.SMTP_kwargs)
-
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
-    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-    context = tls_context(
-        cert=str(pki["gateway"].cert), key=str(pki["gateway"].key), client_ca=str(pki["ca"].cert)
-    )
-    kwargs = smtp_kwargs(context)
-    announced = kwargs.pop("hostname")
-    port = free_port()
-    controller = _Controller(
-        SubmissionHandler(), hostname="127.0.0.1", port=port, server_hostname=announced, **kwargs
-    )
-    controller.start()
-    try:
+    settings.LPS_CLIENT_CA_BUNDLE = str(pki["ca"].cert)
+    with submission_server(pki, settings) as port:
         yield port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -8,13 +8,11 @@ import base64
 import smtplib
 import subprocess
 import time
-import warnings
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.conf import settings as django_settings
 from imapclient import IMAPClient
 
@@ -22,15 +20,14 @@ from accounts.audit import Action
 from accounts.models import AuditEvent
 from devtools.psc_mock import tokens
 from mailboxes.models import OutboundMessage
-from mailboxes.software.submission import (
-    SubmissionHandler,
-    SubmissionSMTP,
-    smtp_kwargs,
-    tls_context,
-)
 from tests.factories import grant, make_mailbox, make_professional, make_structure
 from tests.mailboxes.conftest import wait_provisioned
-from tests.mailboxes.software.conftest import DISCOVERY_PATH, client_tls, free_port, token
+from tests.mailboxes.software.conftest import (
+    DISCOVERY_PATH,
+    client_tls,
+    submission_server,
+    token,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,27 +39,10 @@ OUTSIDE = "quelquun@gmail.com"
 
 @pytest.fixture
 def submission(pki, dovecot, live_server, settings) -> Iterator[int]:
-    """Our submission server in a thread (as run_submission serves it); PSC is the mock on the
-    live server. Yields the port."""
-
-    class _Controller(Controller):
-        def factory(self) -> SubmissionSMTP:
-            return SubmissionSMTP(self.handler, **self.SMTP_kwargs)
-
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    """Our submission server; PSC is the mock on the live server. Yields the port."""
     settings.PSC_DISCOVERY_URL = f"{live_server.url}{DISCOVERY_PATH}"
-    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-    kwargs = smtp_kwargs(tls_context(cert=str(pki["gateway"].cert), key=str(pki["gateway"].key)))
-    announced = kwargs.pop("hostname")
-    port = free_port()
-    controller = _Controller(
-        SubmissionHandler(), hostname="127.0.0.1", port=port, server_hostname=announced, **kwargs
-    )
-    controller.start()
-    try:
+    with submission_server(pki, settings) as port:
         yield port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture
