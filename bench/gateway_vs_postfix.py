@@ -91,7 +91,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import ssl
 import statistics
 import subprocess
@@ -103,6 +102,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port, wait_banner
 from report import Figure, emit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,24 +110,6 @@ sys.path.insert(0, str(ROOT))
 DOMAIN = "ehpad-les-tilleuls.mssante.fr"
 SENDER = "labo@operateur-test.mssante.fr"
 BOXES = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_banner(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                if sock.recv(100).startswith(b"220"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answers on {port}")
 
 
 def postfix_start(base: Path, port: int, lmtp_socket: Path, pki: dict) -> Path:

@@ -128,6 +128,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port, machine, wait_banner  # noqa: E402
 from report import Figure, emit  # noqa: E402
 
 DOMAINS = [f"operateur{i}.mssante.fr" for i in range(1, 6)]
@@ -135,24 +136,6 @@ PER_DOMAIN = 10
 SENDER_DOMAIN = "ehpad-les-tilleuls.mssante.fr"
 BODY = "\r\n".join(["Compte rendu de consultation, examen clinique sans particularite."] * 30)
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_banner(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                if sock.recv(100).startswith(b"220"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answers on {port}")
 
 
 # --- Workloads ----------------------------------------------------------------------------------
@@ -732,18 +715,6 @@ class Ours:
                 "AND pid <> pg_backend_pid()"
             ).fetchall()
         return [pid for (pid,) in rows]
-
-
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
-    return f"{os.cpu_count()} cœurs ({model}), Python {sys.version.split()[0]}"
 
 
 def _fmt(value: float) -> str:
