@@ -37,8 +37,9 @@ Measured 2026-12-03 on the 2 shared cores (other engineers' tests and benches: l
 
     PORTAL_ENV=test .venv/bin/python bench/imap_login.py [--sessions 300] [--rounds 3]
 
-Uses PostgreSQL from DATABASE_URL (database `mssante_bench_lps`, recreated) and Redis
-(REDIS_URL, the PSC mock's revocation list and the portal's cache).
+Uses PostgreSQL from DATABASE_URL (database `mssante_bench_lps`, recreated; LPS_BENCH_DB=name
+for another, so that two runs side by side do not drop each other's) and Redis (REDIS_URL, the
+PSC mock's revocation list and the portal's cache).
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def main() -> int:
 
     pki = make_test_pki(base / "pki")
     env = django_setup(
-        base, "mssante_bench_lps", fresh=True,
+        base, os.environ.get("LPS_BENCH_DB", "mssante_bench_lps"), fresh=True,
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),  # the bench issues tokens the portal reads
         LPS_AUTH_SECRET=secrets.token_urlsafe(32),
         LPS_IMAPS_PORT=str(ours_port), LPS_LISTEN="127.0.0.1",
