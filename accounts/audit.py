@@ -15,6 +15,7 @@ from django.db import models
 from django.utils.translation import gettext_noop as _noop
 
 from accounts.models import AuditEvent, Structure
+from mssante_portal.sql import insert_statement
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -285,6 +286,13 @@ def audit_record(
     )
     event.save(force_insert=True)
     return event
+
+
+def audit_insert(event: AuditEvent) -> tuple[str, list[Any]]:
+    """The INSERT of one trace built with ``audit_event``, and its parameters, for a writer
+    that sends it in one statement with the rows it describes (a software's login:
+    mailboxes.software.sessions); the row is exactly the one ``audit_record`` would write."""
+    return insert_statement(event)
 
 
 def audit_record_many(events: list[AuditEvent]) -> None:

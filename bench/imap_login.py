@@ -34,11 +34,31 @@ Measured 2026-12-03 on the 2 shared cores (other engineers' tests and benches: l
   ms against 37 ms; portal 11 / 16.7 ms of CPU per login, Dovecot 20 ms (as static).
   What is left per login is the portal's HTTP request itself (Django, 7 queries, one
   commit): the p95 goal is not met on this machine.
+- 2026-12-04, a leaner login (one query reads the person, the BAL and the right; one statement
+  writes the trace and the session row, earlier session ended, one commit; Dovecot's requests
+  answered ahead of the page middleware; the connection to PSC kept). `--sessions 150
+  --rounds 2`, 4 clients, same 2 shared cores (other helpers' tests and benches), each side
+  run from its own commit in turn. Before, 2 runs: 38.8 / 34.2 sessions/s against 70.2
+  static, ratios 1.81 / 2.06, p95 login 105 / 135 ms (load 2.3-3.9); 28.0 / 26.9 against
+  66.6, 2.38 / 2.50, 170 / 197 ms (load 4.8-6.3); portal 8.6-10.8 / 12.8-14.5 ms of CPU per
+  login. After, 3 runs: 45.9 / 36.0 against 58.3, ratios 1.28 / 1.62, p95 87 / 116 ms (load
+  4.0-6.4); 44.7 / 46.2 against 67.4, 1.55 / 1.45, 88 / 85 ms (3.2-4.9); 43.4 / 41.0 against
+  59.9, 1.38 / 1.46, 98 / 98 ms (6.1-7.4); portal 3.6-3.9 / 6.7-8.0 ms of CPU per login, 2
+  queries instead of 8; Dovecot 17-18 ms (static 15-17). Of a new token's extra ~3.5 ms,
+  the PSC mock's introspection (same portal, whole middleware stack) is 1.1-1.4 ms, the
+  HTTP client 0.8 ms, the verdict's cache write 0.4 ms. Under gunicorn with one client the
+  endpoint costs 2.8-3.3 ms of CPU (1.4 ms of it gunicorn's own: the same request through
+  the WSGI handler in-process costs 1.4 ms); a kept connection instead of LuaSocket's new
+  one per login would save ~0.4 ms. The p95 goal is still not met: gunicorn's own timing of
+  the endpoint in a round with another bench running was 19 ms median, 42 ms p95 for 3.9 ms
+  of CPU, i.e. waiting for a core, not work; with one client the login's p95 is 17.6 ms
+  against 9.1 static.
 
     PORTAL_ENV=test .venv/bin/python bench/imap_login.py [--sessions 300] [--rounds 3]
 
-Uses PostgreSQL from DATABASE_URL (database `mssante_bench_lps`, recreated) and Redis
-(REDIS_URL, the PSC mock's revocation list and the portal's cache).
+Uses PostgreSQL from DATABASE_URL (database `mssante_bench_lps`, recreated; LPS_BENCH_DB=name
+for another, so that two runs side by side do not drop each other's) and Redis (REDIS_URL, the
+PSC mock's revocation list and the portal's cache).
 """
 
 from __future__ import annotations
@@ -160,7 +180,7 @@ def main() -> int:
 
     pki = make_test_pki(base / "pki")
     env = django_setup(
-        base, "mssante_bench_lps", fresh=True,
+        base, os.environ.get("LPS_BENCH_DB", "mssante_bench_lps"), fresh=True,
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),  # the bench issues tokens the portal reads
         LPS_AUTH_SECRET=secrets.token_urlsafe(32),
         LPS_IMAPS_PORT=str(ours_port), LPS_LISTEN="127.0.0.1",

@@ -110,6 +110,9 @@ MIDDLEWARE = [
     # /sante/ and /sante/pret/ first: probes come with the container's own Host and over plain
     # HTTP (docstring of HealthMiddleware); the host check and HTTPS redirect stay for the rest.
     "mailboxes.operator.health.HealthMiddleware",
+    # Dovecot's login requests (loopback and the shared secret), at every IMAP login of a
+    # software: none of the page middleware below is of use to them (its docstring).
+    "mailboxes.software.middleware.DovecotAuthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

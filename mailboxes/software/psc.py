@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -119,9 +120,21 @@ def token_identity(token: str) -> TokenIdentity:
     return identity
 
 
+_http = threading.local()
+
+
+def _session() -> requests.Session:
+    """This thread's HTTP client for PSC: its connection is kept between introspections, so
+    that a login does not pay a new TCP (and TLS) handshake with PSC each time."""
+    session: requests.Session | None = getattr(_http, "session", None)
+    if session is None:
+        session = _http.session = requests.Session()
+    return session
+
+
 def _introspected(token: str) -> TokenIdentity:
     try:
-        answer = requests.post(
+        answer = _session().post(
             f"{issuer()}/protocol/openid-connect/token/introspect",
             data={"token": token},
             auth=(settings.PSC_CLIENT_ID, settings.PSC_CLIENT_SECRET),

@@ -25,8 +25,12 @@ from mailboxes.software.sessions import (
     software_login,
 )
 
+# Where mssante_portal/urls.py and urls.py mount ``dovecot_auth`` (the middleware compares
+# paths without resolving the URL; a test checks they agree).
+DOVECOT_AUTH_PATH = "/logiciels/dovecot/auth"
 
-def _from_dovecot(request: HttpRequest) -> bool:
+
+def from_dovecot(request: HttpRequest) -> bool:
     """The peer is in LPS_AUTH_NETWORKS (loopback by default) and shows the shared secret."""
     try:
         peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
@@ -47,7 +51,7 @@ def dovecot_auth(request: HttpRequest) -> HttpResponse:
     (header ``X-Dovecot-Mechanism``), ``certificate CN NUL requested BAL NUL``. 200 with the
     session's extra fields (tab-separated, for Dovecot), 403 refused, 503 PSC unreachable
     (Dovecot then answers a temporary failure), 404 to anyone but Dovecot."""
-    if not _from_dovecot(request):
+    if not from_dovecot(request):
         return HttpResponse(status=404)
     parts = request.body.split(b"\0")
     if len(parts) < 2:

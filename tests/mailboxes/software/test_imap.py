@@ -11,11 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.audit import Action
 from accounts.models import AuditEvent
 from devtools.psc_mock import cli
+from mailboxes.software.views import DOVECOT_AUTH_PATH
 from tests.factories import grant, make_mailbox, make_message, make_professional, make_structure
 from tests.mailboxes.conftest import deliver, inbox, wait_provisioned
 from tests.mailboxes.software.conftest import (
@@ -198,6 +200,22 @@ def test_the_login_endpoint_answers_dovecot_only(client, settings) -> None:
     )
     assert wrong.status_code == 404 and remote.status_code == 404
     assert not AuditEvent.objects.exists()
+
+
+def test_dovecots_requests_skip_the_page_middleware_and_no_other_does(client, settings) -> None:
+    """Dovecot's request (loopback, the secret) is answered before the middleware made for
+    pages (no CSP, no language); any other request to that URL still meets the whole stack,
+    the host check first (400 for a host we do not serve)."""
+    assert reverse("software:dovecot_auth") == DOVECOT_AUTH_PATH
+    malformed = b"claire.martin@ehpad-les-tilleuls.mssante.fr"  # no token: refused at once
+    kinds = {"content_type": "application/octet-stream", "HTTP_HOST": "ailleurs.example"}
+    dovecot = client.post(
+        DOVECOT_AUTH_PATH, malformed, HTTP_X_LPS_SECRET=settings.LPS_AUTH_SECRET, **kinds
+    )
+    other = client.post(DOVECOT_AUTH_PATH, malformed, HTTP_X_LPS_SECRET="x", **kinds)
+    assert dovecot.status_code == 403
+    assert "Content-Security-Policy" not in dovecot and "Content-Language" not in dovecot
+    assert other.status_code == 400
 
 
 def test_what_a_software_does_over_imap_reaches_the_journal(cast, lps, pki) -> None:

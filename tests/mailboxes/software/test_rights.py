@@ -3,14 +3,16 @@ one ACL group per grant, and the LPS part of Dovecot's configuration only when a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import User
-from mailboxes.access import grant_for
+from mailboxes.access import grant_for, login_grant
 from mailboxes.console.services.lifecycle import mailbox_suspend
-from mailboxes.models import Mailbox
+from mailboxes.models import Mailbox, MailboxAccess
 from mailboxes.software.sessions import imap_group
 from mailboxes.store import dovecot_lps
 from tests.factories import grant, make_mailbox, make_professional, make_structure
@@ -44,6 +46,53 @@ def test_a_suspended_bal_is_read_only_even_for_its_holder() -> None:
     mailbox_suspend(mailbox=box, actor=None)
     found = grant_for(doctor, box)
     assert found is not None and imap_group(found) == "lps-lr"
+
+
+def test_a_login_reads_the_webmails_rights_in_one_query(django_assert_num_queries) -> None:
+    """``login_grant`` (every software login) and ``grant_for`` (the webmail) give the same
+    grant for every person and BAL: holder, member, delegate, lapsed delegation, the PER BAL
+    of a holder who never signed in, a suspended and a closed BAL, a deactivated account."""
+    structure = make_structure()
+    doctor = make_professional()
+    box = make_mailbox(structure=structure, owner=doctor)
+    invited = make_professional(first_name="Jean")
+    unsigned = make_mailbox(structure=structure, local_part="jean.dupont", owner=invited)
+    team = make_mailbox(structure=structure, kind="ORG", local_part="soins", responsible=doctor)
+    paused = make_mailbox(structure=structure, kind="ORG", local_part="accueil", responsible=doctor)
+    closed = make_mailbox(structure=structure, kind="ORG", local_part="ancien", responsible=doctor)
+    reader, organiser, lapsed, manager, stranger, gone = (
+        make_professional(first_name=n) for n in ("A", "B", "C", "D", "E", "F")
+    )
+    grant(box, reader)
+    grant(box, organiser, can_organise=True, can_send=True)
+    grant(box, lapsed, can_send=True)
+    MailboxAccess.objects.filter(user=lapsed).update(expires_at=timezone.now() - timedelta(1))
+    grant(box, gone)
+    grant(unsigned, reader)
+    User.objects.filter(pk=invited.pk).update(psc_refreshed_at=None)  # as a director created it
+    for team_box in (team, paused, closed):
+        grant(team_box, manager, can_organise=True, can_manage=True)
+    grant(paused, reader)
+    mailbox_suspend(mailbox=paused, actor=None)
+    Mailbox.objects.filter(pk=closed.pk).update(status=Mailbox.Status.CLOSED)
+    User.objects.filter(pk=gone.pk).update(is_active=False)
+    gone.refresh_from_db()
+
+    people = [doctor, invited, reader, organiser, lapsed, manager, stranger, gone]
+    relations = []
+    for person in people:
+        for mailbox in (box, unsigned, team, paused, closed):
+            expected = grant_for(person, mailbox) if person.is_active else None
+            with django_assert_num_queries(1):
+                user, found_box, found = login_grant(person.national_id or "", mailbox.address)
+                assert found_box is not None and found_box.structure == structure
+            assert (user, found_box, found) == (person if person.is_active else None, mailbox,
+                                                expected), (person, mailbox)  # fmt: skip
+            relations.append(found.relation if found else None)
+    # The walk met each kind of grant, and refusals.
+    assert {"owner", "delegate", "member", None} <= set(relations)
+    assert login_grant("899700999999", box.address) == (None, box, None)
+    assert login_grant(doctor.national_id or "", "personne@ailleurs.fr") == (doctor, None, None)
 
 
 def test_no_lps_configuration_while_no_port_is_set(settings, tmp_path: Path) -> None:

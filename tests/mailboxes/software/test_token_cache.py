@@ -133,3 +133,30 @@ def test_the_cache_holds_a_hash_of_the_token_never_the_token(psc_live, box) -> N
     for key in keys:
         assert secret not in key and secret not in (store.get(key) or b"")
         assert secret[:40] not in (store.get(key) or b"")
+
+
+def test_a_kept_tokens_login_reads_once_and_writes_its_trace_and_session_at_once(
+    psc_live, box, django_assert_num_queries
+) -> None:
+    """Every check still runs (the person, the BAL, the right: one query) and every login is
+    written (the trace, the session row, the earlier session from that address ended: one
+    statement, one commit)."""
+    presented = token(DOCTOR)
+    _login(box, presented)
+    software_login(address=box.address, token=presented, service="imap", remote=None)
+    with django_assert_num_queries(2):
+        _login(box, presented)
+
+    earlier, elsewhere, latest = SoftwareLogin.objects.filter(mailbox=box).order_by("pk")
+    assert earlier.ended_at is not None and elsewhere.ended_at is None
+    assert latest.ended_at is None and latest.remote == "127.0.0.2" and latest.user == box.owner
+    trace = AuditEvent.objects.filter(action=Action.SOFTWARE_LOGIN).latest("pk")
+    assert (trace.actor, trace.actor_label, trace.target_id, trace.structure_id) == (
+        box.owner,
+        DOCTOR,
+        str(box.public_id),
+        box.structure_id,
+    )
+    assert trace.ip_address == "127.0.0.2" and trace.details == {
+        "service": "imap", "software": django_settings.PSC_MOCK_LPS_CLIENT_ID, "relation": "owner"
+    }  # fmt: skip
