@@ -198,8 +198,8 @@ class DirectoryName(models.Model):
     """The distinct last names (``name_norm``) of the directory, rewritten by each import in
     its transaction. The typo-tolerant search scores the names sharing the first letters of
     what was typed: read here, a few hundred rows, rather than tens of thousands of entries of
-    the directory's index for the same few hundred names (issue 21). PostgreSQL also has an
-    index on ``name COLLATE "C"`` (migration 0004) for those prefix reads."""
+    the directory's index for the same few hundred names (issue 21). On PostgreSQL, the
+    primary key's ``_like`` index (varchar_pattern_ops) serves those prefix reads."""
 
     name = models.CharField(max_length=500, primary_key=True)
 

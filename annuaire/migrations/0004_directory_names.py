@@ -1,6 +1,6 @@
-"""The distinct last names of the directory (DirectoryName), filled from the directory in force;
-on PostgreSQL an index on `name COLLATE "C"` so that a prefix reads them in index order, like
-the directory's own prefix indexes (migration 0003). Each import rewrites the table."""
+"""The distinct last names of the directory (DirectoryName), filled from the directory in force.
+Each import rewrites the table. On PostgreSQL the primary key's own `varchar_pattern_ops` index
+(Django's `_like` index) serves the prefix reads of the typo search."""
 
 from django.db import migrations, models
 
@@ -8,10 +8,6 @@ from django.db import migrations, models
 def forwards(apps, schema_editor):
     names = schema_editor.quote_name(apps.get_model("annuaire", "DirectoryName")._meta.db_table)
     entries = schema_editor.quote_name(apps.get_model("annuaire", "DirectoryEntry")._meta.db_table)
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(
-            f'CREATE INDEX annuaire_name_prefix ON {names} ((name COLLATE "C"))'
-        )
     schema_editor.execute(
         f"INSERT INTO {names} (name) SELECT DISTINCT name_norm FROM {entries} "
         "WHERE name_norm <> ''"
@@ -31,6 +27,5 @@ class Migration(migrations.Migration):
                 "verbose_name_plural": "noms de l'annuaire",
             },
         ),
-        # Dropping the table (backwards) drops its index too.
         migrations.RunPython(forwards, migrations.RunPython.noop),
     ]
