@@ -8,6 +8,7 @@ a half-loaded list, and a failed sync leaves the last good version in force.
 from __future__ import annotations
 
 import uuid
+from typing import Protocol
 
 from django.db import models
 from django.db.models import Q
@@ -133,6 +134,35 @@ class _ExtractionRow(models.Model):
         abstract = True
 
 
+class Labelled(Protocol):
+    """What ``entry_label`` reads: a DirectoryEntry or a bare row of the autocomplete."""
+
+    @property
+    def bal_type(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def civility(self) -> str: ...
+    @property
+    def first_name(self) -> str: ...
+    @property
+    def last_name(self) -> str: ...
+    @property
+    def structure_name(self) -> str: ...
+    @property
+    def structure_sign(self) -> str: ...
+
+
+def entry_label(entry: Labelled) -> str:
+    """How a BAL of the directory is shown: « Dr Hélène LEFÈVRE », or the structure's name
+    (``DirectoryEntry.label``; the autocomplete applies it to bare rows)."""
+    if entry.bal_type == "PER":
+        name = " ".join(p for p in (entry.first_name, entry.last_name) if p)
+        title = {"DR": "Dr", "PR": "Pr"}.get(entry.civility, "")
+        return f"{title} {name}".strip() or entry.address
+    return entry.structure_name or entry.structure_sign or entry.address
+
+
 class DirectoryEntry(_ExtractionRow):
     """One BAL of the national directory, as the last good extraction says. Keyed by address
     (the file has no technical id). Search indexes (trigram on PostgreSQL) are in migration
@@ -155,17 +185,30 @@ class DirectoryEntry(_ExtractionRow):
     @property
     def label(self) -> str:
         """How people are shown: « Dr Hélène LEFÈVRE », or the structure's name."""
-        if self.bal_type == "PER":
-            name = " ".join(p for p in (self.first_name, self.last_name) if p)
-            title = {"DR": "Dr", "PR": "Pr"}.get(self.civility, "")
-            return f"{title} {name}".strip() or self.address
-        return self.structure_name or self.structure_sign or self.address
+        return entry_label(self)
 
     @property
     def display_name(self) -> str:
         if self.bal_type == "PER":
             return " ".join(p for p in (self.civility, self.first_name, self.last_name) if p)
         return self.structure_name or self.service or self.address
+
+
+class DirectoryName(models.Model):
+    """The distinct last names (``name_norm``) of the directory, rewritten by each import in
+    its transaction. The typo-tolerant search scores the names sharing the first letters of
+    what was typed: read here, a few hundred rows, rather than tens of thousands of entries of
+    the directory's index for the same few hundred names (issue 21). On PostgreSQL, the
+    primary key's ``_like`` index (varchar_pattern_ops) serves those prefix reads."""
+
+    name = models.CharField(max_length=500, primary_key=True)
+
+    class Meta:
+        verbose_name = _("nom de l'annuaire")
+        verbose_name_plural = _("noms de l'annuaire")
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class DirectoryStaging(_ExtractionRow):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
@@ -21,7 +22,7 @@ from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import Collate
 
 from annuaire.extraction import norm
-from annuaire.models import DirectoryEntry, DirectoryImport
+from annuaire.models import DirectoryEntry, DirectoryImport, DirectoryName, entry_label
 
 PAGE_SIZE = 20
 SIMILARITY = 0.3  # pg_trgm's default threshold
@@ -82,19 +83,16 @@ def _contains_all(qs: QuerySet[DirectoryEntry], tokens: list[str]) -> QuerySet[D
 
 def _close_names(wanted: str, limit: int = 10) -> list[str]:
     """Last names spelt close to ``wanted`` (pg_trgm similarity), best first, among the
-    distinct names sharing its first letters: a few dozen names to score, not thousands of
-    rows. Empty on SQLite."""
+    distinct names sharing its first letters (DirectoryName): a few hundred names to score,
+    not thousands of rows. Empty on SQLite."""
     if not _pg() or len(wanted) < 3:
         return []
-    table = DirectoryEntry._meta.db_table
+    names = connection.ops.quote_name(DirectoryName._meta.db_table)
     with connection.cursor() as cursor:
-        # MATERIALIZED: the distinct names come from the index alone (no heap), and only
-        # they are scored.
         cursor.execute(
-            "WITH names AS MATERIALIZED ("  # noqa: S608 (our table name)
-            f'  SELECT DISTINCT (name_norm COLLATE "C") AS name FROM "{table}"'
-            '  WHERE (name_norm COLLATE "C") LIKE %s'
-            ") SELECT name FROM names WHERE similarity(name, %s) > %s "
+            f'SELECT name FROM (SELECT (name COLLATE "C") AS name FROM {names} '  # noqa: S608
+            '  WHERE (name COLLATE "C") LIKE %s'
+            ") n WHERE similarity(name, %s) > %s "
             "ORDER BY similarity(name, %s) DESC, name LIMIT %s",
             [_stem(wanted) + "%", wanted, SIMILARITY, wanted, limit],
         )
@@ -126,27 +124,33 @@ class Suggestion:
     bal_type: str
 
 
-def _suggestion(entry: DirectoryEntry) -> Suggestion:
+class _Row(NamedTuple):
+    """A row of the autocomplete's statement (``SUGGEST_FIELDS``): what a suggestion shows,
+    without a model instance (building one costs more than the HTML of its suggestion)."""
+
+    address: str
+    bal_type: str
+    civility: str
+    first_name: str
+    last_name: str
+    profession_label: str
+    specialty_label: str
+    town: str
+    structure_name: str
+    structure_sign: str
+    service: str
+
+
+def _suggestion(entry: DirectoryEntry | _Row) -> Suggestion:
     if entry.bal_type == "PER":
         parts = [entry.profession_label, entry.specialty_label, entry.town]
     else:
         parts = [entry.service, entry.town]
-    return Suggestion(entry.address, entry.label, " · ".join(p for p in parts if p), entry.bal_type)
+    detail = " · ".join(p for p in parts if p)
+    return Suggestion(entry.address, entry_label(entry), detail, entry.bal_type)
 
 
-SUGGEST_FIELDS = (
-    "address",
-    "bal_type",
-    "civility",
-    "first_name",
-    "last_name",
-    "profession_label",
-    "specialty_label",
-    "town",
-    "structure_name",
-    "structure_sign",
-    "service",
-)
+SUGGEST_FIELDS = _Row._fields
 
 
 def _splits(tokens: list[str]) -> list[tuple[str, str]]:
@@ -169,9 +173,9 @@ def directory_suggest(text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
     In order, each step only when the ones before it found nothing: the names read as (last
     name, first name) in every split and a first name alone; then structures and services
     (every word in the name, service or town); then close spellings of the last name (a
-    typo); then a last name and a word of the town. On PostgreSQL every step is one branch of
-    a single statement (``_suggest_sql``): one round trip whatever the text, the later branches
-    gated by the earlier ones being empty, so that they are never run when not needed."""
+    typo); then a last name and a word of the town. On PostgreSQL the steps are branches of two
+    statements at most (``_suggest_sql``), each later branch gated by the earlier ones being
+    empty, so that it is never run when not needed."""
     text = text.strip()
     if len(text) < 2:
         return []
@@ -181,6 +185,7 @@ def directory_suggest(text: str, limit: int = SUGGESTIONS) -> list[Suggestion]:
         tokens = norm(text).split()
         if not tokens:
             return []
+    entries: Sequence[DirectoryEntry | _Row]
     if _pg():
         entries = _suggest_sql(text.lower(), tokens, limit)
     else:
@@ -229,21 +234,28 @@ def _like_contains(value: str) -> str:
     return "%" + _like_prefix(value)
 
 
-def _suggest_sql(text: str, tokens: list[str], limit: int) -> list[DirectoryEntry]:
-    """``directory_suggest`` on PostgreSQL in one statement. Each branch is a CTE of at most
-    ``limit`` rows read in index order (C collation) and stopped there; a fallback CTE carries
-    ``NOT EXISTS`` on the ones before it, an uncorrelated condition PostgreSQL evaluates once
-    before its scan (a one-time filter), so a fallback costs nothing when an earlier step
-    found something. Rows come back ordered by step, then by each step's own order."""
+def _suggest_sql(text: str, tokens: list[str], limit: int) -> list[_Row]:
+    """``directory_suggest`` on PostgreSQL in at most two statements. Each step is a CTE of at
+    most ``limit`` rows read in index order (C collation) and stopped there; a fallback CTE
+    carries ``NOT EXISTS`` on the ones before it, an uncorrelated condition PostgreSQL
+    evaluates once before its scan (a one-time filter). The first statement holds the names
+    (and a first name alone), which fill the list for most texts; the fallbacks (structures,
+    typos, a name and a town) go in a second statement sent only when the first found nothing:
+    parsing and planning them cost more than running the first step (issue 21). Rows come back
+    ordered by step, then by each step's own order."""
     table = connection.ops.quote_name(DirectoryEntry._meta.db_table)
-    fields = ", ".join(connection.ops.quote_name(f) for f in ("id", *SUGGEST_FIELDS))
+    name_table = connection.ops.quote_name(DirectoryName._meta.db_table)
+    fields = ", ".join(connection.ops.quote_name(f) for f in SUGGEST_FIELDS)
     name_c, given_c = '(name_norm COLLATE "C")', '(given_norm COLLATE "C")'
     empty_c = "''::text COLLATE \"C\""
-    ctes: list[str] = []
-    params: list[str | float] = []
 
     def branch(
-        step: int, keys: tuple[str, str], where: str, args: Sequence[str], order: str
+        params: list[str | float],
+        step: int,
+        keys: tuple[str, str],
+        where: str,
+        args: Sequence[str],
+        order: str,
     ) -> str:
         params.extend(args)
         return (
@@ -251,96 +263,108 @@ def _suggest_sql(text: str, tokens: list[str], limit: int) -> list[DirectoryEntr
             f"FROM {table} WHERE {where} ORDER BY {order} LIMIT {int(limit)})"
         )
 
+    def gated(where: str, gates: list[str]) -> str:
+        return " AND ".join([where, *(f"NOT EXISTS (SELECT 1 FROM {g})" for g in gates)])  # noqa: S608
+
+    first: list[str] = []  # the first statement's CTEs, then the fallbacks'
+    first_params: list[str | float] = []
+    later: list[str] = []
+    params: list[str | float] = []
     if not tokens:  # an address being typed
         addr_c = '(address COLLATE "C")'
-        ctes.append(
+        first.append(
             "s0 AS MATERIALIZED "
-            + branch(0, (addr_c, empty_c), f"{addr_c} LIKE %s", [_like_prefix(text)], addr_c)
-        )
+            + branch(
+                first_params, 0, (addr_c, empty_c), f"{addr_c} LIKE %s", [_like_prefix(text)],
+                addr_c,
+            )
+        )  # fmt: skip
     else:
         splits = _splits(tokens)
-        first: list[str] = []
+        names: list[str] = []
         for i, (name, given) in enumerate(splits):  # (last, first) in either order: one index
             where, args = f"bal_type = 'PER' AND {name_c} LIKE %s", [_like_prefix(name)]
             if given:
                 where, args = f"{where} AND {given_c} LIKE %s", [*args, _like_prefix(given)]
-            first.append(branch(i, (name_c, given_c), where, args, f"{name_c}, {given_c}"))
-        ctes.append("s0 AS MATERIALIZED (" + " UNION ALL ".join(first) + ")")
+            names.append(
+                branch(first_params, i, (name_c, given_c), where, args, f"{name_c}, {given_c}")
+            )
+        first.append("s0 AS MATERIALIZED (" + " UNION ALL ".join(names) + ")")
         longest = max(tokens, key=len)
-        gate = "NOT EXISTS (SELECT 1 FROM s0)"
         if len(tokens) == 1:  # a first name alone, when the last names left room
-            ctes.append(
+            first.append(
                 "g0 AS MATERIALIZED "  # noqa: S608 (our names, counts and a bound LIKE)
                 + branch(
-                    len(splits), (given_c, empty_c),
+                    first_params, len(splits), (given_c, empty_c),
                     f"bal_type = 'PER' AND {given_c} LIKE %s AND "  # noqa: S608
                     f"(SELECT count(DISTINCT address) FROM s0) < {int(limit)}",
                     [_like_prefix(tokens[0])], given_c,
                 )
             )  # fmt: skip
-            gate += " AND NOT EXISTS (SELECT 1 FROM g0)"
+        # The fallbacks run only when the first statement found nothing: their gates name only
+        # the fallbacks before them.
+        gates: list[str] = []
         if len(longest) >= 3:
             # Structures and services (ORG/APP): every word in the name, service or town (the
             # partial trigram index); any ten, sorted by name once fetched.
             words = " AND ".join("search_norm LIKE %s" for _ in tokens)
-            ctes.append(
+            later.append(
                 "s1 AS MATERIALIZED "
                 + branch(
-                    100, (empty_c, empty_c), f"bal_type <> 'PER' AND {words} AND {gate}",
+                    params, 100, (empty_c, empty_c), f"bal_type <> 'PER' AND {words}",
                     [_like_contains(t) for t in tokens], "1",
                 )
             )  # fmt: skip
-            gate += " AND NOT EXISTS (SELECT 1 FROM s1)"
+            gates.append("s1")
         typos = [(n, g) for n, g in splits if len(n) >= 4][:2]
         for j, (name, given) in enumerate(typos):
-            # A typo in the last name: the distinct names sharing its first letters (from the
-            # index alone), scored by trigram similarity, the five closest, best first; then
-            # their people in first-name order.
-            ctes.append(
-                f"n{j} AS MATERIALIZED (SELECT DISTINCT {name_c} AS name FROM {table} "  # noqa: S608
-                f"WHERE {name_c} LIKE %s AND {gate})"
-            )
-            ctes.append(
+            # A typo in the last name: the distinct names sharing its first letters (the few
+            # hundred rows of DirectoryName), scored by trigram similarity, the five closest,
+            # best first; then their people in first-name order.
+            close = gated('(name COLLATE "C") LIKE %s', gates)
+            later.append(
                 f"c{j} AS MATERIALIZED (SELECT name, row_number() OVER (ORDER BY "  # noqa: S608
-                f"similarity(name, %s) DESC, name) AS rank FROM n{j} "
+                f'similarity(name, %s) DESC, name) AS rank FROM (SELECT (name COLLATE "C") '
+                f"AS name FROM {name_table} WHERE {close}) n "
                 f"WHERE similarity(name, %s) > %s ORDER BY similarity(name, %s) DESC, name LIMIT 5)"
             )
-            params.extend([_like_prefix(_stem(name)), name, name, SIMILARITY, name])
+            params.extend([name, _like_prefix(_stem(name)), name, SIMILARITY, name])
             where, args = f"bal_type = 'PER' AND {name_c} = c{j}.name", []
             if given:
                 where, args = f"{where} AND {given_c} LIKE %s", [_like_prefix(given)]
-            rows = branch(0, (given_c, empty_c), where, args, given_c)
-            ctes.append(
+            rows = branch(params, 0, (given_c, empty_c), where, args, given_c)
+            later.append(
                 f"t{j} AS MATERIALIZED (SELECT {200 + 10 * j} + c{j}.rank AS step, r.k1, r.k2, "  # noqa: S608
                 f"{', '.join('r.' + f for f in fields.split(', '))} "
                 f"FROM c{j} CROSS JOIN LATERAL {rows} r)"
             )
-        if typos:
-            gate += "".join(f" AND NOT EXISTS (SELECT 1 FROM t{j})" for j in range(len(typos)))  # noqa: S608
+        gates += [f"t{j}" for j in range(len(typos))]
         if len(tokens) > 1 and len(longest) >= 3:  # a name and a word of the town...
             others = [t for t in tokens if t != longest]
             words = "".join(" AND search_norm LIKE %s" for _ in others)
-            ctes.append(
+            later.append(
                 "s3 AS MATERIALIZED "
                 + branch(
-                    300, (name_c, given_c),
-                    f"bal_type = 'PER' AND {name_c} LIKE %s{words} AND {gate}",
+                    params, 300, (name_c, given_c),
+                    gated(f"bal_type = 'PER' AND {name_c} LIKE %s{words}", gates),
                     [_like_prefix(longest), *(_like_contains(t) for t in others)], name_c,
                 )
             )  # fmt: skip
-    names = [c.split(" ", 1)[0] for c in ctes if not c.startswith(("n", "c"))]
-    union = " UNION ALL ".join(f"SELECT * FROM {n}" for n in names)  # noqa: S608
-    sql = f"WITH {', '.join(ctes)} SELECT * FROM ({union}) found ORDER BY step, k1, k2"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    found: dict[str, DirectoryEntry] = {}
-    columns = ("id", *SUGGEST_FIELDS)
-    for row in rows:
-        entry = DirectoryEntry(**dict(zip(columns, row[3:], strict=True)))
-        found.setdefault(entry.address, entry)
-        if len(found) >= limit:
+    found: dict[str, _Row] = {}
+    for ctes, values in ((first, first_params), (later, params)):
+        if found or not ctes:
             break
+        steps = [c.split(" ", 1)[0] for c in ctes if not c.startswith("c")]
+        union = " UNION ALL ".join(f"SELECT * FROM {n}" for n in steps)  # noqa: S608
+        sql = f"WITH {', '.join(ctes)} SELECT * FROM ({union}) found ORDER BY step, k1, k2"  # noqa: S608
+        with connection.cursor() as cursor:
+            cursor.execute(sql, values)
+            rows = cursor.fetchall()
+        for row in rows:  # (step, k1, k2, *SUGGEST_FIELDS): address first
+            if row[3] not in found:
+                found[row[3]] = _Row._make(row[3:])
+                if len(found) >= limit:
+                    break
     return list(found.values())
 
 

@@ -39,6 +39,21 @@ History:
   autocomplete p95 40 vs 59 ms, p50 13.0 vs 16.3 ms; then 1.33 (slices 0.89-1.53) vs main
   1.53, p95 52 vs 70 ms, p50 12.7 vs 15.7 ms. Workers' peak RSS 78 and 112 MB. Not yet measured
   on a quiet machine, where the floor shrinks more than the search and the ratio may rise.
+- 2026-12-04, issue 21. Before, quiet machine (make bench, load 1.3, 1,000 queries, 5 rounds):
+  1.56 (rounds 1.45-1.65), floor p95 4.7 ms, autocomplete p95 7.3 / p50 5.3 ms; EXPLAIN
+  ANALYZE: typos ran 1 to 9.6 ms (the distinct names of a two-letter stem: 23,000 index
+  entries for 900 names), and the fallbacks' parsing and planning cost 0.6-0.8 ms on every text
+  the names already answered. After (typos read DirectoryName, fallbacks in a second statement
+  sent only when the names found nobody, rows as tuples, fragment by f-strings): the same
+  suggestions for 2,000 bench texts (three single-word services, "any ten", vary from call to
+  call in both versions). Not measured on a quiet machine (shared, load 3 to 5); `--keep --db
+  h_auto_search --against <git archive of 24503ed>`, 1,000 queries, 5 rounds, three runs: 1.26
+  (rounds 1.15-1.44) vs 1.39, load 2.8-3.8; 1.09 (0.74-1.33) vs 1.34, load 3.7-5.1; 1.16
+  (1.04-1.28) vs 1.25, load 3.3: autocomplete p95 0.91, 0.90, 0.88x the old one's, p50 5.6 vs
+  6.8, 6.4 vs 7.8, 6.3 vs 7.4 ms for floors of 4.9, 5.5, 5.3 ms. In process (suggest and
+  fragment, no HTTP, interleaved, load 3): p50 1.67 -> 0.85 ms, p95 3.32 -> 2.92 ms (typos
+  p95 5.6 -> 3.6; services 3.6 -> 4.0, their extra statement). Expected on a quiet machine
+  about 1.3-1.35: to confirm at the next make bench.
 """
 
 from __future__ import annotations

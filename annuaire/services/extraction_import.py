@@ -42,7 +42,13 @@ from annuaire.extraction import (
     open_extraction,
     rows,
 )
-from annuaire.models import DirectoryChange, DirectoryEntry, DirectoryImport, DirectoryStaging
+from annuaire.models import (
+    DirectoryChange,
+    DirectoryEntry,
+    DirectoryImport,
+    DirectoryName,
+    DirectoryStaging,
+)
 from annuaire.selectors import recipient_cache_clear
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,18 @@ def _staging_table() -> str:
 
 def _entry_table() -> str:
     return connection.ops.quote_name(DirectoryEntry._meta.db_table)
+
+
+def _names_refresh() -> None:
+    """Rewrite DirectoryName (the distinct last names) from the directory, inside the import's
+    transaction: readers see the old names with the old directory, the new with the new."""
+    names = connection.ops.quote_name(DirectoryName._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {names}")  # noqa: S608 (our table names)
+        cursor.execute(
+            f"INSERT INTO {names} (name) SELECT DISTINCT name_norm FROM {_entry_table()} "  # noqa: S608
+            "WHERE name_norm <> ''"
+        )
 
 
 def _staging_clear() -> None:
@@ -293,6 +311,7 @@ def _merge(run: DirectoryImport, vanished: list[tuple[int, str]]) -> None:
             f"SELECT {select_columns} FROM {staging} s WHERE {new}"
         )
         run.added = cursor.rowcount
+    _names_refresh()
 
 
 def _record_updates(run: DirectoryImport) -> None:
@@ -395,6 +414,7 @@ def _load_initial(path: Path, run: DirectoryImport, force: bool, progress: Progr
             loader.load(rows(stream, progress=progress), DirectoryEntry)
         _plausible(run, 0, force)
         run.added = run.rows_read - run.duplicates
+        _names_refresh()
     _vacuum()
 
 
@@ -402,8 +422,9 @@ def _vacuum() -> None:
     """After a bulk load: the visibility map lets searches read names from the indexes alone
     (autovacuum would get there later). Not possible inside a caller's transaction."""
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        names = connection.ops.quote_name(DirectoryName._meta.db_table)
         with connection.cursor() as cursor:
-            cursor.execute(f"VACUUM (ANALYZE) {_entry_table()}")
+            cursor.execute(f"VACUUM (ANALYZE) {_entry_table()}, {names}")
 
 
 def _known_hashes() -> set[int]:

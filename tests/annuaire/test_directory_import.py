@@ -13,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annuaire.extraction import COLUMNS, ExtractionError, Reject, rows
-from annuaire.models import DirectoryChange, DirectoryEntry, DirectoryImport
+from annuaire.models import DirectoryChange, DirectoryEntry, DirectoryImport, DirectoryName
 from annuaire.services import directory_import
 from devtools import annuaire_gen
 from devtools.pki import make_test_pki
@@ -273,6 +273,25 @@ def test_the_next_day_file_records_its_diff_and_a_reimport_changes_nothing(tmp_p
 
     assert (again.result, again.added, again.updated, again.removed) == ("unchanged", 0, 0, 0)
     assert not DirectoryChange.objects.filter(run=again).exists()
+
+
+def test_each_import_leaves_the_distinct_last_names_the_typo_search_reads(tmp_path: Path) -> None:
+    def names() -> set[str]:
+        return set(DirectoryName.objects.values_list("name", flat=True))
+
+    def in_force() -> set[str]:
+        return set(DirectoryEntry.objects.exclude(name_norm="").values_list("name_norm", flat=True))
+
+    base = annuaire_gen.write(tmp_path / "base.txt", 400)
+    directory_import(path=base)
+    assert names() and names() == in_force()
+    changed = tmp_path / "next.txt"
+    annuaire_gen.mutate(base, changed, percent=20)
+    before = names()
+
+    directory_import(path=changed)
+
+    assert names() == in_force() != before
 
 
 def test_the_command_reports_counts_and_refusals(tmp_path: Path, capsys) -> None:
