@@ -87,6 +87,18 @@ def administered_structures(user: User) -> list[Structure]:
     return directed_structures(user)
 
 
+def administers(user: User, structure_id: int) -> bool:
+    """Whether the structure ``structure_id`` is one of ``administered_structures(user)``: one
+    EXISTS query (none for staff) rather than reading them all."""
+    if not user.is_authenticated or not user.national_id:
+        return False
+    if user.is_staff:
+        return True
+    return Membership.objects.filter(
+        user=user, role=Membership.Role.DIRECTOR, structure_id=structure_id
+    ).exists()
+
+
 def directed_structures(user: User) -> list[Structure]:
     """The structures this person directs (the console's scope)."""
     return list(

@@ -69,6 +69,7 @@ MDN_SENT = b"$MDNSent"  # RFC 3503: the read-receipt question of a message is se
 MAX_SUBJECT = 500  # characters shown in a list row
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL
 _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
+_ESEARCH_TAG = re.compile(rb'^\(TAG "([^"]+)"\)(.*)$', re.DOTALL)  # RFC 4731 §3.1
 
 
 # What a command can raise when Dovecot fails mid-session (a reader that may go without the
@@ -319,6 +320,16 @@ def _author(envelope: Any, senders: list[Address]) -> Address | None:
 class _UnixIMAP4(IMAP4WithTimeout):
     """imaplib's IMAP4 over a unix socket; ``host`` is its path."""
 
+    def _get_capabilities(self) -> None:
+        # Dovecot's greeting carries its capabilities in a response code (RFC 3501 §7.1): no
+        # CAPABILITY round trip before the login. Taken out of the untagged answers, so that
+        # the login's own list (post-authentication) is the one imapclient keeps next.
+        greeted = self.untagged_responses.pop("CAPABILITY", None)
+        if not greeted:
+            super()._get_capabilities()
+            return
+        self.capabilities = tuple(str(greeted[-1], self._encoding).upper().split())
+
     def _create_socket(self, timeout: float | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -364,6 +375,9 @@ class MailStore:
                 f"{self.address}{'*'}{settings.DOVECOT_MASTER_USER}",
                 settings.DOVECOT_MASTER_PASSWORD,
             )
+            # Kept now from the login's answer (Dovecot's OK carries them): a SELECT flushes
+            # imaplib's untagged answers, after which asking would cost a CAPABILITY command.
+            client.capabilities()
         except (TimeoutError, OSError, ssl.SSLError, IMAPClientError) as exc:
             raise StoreUnavailable() from exc
         self._client = client
@@ -519,36 +533,58 @@ class MailStore:
         """Where ``uid`` stands in ``folder`` listed by arrival, newest first (``page``'s
         default order): (the UID above it, the UID below it, its 1-based position or 0 when
         it is not there, the folder's total). Three ESEARCH answers (RFC 4731: MIN, MAX and
-        COUNT of a UID range) rather than every UID of the folder. The folder stays selected
-        as it is when this session has it already (searches change nothing); None when the
-        server does not offer ESEARCH."""
+        COUNT of a UID range) rather than every UID of the folder, sent at once and answered
+        in one round trip (``_esearch``). The folder stays selected as it is when this session
+        has it already (searches change nothing); None when the server does not offer
+        ESEARCH."""
         if b"ESEARCH" not in self.client.capabilities():
             return None
         if self._selected is None or self._selected[0] != folder:
             self.select(folder, readonly=True)
-
-        def esearch(what: bytes, uids: bytes) -> dict[bytes, int]:
-            answer = self.client._raw_command_untagged(
-                b"SEARCH", [b"RETURN", what, *([b"UID", uids] if uids else [b"ALL"])],
-                response_name=b"ESEARCH",
-            )  # fmt: skip
-            words = b" ".join(a for a in answer if isinstance(a, bytes)).split()
-            return {
-                key: int(words[i + 1])
-                for i, key in enumerate(words[:-1])
-                if key in (b"MIN", b"MAX", b"COUNT")
-            }
-
-        total = esearch(b"(COUNT)", b"").get(b"COUNT", 0)
         # "n:*" matches the last message even when its UID is below n (RFC 3501 §6.4.8).
-        newer = esearch(b"(MIN COUNT)", f"{uid + 1}:*".encode())
+        searches = [(b"(COUNT)", b""), (b"(MIN COUNT)", f"{uid + 1}:*".encode())]
+        if uid > 1:
+            searches.append((b"(MAX COUNT)", f"1:{uid - 1}".encode()))
+        answers = self._esearch(*searches)
+        total, newer = answers[0].get(b"COUNT", 0), answers[1]
+        older = answers[2] if uid > 1 else {}
         if newer.get(b"MIN", 0) <= uid:
             newer = {}
-        older = esearch(b"(MAX COUNT)", f"1:{uid - 1}".encode()) if uid > 1 else {}
         above, below = newer.get(b"COUNT", 0), older.get(b"COUNT", 0)
         if above + below + 1 != total:  # ``uid`` itself is not in the folder
             return None, None, 0, total
         return newer.get(b"MIN"), older.get(b"MAX"), above + 1, total
+
+    def _esearch(self, *searches: tuple[bytes, bytes]) -> list[dict[bytes, int]]:
+        """The MIN, MAX and COUNT answered to each UID SEARCH RETURN (``options``) of a UID set
+        (empty: ALL), RFC 4731. The commands are written together and their answers read
+        after: a client may send a command without waiting for the previous one's result
+        (RFC 3501 §5.5), and each ESEARCH answer names the tag of its command (RFC 4731
+        §3.1). imapclient writes and waits one command at a time, hence its imaplib here."""
+        imap = self.client._imap
+        lines, tags = [], []
+        for options, uids in searches:
+            words = [b"UID", b"SEARCH", b"RETURN", options, *([b"UID", uids] if uids else [b"ALL"])]
+            _refuse_control_characters(words)
+            tags.append(imap._new_tag())
+            lines.append(b" ".join([tags[-1], *words]) + b"\r\n")
+        imap.send(b"".join(lines))
+        for tag in tags:
+            typ, data = imap._command_complete("SEARCH", tag)
+            if typ != "OK":
+                raise IMAPClientError(f"SEARCH command error: {typ} {data!r}")
+        found: dict[bytes, dict[bytes, int]] = {}
+        for answer in imap.untagged_responses.pop("ESEARCH", []):
+            match = _ESEARCH_TAG.match(answer) if isinstance(answer, bytes) else None
+            if match is None:
+                continue
+            words = match.group(2).split()
+            found[match.group(1)] = {
+                key: int(words[i + 1])
+                for i, key in enumerate(words[:-1])
+                if key in (b"MIN", b"MAX", b"COUNT")
+            }
+        return [found.get(tag, {}) for tag in tags]
 
     def threads(self, folder: str, *, criteria: Criteria | None = None) -> list[list[int]]:
         """The conversations of ``folder`` matching ``criteria``: UID THREAD REFERENCES
@@ -662,17 +698,17 @@ class MailStore:
     def fetch(
         self, folder: str, uid: int, *, mark_seen: bool = True
     ) -> tuple[bytes, Summary] | None:
-        """The raw message and its summary, or None when the UID does not exist."""
+        """The raw message and its summary, or None when the UID does not exist. ``mark_seen``:
+        the message becomes read (its summary then says so)."""
         if not 0 < uid < 2**32:  # RFC 3501 §2.3.1.1: nz-number, 32 bits
             return None
         self.select(folder, readonly=not mark_seen)
-        data = self.client.fetch(
-            [uid], ["BODY.PEEK[]", "ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"]
-        )
+        # BODY[] sets \Seen itself in a folder opened with SELECT (RFC 3501 §6.4.5), in the
+        # same command; BODY.PEEK[] in one opened with EXAMINE changes nothing.
+        body = "BODY[]" if mark_seen else "BODY.PEEK[]"
+        data = self.client.fetch([uid], [body, "ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"])
         if uid not in data:
             return None
-        if mark_seen:
-            self.client.add_flags([uid], [b"\\Seen"], silent=True)
         return data[uid][b"BODY[]"], _summary(uid, data[uid])
 
     # -- changes ---------------------------------------------------------------------------
