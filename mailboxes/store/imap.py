@@ -29,7 +29,7 @@ from imapclient.datetime_util import format_criteria_date
 from imapclient.exceptions import IMAPClientError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.imapclient import _literal
-from imapclient.response_parser import parse_message_list, parse_response
+from imapclient.response_parser import parse_fetch_response, parse_message_list, parse_response
 
 from mailboxes.errors import ControlCharacters, StoreUnavailable
 from mailboxes.store import lmtp
@@ -69,7 +69,6 @@ MDN_SENT = b"$MDNSent"  # RFC 3503: the read-receipt question of a message is se
 MAX_SUBJECT = 500  # characters shown in a list row
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL
 _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
-_ESEARCH_TAG = re.compile(rb'^\(TAG "([^"]+)"\)(.*)$', re.DOTALL)  # RFC 4731 §3.1
 
 
 # What a command can raise when Dovecot fails mid-session (a reader that may go without the
@@ -360,6 +359,10 @@ class MailStore:
         # folder selected, with its mode (SELECT or EXAMINE, RFC 3501 §6.3.1-2).
         self._names: list[str] | None = None
         self._selected: tuple[str, bool] | None = None
+        # Of the folder selected: its EXISTS when selected, and the sequence number of each
+        # message read since (RFC 3501 §2.3.1.2), so that ``around`` searches nothing.
+        self._exists = 0
+        self._numbers: dict[int, int] = {}
 
     def __enter__(self) -> MailStore:
         try:
@@ -387,8 +390,14 @@ class MailStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         if self._client is not None:
+            # LOGOUT (RFC 3501 §6.1.3) is written, and the socket closed without waiting for
+            # its BYE: every command before it has had its answer, and Dovecot closes the
+            # folder while the page goes on (a unix socket keeps what was written for it).
+            imap = self._client._imap
             with suppress(OSError, IMAPClientError):
-                self._client.logout()
+                imap.send(imap._new_tag() + b" LOGOUT\r\n")
+            with suppress(OSError):
+                imap.shutdown()
             self._client = None
         self._names = self._selected = None
         if isinstance(exc, IMAPClientError | OSError):
@@ -418,7 +427,9 @@ class MailStore:
         if self._selected == (folder, readonly):
             return
         self._selected = None  # a failed SELECT leaves no folder selected (RFC 3501 §6.3.1)
-        self.client.select_folder(folder, readonly=readonly)
+        self._numbers = {}
+        answer = self.client.select_folder(folder, readonly=readonly)
+        self._exists = int(answer.get(b"EXISTS", 0))
         self._selected = (folder, readonly)
 
     def folders(self, *, counts: bool = True) -> list[Folder]:
@@ -529,62 +540,41 @@ class MailStore:
         messages = [_summary(uid, fetched[uid], folder) for uid in chunk if uid in fetched]
         return Page(folder=folder, messages=messages, total=total, number=number, per_page=per_page)
 
-    def around(self, folder: str, uid: int) -> tuple[int | None, int | None, int, int] | None:
+    def around(self, folder: str, uid: int) -> tuple[int | None, int | None, int, int]:
         """Where ``uid`` stands in ``folder`` listed by arrival, newest first (``page``'s
         default order): (the UID above it, the UID below it, its 1-based position or 0 when
-        it is not there, the folder's total). Three ESEARCH answers (RFC 4731: MIN, MAX and
-        COUNT of a UID range) rather than every UID of the folder, sent at once and answered
-        in one round trip (``_esearch``). The folder stays selected as it is when this session
-        has it already (searches change nothing); None when the server does not offer
-        ESEARCH."""
-        if b"ESEARCH" not in self.client.capabilities():
-            return None
+        it is not there, the folder's total). Nothing is searched: a selected folder numbers
+        its messages 1 to EXISTS in ascending UID order (RFC 3501 §2.3.1.2), so the total is
+        EXISTS, the position follows from the message's number (known from the FETCH that
+        read it in this session, else one FETCH of its UID) and the neighbours are the
+        numbers on either side (one FETCH of their UIDs). The folder stays selected as it is
+        when this session has it already."""
         if self._selected is None or self._selected[0] != folder:
             self.select(folder, readonly=True)
-        # "n:*" matches the last message even when its UID is below n (RFC 3501 §6.4.8).
-        searches = [(b"(COUNT)", b""), (b"(MIN COUNT)", f"{uid + 1}:*".encode())]
-        if uid > 1:
-            searches.append((b"(MAX COUNT)", f"1:{uid - 1}".encode()))
-        answers = self._esearch(*searches)
-        total, newer = answers[0].get(b"COUNT", 0), answers[1]
-        older = answers[2] if uid > 1 else {}
-        if newer.get(b"MIN", 0) <= uid:
-            newer = {}
-        above, below = newer.get(b"COUNT", 0), older.get(b"COUNT", 0)
-        if above + below + 1 != total:  # ``uid`` itself is not in the folder
+        untagged = self.client._imap.untagged_responses
+        if untagged.get("EXPUNGE"):
+            # Numbers moved since they were learnt (EXPUNGE, RFC 3501 §7.4.1): select again.
+            mode = self._selected is not None and self._selected[1]
+            self._selected = None
+            self.select(folder, readonly=mode)
+        number = self._numbers.get(uid)
+        if number is None and 0 < uid < 2**32:
+            found = self.client.fetch([uid], ["UID"])
+            number = int(found[uid][b"SEQ"]) if uid in found else None
+        # Mail that arrived meanwhile is announced by an untagged EXISTS (RFC 3501 §7.3.1).
+        total = int(untagged["EXISTS"][-1]) if untagged.get("EXISTS") else self._exists
+        if number is None or not 0 < number <= total:
             return None, None, 0, total
-        return newer.get(b"MIN"), older.get(b"MAX"), above + 1, total
-
-    def _esearch(self, *searches: tuple[bytes, bytes]) -> list[dict[bytes, int]]:
-        """The MIN, MAX and COUNT answered to each UID SEARCH RETURN (``options``) of a UID set
-        (empty: ALL), RFC 4731. The commands are written together and their answers read
-        after: a client may send a command without waiting for the previous one's result
-        (RFC 3501 §5.5), and each ESEARCH answer names the tag of its command (RFC 4731
-        §3.1). imapclient writes and waits one command at a time, hence its imaplib here."""
-        imap = self.client._imap
-        lines, tags = [], []
-        for options, uids in searches:
-            words = [b"UID", b"SEARCH", b"RETURN", options, *([b"UID", uids] if uids else [b"ALL"])]
-            _refuse_control_characters(words)
-            tags.append(imap._new_tag())
-            lines.append(b" ".join([tags[-1], *words]) + b"\r\n")
-        imap.send(b"".join(lines))
-        for tag in tags:
-            typ, data = imap._command_complete("SEARCH", tag)
-            if typ != "OK":
-                raise IMAPClientError(f"SEARCH command error: {typ} {data!r}")
-        found: dict[bytes, dict[bytes, int]] = {}
-        for answer in imap.untagged_responses.pop("ESEARCH", []):
-            match = _ESEARCH_TAG.match(answer) if isinstance(answer, bytes) else None
-            if match is None:
-                continue
-            words = match.group(2).split()
-            found[match.group(1)] = {
-                key: int(words[i + 1])
-                for i, key in enumerate(words[:-1])
-                if key in (b"MIN", b"MAX", b"COUNT")
-            }
-        return [found.get(tag, {}) for tag in tags]
+        wanted = [n for n in (number + 1, number - 1) if 0 < n <= total]
+        uids: dict[int, int] = {}
+        if wanted:
+            answer = self.client._raw_command_untagged(
+                b"FETCH", [",".join(map(str, wanted)).encode(), b"(UID)"], uid=False
+            )
+            for n, data in parse_fetch_response(answer, False, False).items():
+                if n in wanted and b"UID" in data:
+                    uids[int(n)] = int(data[b"UID"])
+        return uids.get(number + 1), uids.get(number - 1), total - number + 1, total
 
     def threads(self, folder: str, *, criteria: Criteria | None = None) -> list[list[int]]:
         """The conversations of ``folder`` matching ``criteria``: UID THREAD REFERENCES
@@ -709,6 +699,7 @@ class MailStore:
         data = self.client.fetch([uid], [body, "ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"])
         if uid not in data:
             return None
+        self._numbers[uid] = int(data[uid][b"SEQ"])
         return data[uid][b"BODY[]"], _summary(uid, data[uid])
 
     # -- changes ---------------------------------------------------------------------------
@@ -824,8 +815,9 @@ class MailStore:
 
     def folder_uids(self, folder: str) -> tuple[int, list[int]]:
         """UIDVALIDITY and every UID of ``folder``, ascending (RFC 3501 §2.3.1.1)."""
-        self._selected = None
+        self._selected, self._numbers = None, {}
         selected = self.client.select_folder(folder, readonly=True)
+        self._exists = int(selected.get(b"EXISTS", 0))
         self._selected = (folder, True)
         return int(selected[b"UIDVALIDITY"]), sorted(int(u) for u in self.client.search(["ALL"]))
 
