@@ -551,8 +551,7 @@ class MailStore:
         when this session has it already."""
         if self._selected is None or self._selected[0] != folder:
             self.select(folder, readonly=True)
-        untagged = self.client._imap.untagged_responses
-        if untagged.get("EXPUNGE"):
+        if self.client._imap.untagged_responses.get("EXPUNGE"):
             # Numbers moved since they were learnt (EXPUNGE, RFC 3501 §7.4.1): select again.
             mode = self._selected is not None and self._selected[1]
             self._selected = None
@@ -561,7 +560,9 @@ class MailStore:
         if number is None and 0 < uid < 2**32:
             found = self.client.fetch([uid], ["UID"])
             number = int(found[uid][b"SEQ"]) if uid in found else None
-        # Mail that arrived meanwhile is announced by an untagged EXISTS (RFC 3501 §7.3.1).
+        # Mail that arrived meanwhile is announced by an untagged EXISTS (RFC 3501 §7.3.1);
+        # imaplib's SELECT replaced the dict of those answers: read it now.
+        untagged = self.client._imap.untagged_responses
         total = int(untagged["EXISTS"][-1]) if untagged.get("EXISTS") else self._exists
         if number is None or not 0 < number <= total:
             return None, None, 0, total
