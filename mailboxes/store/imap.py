@@ -690,7 +690,7 @@ class MailStore:
         self, folder: str, uid: int, *, mark_seen: bool = True
     ) -> tuple[bytes, Summary] | None:
         """The raw message and its summary, or None when the UID does not exist. ``mark_seen``:
-        the message becomes read (its summary then says so)."""
+        the message becomes read (\\Seen)."""
         if not 0 < uid < 2**32:  # RFC 3501 §2.3.1.1: nz-number, 32 bits
             return None
         self.select(folder, readonly=not mark_seen)
