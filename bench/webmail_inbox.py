@@ -40,12 +40,14 @@ History (p95 ratio inbox / message):
   sets \\Seen (no STORE), neighbours by sequence numbers (one FETCH n-1,n+1 instead of
   three ESEARCH that walked the 20,000 messages twice), LOGOUT not waited for, access check
   and journal link in plainer queries (4 SQL queries instead of 5). `--messages 20000
-  --rounds 150 --keep DIR`, this baseline for both, old and new code alternated, machine
-  shared (load 2.3 to 3.8): before 1.37 and 1.40 (slices' medians 1.37 / 1.44), portal CPU
-  14.6 / 14.2 ms; after 1.16 and 1.20 (slices' medians 1.22 / 1.21), CPU 10.8 / 12.6 ms
-  (imapclient 2.2-2.7). Inbox in the same runs: before 1.30 / 1.39, after 1.26 / 1.25. With
-  the former baseline (no neighbours, LIST of INBOX) the new code measured 1.33 (slices'
-  median 1.24, load 3.9). Not yet measured by `make bench` on a quiet machine.
+  --rounds 150 --keep DIR`, this baseline for both, new and old code alternated in three
+  pairs on a shared machine (load 3.3, 2.4, then 1.5): message p95 ratio before 1.37, 1.40,
+  1.34 (slices' medians 1.37, 1.44, 1.38), after 1.16, 1.20, 1.19 (slices' medians 1.22,
+  1.21, 1.23); in the quietest pair p50 68.6 -> 57.2 ms against imapclient's 48.8 / 47.3,
+  portal CPU p50 13.6 -> 10.8 ms (imapclient 2.2). Inbox in the same pairs: before 1.30,
+  1.39, 1.36, after 1.26, 1.25, 1.32 (not slower; above 1.2 for both codes on this mail and
+  load). With the former baseline (no neighbours, LIST of INBOX) the new code measured 1.33
+  (slices' median 1.24, load 3.9). Not yet measured by `make bench` on a quiet machine.
 """
 
 from __future__ import annotations
