@@ -39,15 +39,16 @@ History (p95 ratio inbox / message):
   The page now: no CAPABILITY command (greeting and login carry them), FETCH BODY[]
   sets \\Seen (no STORE), neighbours by sequence numbers (one FETCH n-1,n+1 instead of
   three ESEARCH that walked the 20,000 messages twice), LOGOUT not waited for, access check
-  and journal link in plainer queries (4 SQL queries instead of 5). `--messages 20000
-  --rounds 150 --keep DIR`, this baseline for both, new and old code alternated in three
-  pairs on a shared machine (load 3.3, 2.4, then 1.5): message p95 ratio before 1.37, 1.40,
-  1.34 (slices' medians 1.37, 1.44, 1.38), after 1.16, 1.20, 1.19 (slices' medians 1.22,
-  1.21, 1.23); in the quietest pair p50 68.6 -> 57.2 ms against imapclient's 48.8 / 47.3,
-  portal CPU p50 13.6 -> 10.8 ms (imapclient 2.2). Inbox in the same pairs: before 1.30,
-  1.39, 1.36, after 1.26, 1.25, 1.32 (not slower; above 1.2 for both codes on this mail and
-  load). With the former baseline (no neighbours, LIST of INBOX) the new code measured 1.33
-  (slices' median 1.24, load 3.9). Not yet measured by `make bench` on a quiet machine.
+  and journal link in plainer queries (4 SQL queries instead of 5 for its holder). `--messages 20000
+  --rounds 150 --keep DIR`, this baseline for both, new and old code alternated in four
+  pairs on a shared machine (load 3.3, 2.4, 1.5, then 0.6-1.6): message p95 ratio before
+  1.37, 1.40, 1.34, 1.39 (slices' medians 1.37-1.44), after 1.16, 1.20, 1.19, 1.19 (slices'
+  medians 1.16-1.23); in the quietest pair p50 85.3 -> 65.6 ms against imapclient's 63.4 /
+  55.5, portal CPU p50 17.2 -> 12.5 ms (imapclient 3.0 / 2.6). Inbox in the same pairs:
+  before 1.30, 1.39, 1.36, 1.33, after 1.26, 1.25, 1.32, 1.29 (not slower; above 1.2 for
+  both codes on this reused mail). With the former baseline (no neighbours, LIST of INBOX)
+  the new code measured 1.33 (slices' median 1.24, load 3.9). Not yet measured by `make
+  bench` on a quiet machine.
 """
 
 from __future__ import annotations

@@ -378,8 +378,9 @@ class MailStore:
                 f"{self.address}{'*'}{settings.DOVECOT_MASTER_USER}",
                 settings.DOVECOT_MASTER_PASSWORD,
             )
-            # Kept now from the login's answer (Dovecot's OK carries them): a SELECT flushes
-            # imaplib's untagged answers, after which asking would cost a CAPABILITY command.
+            # Kept now from the login's answer (Dovecot's OK carries them): imapclient asks
+            # for LITERAL+ before each raw command (SEARCH, SORT, THREAD...), and once a
+            # SELECT has flushed imaplib's untagged answers, that costs a CAPABILITY command.
             client.capabilities()
         except (TimeoutError, OSError, ssl.SSLError, IMAPClientError) as exc:
             raise StoreUnavailable() from exc
