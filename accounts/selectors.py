@@ -87,6 +87,29 @@ def administered_structures(user: User) -> list[Structure]:
     return directed_structures(user)
 
 
+def directed_structure_ids(user: User) -> frozenset[int]:
+    """The ids of the structures this person directs, read once per ``User`` instance (in a
+    request, its user: the header's console link and the page's own checks share one query;
+    like Django's permission cache on the user, it lives as long as that request)."""
+    known = getattr(user, "_directed_structure_ids", None)
+    if known is None:
+        known = frozenset(
+            Membership.objects.filter(user=user, role=Membership.Role.DIRECTOR).values_list(
+                "structure_id", flat=True
+            )
+        )
+        user._directed_structure_ids = known  # type: ignore[attr-defined]
+    return known
+
+
+def administers(user: User, structure_id: int) -> bool:
+    """Whether the structure ``structure_id`` is one of ``administered_structures(user)``,
+    without reading those structures (``directed_structure_ids``; no query for staff)."""
+    if not user.is_authenticated or not user.national_id:
+        return False
+    return user.is_staff or structure_id in directed_structure_ids(user)
+
+
 def directed_structures(user: User) -> list[Structure]:
     """The structures this person directs (the console's scope)."""
     return list(

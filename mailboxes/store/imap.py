@@ -29,7 +29,7 @@ from imapclient.datetime_util import format_criteria_date
 from imapclient.exceptions import IMAPClientError
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.imapclient import _literal
-from imapclient.response_parser import parse_message_list, parse_response
+from imapclient.response_parser import parse_fetch_response, parse_message_list, parse_response
 
 from mailboxes.errors import ControlCharacters, StoreUnavailable
 from mailboxes.store import lmtp
@@ -319,6 +319,16 @@ def _author(envelope: Any, senders: list[Address]) -> Address | None:
 class _UnixIMAP4(IMAP4WithTimeout):
     """imaplib's IMAP4 over a unix socket; ``host`` is its path."""
 
+    def _get_capabilities(self) -> None:
+        # Dovecot's greeting carries its capabilities in a response code (RFC 3501 §7.1): no
+        # CAPABILITY round trip before the login. Taken out of the untagged answers, so that
+        # the login's own list (post-authentication) is the one imapclient keeps next.
+        greeted = self.untagged_responses.pop("CAPABILITY", None)
+        if not greeted:
+            super()._get_capabilities()
+            return
+        self.capabilities = tuple(str(greeted[-1], self._encoding).upper().split())
+
     def _create_socket(self, timeout: float | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -349,6 +359,10 @@ class MailStore:
         # folder selected, with its mode (SELECT or EXAMINE, RFC 3501 §6.3.1-2).
         self._names: list[str] | None = None
         self._selected: tuple[str, bool] | None = None
+        # Of the folder selected: its EXISTS when selected, and the sequence number of each
+        # message read since (RFC 3501 §2.3.1.2), so that ``around`` searches nothing.
+        self._exists = 0
+        self._numbers: dict[int, int] = {}
 
     def __enter__(self) -> MailStore:
         try:
@@ -364,6 +378,10 @@ class MailStore:
                 f"{self.address}{'*'}{settings.DOVECOT_MASTER_USER}",
                 settings.DOVECOT_MASTER_PASSWORD,
             )
+            # Kept now from the login's answer (Dovecot's OK carries them): imapclient asks
+            # for LITERAL+ before each raw command (SEARCH, SORT, THREAD...), and once a
+            # SELECT has flushed imaplib's untagged answers, that costs a CAPABILITY command.
+            client.capabilities()
         except (TimeoutError, OSError, ssl.SSLError, IMAPClientError) as exc:
             raise StoreUnavailable() from exc
         self._client = client
@@ -373,8 +391,14 @@ class MailStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         if self._client is not None:
+            # LOGOUT (RFC 3501 §6.1.3) is written, and the socket closed without waiting for
+            # its BYE: every command before it has had its answer, and Dovecot closes the
+            # folder while the page goes on (a unix socket keeps what was written for it).
+            imap = self._client._imap
             with suppress(OSError, IMAPClientError):
-                self._client.logout()
+                imap.send(imap._new_tag() + b" LOGOUT\r\n")
+            with suppress(OSError):
+                imap.shutdown()
             self._client = None
         self._names = self._selected = None
         if isinstance(exc, IMAPClientError | OSError):
@@ -404,7 +428,9 @@ class MailStore:
         if self._selected == (folder, readonly):
             return
         self._selected = None  # a failed SELECT leaves no folder selected (RFC 3501 §6.3.1)
-        self.client.select_folder(folder, readonly=readonly)
+        self._numbers = {}
+        answer = self.client.select_folder(folder, readonly=readonly)
+        self._exists = int(answer.get(b"EXISTS", 0))
         self._selected = (folder, readonly)
 
     def folders(self, *, counts: bool = True) -> list[Folder]:
@@ -515,40 +541,42 @@ class MailStore:
         messages = [_summary(uid, fetched[uid], folder) for uid in chunk if uid in fetched]
         return Page(folder=folder, messages=messages, total=total, number=number, per_page=per_page)
 
-    def around(self, folder: str, uid: int) -> tuple[int | None, int | None, int, int] | None:
+    def around(self, folder: str, uid: int) -> tuple[int | None, int | None, int, int]:
         """Where ``uid`` stands in ``folder`` listed by arrival, newest first (``page``'s
         default order): (the UID above it, the UID below it, its 1-based position or 0 when
-        it is not there, the folder's total). Three ESEARCH answers (RFC 4731: MIN, MAX and
-        COUNT of a UID range) rather than every UID of the folder. The folder stays selected
-        as it is when this session has it already (searches change nothing); None when the
-        server does not offer ESEARCH."""
-        if b"ESEARCH" not in self.client.capabilities():
-            return None
+        it is not there, the folder's total). Nothing is searched: a selected folder numbers
+        its messages 1 to EXISTS in ascending UID order (RFC 3501 §2.3.1.2), so the total is
+        EXISTS, the position follows from the message's number (known from the FETCH that
+        read it in this session, else one FETCH of its UID) and the neighbours are the
+        numbers on either side (one FETCH of their UIDs). The folder stays selected as it is
+        when this session has it already."""
         if self._selected is None or self._selected[0] != folder:
             self.select(folder, readonly=True)
-
-        def esearch(what: bytes, uids: bytes) -> dict[bytes, int]:
-            answer = self.client._raw_command_untagged(
-                b"SEARCH", [b"RETURN", what, *([b"UID", uids] if uids else [b"ALL"])],
-                response_name=b"ESEARCH",
-            )  # fmt: skip
-            words = b" ".join(a for a in answer if isinstance(a, bytes)).split()
-            return {
-                key: int(words[i + 1])
-                for i, key in enumerate(words[:-1])
-                if key in (b"MIN", b"MAX", b"COUNT")
-            }
-
-        total = esearch(b"(COUNT)", b"").get(b"COUNT", 0)
-        # "n:*" matches the last message even when its UID is below n (RFC 3501 §6.4.8).
-        newer = esearch(b"(MIN COUNT)", f"{uid + 1}:*".encode())
-        if newer.get(b"MIN", 0) <= uid:
-            newer = {}
-        older = esearch(b"(MAX COUNT)", f"1:{uid - 1}".encode()) if uid > 1 else {}
-        above, below = newer.get(b"COUNT", 0), older.get(b"COUNT", 0)
-        if above + below + 1 != total:  # ``uid`` itself is not in the folder
+        if self.client._imap.untagged_responses.get("EXPUNGE"):
+            # Numbers moved since they were learnt (EXPUNGE, RFC 3501 §7.4.1): select again.
+            mode = self._selected is not None and self._selected[1]
+            self._selected = None
+            self.select(folder, readonly=mode)
+        number = self._numbers.get(uid)
+        if number is None and 0 < uid < 2**32:
+            found = self.client.fetch([uid], ["UID"])
+            number = int(found[uid][b"SEQ"]) if uid in found else None
+        # Mail that arrived meanwhile is announced by an untagged EXISTS (RFC 3501 §7.3.1);
+        # imaplib's SELECT replaced the dict of those answers: read it now.
+        untagged = self.client._imap.untagged_responses
+        total = int(untagged["EXISTS"][-1]) if untagged.get("EXISTS") else self._exists
+        if number is None or not 0 < number <= total:
             return None, None, 0, total
-        return newer.get(b"MIN"), older.get(b"MAX"), above + 1, total
+        wanted = [n for n in (number + 1, number - 1) if 0 < n <= total]
+        uids: dict[int, int] = {}
+        if wanted:
+            answer = self.client._raw_command_untagged(
+                b"FETCH", [",".join(map(str, wanted)).encode(), b"(UID)"], uid=False
+            )
+            for n, data in parse_fetch_response(answer, False, False).items():
+                if n in wanted and b"UID" in data:
+                    uids[int(n)] = int(data[b"UID"])
+        return uids.get(number + 1), uids.get(number - 1), total - number + 1, total
 
     def threads(self, folder: str, *, criteria: Criteria | None = None) -> list[list[int]]:
         """The conversations of ``folder`` matching ``criteria``: UID THREAD REFERENCES
@@ -662,17 +690,18 @@ class MailStore:
     def fetch(
         self, folder: str, uid: int, *, mark_seen: bool = True
     ) -> tuple[bytes, Summary] | None:
-        """The raw message and its summary, or None when the UID does not exist."""
+        """The raw message and its summary, or None when the UID does not exist. ``mark_seen``:
+        the message becomes read (\\Seen)."""
         if not 0 < uid < 2**32:  # RFC 3501 §2.3.1.1: nz-number, 32 bits
             return None
         self.select(folder, readonly=not mark_seen)
-        data = self.client.fetch(
-            [uid], ["BODY.PEEK[]", "ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"]
-        )
+        # BODY[] sets \Seen itself in a folder opened with SELECT (RFC 3501 §6.4.5), in the
+        # same command; BODY.PEEK[] in one opened with EXAMINE changes nothing.
+        body = "BODY[]" if mark_seen else "BODY.PEEK[]"
+        data = self.client.fetch([uid], [body, "ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"])
         if uid not in data:
             return None
-        if mark_seen:
-            self.client.add_flags([uid], [b"\\Seen"], silent=True)
+        self._numbers[uid] = int(data[uid][b"SEQ"])
         return data[uid][b"BODY[]"], _summary(uid, data[uid])
 
     # -- changes ---------------------------------------------------------------------------
@@ -788,8 +817,9 @@ class MailStore:
 
     def folder_uids(self, folder: str) -> tuple[int, list[int]]:
         """UIDVALIDITY and every UID of ``folder``, ascending (RFC 3501 §2.3.1.1)."""
-        self._selected = None
+        self._selected, self._numbers = None, {}
         selected = self.client.select_folder(folder, readonly=True)
+        self._exists = int(selected.get(b"EXISTS", 0))
         self._selected = (folder, True)
         return int(selected[b"UIDVALIDITY"]), sorted(int(u) for u in self.client.search(["ALL"]))
 

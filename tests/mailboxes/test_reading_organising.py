@@ -529,6 +529,22 @@ def test_previous_and_next_by_arrival_and_the_position_in_the_folder(doctor_box)
         assert store.around("INBOX", 1) == (uids[-2], None, 4, 4)
 
 
+def test_the_neighbours_of_a_message_read_before_another_left_the_folder(doctor_box) -> None:
+    """``around`` counts by the numbers of the selected folder: after this very session moved
+    a message out (an EXPUNGE renumbers those below it), the message read before it still
+    gets its right neighbours, position and total."""
+    _doctor, box = doctor_box
+    with MailStore(box.address) as store:
+        for i in range(4):
+            store.append("INBOX", make_message(subject=f"Arrivée {i}"), flags=())
+        newest, second, third, oldest = store.ordered_uids("INBOX")
+        assert store.fetch("INBOX", newest) is not None  # its number is learnt here: 4 of 4
+        store.delete("INBOX", [third])
+        assert store.around("INBOX", newest) == (None, second, 1, 3)
+        assert store.around("INBOX", second) == (newest, oldest, 2, 3)
+        assert store.around("INBOX", third) == (None, None, 0, 3)
+
+
 def test_the_message_page_is_one_imap_session(doctor_box, monkeypatch) -> None:
     """Reading the message and finding its neighbours and the folders to move it to share one
     login to Dovecot."""

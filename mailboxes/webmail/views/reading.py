@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import professional_required
 from accounts.models import User
-from accounts.selectors import administered_structures
+from accounts.selectors import administers
 from mailboxes.access import Access, Grant, access_mailbox, usable_mailboxes
 from mailboxes.documents.xdm import is_xdm_archive
 from mailboxes.errors import (
@@ -429,7 +429,7 @@ def _history_url(user: User, mailbox: Mailbox, message_id: str) -> str:
     (``administered_structures``); empty for everyone else, and for a message without id."""
     if not message_id:
         return ""
-    if all(s.pk != mailbox.structure_id for s in administered_structures(user)):
+    if not administers(user, mailbox.structure_id):
         return ""
     target = reverse("console:journal", args=[mailbox.structure.public_id])
     return f"{target}?{urlencode({'bal': str(mailbox.public_id), 'message_id': message_id})}"
