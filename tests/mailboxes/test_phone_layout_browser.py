@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from playwright.sync_api import Page, ViewportSize, expect
 
 from accounts.models import User
 from mailboxes.models import (
+    AppCertificate,
     Mailbox,
     MailboxExport,
     MailboxJob,
@@ -31,7 +33,7 @@ from mailboxes.models import (
 )
 from mailboxes.transport.relay import Recipient, message_spool
 from tests.browser import sign_in
-from tests.factories import make_message, make_professional
+from tests.factories import make_mailbox, make_message, make_professional
 from tests.mailboxes.conftest import deliver, wait_provisioned
 from tests.mailboxes.test_url_matrix import RULES
 from tests.mailboxes.xdm_build import xdm
@@ -294,3 +296,28 @@ def test_indicator_charts_stay_readable_on_a_phone(
         assert smallest >= 12, (size, smallest)
         widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
         assert widths[0] <= widths[1], (size, widths)
+
+
+def test_an_app_bals_software_certificates_fit_a_phone(
+    dovecot: Any, live_server: Any, page: Page
+) -> None:
+    """The console's « Logiciels autorisés »: a long CN and a 64-digit fingerprint wrap."""
+    people, values = _world()
+    structure = Mailbox.objects.get(public_id=values["bal_id"]).structure
+    dui = make_mailbox(
+        structure=structure, kind="APP", local_part="dui-transmissions-automatiques",
+        responsible=people["director"],
+    )  # fmt: skip
+    AppCertificate.objects.create(
+        mailbox=dui, fingerprint="ab" * 32, subject="x", issuer="x", serial="1", pem="x",
+        common_name="logiciel-dossier-usager-informatise.ehpad-les-tilleuls-de-la-vallee.fr",
+        not_after=timezone.now() + timedelta(days=365),
+    )  # fmt: skip
+    sign_in(page, live_server.url, people["director"])
+    page.set_viewport_size(PHONE)
+    page.goto(f"{live_server.url}/console/{values['structure_id']}/bal/{dui.public_id}/")
+    expect(page.get_by_role("heading", name="Logiciels autorisés (certificats)")).to_be_visible()
+    expect(page.get_by_text("AB" * 32)).to_be_visible()
+    expect(page.get_by_role("button", name="Autoriser ce certificat")).to_be_visible()
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], widths
