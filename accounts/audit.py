@@ -124,7 +124,7 @@ class Action(models.TextChoices):
         "software.session_ended",
         _noop("Fin de session d'un logiciel (jeton expiré)"),
     )
-    # APP BALs by certificate (mailboxes.software.certificates): the director's bindings
+    # APP BALs by certificate (mailboxes.console.services.certificates): the bindings
     SOFTWARE_CERTIFICATE_BOUND = (
         "software.certificate_bound",
         _noop("Certificat d'un logiciel lié à une BAL applicative"),

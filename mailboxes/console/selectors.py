@@ -20,7 +20,7 @@ from accounts.selectors import administered_structures
 from annuaire.selectors import directory_per_entries
 from mailboxes.access import USABLE, public_id_parse, usable_mailboxes
 from mailboxes.errors import StoreUnavailable
-from mailboxes.models import Mailbox, MailboxAccess
+from mailboxes.models import AppCertificate, Mailbox, MailboxAccess
 from mailboxes.store.imap import MailStore
 from mailboxes.store.sizes import home_sizes
 
@@ -58,6 +58,16 @@ class BalRow:
     people: list[MailboxAccess]
     last_activity: datetime | None
     size: int | None
+
+
+def console_certificate(mailbox: Mailbox, public_id: uuid.UUID | str) -> AppCertificate:
+    """A software certificate bound to this BAL. Http404 for any other."""
+    found = AppCertificate.objects.filter(
+        mailbox=mailbox, public_id=public_id_parse(public_id)
+    ).first()
+    if found is None:
+        raise Http404
+    return found
 
 
 def console_mailboxes(structure: Structure, *, kind: str = "", status: str = "") -> list[BalRow]:

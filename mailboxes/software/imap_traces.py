@@ -18,6 +18,7 @@ from django.db import transaction
 from accounts.audit import Action, audit_event, audit_record_many
 from accounts.models import User
 from mailboxes.models import AppCertificate, Mailbox
+from mailboxes.software.sessions import certificate_actor
 
 # "imap(<bal>)<pid><session><lps=<national id>>: Info: <event>: <fields>"; a software that
 # opened its APP BAL with its certificate is "lps=cert:<SHA-256 of the certificate>".
@@ -95,7 +96,7 @@ def collect(log: Path) -> int:
     }
     # A certificate unbound since is still named by its fingerprint.
     software = {
-        f"cert:{c.fingerprint}": f"logiciel « {c.common_name} » (certificat)"
+        f"cert:{c.fingerprint}": certificate_actor(c.common_name)
         for c in AppCertificate.objects.filter(
             fingerprint__in={s.actor[5:] for s in found if s.actor.startswith("cert:")}
         )

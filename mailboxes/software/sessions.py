@@ -41,7 +41,12 @@ class SoftwareSession:
     @property
     def actor_label(self) -> str:
         """Who acts, in the journal, when no person does."""
-        return f"logiciel « {self.software} » (certificat)" if self.user is None else ""
+        return certificate_actor(self.software) if self.user is None else ""
+
+
+def certificate_actor(common_name: str) -> str:
+    """How the journal names a software that acts with its certificate (no person does)."""
+    return f"logiciel « {common_name[:200]} » (certificat)"
 
 
 def imap_group(grant: Grant) -> str:
@@ -185,7 +190,7 @@ def certificate_login(
         bound = bindings.filter(fingerprint=fingerprint.lower()).first()
     else:
         bound = bindings.filter(common_name=common_name).first() if common_name else None
-    label = f"logiciel « {(bound.common_name if bound else common_name)[:200]} » (certificat)"
+    label = certificate_actor(bound.common_name if bound else common_name)
     if bound is None:
         raise _refused(
             reason="unknown_certificate", address=login, service=service, remote=remote,

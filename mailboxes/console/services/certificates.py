@@ -16,12 +16,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -86,26 +86,9 @@ def _trusted_cas() -> list[x509.Certificate]:
 
 
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    if cert.issuer != ca.subject:
-        return False
-    key = ca.public_key()
     try:
-        if isinstance(key, rsa.RSAPublicKey):
-            assert cert.signature_hash_algorithm is not None
-            key.verify(
-                cert.signature,
-                cert.tbs_certificate_bytes,
-                padding.PKCS1v15(),
-                cert.signature_hash_algorithm,
-            )
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            assert cert.signature_hash_algorithm is not None
-            key.verify(
-                cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
-            )
-        else:
-            return False
-    except InvalidSignature:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
         return False
     return True
 
@@ -218,7 +201,7 @@ def certificate_unbind(
     certificate: AppCertificate,
     actor: User,
     request: HttpRequest | None = None,
-    kick: object = None,
+    kick: Callable[[str], None] | None = None,
 ) -> None:
     """Remove the binding: the certificate opens nothing from now on. The BAL's open IMAP
     sessions are ended after the commit (``kick(address)``, default ``doveadm kick``: a
@@ -238,12 +221,4 @@ def certificate_unbind(
             },
         )
         certificate.delete()
-        transaction.on_commit(lambda: _kick(kick, mailbox.address))
-
-
-def _kick(kick: object, address: str) -> None:
-    if kick is None:
-        dovecot.sessions_kick(address)
-    else:
-        assert callable(kick)
-        kick(address)
+        transaction.on_commit(lambda: (kick or dovecot.sessions_kick)(mailbox.address))

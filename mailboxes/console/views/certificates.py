@@ -8,20 +8,19 @@ import uuid
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.decorators import professional_required, recent_auth_required
 from accounts.models import User
-from mailboxes.console.selectors import console_mailbox, console_structure
+from mailboxes.console.selectors import console_certificate, console_mailbox, console_structure
 from mailboxes.console.services.certificates import (
     MAX_CERTIFICATE_BYTES,
     certificate_bind,
     certificate_unbind,
 )
-from mailboxes.models import AppCertificate
 
 
 def _user(request: HttpRequest) -> User:
@@ -40,10 +39,8 @@ def certificate_add(
     box = console_mailbox(current, bal_id)
     back = reverse("console:bal", args=[current.public_id, box.public_id]) + "#certificats"
     upload = request.FILES.get("certificate")
-    if upload is not None and upload.size is not None and upload.size <= MAX_CERTIFICATE_BYTES:
-        data = upload.read()
-    elif upload is not None:
-        data = b"\0" * (MAX_CERTIFICATE_BYTES + 1)  # refused as too big, unread
+    if upload is not None:
+        data = upload.read(MAX_CERTIFICATE_BYTES + 1)  # one byte more: refused as too big
     else:
         data = request.POST.get("pem", "").strip().encode("utf-8", "replace")
     try:
@@ -67,9 +64,7 @@ def certificate_remove(
 ) -> HttpResponse:
     current = console_structure(_user(request), structure_id)
     box = console_mailbox(current, bal_id)
-    bound = AppCertificate.objects.filter(mailbox=box, public_id=certificate_id).first()
-    if bound is None:
-        raise Http404
+    bound = console_certificate(box, certificate_id)
     certificate_unbind(certificate=bound, actor=_user(request), request=request)
     messages.success(
         request,
