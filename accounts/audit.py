@@ -11,7 +11,7 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.utils.translation import gettext_noop as _noop
 
 from accounts.models import AuditEvent, Structure
@@ -296,6 +296,21 @@ def audit_insert(event: AuditEvent) -> tuple[str, list[Any]]:
 
 
 def audit_record_many(events: list[AuditEvent]) -> None:
-    """Write several traces built with ``audit_event`` in one INSERT (the relay records a batch
-    of messages at once); same rules as ``audit_record``."""
-    AuditEvent.objects.bulk_create(events, batch_size=500)
+    """Write several traces built with ``audit_event`` at once (the relay records a batch of
+    messages); same rules as ``audit_record``. On PostgreSQL, several rows go as one COPY on
+    the current connection (in its transaction): Django's bulk INSERT passes each column as
+    an array, which psycopg adapts in Python, a third of the relay's CPU for a batch. The
+    events get no primary key (nobody reads it back)."""
+    if len(events) < 2 or connection.vendor != "postgresql":
+        AuditEvent.objects.bulk_create(events, batch_size=500)
+        return
+    fields = [f for f in AuditEvent._meta.local_concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(f.column)) for f in fields)
+    table = quote(AuditEvent._meta.db_table)
+    statement = f"COPY {table} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for event in events:
+            copy.write_row(
+                [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
+            )

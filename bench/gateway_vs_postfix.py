@@ -102,7 +102,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, wait_banner
+from _common import free_port, tree_cpu_seconds, wait_banner
 from report import Figure, emit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,6 +251,31 @@ def load() -> str:
     return f"charge {one:.1f}/{five:.1f}"
 
 
+def postmaster_pid() -> int | None:
+    """The PostgreSQL server's first process (its backends are its children)."""
+    comms = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            comm, _, rest = stat.partition(" (")[2].rpartition(") ")
+            comms[int(entry.name)] = (comm, int(rest.split()[1]))
+    for pid, (comm, ppid) in comms.items():
+        if comm in ("postgres", "postmaster") and comms.get(ppid, ("",))[0] not in ("postgres", "postmaster"):
+            return pid
+    return None
+
+
+def component_cpu(roots: dict[str, int | None]) -> dict[str, float]:
+    """CPU seconds so far of each component (its process tree, reaped children included);
+    "client" is this process (the load's threads)."""
+    own = os.times()
+    found = {name: tree_cpu_seconds(pid) for name, pid in roots.items() if pid}
+    return {**found, "client": own.user + own.system}
+
+
 def run_round(port: int, pki: dict, mail_root: Path, messages: int) -> tuple[float, float]:
     before = delivered(mail_root)
     started = time.perf_counter()
@@ -361,7 +386,9 @@ def main() -> int:
                  *os.environ.get("GW_SPY_ARGS", "").split()],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-        rows = []
+        roots = {"passerelle": gateway.pid, "dovecot": store.pid, "postgresql": postmaster_pid(),
+                 "postfix": int((base / "pf-queue" / "pid" / "master.pid").read_text().split()[0])}  # fmt: skip
+        rows, shares = [], {}
         for r in range(args.rounds):
             order = list(targets)
             if r % 2:
@@ -370,8 +397,12 @@ def main() -> int:
             for name, port in order:
                 loads.append(load())
                 cpu -= cpu_seconds(gateway.pid) if name == "ours" else 0.0
+                marks = component_cpu(roots)
                 result[name] = run_round(port, pki, instance.mail_root, args.messages)
+                after = component_cpu(roots)
                 cpu += cpu_seconds(gateway.pid) if name == "ours" else 0.0
+                share = {k: (after[k] - marks[k]) * 1000 / args.messages for k in after}
+                shares.setdefault(name, []).append(share)
             result.setdefault("postfix", (float("nan"), float("nan")))
             rows.append({**result, "cpu": cpu * 1000 / args.messages})
             print(
@@ -380,6 +411,11 @@ def main() -> int:
                 f"   postfix {result['postfix'][0]:6.0f} msg/s (p99 {result['postfix'][1] * 1000:5.1f} ms)"
                 f"   [{', '.join(loads)}]"
             )  # fmt: skip
+        for name, runs in shares.items():
+            parts = ", ".join(f"{k} {statistics.median(run[k] for run in runs):.2f}"
+                              for k in runs[0])  # fmt: skip
+            total = statistics.median(sum(run.values()) for run in runs)
+            print(f"CPU par message, {name} (ms, médianes) : {parts} ; total {total:.2f}")
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)

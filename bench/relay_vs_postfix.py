@@ -687,6 +687,15 @@ class Ours:
             stderr=open(self.base / f"worker-{tag}.log", "w"),  # noqa: SIM115
         )  # fmt: skip
 
+        spy = None
+        if os.environ.get("RELAY_SPY"):  # py-spy's raw stacks of the worker's processes
+            spy = subprocess.Popen(
+                [os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(worker.pid),
+                 "--subprocesses", "--format", "raw", "-o", f"{os.environ['RELAY_SPY']}.{tag}",
+                 *os.environ.get("RELAY_SPY_ARGS", "").split()],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+
         def first() -> None:
             marks["relay"] = cpu_seconds(tree_pids(worker.pid))
             marks["postgres"] = cpu_seconds(self.backends())
@@ -700,6 +709,9 @@ class Ours:
                    "puits": cpu_seconds(sink.pids(), reaped=False) - marks["sink"]}  # fmt: skip
             rss = max(peak_rss_mb(pids).values(), default=0.0)
         finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             worker.terminate()
             worker.wait(60)
         return Run("ours", workload.name, messages, seconds, drain,

@@ -186,3 +186,47 @@ def test_a_malformed_hop_stops_the_walk_at_the_last_valid_address(settings) -> N
         "::ffff:c633:6401",
         "::ffff:198.51.100.1",
     }
+
+
+# --- Several traces at once --------------------------------------------------------------------
+
+
+def test_traces_written_together_are_the_rows_written_one_by_one() -> None:
+    """audit_record_many (a COPY on PostgreSQL) stores each trace exactly as audit_record
+    would: actor, structure, client address, JSON details with accents, nesting and quotes."""
+    from accounts.audit import audit_record_many
+
+    person = make_professional()
+    structure = make_structure()
+    kinds = [
+        {"actor": person, "ip": "2001:db8::7", "details": {"to": ["a@b.fr"], "n": 3}},
+        {"actor_label": "relais", "structure": structure, "details": {"raison": "« reçu »\t\\"}},
+        {"actor_label": "CN=Éditeur,O=\"X\"", "success": False, "error_code": "550"},
+    ]
+
+    def built(tag: str) -> list[AuditEvent]:
+        return [
+            audit_event(action=Action.RELAY_DELIVERED, target_type=TargetType.MESSAGE,
+                        target_id=f"<{tag}{i}@x>", **kind)  # type: ignore[arg-type]  # fmt: skip
+            for i, kind in enumerate(kinds)
+        ]
+
+    together, alone = built("many"), built("one")
+    audit_record_many(together)
+    for event in alone:
+        event.save(force_insert=True)
+
+    def stored(tag: str) -> list[tuple[object, ...]]:
+        rows = AuditEvent.objects.filter(target_id__startswith=f"<{tag}").order_by("target_id")
+        return [
+            (r.actor_id, r.actor_label, r.action, r.target_type, r.target_id[len(tag) + 1 :],
+             r.structure_id, r.result, r.error_code, r.ip_address, r.details)  # fmt: skip
+            for r in rows
+        ]
+
+    assert stored("many") == stored("one")
+    assert len(stored("many")) == 3
+    first = AuditEvent.objects.get(target_id="<many0@x>")
+    assert first.public_id == together[0].public_id
+    assert first.occurred_at == together[0].occurred_at
+    assert first.ip_address == "2001:db8::7"

@@ -23,18 +23,22 @@ own kill.
 
 The marker and the check are one statement and one round trip on PostgreSQL, committed
 without waiting for the WAL flush (like the trace): a database crash may lose the last
-fraction of a second of markers, a gateway crash loses none.
+fraction of a second of markers, a gateway crash loses none. Both go on a connection of
+their own per thread (``hot_query``), never the one Django writes the spool on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 from accounts.audit import Action, TargetType
@@ -97,12 +101,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _earlier_and_mark(key: str, message_id: str, recipients: list[str]) -> Iterable[Row]:
-    conn = connections[DEFAULT_DB_ALIAS]
-    if (
-        conn.vendor == "postgresql"
-        and not conn.settings_dict["OPTIONS"].get("server_side_binding")
-        and conn.get_autocommit()
-    ):
+    if hot_path():
         return _earlier_and_mark_pg(key, message_id, recipients)
     since = timezone.now() - WINDOW
     with transaction.atomic():
@@ -132,26 +131,71 @@ def _earlier_and_mark(key: str, message_id: str, recipients: list[str]) -> Itera
 
 
 def _earlier_and_mark_pg(key: str, message_id: str, recipients: list[str]) -> list[Row]:
-    """One simple-protocol query: the marker INSERT (a data-modifying CTE runs whether or not
-    it is read), the earlier traces and markers of the key (the statement's snapshot does not
-    see its own insert), then ``SET LOCAL`` for the implicit transaction the server wraps them
-    in. The traces are found by their indexed target (the Message-ID's first 128 characters),
-    then their key; the window is computed by the server: a datetime parameter costs
-    client-side conversion."""
+    """One statement: the marker INSERT (a data-modifying CTE runs whether or not it is read)
+    and the earlier traces and markers of the key (the statement's snapshot does not see its
+    own insert). The traces are found by their indexed target (the Message-ID's first 128
+    characters), then their key; the window is computed by the server: a datetime parameter
+    costs client-side conversion."""
     return hot_query(_pg_sql(), [message_id, key, json.dumps(recipients), message_id, key, key])
 
 
-def hot_query(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """One simple-protocol query (several statements allowed) on this thread's connection,
-    through psycopg's cursor directly: Django's cursor wrapper and its connection proxy cost
-    more than the query's own client side, twice per message on the gateway. Database errors
-    come out as Django's (DatabaseError), as from any query; the rows of the first statement,
-    if it returns any."""
+def hot_path() -> bool:
+    """Whether the gateway's trace and marker go through ``hot_query``: on PostgreSQL, and not
+    inside a transaction of Django's connection (a test's, or a caller's that must see them)."""
     conn = connections[DEFAULT_DB_ALIAS]
-    conn.ensure_connection()
-    with conn.wrap_database_errors, conn.connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return conn.vendor == "postgresql" and conn.get_autocommit()
+
+
+_hot = threading.local()
+
+
+def _hot_connection() -> psycopg.Connection[Any]:
+    """This thread's journal connection: the database of Django's default connection (same
+    parameters), autocommit, ``synchronous_commit`` off for the whole session (these rows
+    only: the spool, on Django's connection, still waits for the WAL flush), each statement
+    prepared by the server at its first use (parsing and planning were half of the
+    server's work per message). Opened at first use, kept while it works and for at most
+    CONN_MAX_AGE seconds, as Django keeps its own (None: for ever)."""
+    hot: psycopg.Connection[Any] | None = getattr(_hot, "conn", None)
+    max_age = connections[DEFAULT_DB_ALIAS].settings_dict.get("CONN_MAX_AGE")
+    if hot is not None and not hot.closed and not hot.broken:
+        if max_age is None or time.monotonic() - _hot.opened < max_age:
+            return hot
+        hot_close()
+    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+    params.pop("cursor_factory", None)  # Django's client-side cursor: server binding here
+    params.pop("prepare_threshold", None)
+    hot = psycopg.Connection.connect(**params, autocommit=True, prepare_threshold=None)
+    hot.execute("SET synchronous_commit TO OFF")
+    _hot.conn, _hot.opened = hot, time.monotonic()
+    return hot
+
+
+def hot_query(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """One statement on this thread's journal connection (``_hot_connection``), prepared, in
+    its own implicit transaction; its rows, if it returns any. A failure closes the
+    connection (the next call opens another) and comes out as Django's DatabaseError, as
+    from any query. Without persistent connections (CONN_MAX_AGE 0), closed after use."""
+    try:
+        hot = _hot_connection()
+        cursor = hot.execute(sql, params, prepare=True)
         return cursor.fetchall() if cursor.description else []
+    except psycopg.Error as exc:
+        hot_close()
+        raise DatabaseError(str(exc)) from exc
+    finally:
+        if not connections[DEFAULT_DB_ALIAS].settings_dict.get("CONN_MAX_AGE", 0) and (
+            getattr(_hot, "conn", None) is not None
+        ):
+            hot_close()
+
+
+def hot_close() -> None:
+    """Close this thread's journal connection, if it has one."""
+    hot: psycopg.Connection[Any] | None = getattr(_hot, "conn", None)
+    _hot.conn = None
+    if hot is not None:
+        hot.close()
 
 
 _SQL: str | None = None
@@ -170,8 +214,7 @@ def _pg_sql() -> str:
             f" AND action = '{TRACE_ACTION}' AND details->>'{KEY}' = %s"
             f" AND occurred_at >= now() - interval '{days} days'"
             f" UNION ALL SELECT '{ATTEMPT}', recipients FROM {attempts}"
-            f" WHERE resend_key = %s AND started_at >= now() - interval '{days} days';"
-            " SET LOCAL synchronous_commit TO OFF"
+            f" WHERE resend_key = %s AND started_at >= now() - interval '{days} days'"
         )
     return _SQL
 
