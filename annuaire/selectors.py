@@ -58,14 +58,17 @@ def whitelist_allows(domain: str, peer: str | x509.Name) -> bool:
     return _listed(peer, domain=domain.strip().lower())
 
 
-def whitelist_dn_keys(domain: str) -> frozenset[str]:
-    """The certificate DNs (normalised, whitelist.dn_key) listed for ``domain`` in the list in
-    force; empty when the domain is not in the trust space."""
-    return frozenset(
-        WhitelistEntry.objects.filter(
-            version__is_current=True, domain=domain.strip().lower()
-        ).values_list("dn_key", flat=True)
-    )
+def whitelist_dn_keys(domains: Iterable[str]) -> dict[str, frozenset[str]]:
+    """For each of ``domains`` (as given), the certificate DNs (normalised, whitelist.dn_key)
+    listed for it in the list in force; empty when the domain is not in the trust space. One
+    query for them all (the relay asks for every domain of a batch)."""
+    wanted = {domain: domain.strip().lower() for domain in domains}
+    found: dict[str, set[str]] = {}
+    for domain, key in WhitelistEntry.objects.filter(
+        version__is_current=True, domain__in=set(wanted.values())
+    ).values_list("domain", "dn_key"):
+        found.setdefault(domain, set()).add(key)
+    return {domain: frozenset(found.get(key, ())) for domain, key in wanted.items()}
 
 
 MALFORMED = "Adresse mal formée."

@@ -263,7 +263,10 @@ def postmaster_pid() -> int | None:
             comm, _, rest = stat.partition(" (")[2].rpartition(") ")
             comms[int(entry.name)] = (comm, int(rest.split()[1]))
     for pid, (comm, ppid) in comms.items():
-        if comm in ("postgres", "postmaster") and comms.get(ppid, ("",))[0] not in ("postgres", "postmaster"):
+        if comm in ("postgres", "postmaster") and comms.get(ppid, ("",))[0] not in (
+            "postgres",
+            "postmaster",
+        ):
             return pid
     return None
 
@@ -388,7 +391,8 @@ def main() -> int:
             )  # fmt: skip
         roots = {"passerelle": gateway.pid, "dovecot": store.pid, "postgresql": postmaster_pid(),
                  "postfix": int((base / "pf-queue" / "pid" / "master.pid").read_text().split()[0])}  # fmt: skip
-        rows, shares = [], {}
+        rows: list[dict] = []
+        shares: dict[str, list[dict[str, float]]] = {}
         for r in range(args.rounds):
             order = list(targets)
             if r % 2:

@@ -205,7 +205,8 @@ class OutboundDelivery(models.Model):
 
     FINAL = (Status.RELAYED, Status.DELIVERED, Status.FAILED)
 
-    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # No public_id: a delivery never appears in a URL (its message does), and its unique index
+    # took an entry at each of the two row versions per recipient (claim, outcome).
     # No index of its own: delivery_one_per_recipient (message, recipient) serves lookups by
     # message, and every row version written costs one index entry less.
     message = models.ForeignKey(

@@ -201,13 +201,17 @@ def test_traces_written_together_are_the_rows_written_one_by_one() -> None:
     kinds = [
         {"actor": person, "ip": "2001:db8::7", "details": {"to": ["a@b.fr"], "n": 3}},
         {"actor_label": "relais", "structure": structure, "details": {"raison": "« reçu »\t\\"}},
-        {"actor_label": "CN=Éditeur,O=\"X\"", "success": False, "error_code": "550"},
+        {"actor_label": 'CN=Éditeur,O="X"', "success": False, "error_code": "550"},
     ]
 
     def built(tag: str) -> list[AuditEvent]:
         return [
-            audit_event(action=Action.RELAY_DELIVERED, target_type=TargetType.MESSAGE,
-                        target_id=f"<{tag}{i}@x>", **kind)  # type: ignore[arg-type]  # fmt: skip
+            audit_event(
+                action=Action.RELAY_DELIVERED,
+                target_type=TargetType.MESSAGE,
+                target_id=f"<{tag}{i}@x>",
+                **kind,  # type: ignore[arg-type]
+            )
             for i, kind in enumerate(kinds)
         ]
 
@@ -216,11 +220,21 @@ def test_traces_written_together_are_the_rows_written_one_by_one() -> None:
     for event in alone:
         event.save(force_insert=True)
 
-    def stored(tag: str) -> list[tuple[object, ...]]:
+    def stored(tag: str) -> list[list[object]]:
         rows = AuditEvent.objects.filter(target_id__startswith=f"<{tag}").order_by("target_id")
         return [
-            (r.actor_id, r.actor_label, r.action, r.target_type, r.target_id[len(tag) + 1 :],
-             r.structure_id, r.result, r.error_code, r.ip_address, r.details)  # fmt: skip
+            [
+                r.actor_id,
+                r.actor_label,
+                r.action,
+                r.target_type,
+                r.target_id[len(tag) + 1 :],
+                r.structure_id,
+                r.result,
+                r.error_code,
+                r.ip_address,
+                r.details,
+            ]
             for r in rows
         ]
 
