@@ -36,7 +36,7 @@ BENCHES: dict[str, tuple[list[str], list[str], str, str]] = {
     "gateway_vs_postfix": (
         [], ["--messages", "500", "--rounds", "2"], "Passerelle entrante contre Postfix", "21"),
     "relay_vs_postfix": (
-        [], ["--messages", "500", "--wide-messages", "100", "--rounds", "1"],
+        [], ["--messages", "1000", "--wide-messages", "200", "--rounds", "1"],
         "Relais sortant contre Postfix réglé (1 et 50 destinataires)", "21"),
     "faults": (
         [], ["--messages", "500"], "Pannes provoquées : rien de perdu, rien de dupliqué", "8"),
