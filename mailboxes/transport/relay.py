@@ -42,6 +42,7 @@ from mailboxes.transport import dsn, quota, smtp
 from mailboxes.transport.absence import absence_arrived
 from mailboxes.transport.delivery_reports import is_report, report_apply
 from mailboxes.transport.notices import mail_arrived
+from mssante_portal.sql import durable
 
 logger = logging.getLogger(__name__)
 Status = OutboundDelivery.Status
@@ -109,7 +110,9 @@ def message_spool(
 ) -> OutboundMessage:
     """Accept ``content`` for delivery to ``recipients``: durable when this returns (the
     caller's transaction, or ours, commits the message with its rows); the relay task is
-    enqueued after commit. Recipients in a domain we host are delivered over LMTP."""
+    enqueued after commit. Recipients in a domain we host are delivered over LMTP. The commit
+    waits for the WAL flush, whatever the session (mssante_portal.sql.durable)."""
+    durable()
     now = timezone.now()
     message = OutboundMessage.objects.create(
         origin=origin,

@@ -23,28 +23,25 @@ own kill.
 
 The marker and the check are one statement and one round trip on PostgreSQL, committed
 without waiting for the WAL flush (like the trace): a database crash may lose the last
-fraction of a second of markers, a gateway crash loses none. Both go on a connection of
-their own per thread (``hot_query``), never the one Django writes the spool on.
+fraction of a second of markers, a gateway crash loses none (``hot_query``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-import psycopg
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from accounts.audit import Action, TargetType
 from accounts.models import AuditEvent
 from mailboxes.models import GatewayAttempt
 from mailboxes.store.imap import inboxes_holding
+from mssante_portal.sql import unsynced_query
 
 # The action of the gateway's per-transaction trace (plain text: it goes into SQL below).
 TRACE_ACTION = Action.GATEWAY_RECEIVED.value
@@ -146,56 +143,11 @@ def hot_path() -> bool:
     return conn.vendor == "postgresql" and conn.get_autocommit()
 
 
-_hot = threading.local()
-
-
-def _hot_connection() -> psycopg.Connection[Any]:
-    """This thread's journal connection: the database of Django's default connection (same
-    parameters), autocommit, ``synchronous_commit`` off for the whole session (these rows
-    only: the spool, on Django's connection, still waits for the WAL flush), each statement
-    prepared by the server at its first use (parsing and planning were half of the
-    server's work per message). Opened at first use, kept while it works and for at most
-    CONN_MAX_AGE seconds, as Django keeps its own (None: for ever)."""
-    hot: psycopg.Connection[Any] | None = getattr(_hot, "conn", None)
-    max_age = connections[DEFAULT_DB_ALIAS].settings_dict.get("CONN_MAX_AGE")
-    if hot is not None and not hot.closed and not hot.broken:
-        if max_age is None or time.monotonic() - _hot.opened < max_age:
-            return hot
-        hot_close()
-    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
-    params.pop("cursor_factory", None)  # Django's client-side cursor: server binding here
-    params.pop("prepare_threshold", None)
-    hot = psycopg.Connection.connect(**params, autocommit=True, prepare_threshold=None)
-    hot.execute("SET synchronous_commit TO OFF")
-    _hot.conn, _hot.opened = hot, time.monotonic()
-    return hot
-
-
 def hot_query(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """One statement on this thread's journal connection (``_hot_connection``), prepared, in
-    its own implicit transaction; its rows, if it returns any. A failure closes the
-    connection (the next call opens another) and comes out as Django's DatabaseError, as
-    from any query. Without persistent connections (CONN_MAX_AGE 0), closed after use."""
-    try:
-        hot = _hot_connection()
-        cursor = hot.execute(sql, params, prepare=True)
-        return cursor.fetchall() if cursor.description else []
-    except psycopg.Error as exc:
-        hot_close()
-        raise DatabaseError(str(exc)) from exc
-    finally:
-        if not connections[DEFAULT_DB_ALIAS].settings_dict.get("CONN_MAX_AGE", 0) and (
-            getattr(_hot, "conn", None) is not None
-        ):
-            hot_close()
-
-
-def hot_close() -> None:
-    """Close this thread's journal connection, if it has one."""
-    hot: psycopg.Connection[Any] | None = getattr(_hot, "conn", None)
-    _hot.conn = None
-    if hot is not None:
-        hot.close()
+    """One statement of the gateway's hot path (its trace, its marker): prepared by the server
+    on this thread's connection, committed without waiting for the WAL flush
+    (mssante_portal.sql.unsynced_query). Database errors come out as Django's."""
+    return unsynced_query(sql, params)
 
 
 _SQL: str | None = None
