@@ -81,6 +81,27 @@ hop waits for a core; Postfix answers once its queue file is written. Left to tr
 delivery on the event loop (psycopg's async connection and an asyncio LMTP client) instead of
 a worker thread, which removes two thread hops and the GIL hand-offs per message; uvloop gains
 nothing while asyncio's TLS layer (pure Python, AlertingTLS) stays.
+
+2026-12-04 (session 28), a quiet 2-core machine (load 1 to 5 during the runs). The bench now
+prints the CPU per message of every component, for each target: the gateway's processes,
+Dovecot's (all of its processes), PostgreSQL's (the server's), Postfix's and the client's
+(this script's threads). At the start of the session (main at 8eb615e), medians of 3 rounds:
+ours 1.14 gateway + 1.81 Dovecot + 0.57 PostgreSQL + 0.35 client = 3.87 ms per message;
+Postfix 2.32 + 1.82 Dovecot + 0.39 client = 4.51; ratio 1.10. Dovecot's LMTP delivery (its
+Maildir file, index and uidlist, about three fsyncs) costs the same for both and is the
+largest share; the machine is saturated (both cores), so the rate follows the total. 1.5x
+Postfix would need our total at 3.0 ms, that is the gateway and PostgreSQL together at 0.85
+ms instead of 1.71: out of reach of what is left to shave in Python here.
+What changed: the trace and the marker are statements prepared by the server (parsing and
+planning were half of PostgreSQL's work for them: 0.26 -> 0.12 ms of server CPU per message
+for the pair, measured alone), on a session in asynchronous commit (the spool restores the
+wait in its own transactions); the journal lost two of its nine indexes. Tried and dropped,
+no difference beyond the noise in interleaved A/B runs of the gateway alone: uvloop (the TLS
+layer stays asyncio's, in Python), Dovecot's maildir_very_dirty_syncs. Also seen: Dovecot's
+CPU per message grows from one run to the next on this machine (1.8 -> 3.6 ms): each run
+creates and deletes tens of thousands of files, and ext4 (no journal here) scans its recently
+deleted inodes at each new file (perf: recently_deleted, find_inode_bit). It weighs on both
+targets alike; compare rounds of one run only.
 """
 
 from __future__ import annotations
