@@ -309,7 +309,12 @@ def audit_record_many(events: list[AuditEvent]) -> None:
     columns = ", ".join(quote(str(f.column)) for f in fields)
     table = quote(AuditEvent._meta.db_table)
     statement = f"COPY {table} ({columns}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+    # psycopg's copy, under Django's error mapping (DatabaseError, as from any query)
+    with (
+        connection.cursor() as cursor,
+        connection.wrap_database_errors,
+        cursor.cursor.copy(statement) as copy,
+    ):
         for event in events:
             copy.write_row(
                 [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]

@@ -15,10 +15,25 @@ OLD = ("accounts_auditevent_action_6dc29885", "accounts_auditevent_action_6dc298
        "accounts_auditevent_actor_id_179eee89")  # fmt: skip
 
 
+def _drop_if_invalid(schema_editor, name):
+    """A CREATE INDEX CONCURRENTLY that failed or was cancelled leaves an INVALID index, which
+    IF NOT EXISTS would then take for done: drop it first (PostgreSQL)."""
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relname = %s AND NOT i.indisvalid",
+            [name],
+        )
+        if cursor.fetchone():
+            schema_editor.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+
+
 def forwards(apps, schema_editor):
     postgresql = schema_editor.connection.vendor == "postgresql"
     concurrently = "CONCURRENTLY " if postgresql else ""
     opclass = " varchar_pattern_ops" if postgresql else ""
+    if postgresql:
+        _drop_if_invalid(schema_editor, "audit_action")
     schema_editor.execute(
         f'CREATE INDEX {concurrently}IF NOT EXISTS "audit_action" ON "{TABLE}" ("action"{opclass})'
     )
@@ -33,6 +48,8 @@ def backwards(apps, schema_editor):
     for name, (column, opclass) in zip(OLD, columns, strict=True):
         if opclass and not postgresql:
             continue
+        if postgresql:
+            _drop_if_invalid(schema_editor, name)
         schema_editor.execute(
             f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" ON "{TABLE}" ("{column}"{opclass})'
         )

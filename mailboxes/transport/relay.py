@@ -16,6 +16,7 @@ row is the truth; a task may run twice.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -42,7 +43,6 @@ from mailboxes.transport import dsn, quota, smtp
 from mailboxes.transport.absence import absence_arrived
 from mailboxes.transport.delivery_reports import is_report, report_apply
 from mailboxes.transport.notices import mail_arrived
-from mssante_portal.sql import durable
 
 logger = logging.getLogger(__name__)
 Status = OutboundDelivery.Status
@@ -110,9 +110,7 @@ def message_spool(
 ) -> OutboundMessage:
     """Accept ``content`` for delivery to ``recipients``: durable when this returns (the
     caller's transaction, or ours, commits the message with its rows); the relay task is
-    enqueued after commit. Recipients in a domain we host are delivered over LMTP. The commit
-    waits for the WAL flush, whatever the session (mssante_portal.sql.durable)."""
-    durable()
+    enqueued after commit. Recipients in a domain we host are delivered over LMTP."""
     now = timezone.now()
     message = OutboundMessage.objects.create(
         origin=origin,
@@ -351,7 +349,9 @@ def _in_threads(function: Callable[[T], R], items: list[T]) -> list[R]:
     return list(_executor().map(function, items))
 
 
-def _deliver_remote(messages: dict[int, OutboundMessage], rows: list[Claimed]) -> Outcomes:
+def _deliver_remote(
+    messages: dict[int, OutboundMessage], rows: list[Claimed], deadline: float | None = None
+) -> Outcomes:
     """One SMTP transaction per message and peer: the domains routed to the same peers share
     it (each domain's whitelist entry checked on the session's certificate), the peers in
     parallel threads, several sessions per peer for a batch. The whitelist is read here,
@@ -398,7 +398,7 @@ def _deliver_remote(messages: dict[int, OutboundMessage], rows: list[Claimed]) -
 
     def one(item: tuple[smtp.Route, dict[str, frozenset[str]], list[tuple[int, Envelope]]]):
         peers, served, envelopes = item
-        outcomes = smtp.deliver(peers, served, [e for _, e in envelopes])
+        outcomes = smtp.deliver(peers, served, [e for _, e in envelopes], deadline=deadline)
         return [(pk, o) for (pk, _), o in zip(envelopes, outcomes, strict=True)]
 
     if work:
@@ -478,6 +478,9 @@ def _record(messages: dict[int, OutboundMessage], rows: list[Claimed], results: 
             # a relayed one is reported by the next operator.
             if result.kind == "delivered" and _wants(row, "SUCCESS"):
                 reports[row.message_id][1].append((row, result, "delivered"))
+        elif result.reply == smtp.NOT_ATTEMPTED and now < message.expires_at:
+            # Left by a batch out of time (_send_deadline): no attempt made, due again now.
+            status, attempts, next_attempt_at = Status.QUEUED, row.attempts, now
         elif result.kind == "temporary" and now < message.expires_at:
             status = Status.QUEUED
             next_attempt_at = now + backoff(attempts)
@@ -567,6 +570,13 @@ def _record(messages: dict[int, OutboundMessage], rows: list[Claimed], results: 
 MESSAGE_FIELDS = tuple(f.name for f in OutboundMessage._meta.concrete_fields)
 
 
+def _send_deadline() -> float:
+    """When a batch starts no more SMTP transactions (time.monotonic()): half its claim time,
+    so that a transaction begun before it ends before the sweep may take the rows back
+    (RELAY_CLAIM_SECONDS); what is left goes back to the queue for the next task."""
+    return time.monotonic() + settings.RELAY_CLAIM_SECONDS / 2
+
+
 def message_relay(*, public_id: str, also_due: int = 0) -> int:
     """Deliver what is due for the spooled message ``public_id`` and, when ``also_due``, for
     other messages with due rows (see ``_claim``): the Celery task passes ``BATCH_ROWS`` so that
@@ -578,6 +588,7 @@ def message_relay(*, public_id: str, also_due: int = 0) -> int:
     rows = _claim(public_id, also_due)
     if not rows:
         return 0
+    deadline = _send_deadline()
     if also_due:
         # What is left of a backlog goes to the next task, in another worker process (when
         # nothing is left, it claims nothing and ends the chain).
@@ -598,7 +609,7 @@ def message_relay(*, public_id: str, also_due: int = 0) -> int:
         results.update(((pk, address), r) for address, r in outcomes.items())
     remote = [r for r in rows if not r.local]
     if remote:
-        results.update(_deliver_remote(messages, remote))
+        results.update(_deliver_remote(messages, remote, deadline))
     try:
         _record(messages, rows, results)
     except Exception:

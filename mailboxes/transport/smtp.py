@@ -164,16 +164,31 @@ def route(domain: str, allowed: frozenset[str]) -> Route | Result:
         return Result("permanent" if exc.permanent else "temporary", exc.status, exc.reply)
 
 
+NOT_ATTEMPTED = "Not attempted: the batch ran out of time, next attempt soon"
+
+
 def deliver(
-    peers: Route, allowed: dict[str, frozenset[str]], envelopes: list[Envelope]
+    peers: Route,
+    allowed: dict[str, frozenset[str]],
+    envelopes: list[Envelope],
+    *,
+    deadline: float | None = None,
 ) -> list[dict[str, Result]]:
     """Deliver ``envelopes`` one after the other to ``peers`` (best first), whose recipients are
     in the domains of ``allowed`` (domain -> the DN keys listed for it, read by the caller), all
     routed to ``peers``. Like Postfix, the domains of one message served by the same peers share
     one transaction; the peer's certificate is checked against each domain's entry. One outcome
-    per address, per envelope. No database here: runs in any thread."""
+    per address, per envelope. No transaction starts after ``deadline`` (time.monotonic()):
+    the envelopes left get a temporary NOT_ATTEMPTED (the relay's claim on their rows must
+    not expire while they are being sent). No database here: runs in any thread."""
     dead: dict[tuple[str, int], Result] = {}  # peers that could not be reached, for this call
-    return [_deliver_one(peers, allowed, envelope, dead) for envelope in envelopes]
+    results = []
+    for envelope in envelopes:
+        if deadline is not None and time.monotonic() > deadline:
+            results.append(_all(envelope.rcpts, Result("temporary", "4.3.0", NOT_ATTEMPTED)))
+        else:
+            results.append(_deliver_one(peers, allowed, envelope, dead))
+    return results
 
 
 def _deliver_one(

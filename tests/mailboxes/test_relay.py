@@ -966,3 +966,30 @@ def test_a_batch_is_bounded_by_messages_and_by_the_content_it_holds(
     }
     assert message_relay(public_id=str(messages[2].public_id), also_due=relay.BATCH_ROWS) == 1
     assert len(peer.received) == 4
+
+
+def test_a_batch_out_of_time_starts_no_transaction_and_its_rows_go_back_due_now(
+    peer: Peer, box: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's claim on its rows lasts RELAY_CLAIM_SECONDS, then the sweep takes them back:
+    a batch never starts a transaction past half of it (a slow peer, a big batch), so no row
+    is sent while another worker may take it. What is left is queued again, due at once, the
+    attempt not counted; the next task sends it, once."""
+    from mailboxes.transport import relay
+    from mailboxes.transport.smtp import NOT_ATTEMPTED
+
+    messages = [_send(box, [Recipient(REMOTE, notify="NEVER")]) for _ in range(3)]
+    monkeypatch.setattr(relay, "_send_deadline", lambda: 0.0)  # already past
+    assert message_relay(public_id=str(messages[0].public_id), also_due=relay.BATCH_ROWS) == 3
+    assert peer.received == []
+    rows = list(OutboundDelivery.objects.all())
+    assert {(r.status, r.attempts, r.last_reply) for r in rows} == {
+        (Status.QUEUED, 0, NOT_ATTEMPTED)
+    }
+    assert all(r.next_attempt_at <= timezone.now() for r in rows)
+    assert all(r.claim_token is None for r in rows)
+
+    monkeypatch.undo()
+    assert message_relay(public_id=str(messages[0].public_id), also_due=relay.BATCH_ROWS) == 3
+    assert len(peer.received) == 3
+    assert set(OutboundDelivery.objects.values_list("status", flat=True)) == {Status.RELAYED}

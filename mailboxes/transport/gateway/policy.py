@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography import x509
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 from accounts.audit import Action, TargetType, audit_event, audit_record_many
@@ -27,13 +27,7 @@ from mailboxes.store import lmtp
 from mailboxes.transport import dsn as report_dsn
 from mailboxes.transport.absence import absence_arrived
 from mailboxes.transport.delivery_reports import is_report, report_apply
-from mailboxes.transport.gateway.dedup import (
-    KEY,
-    TRACE_ACTION,
-    delivery_start,
-    hot_path,
-    hot_query,
-)
+from mailboxes.transport.gateway.dedup import KEY, TRACE_ACTION, delivery_start, hot_query
 from mailboxes.transport.notices import mail_arrived
 from mailboxes.transport.quota import FULL_REPLY, usage_of
 from mailboxes.transport.relay import Recipient, message_spool
@@ -328,8 +322,9 @@ def trace(
     synchronous_commit off for this transaction only): a database crash may lose the last
     fraction of a second of traces, never a message, and the SMTP reply does not wait.
 
-    On PostgreSQL, one round trip: a prepared INSERT on the thread's journal connection
-    (dedup.hot_query: autocommit, synchronous_commit off for its session)."""
+    On PostgreSQL, one round trip: ``SET LOCAL`` and the INSERT go as one simple-protocol
+    query, which the server runs as one implicit transaction (protocol docs, "Multiple
+    Statements in a Simple Query"); BEGIN, SET, INSERT and COMMIT would be four per message."""
     success = reply.startswith("250")
     details = {
         "tls": peer.tls_version,
@@ -342,7 +337,12 @@ def trace(
     }
     if key:
         details[KEY] = key
-    if not hot_path():
+    # psycopg's client-side cursors (Django's default) may send several statements at once
+    conn = connections[DEFAULT_DB_ALIAS]
+    simple_protocol = conn.vendor == "postgresql" and not conn.settings_dict["OPTIONS"].get(
+        "server_side_binding"
+    )
+    if not simple_protocol or not conn.get_autocommit():
         event = audit_event(
             action=TRACE_ACTION,
             actor_label=peer.dn[:150] or "inconnu",
@@ -387,7 +387,8 @@ _TRACE_SQL: str | None = None
 
 
 def _trace_sql() -> str:
-    """INSERT of a gateway trace (the columns left out are NULL: no actor, structure or IP)."""
+    """INSERT of a gateway trace (the columns left out are NULL: no actor, structure or IP),
+    then SET LOCAL for the implicit transaction of this one simple-protocol query."""
     global _TRACE_SQL
     if _TRACE_SQL is None:  # names and constants of ours only; values go as parameters
         table = AuditEvent._meta.db_table
@@ -395,6 +396,7 @@ def _trace_sql() -> str:
             f"INSERT INTO {table} (public_id, occurred_at, actor_label,"  # noqa: S608
             " action, target_type, target_id, result, error_code, details)"
             f" VALUES (%s, now(), %s, '{TRACE_ACTION}', '{TargetType.MESSAGE.value}', %s, %s, %s,"
-            " %s::jsonb)"
+            " %s::jsonb);"
+            " SET LOCAL synchronous_commit TO OFF"
         )
     return _TRACE_SQL
