@@ -15,7 +15,7 @@ from django.db import connection, models
 from django.utils.translation import gettext_noop as _noop
 
 from accounts.models import AuditEvent, Structure
-from mssante_portal.sql import insert_statement
+from mssante_portal.sql import copy_insert, insert_statement
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -304,18 +304,4 @@ def audit_record_many(events: list[AuditEvent]) -> None:
     if len(events) < 2 or connection.vendor != "postgresql":
         AuditEvent.objects.bulk_create(events, batch_size=500)
         return
-    fields = [f for f in AuditEvent._meta.local_concrete_fields if not f.primary_key]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(str(f.column)) for f in fields)
-    table = quote(AuditEvent._meta.db_table)
-    statement = f"COPY {table} ({columns}) FROM STDIN"
-    # psycopg's copy, under Django's error mapping (DatabaseError, as from any query)
-    with (
-        connection.cursor() as cursor,
-        connection.wrap_database_errors,
-        cursor.cursor.copy(statement) as copy,
-    ):
-        for event in events:
-            copy.write_row(
-                [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
-            )
+    copy_insert(events)

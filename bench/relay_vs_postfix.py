@@ -697,8 +697,8 @@ class Ours:
                           content=message(tag, i, rcpts),
                           message_id=f"<bench-{tag}-{i}@{SENDER_DOMAIN}>", mailbox=self.box,
                           author=self.owner)  # fmt: skip
-        # The spool's own upkeep is injection, not relaying: the vacuum and statistics that
-        # autovacuum would run on the freshly written rows happen now, not on the clock.
+        # The spool's own upkeep is injection, not relaying: the statistics that autovacuum
+        # would gather on the freshly written rows are taken now, not on the clock.
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE mailboxes_outboundmessage, mailboxes_outbounddelivery")
         connection.close()
